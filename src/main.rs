@@ -1,0 +1,3 @@
+fn main() {
+    println!("webserv {}", env!("CARGO_PKG_VERSION"));
+}
