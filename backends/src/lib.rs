@@ -1,1 +1,441 @@
-//! placeholder
+//! Completion-model I/O for webserv.
+//!
+//! The HTTP, config and CGI layers never see which kernel interface runs underneath: they
+//! *submit* operations ([`Op`]) tagged with a caller [`Token`] and *reap* [`Completion`]s. io_uring
+//! ([`uring`], Linux) is completion-native; epoll (Linux) and kqueue (macOS, FreeBSD) are
+//! readiness interfaces, and [`readiness`] emulates completions over them once, for both, with a
+//! thin syscall shim each.
+//!
+//! # The contract (every backend, every invariant)
+//!
+//! 1. **Queue, then wait.** [`Backend::submit`] only queues; nothing reaches the kernel until
+//!    [`Backend::wait`], which submits the whole batch in one go and returns when at least one
+//!    completion is ready, the timeout passed, or another thread called [`Waker::wake`]. An error
+//!    of an operation is never returned by `submit`: it arrives as that operation's completion.
+//! 2. **Tokens.** A token names one operation from its submission to its last completion. The
+//!    caller must not reuse a token while the operation holding it is in flight. [`WAKE_TOKEN`]
+//!    is reserved for wake-ups.
+//! 3. **Ownership passes with the op.** Every buffer the kernel may touch is moved into the [`Op`]
+//!    and moved back out in the [`Completion`] (`buf`), whatever the outcome — success, error or
+//!    cancellation. No buffer is touched by two owners, and none is freed while the kernel may
+//!    still write it. Dropping the backend with operations in flight cancels them first.
+//! 4. **Receive buffers belong to the backend** until data lands in one: an armed [`Op::Recv`]
+//!    holds no buffer, so an idle connection holds no receive memory. A completed receive hands a
+//!    [`RecvBuf`] to the caller, who gives it back with [`Backend::release`]. When the pool runs
+//!    dry, receives wait (no data is lost: it stays in the socket) and resume on `release`.
+//! 5. **Multishot.** [`Op::Accept`] and [`Op::Recv`] stay armed after each completion: a completion
+//!    with `more == true` means the op is still live and its token still in use; `more == false`
+//!    is its last completion (end of stream — a recv of 0 bytes —, an error, or a cancellation).
+//!    Where the kernel lacks multishot the backend re-arms internally; callers see the same thing.
+//! 6. **Sends and writes complete whole.** At most one [`Op::Send`] (or [`Op::Write`]) is in flight
+//!    per fd. Short writes are finished inside the backend: a successful completion reports the
+//!    whole length; an error reports the error, and the number of bytes that did go out is lost.
+//! 7. **Close.** [`Op::Close`] cancels everything in flight on that fd; those operations complete
+//!    (with `ECANCELED`, or with what they finished first) *before* the close completes, and the fd
+//!    number is only released to the kernel after the last of them. An fd number is therefore never
+//!    reused while an operation on it is pending. The caller may close an fd itself only when no
+//!    operation on it is in flight (the readiness backends then re-register the number afresh the
+//!    next time it is used).
+//! 8. **Cancel** completes the target (normally with `ECANCELED`, or with the result it reached
+//!    first) and itself: `Ok(0)` if the target was found, `Err(ENOENT)` if it had already
+//!    completed. The two completions may arrive in either order.
+//! 9. **Timers and children are ops.** [`Op::Timeout`] completes with `Ok(0)` when its deadline
+//!    passes (timers complete in deadline order). [`Op::ChildExit`] completes once when the child
+//!    exits, after the backend reaped it: `Ok(raw wait status)` (decode with
+//!    [`std::os::unix::process::ExitStatusExt::from_raw`]). Nothing blocks the loop: no blocking
+//!    `waitpid`, no sleeping.
+//! 10. **Single thread.** A backend is used by one thread; [`Backend::waker`] gives a handle that
+//!     other threads (a signal thread, say) use to interrupt `wait`.
+//!
+//! The platform is chosen once, in [`platform`]; no function body contains `cfg`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub mod pool;
+pub mod readiness;
+mod sys;
+
+#[cfg(target_os = "linux")]
+pub mod uring;
+
+#[cfg_attr(target_os = "linux", path = "platform/linux.rs")]
+#[cfg_attr(
+    any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ),
+    path = "platform/bsd.rs"
+)]
+pub mod platform;
+
+pub use pool::RecvBuf;
+
+/// The caller's name for an operation; comes back in each of its completions.
+pub type Token = u64;
+
+/// Token of the completion produced by [`Waker::wake`].
+pub const WAKE_TOKEN: Token = u64::MAX;
+
+/// Bytes shared between many sends (a cached file, say) without copying.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub data: Arc<[u8]>,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Shared {
+    pub fn new(data: Arc<[u8]>) -> Self {
+        let end = data.len();
+        Shared {
+            data,
+            start: 0,
+            end,
+        }
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+}
+
+/// The body half of a [`SendBuf`].
+#[derive(Debug, Default)]
+pub enum Body {
+    #[default]
+    Empty,
+    Owned(Vec<u8>),
+    Shared(Shared),
+}
+
+impl Body {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Body::Empty => &[],
+            Body::Owned(v) => v,
+            Body::Shared(s) => s.as_slice(),
+        }
+    }
+}
+
+/// An owned, vectored send: a response head and its body go out in one operation.
+#[derive(Debug, Default)]
+pub struct SendBuf {
+    pub head: Vec<u8>,
+    pub body: Body,
+}
+
+impl SendBuf {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.as_slice().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The two parts that still have to go out after `done` bytes were sent.
+    pub fn remaining(&self, done: usize) -> (&[u8], &[u8]) {
+        let body = self.body.as_slice();
+        if done < self.head.len() {
+            (&self.head[done..], body)
+        } else {
+            (&[], &body[done - self.head.len()..])
+        }
+    }
+}
+
+/// An operation. It owns every buffer the kernel may touch until its completion gives it back.
+#[derive(Debug)]
+pub enum Op {
+    /// Accept connections on a listening socket (multishot). Each completion's result is a new
+    /// fd, non-blocking and close-on-exec.
+    Accept { fd: RawFd },
+    /// Receive on a connected socket (multishot), into buffers the backend picks from its pool.
+    Recv { fd: RawFd },
+    /// Send `buf` whole (see invariant 6). The completion returns it in [`Buf::Send`].
+    Send { fd: RawFd, buf: SendBuf },
+    /// Read once into the spare capacity of `buf` (`buf.len()` is kept; the result is the number
+    /// of bytes appended; 0 is end of file). `offset: None` reads at the current position
+    /// (pipes); `Some(n)` reads a file at `n`. Returned in [`Buf::Vec`] with its length grown.
+    Read {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: Option<u64>,
+    },
+    /// Write `buf` whole (see invariant 6), at `offset` or the current position.
+    Write {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: Option<u64>,
+    },
+    /// Cancel everything in flight on `fd`, then close it (invariant 7).
+    Close { fd: RawFd },
+    /// Cancel the operation named `target` (invariant 8).
+    Cancel { target: Token },
+    /// Complete at `deadline`.
+    Timeout { deadline: Instant },
+    /// Complete once when child `pid` exits, after reaping it.
+    ChildExit { pid: u32 },
+}
+
+impl Op {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::Accept { .. } => OpKind::Accept,
+            Op::Recv { .. } => OpKind::Recv,
+            Op::Send { .. } => OpKind::Send,
+            Op::Read { .. } => OpKind::Read,
+            Op::Write { .. } => OpKind::Write,
+            Op::Close { .. } => OpKind::Close,
+            Op::Cancel { .. } => OpKind::Cancel,
+            Op::Timeout { .. } => OpKind::Timeout,
+            Op::ChildExit { .. } => OpKind::ChildExit,
+        }
+    }
+}
+
+/// The kinds of [`Op`], for statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum OpKind {
+    Accept,
+    Recv,
+    Send,
+    Read,
+    Write,
+    Close,
+    Cancel,
+    Timeout,
+    ChildExit,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 9] = [
+        OpKind::Accept,
+        OpKind::Recv,
+        OpKind::Send,
+        OpKind::Read,
+        OpKind::Write,
+        OpKind::Close,
+        OpKind::Cancel,
+        OpKind::Timeout,
+        OpKind::ChildExit,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Accept => "accept",
+            OpKind::Recv => "recv",
+            OpKind::Send => "send",
+            OpKind::Read => "read",
+            OpKind::Write => "write",
+            OpKind::Close => "close",
+            OpKind::Cancel => "cancel",
+            OpKind::Timeout => "timeout",
+            OpKind::ChildExit => "child_exit",
+        }
+    }
+}
+
+/// What an operation gave back.
+#[derive(Debug, Default)]
+pub enum Buf {
+    #[default]
+    None,
+    /// Data received by [`Op::Recv`]; give it back with [`Backend::release`].
+    Recv(RecvBuf),
+    /// The buffer of an [`Op::Send`].
+    Send(SendBuf),
+    /// The buffer of an [`Op::Read`] or [`Op::Write`].
+    Vec(Vec<u8>),
+}
+
+/// One completion of one operation.
+#[derive(Debug)]
+pub struct Completion {
+    pub token: Token,
+    pub result: io::Result<usize>,
+    pub buf: Buf,
+    /// More completions of this operation will follow (invariant 5).
+    pub more: bool,
+}
+
+impl Completion {
+    pub fn new(token: Token, result: io::Result<usize>, buf: Buf, more: bool) -> Self {
+        Completion {
+            token,
+            result,
+            buf,
+            more,
+        }
+    }
+}
+
+/// Counters a backend keeps, for `status` pages and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Operations submitted, by [`OpKind`] (index with `kind as usize`).
+    pub submitted: [u64; 9],
+    /// Kernel entries made to wait: `io_uring_enter`, `epoll_wait` or `kevent` calls.
+    pub enters: u64,
+    /// Calls of [`Backend::wait`] that returned completions, and how many in all.
+    pub waits: u64,
+    pub completions: u64,
+    pub max_per_wait: u64,
+    /// Receive buffers handed out and not yet released, and the pool's size.
+    pub bufs_in_use: usize,
+    pub bufs_total: usize,
+}
+
+impl Stats {
+    pub fn completions_per_wait(&self) -> f64 {
+        if self.waits == 0 {
+            0.0
+        } else {
+            self.completions as f64 / self.waits as f64
+        }
+    }
+    fn count_wait(&mut self, n: usize) {
+        if n > 0 {
+            self.waits += 1;
+            self.completions += n as u64;
+            self.max_per_wait = self.max_per_wait.max(n as u64);
+        }
+    }
+}
+
+/// Wakes a backend's [`Backend::wait`] from another thread; it then yields a completion with
+/// [`WAKE_TOKEN`]. Wake-ups that arrive before the loop reaps one are merged.
+#[derive(Clone)]
+pub struct Waker(Arc<dyn Wake>);
+
+/// What a [`Waker`] does underneath (an eventfd write, an `EVFILT_USER` trigger).
+pub trait Wake: Send + Sync {
+    fn wake(&self) -> io::Result<()>;
+}
+
+impl Waker {
+    pub fn new(w: Arc<dyn Wake>) -> Self {
+        Waker(w)
+    }
+    pub fn wake(&self) -> io::Result<()> {
+        self.0.wake()
+    }
+}
+
+/// The completion-model interface every backend implements.
+pub trait Backend {
+    /// "uring", "epoll" or "kqueue".
+    fn name(&self) -> &'static str;
+    /// Queue `op`; it reaches the kernel at the next [`Backend::wait`].
+    fn submit(&mut self, token: Token, op: Op);
+    /// Submit what is queued and append completions to `out`: at least one unless `timeout`
+    /// (`None` = no limit) passes first.
+    fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()>;
+    /// Give a receive buffer back to the pool.
+    fn release(&mut self, buf: RecvBuf);
+    /// A handle other threads use to interrupt [`Backend::wait`].
+    fn waker(&self) -> Waker;
+    fn stats(&self) -> Stats;
+}
+
+/// Which backend to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The best this platform has: io_uring, else epoll, on Linux; kqueue elsewhere.
+    Auto,
+    Uring,
+    Epoll,
+    Kqueue,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Kind, String> {
+        match s {
+            "auto" => Ok(Kind::Auto),
+            "uring" | "io_uring" => Ok(Kind::Uring),
+            "epoll" => Ok(Kind::Epoll),
+            "kqueue" => Ok(Kind::Kqueue),
+            _ => Err(format!(
+                "unknown backend {s:?} (expected auto, uring, epoll or kqueue)"
+            )),
+        }
+    }
+}
+
+/// Sizes and switches common to every backend.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Submission queue entries (io_uring) / events per poll (readiness).
+    pub entries: u32,
+    /// Receive buffers in the pool (a power of two) and the size of each.
+    pub buf_count: u16,
+    pub buf_size: usize,
+    /// io_uring only: use single-shot operations even where multishot is available (to test
+    /// and measure the older-kernel path).
+    pub force_single_shot: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            entries: 1024,
+            buf_count: 1024,
+            buf_size: 16 * 1024,
+            force_single_shot: false,
+        }
+    }
+}
+
+/// An opened backend and, when `auto` had to fall back, the one-line reason why.
+pub struct Opened {
+    pub backend: Box<dyn Backend>,
+    pub fallback: Option<String>,
+}
+
+/// Open the backend `kind`. An explicit choice that this machine cannot provide is an error
+/// that says why; `Auto` falls back (io_uring → epoll) and reports the reason in `fallback`.
+pub fn open(kind: Kind, opts: &Options) -> io::Result<Opened> {
+    platform::open(kind, opts)
+}
+
+/// The backends this machine can open, by name, in preference order (tests run on each).
+pub fn available() -> Vec<Kind> {
+    platform::available()
+}
+
+/// A hasher for [`Token`] keys: tokens are caller-chosen integers, often sequential, so one
+/// multiply spreads them well enough and is far cheaper than SipHash on the hot path.
+#[derive(Default, Clone, Copy)]
+pub struct TokenHasher;
+
+impl std::hash::BuildHasher for TokenHasher {
+    type Hasher = TokenHash;
+    fn build_hasher(&self) -> TokenHash {
+        TokenHash(0)
+    }
+}
+
+#[doc(hidden)]
+pub struct TokenHash(u64);
+
+impl std::hash::Hasher for TokenHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+}

@@ -1,0 +1,74 @@
+//! Linux: io_uring first, epoll as the fallback.
+
+use std::io;
+
+use crate::readiness::{epoll::Epoll, Readiness};
+use crate::uring::Uring;
+use crate::{Kind, Opened, Options};
+
+pub fn open(kind: Kind, opts: &Options) -> io::Result<Opened> {
+    match kind {
+        Kind::Uring => Uring::new(opts)
+            .map(|b| Opened {
+                backend: Box::new(b),
+                fallback: None,
+            })
+            .map_err(|e| explain_uring(&e)),
+        Kind::Epoll => Ok(Opened {
+            backend: Box::new(Readiness::<Epoll>::new(opts)?),
+            fallback: None,
+        }),
+        Kind::Kqueue => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the kqueue backend exists on macOS and the BSDs, not on Linux (use uring or epoll)",
+        )),
+        Kind::Auto => match Uring::new(opts) {
+            Ok(b) => Ok(Opened {
+                backend: Box::new(b),
+                fallback: None,
+            }),
+            Err(e) => Ok(Opened {
+                backend: Box::new(Readiness::<Epoll>::new(opts)?),
+                fallback: Some(format!(
+                    "io_uring unavailable ({}); using epoll",
+                    explain_uring(&e)
+                )),
+            }),
+        },
+    }
+}
+
+/// Say why io_uring could not be opened, in the terms an operator can act on.
+fn explain_uring(e: &io::Error) -> io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "the kernel has no io_uring (ENOSYS)".to_string(),
+        Some(libc::EPERM) => {
+            let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            if disabled == "2" || disabled == "1" {
+                format!(
+                    "io_uring is disabled by sysctl kernel.io_uring_disabled={disabled} (EPERM)"
+                )
+            } else {
+                "io_uring is forbidden here, e.g. by a seccomp filter (EPERM)".to_string()
+            }
+        }
+        _ => format!("io_uring setup failed: {e}"),
+    };
+    io::Error::new(e.kind(), why)
+}
+
+pub fn available() -> Vec<Kind> {
+    let opts = Options {
+        buf_count: 8,
+        entries: 8,
+        ..Options::default()
+    };
+    let mut v = Vec::new();
+    if Uring::new(&opts).is_ok() {
+        v.push(Kind::Uring);
+    }
+    v.push(Kind::Epoll);
+    v
+}

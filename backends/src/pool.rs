@@ -1,0 +1,109 @@
+//! The receive-buffer pool: fixed-size buffers the backend lends to completed receives.
+//!
+//! A buffer is owned by exactly one party at a time: the pool (free, or — on io_uring — posted
+//! in the provided-buffer ring, where only the kernel writes it), or the caller (inside a
+//! [`RecvBuf`], between a recv completion and [`crate::Backend::release`]). Buffers are
+//! allocated once, lazily by the allocator (untouched pages cost no RSS).
+
+use std::ops::Deref;
+
+/// Received bytes, lent by the backend's pool. Give it back with `Backend::release`.
+#[derive(Debug)]
+pub struct RecvBuf {
+    // INVARIANT: `data.len()` is the number of bytes received; its capacity is the pool's size.
+    data: Vec<u8>,
+    id: u16,
+}
+
+impl RecvBuf {
+    /// Which pool slot this buffer came from.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Deref for RecvBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// A fixed set of equally sized buffers, each either in the pool or lent out.
+#[derive(Debug)]
+pub(crate) struct BufPool {
+    // INVARIANT: `slots[id]` is `Some` exactly when buffer `id` is not lent to the caller.
+    slots: Vec<Option<Vec<u8>>>,
+    free: Vec<u16>,
+    size: usize,
+    lent: usize,
+}
+
+impl BufPool {
+    pub(crate) fn new(count: u16, size: usize) -> Self {
+        let slots = (0..count).map(|_| Some(Vec::with_capacity(size))).collect();
+        // Pop from the end: hand out low ids first.
+        let free = (0..count).rev().collect();
+        BufPool {
+            slots,
+            free,
+            size,
+            lent: 0,
+        }
+    }
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+    pub(crate) fn count(&self) -> usize {
+        self.slots.len()
+    }
+    pub(crate) fn lent(&self) -> usize {
+        self.lent
+    }
+    // Only the io_uring backend posts buffers to a kernel ring.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// Pointer to buffer `id`'s storage, for posting it to a kernel buffer ring.
+    pub(crate) fn ptr(&mut self, id: u16) -> *mut u8 {
+        self.slots[id as usize]
+            .as_mut()
+            .expect("buffer posted while lent")
+            .as_mut_ptr()
+    }
+    /// Take a free buffer (readiness path: the backend picks it).
+    pub(crate) fn take_free(&mut self) -> Option<u16> {
+        self.free.pop()
+    }
+    pub(crate) fn put_free(&mut self, id: u16) {
+        self.free.push(id);
+    }
+    /// Storage of buffer `id` while the backend fills it.
+    pub(crate) fn spare(&mut self, id: u16) -> &mut Vec<u8> {
+        self.slots[id as usize]
+            .as_mut()
+            .expect("buffer not in pool")
+    }
+    /// Lend buffer `id`, in which the kernel wrote `len` bytes, to the caller.
+    ///
+    /// # Safety
+    /// The first `len` bytes of the buffer must have been initialised (written by the kernel).
+    pub(crate) unsafe fn lend(&mut self, id: u16, len: usize) -> RecvBuf {
+        let mut data = self.slots[id as usize].take().expect("buffer lent twice");
+        assert!(len <= data.capacity());
+        // SAFETY: the caller guarantees the kernel initialised `len` bytes; `len <= capacity`.
+        unsafe { data.set_len(len) };
+        self.lent += 1;
+        RecvBuf { data, id }
+    }
+    /// Take a lent buffer back; returns its id, now owned by the pool again.
+    pub(crate) fn restore(&mut self, buf: RecvBuf) -> u16 {
+        let RecvBuf { mut data, id } = buf;
+        assert!(self.slots[id as usize].is_none(), "buffer released twice");
+        data.clear();
+        self.slots[id as usize] = Some(data);
+        self.lent -= 1;
+        id
+    }
+}

@@ -1,0 +1,103 @@
+//! Thin, safe wrappers over the POSIX calls both the readiness adapter and the io_uring
+//! fallbacks use. Each wrapper turns `-1` into `io::Error::last_os_error()`.
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+pub(crate) fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// `recv(2)` into the spare capacity of `buf`, growing its length by what arrived.
+pub(crate) fn recv_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: the pointer and length describe `buf`'s spare capacity, valid for writes.
+    let n = cvt_size(unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) })?;
+    // SAFETY: the kernel initialised `n` bytes past the old length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// `read(2)` / `pread(2)` into the spare capacity of `buf`.
+pub(crate) fn read_spare(fd: RawFd, buf: &mut Vec<u8>, offset: Option<u64>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let (ptr, len) = (spare.as_mut_ptr().cast(), spare.len());
+    let n = match offset {
+        // SAFETY: `ptr`/`len` describe writable spare capacity.
+        Some(off) => cvt_size(unsafe { libc::pread(fd, ptr, len, off as libc::off_t) })?,
+        // SAFETY: as above.
+        None => cvt_size(unsafe { libc::read(fd, ptr, len) })?,
+    };
+    // SAFETY: the kernel initialised `n` bytes past the old length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// `write(2)` / `pwrite(2)` of `data`.
+pub(crate) fn write_at(fd: RawFd, data: &[u8], offset: Option<u64>) -> io::Result<usize> {
+    let (ptr, len) = (data.as_ptr().cast(), data.len());
+    match offset {
+        // SAFETY: `ptr`/`len` describe a readable slice.
+        Some(off) => cvt_size(unsafe { libc::pwrite(fd, ptr, len, off as libc::off_t) }),
+        // SAFETY: as above.
+        None => cvt_size(unsafe { libc::write(fd, ptr, len) }),
+    }
+}
+
+/// `sendmsg(2)` of two slices (response head and body) with `flags`.
+pub(crate) fn send2(fd: RawFd, a: &[u8], b: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: a.as_ptr() as *mut _,
+            iov_len: a.len(),
+        },
+        libc::iovec {
+            iov_base: b.as_ptr() as *mut _,
+            iov_len: b.len(),
+        },
+    ];
+    let (start, count) = if a.is_empty() { (1, 1) } else { (0, 2) };
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov[start..].as_mut_ptr();
+    msg.msg_iovlen = count as _;
+    // SAFETY: `msg` points at iovecs describing live, readable slices.
+    cvt_size(unsafe { libc::sendmsg(fd, &msg, flags) })
+}
+
+pub(crate) fn close(fd: RawFd) -> io::Result<()> {
+    // SAFETY: the caller owns `fd` and nothing uses it after this call.
+    cvt(unsafe { libc::close(fd) }).map(drop)
+}
+
+/// Reap `pid` if it has exited: `Ok(Some(status))`, `Ok(None)` while it still runs.
+pub(crate) fn reap(pid: u32) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    // SAFETY: WNOHANG never blocks; `status` is a valid out-pointer.
+    let r = cvt(unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) })?;
+    Ok(if r == 0 { None } else { Some(status) })
+}
+
+pub(crate) fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+pub(crate) fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+pub(crate) fn canceled() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECANCELED)
+}

@@ -1,0 +1,857 @@
+//! The Backend conformance suite: every test body runs against every backend this machine has
+//! (io_uring — multishot and single-shot — and epoll on Linux; kqueue on the BSDs), and prints
+//! which ones it ran on. Tests talk only to 127.0.0.1.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use backends::{Backend, Body, Buf, Completion, Kind, Op, Options, SendBuf, WAKE_TOKEN};
+
+/// The backends to run on: each available kind, plus io_uring forced to single-shot ops.
+fn variants(base: &Options) -> Vec<(String, Options, Kind)> {
+    let mut v = Vec::new();
+    for kind in backends::available() {
+        v.push((format!("{kind:?}").to_lowercase(), base.clone(), kind));
+        if kind == Kind::Uring {
+            let mut o = base.clone();
+            o.force_single_shot = true;
+            v.push(("uring-single-shot".into(), o, kind));
+        }
+    }
+    v
+}
+
+fn each_backend_with(test: &str, opts: Options, f: impl Fn(&mut dyn Backend)) {
+    let mut ran = Vec::new();
+    for (name, o, kind) in variants(&opts) {
+        let mut b = backends::open(kind, &o).expect("open backend").backend;
+        f(&mut *b);
+        ran.push(name);
+    }
+    assert!(!ran.is_empty());
+    println!("{test}: ran on {}", ran.join(", "));
+}
+
+fn each_backend(test: &str, f: impl Fn(&mut dyn Backend)) {
+    each_backend_with(test, Options::default(), f)
+}
+
+/// Wait until `done` says so, feeding every completion to `on`; panics after `limit`.
+fn run(
+    b: &mut dyn Backend,
+    limit: Duration,
+    mut on: impl FnMut(&mut dyn Backend, Completion),
+    done: impl Fn() -> bool,
+) {
+    let end = Instant::now() + limit;
+    let mut out = Vec::new();
+    while !done() {
+        if Instant::now() >= end {
+            eprintln!("stats at timeout: {:?}", b.stats());
+            panic!("timed out waiting for completions");
+        }
+        b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
+        for c in out.drain(..) {
+            on(b, c);
+        }
+    }
+}
+
+/// Collect completions until `n` arrived (or fail after 10 s).
+fn collect(b: &mut dyn Backend, n: usize) -> Vec<Completion> {
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while got.len() < n {
+        assert!(
+            Instant::now() < end,
+            "only {} of {n} completions",
+            got.len()
+        );
+        b.wait(&mut got, Some(Duration::from_millis(200))).unwrap();
+    }
+    got
+}
+
+fn listener() -> TcpListener {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
+/// Accept exactly one connection through the backend.
+fn accept_one(b: &mut dyn Backend, l: &TcpListener) -> RawFd {
+    b.submit(1, Op::Accept { fd: l.as_raw_fd() });
+    let c = collect(b, 1).pop().unwrap();
+    assert_eq!(c.token, 1);
+    let fd = c.result.unwrap() as RawFd;
+    b.submit(2, Op::Cancel { target: 1 });
+    let mut got = collect(b, 2);
+    got.retain(|c| c.token == 1);
+    assert!(got.iter().all(|c| !c.more));
+    fd
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn rss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit pointer.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        // Root (CI) may raise the hard limit too; elsewhere settle for the hard limit.
+        let want = lim.rlim_max.max(65_536);
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return want;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_cur
+}
+
+/// An echo server over the backend: one connection, recv → send back, in order, with at most
+/// one send in flight; closes after the peer's EOF once everything is echoed.
+fn echo_connection(b: &mut dyn Backend, fd: RawFd, limit: Duration) -> usize {
+    const RECV: u64 = 10;
+    const SEND: u64 = 11;
+    const CLOSE: u64 = 12;
+    b.submit(RECV, Op::Recv { fd });
+    let mut pending: Vec<u8> = Vec::new();
+    let mut sending = false;
+    let eof = std::cell::Cell::new(false);
+    let closed = std::cell::Cell::new(false);
+    let mut echoed = 0;
+    run(
+        b,
+        limit,
+        |b, c| match c.token {
+            RECV => {
+                let n = c.result.expect("recv");
+                if let Buf::Recv(buf) = c.buf {
+                    pending.extend_from_slice(&buf);
+                    b.release(buf);
+                }
+                if n == 0 {
+                    assert!(!c.more);
+                    eof.set(true);
+                }
+                if !sending && !pending.is_empty() {
+                    let head = std::mem::take(&mut pending);
+                    b.submit(
+                        SEND,
+                        Op::Send {
+                            fd,
+                            buf: SendBuf {
+                                head,
+                                body: Body::Empty,
+                            },
+                        },
+                    );
+                    sending = true;
+                }
+                if eof.get() && !sending {
+                    b.submit(CLOSE, Op::Close { fd });
+                }
+            }
+            SEND => {
+                let n = c.result.expect("send");
+                echoed += n;
+                let Buf::Send(sb) = c.buf else {
+                    panic!("send buffer not returned")
+                };
+                assert_eq!(sb.len(), n, "send completed short");
+                sending = false;
+                if !pending.is_empty() {
+                    let head = std::mem::take(&mut pending);
+                    b.submit(
+                        SEND,
+                        Op::Send {
+                            fd,
+                            buf: SendBuf {
+                                head,
+                                body: Body::Empty,
+                            },
+                        },
+                    );
+                    sending = true;
+                } else if eof.get() {
+                    b.submit(CLOSE, Op::Close { fd });
+                }
+            }
+            CLOSE => {
+                c.result.expect("close");
+                closed.set(true);
+            }
+            t => panic!("unexpected token {t}"),
+        },
+        || closed.get(),
+    );
+    echoed
+}
+
+#[test]
+fn accept_burst_of_1000() {
+    raise_nofile();
+    each_backend("accept_burst_of_1000", |b| {
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            (0..1000)
+                .map(|_| TcpStream::connect(addr).unwrap())
+                .collect::<Vec<_>>()
+        });
+        b.submit(1, Op::Accept { fd: l.as_raw_fd() });
+        let fds = std::cell::RefCell::new(Vec::new());
+        run(
+            b,
+            Duration::from_secs(20),
+            |_, c| {
+                assert_eq!(c.token, 1);
+                assert!(c.more, "multishot accept ended: {:?}", c.result);
+                fds.borrow_mut().push(c.result.unwrap() as RawFd);
+            },
+            || fds.borrow().len() == 1000,
+        );
+        let fds = fds.into_inner();
+        let conns = client.join().unwrap();
+        assert_eq!(conns.len(), 1000);
+        let mut uniq = fds.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), 1000, "an fd was reported twice");
+        for (i, fd) in fds.iter().enumerate() {
+            b.submit(100 + i as u64, Op::Close { fd: *fd });
+        }
+        b.submit(2, Op::Cancel { target: 1 });
+        let got = collect(b, 1002);
+        assert!(got
+            .iter()
+            .filter(|c| c.token >= 100)
+            .all(|c| c.result.is_ok()));
+    });
+}
+
+#[test]
+fn echo_payloads_0_to_16mib() {
+    each_backend("echo_payloads_0_to_16mib", |b| {
+        for size in [0usize, 1, 100, 4096, 65_536, 1 << 20, 16 << 20] {
+            let l = listener();
+            let addr = l.local_addr().unwrap();
+            let data = pattern(size);
+            let sent = data.clone();
+            let client = std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let writer = std::thread::spawn(move || {
+                    w.write_all(&sent).unwrap();
+                    w.shutdown(Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::new();
+                s.read_to_end(&mut back).unwrap();
+                writer.join().unwrap();
+                back
+            });
+            let fd = accept_one(b, &l);
+            eprintln!("echo {} B on {}", size, b.name());
+            let echoed = echo_connection(b, fd, Duration::from_secs(60));
+            let back = client.join().unwrap();
+            assert_eq!(echoed, size);
+            assert!(back == data, "echo of {size} B differs");
+            assert_eq!(b.stats().bufs_in_use, 0);
+        }
+    });
+}
+
+fn set_sndbuf(fd: RawFd, size: libc::c_int) {
+    // SAFETY: setsockopt with a pointer to a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+}
+
+#[test]
+fn short_writes_complete_whole() {
+    each_backend("short_writes_complete_whole", |b| {
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let head = pattern(1000);
+        let body = pattern(4 << 20);
+        let mut expect = head.clone();
+        expect.extend_from_slice(&body);
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1024];
+            // Read slowly at first so the sender sees many short writes.
+            for _ in 0..50 {
+                let n = s.read(&mut chunk).unwrap();
+                got.extend_from_slice(&chunk[..n]);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let fd = accept_one(b, &l);
+        set_sndbuf(fd, 4096);
+        let shared = std::sync::Arc::<[u8]>::from(body);
+        b.submit(
+            5,
+            Op::Send {
+                fd,
+                buf: SendBuf {
+                    head,
+                    body: Body::Shared(backends::Shared::new(shared)),
+                },
+            },
+        );
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.result.unwrap(), 1000 + (4 << 20));
+        assert!(matches!(c.buf, Buf::Send(_)));
+        b.submit(6, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+        assert!(client.join().unwrap() == expect);
+    });
+}
+
+#[test]
+fn peer_reset_mid_recv() {
+    each_backend("peer_reset_mid_recv", |b| {
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let s = TcpStream::connect(addr).unwrap();
+        let fd = accept_one(b, &l);
+        b.submit(3, Op::Recv { fd });
+        (&s).write_all(b"partial request").unwrap();
+        let lg = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt with a pointer to a live linger struct.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&lg as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        std::thread::sleep(Duration::from_millis(50));
+        drop(s); // RST: linger 0
+        let mut data = Vec::new();
+        let ended = std::cell::Cell::new(None);
+        run(
+            b,
+            Duration::from_secs(5),
+            |b, c| {
+                if let Buf::Recv(buf) = c.buf {
+                    data.extend_from_slice(&buf);
+                    b.release(buf);
+                }
+                if !c.more {
+                    ended.set(Some(c.result.map_err(|e| e.raw_os_error())));
+                }
+            },
+            || ended.get().is_some(),
+        );
+        // Linux may drop unread data on RST; what arrived must be a prefix, and the op must end.
+        assert!(b"partial request".starts_with(&data));
+        let end = ended.get().unwrap();
+        assert!(
+            end == Err(Some(libc::ECONNRESET)) || end == Ok(0),
+            "recv ended with {end:?}"
+        );
+        b.submit(4, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+        assert_eq!(b.stats().bufs_in_use, 0);
+    });
+}
+
+#[test]
+fn half_close_mid_recv() {
+    each_backend("half_close_mid_recv", |b| {
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let mut s = TcpStream::connect(addr).unwrap();
+        let fd = accept_one(b, &l);
+        b.submit(3, Op::Recv { fd });
+        s.write_all(b"abc").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut data = Vec::new();
+        let eof = std::cell::Cell::new(false);
+        run(
+            b,
+            Duration::from_secs(5),
+            |b, c| {
+                assert_eq!(c.token, 3);
+                let n = c.result.unwrap();
+                if let Buf::Recv(buf) = c.buf {
+                    data.extend_from_slice(&buf);
+                    b.release(buf);
+                }
+                if n == 0 {
+                    assert!(!c.more, "EOF must end the multishot recv");
+                    eof.set(true);
+                }
+            },
+            || eof.get(),
+        );
+        assert_eq!(data, b"abc");
+        // The other direction still works after the peer's half-close.
+        let buf = SendBuf {
+            head: b"bye".to_vec(),
+            body: Body::Empty,
+        };
+        b.submit(4, Op::Send { fd, buf });
+        assert_eq!(collect(b, 1)[0].result.as_ref().unwrap(), &3);
+        b.submit(5, Op::Close { fd });
+        collect(b, 1);
+        let mut back = String::new();
+        s.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "bye");
+    });
+}
+
+#[test]
+fn close_while_recv_pending() {
+    each_backend("close_while_recv_pending", |b| {
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let _idle = TcpStream::connect(addr).unwrap();
+        let fd = accept_one(b, &l);
+        b.submit(3, Op::Recv { fd });
+        // Let the recv reach the kernel before closing.
+        let mut out = Vec::new();
+        b.wait(&mut out, Some(Duration::from_millis(20))).unwrap();
+        assert!(out.is_empty(), "idle recv completed: {:?}", out);
+        b.submit(4, Op::Close { fd });
+        let got = collect(b, 2);
+        let order: Vec<u64> = got.iter().map(|c| c.token).collect();
+        assert_eq!(order, vec![3, 4], "the recv must complete before the close");
+        assert_eq!(
+            got[0].result.as_ref().unwrap_err().raw_os_error(),
+            Some(libc::ECANCELED)
+        );
+        assert!(!got[0].more);
+        assert!(got[1].result.is_ok());
+        // The fd number may now be reused, and a new connection on it works normally.
+        let mut s2 = TcpStream::connect(addr).unwrap();
+        let fd2 = accept_one(b, &l);
+        b.submit(5, Op::Recv { fd: fd2 });
+        s2.write_all(b"x").unwrap();
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.token, 5);
+        if let Buf::Recv(buf) = c.buf {
+            assert_eq!(&buf[..], b"x");
+            b.release(buf);
+        } else {
+            panic!("no data");
+        }
+        b.submit(6, Op::Close { fd: fd2 });
+        assert_eq!(collect(b, 2).len(), 2);
+    });
+}
+
+#[test]
+fn cancel_by_token() {
+    each_backend("cancel_by_token", |b| {
+        b.submit(
+            1,
+            Op::Timeout {
+                deadline: Instant::now() + Duration::from_secs(60),
+            },
+        );
+        let mut out = Vec::new();
+        b.wait(&mut out, Some(Duration::from_millis(10))).unwrap();
+        assert!(out.is_empty());
+        b.submit(2, Op::Cancel { target: 1 });
+        let got = collect(b, 2);
+        let by: HashMap<u64, &Completion> = got.iter().map(|c| (c.token, c)).collect();
+        let t = by[&1].result.as_ref().unwrap_err();
+        assert_eq!(t.raw_os_error(), Some(libc::ECANCELED));
+        assert!(by[&2].result.is_ok());
+        // Nothing by that name any more.
+        b.submit(3, Op::Cancel { target: 1 });
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.result.unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        // Cancel a pending recv.
+        let l = listener();
+        let _s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let fd = accept_one(b, &l);
+        b.submit(4, Op::Recv { fd });
+        b.wait(&mut out, Some(Duration::from_millis(10))).unwrap();
+        b.submit(5, Op::Cancel { target: 4 });
+        let got = collect(b, 2);
+        let r = got.iter().find(|c| c.token == 4).unwrap();
+        assert_eq!(
+            r.result.as_ref().unwrap_err().raw_os_error(),
+            Some(libc::ECANCELED)
+        );
+        assert!(!r.more);
+        b.submit(6, Op::Close { fd });
+        collect(b, 1);
+    });
+}
+
+#[test]
+fn timeouts_fire_in_deadline_order() {
+    each_backend("timeouts_fire_in_deadline_order", |b| {
+        let now = Instant::now();
+        for (token, ms) in [(1u64, 50u64), (2, 10), (3, 30), (4, 20), (5, 40)] {
+            b.submit(
+                token,
+                Op::Timeout {
+                    deadline: now + Duration::from_millis(ms),
+                },
+            );
+        }
+        let got = collect(b, 5);
+        let order: Vec<u64> = got.iter().map(|c| c.token).collect();
+        assert_eq!(order, vec![2, 4, 3, 5, 1]);
+        assert!(got.iter().all(|c| c.result.as_ref().is_ok_and(|&n| n == 0)));
+        assert!(now.elapsed() >= Duration::from_millis(50));
+    });
+}
+
+#[test]
+fn hundred_children_each_reported_once() {
+    use std::os::unix::process::ExitStatusExt;
+    each_backend("hundred_children_each_reported_once", |b| {
+        let mut pids = HashMap::new();
+        for i in 0..100u64 {
+            // The backend reaps the child (that is what is tested), not `Child::wait`.
+            #[allow(clippy::zombie_processes)]
+            let child = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("sleep 0.0{}; exit {}", i % 5, i % 7))
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            pids.insert(1000 + i, (pid, (i % 7) as i32));
+            b.submit(1000 + i, Op::ChildExit { pid });
+        }
+        let got = collect(b, 100);
+        let mut seen = std::collections::HashSet::new();
+        for c in &got {
+            assert!(seen.insert(c.token), "child {} reported twice", c.token);
+            let (pid, code) = pids[&c.token];
+            let status =
+                std::process::ExitStatus::from_raw(c.result.as_ref().copied().unwrap() as i32);
+            assert_eq!(status.code(), Some(code), "pid {pid}");
+            // Reaped: no zombie left behind.
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "zombie {pid}"
+            );
+        }
+        let mut out = Vec::new();
+        b.wait(&mut out, Some(Duration::from_millis(50))).unwrap();
+        assert!(out.is_empty(), "a child was reported again");
+    });
+}
+
+fn pipe() -> (RawFd, RawFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two fds into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    for fd in fds {
+        // SAFETY: fcntl on fds we own.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+    (fds[0], fds[1])
+}
+
+#[test]
+fn pipes_both_ways_with_eof() {
+    each_backend("pipes_both_ways_with_eof", |b| {
+        let data = pattern(3 << 20);
+        let (r, w) = pipe();
+        b.submit(
+            1,
+            Op::Write {
+                fd: w,
+                buf: data.clone(),
+                offset: None,
+            },
+        );
+        b.submit(
+            2,
+            Op::Read {
+                fd: r,
+                buf: Vec::with_capacity(65536),
+                offset: None,
+            },
+        );
+        let mut got = Vec::new();
+        let write_done = std::cell::Cell::new(false);
+        let eof = std::cell::Cell::new(false);
+        run(
+            b,
+            Duration::from_secs(20),
+            |b, c| match c.token {
+                1 => {
+                    assert_eq!(c.result.unwrap(), data.len());
+                    write_done.set(true);
+                    b.submit(3, Op::Close { fd: w });
+                }
+                2 => {
+                    let n = c.result.unwrap();
+                    let Buf::Vec(mut v) = c.buf else { panic!() };
+                    assert_eq!(v.len(), n);
+                    got.extend_from_slice(&v);
+                    if n == 0 {
+                        eof.set(true);
+                    } else {
+                        v.clear();
+                        b.submit(
+                            2,
+                            Op::Read {
+                                fd: r,
+                                buf: v,
+                                offset: None,
+                            },
+                        );
+                    }
+                }
+                3 => assert!(c.result.is_ok()),
+                t => panic!("token {t}"),
+            },
+            || write_done.get() && eof.get(),
+        );
+        assert!(got == data);
+        b.submit(4, Op::Close { fd: r });
+        collect(b, 1);
+    });
+}
+
+#[test]
+fn file_read_write_at_offsets() {
+    each_backend("file_read_write_at_offsets", |b| {
+        let path = std::env::temp_dir().join(format!("wsb-{}-{}", std::process::id(), b.name()));
+        let f = std::fs::File::create_new(&path)
+            .or_else(|_| std::fs::File::create(&path))
+            .unwrap();
+        let fd = f.into_raw_fd();
+        b.submit(
+            1,
+            Op::Write {
+                fd,
+                buf: b"world".to_vec(),
+                offset: Some(6),
+            },
+        );
+        collect(b, 1);
+        b.submit(
+            2,
+            Op::Write {
+                fd,
+                buf: b"hello ".to_vec(),
+                offset: Some(0),
+            },
+        );
+        collect(b, 1);
+        b.submit(3, Op::Close { fd });
+        collect(b, 1);
+        let fd = std::fs::File::open(&path).unwrap().into_raw_fd();
+        b.submit(
+            4,
+            Op::Read {
+                fd,
+                buf: Vec::with_capacity(5),
+                offset: Some(6),
+            },
+        );
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.result.unwrap(), 5);
+        let Buf::Vec(v) = c.buf else { panic!() };
+        assert_eq!(v, b"world");
+        b.submit(5, Op::Close { fd });
+        collect(b, 1);
+        std::fs::remove_file(&path).unwrap();
+    });
+}
+
+#[test]
+fn tiny_pool_runs_dry_without_losing_data() {
+    let opts = Options {
+        buf_count: 2,
+        buf_size: 256,
+        ..Options::default()
+    };
+    each_backend_with("tiny_pool_runs_dry_without_losing_data", opts, |b| {
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let data = pattern(64 * 1024);
+        let sent = data.clone();
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&sent).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+        });
+        let fd = accept_one(b, &l);
+        b.submit(3, Op::Recv { fd });
+        // Hold every buffer: the pool runs dry and receives must pause, not fail.
+        let mut held = Vec::new();
+        let mut got = Vec::new();
+        let end = Instant::now() + Duration::from_secs(5);
+        while held.len() < 2 {
+            assert!(Instant::now() < end);
+            let mut out = Vec::new();
+            b.wait(&mut out, Some(Duration::from_millis(100))).unwrap();
+            for c in out {
+                assert!(
+                    c.more && c.result.is_ok(),
+                    "recv failed while dry: {:?}",
+                    c.result
+                );
+                if let Buf::Recv(buf) = c.buf {
+                    held.push(buf);
+                }
+            }
+        }
+        assert_eq!(b.stats().bufs_in_use, 2);
+        let mut out = Vec::new();
+        b.wait(&mut out, Some(Duration::from_millis(100))).unwrap();
+        assert!(out.is_empty(), "a recv completed with the pool dry");
+        for buf in held.drain(..) {
+            got.extend_from_slice(&buf);
+            b.release(buf);
+        }
+        let eof = std::cell::Cell::new(false);
+        run(
+            b,
+            Duration::from_secs(10),
+            |b, c| {
+                if let Buf::Recv(buf) = c.buf {
+                    got.extend_from_slice(&buf);
+                    b.release(buf);
+                }
+                if c.result.unwrap() == 0 {
+                    eof.set(true);
+                }
+            },
+            || eof.get(),
+        );
+        assert!(got == data, "data lost or reordered while the pool was dry");
+        b.submit(4, Op::Close { fd });
+        collect(b, 1);
+        client.join().unwrap();
+    });
+}
+
+#[test]
+fn ten_thousand_idle_connections_hold_no_buffers() {
+    let limit = raise_nofile();
+    let n: usize = if limit >= 25_000 {
+        10_000
+    } else {
+        (limit as usize - 200) / 2
+    };
+    assert!(
+        n >= 1000,
+        "RLIMIT_NOFILE too low ({limit}) to test idle connections"
+    );
+    each_backend("ten_thousand_idle_connections_hold_no_buffers", |b| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = std::thread::spawn(move || {
+            let conns: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            rx.recv().unwrap();
+            drop(conns);
+        });
+        let rss0 = rss_bytes();
+        b.submit(1, Op::Accept { fd: l.as_raw_fd() });
+        let fds = std::cell::RefCell::new(Vec::new());
+        run(
+            b,
+            Duration::from_secs(60),
+            |b, c| {
+                if c.token == 1 {
+                    let fd = c.result.unwrap() as RawFd;
+                    fds.borrow_mut().push(fd);
+                    b.submit(10_000_000 + fd as u64, Op::Recv { fd });
+                } else {
+                    panic!("idle connection produced {:?}", c.result);
+                }
+            },
+            || fds.borrow().len() == n,
+        );
+        let fds = fds.into_inner();
+        let mut out = Vec::new();
+        b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
+        assert!(out.is_empty());
+        let rss1 = rss_bytes();
+        let stats = b.stats();
+        assert_eq!(
+            stats.bufs_in_use, 0,
+            "idle connections hold receive buffers"
+        );
+        println!(
+            "{}: {n} idle connections with recv armed: bufs in use {}, RSS growth {:.0} B/connection",
+            b.name(),
+            stats.bufs_in_use,
+            rss1.saturating_sub(rss0) as f64 / n as f64
+        );
+        for &fd in &fds {
+            b.submit(20_000_000 + fd as u64, Op::Close { fd });
+        }
+        b.submit(2, Op::Cancel { target: 1 });
+        collect(b, 2 * n + 2);
+        tx.send(()).unwrap();
+        client.join().unwrap();
+    });
+}
+
+#[test]
+fn waker_interrupts_wait() {
+    each_backend("waker_interrupts_wait", |b| {
+        let w = b.waker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            w.wake().unwrap();
+        });
+        let start = Instant::now();
+        let got = collect(b, 1);
+        assert_eq!(got[0].token, WAKE_TOKEN);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
+    });
+}
