@@ -219,9 +219,12 @@ mod tests {
             .collect()
     }
 
+    /// (word, line, column) triples expected from one input.
+    type Expected = &'static [(&'static str, u32, u32)];
+
     #[test]
     fn tokens_and_positions() {
-        let cases: &[(&str, &[(&str, u32, u32)])] = &[
+        let cases: &[(&str, Expected)] = &[
             ("root /x;", &[("root", 1, 1), ("/x", 1, 6), (";", 1, 8)]),
             (
                 "a{b;}",
