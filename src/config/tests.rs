@@ -555,3 +555,36 @@ fn location_selection() {
     assert!(srv.select_location("/other").is_none());
     assert_eq!(srv.location_for("/other").pattern, "/");
 }
+
+#[test]
+fn shipped_example_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = load(
+        &root.join("conf/examples/vhosts.conf"),
+        Path::new("/prefix"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.servers.len(), 3);
+    assert_eq!(c.listen_addrs().len(), 3);
+    assert_eq!(c.mime_type("/a.css"), "text/css");
+    let s = c.select_server(sa("127.0.0.1:8080"), Some("blog.example.com"));
+    assert_eq!(s.root, Path::new("/prefix/www/wildcard"));
+    let s = c.select_server(sa("127.0.0.1:8080"), Some("nobody"));
+    let loc = s.location_for("/cgi/x.py");
+    assert_eq!(loc.cgi.len(), 2);
+    assert_eq!(loc.error_page(502).unwrap().uri, "/errors/50x.html");
+    assert_eq!(
+        s.location_for("/uploads/private/x")
+            .ret
+            .as_ref()
+            .unwrap()
+            .code,
+        403
+    );
+    assert!(s.location_for("/status").status);
+    let api = c.select_server(sa("127.0.0.1:9090"), None);
+    assert_eq!(
+        api.location_for("/files/a/b").map_path("/files/a/b"),
+        PathBuf::from("/prefix/www/api/data/a/b")
+    );
+}
