@@ -85,6 +85,9 @@ pub static SPECS: &[Spec] = &[
     d("alias", LOCATION, 1, 1),
     d("allow_methods", LOCATION, 1, ANY),
     d("status", LOCATION, 0, 0),
+    // Expanded by tree.rs before this table is consulted; listed so `include x { }` gets the
+    // "not terminated" error rather than "unknown directive".
+    d("include", MAIN | HTTP | SERVER | LOCATION | EVENTS, 1, 1),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static Spec> {

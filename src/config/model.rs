@@ -104,6 +104,22 @@ pub enum ServerName {
     StarSuffix(String),
 }
 
+impl std::fmt::Display for ServerName {
+    /// As written in the config (lower-cased): `a.com`, `*.a.com`, `.a.com`, `www.a.*`, `""`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerName::Exact(n) if n.is_empty() => f.write_str("\"\""),
+            ServerName::Exact(n) => f.write_str(n),
+            ServerName::StarPrefix { suffix, bare: true } => f.write_str(suffix),
+            ServerName::StarPrefix {
+                suffix,
+                bare: false,
+            } => write!(f, "*{suffix}"),
+            ServerName::StarSuffix(prefix) => write!(f, "{prefix}*"),
+        }
+    }
+}
+
 /// The servers reachable through one listen address, with the name tables built once at load.
 #[derive(Debug, Clone)]
 pub struct AddrServers {

@@ -50,8 +50,8 @@ fn errors_point_at_the_token() {
         ("server { location /a { location /b { } } }", "t.conf:1:33: location \"/b\" is outside location \"/a\""),
         ("server { location = /a { location /a/b { } } }", "t.conf:1:35: location \"/a/b\" cannot be inside the exact location \"/a\""),
         ("server { location /a { } location ^~ /a { } }", "t.conf:1:38: duplicate location \"/a\""),
-        ("server { listen 80; server_name a; }\nserver { listen 80; server_name b A; }", "t.conf:2:35: conflicting server name \"A\" on 0.0.0.0:80"),
-        ("server { listen 80; }\nserver { listen 80; }", "t.conf:2:1: conflicting server name \"server\" on 0.0.0.0:80"),
+        ("server { listen 80; server_name a; }\nserver { listen 80; server_name b A; }", "t.conf:2:35: conflicting server name \"a\" on 0.0.0.0:80"),
+        ("server { listen 80; }\nserver { listen 80; }", "t.conf:2:1: conflicting server name \"\" on 0.0.0.0:80"),
         ("server { listen 80 default_server; server_name a; }\nserver { listen 80 default_server; server_name b; }", "t.conf:2:20: a duplicate default server for 0.0.0.0:80"),
         ("server { listen 80; listen *:80; }", "t.conf:1:28: duplicate listen 0.0.0.0:80"),
         ("server { server_name ~^x; }", "t.conf:1:22: regex server names are not supported: \"~^x\""),
@@ -60,6 +60,8 @@ fn errors_point_at_the_token() {
         ("http { } http { }", "t.conf:1:10: \"http\" directive is duplicate"),
         ("server {\n  root /x\n}", "t.conf:3:1: unexpected \"}\""),
         ("server {\n", "t.conf:2:1: unexpected end of file, expecting \"}\""),
+        ("server { include x { } }", "t.conf:1:10: directive \"include\" is not terminated by \";\""),
+        ("server { listen 80; server_name *.a.com; }\nserver { listen 80; server_name *.A.com; }", "t.conf:2:33: conflicting server name \"*.a.com\" on 0.0.0.0:80"),
         ("include nope.conf;", "t.conf:1:9: cannot open included file \"/srv/nope.conf\": no such file"),
     ];
     for (text, want) in cases {

@@ -73,10 +73,13 @@ pub(crate) fn address_tables(servers: &[RawServer]) -> Result<Vec<AddrServers>, 
                     }
                 };
                 if clash {
-                    return Err(word.err(format!(
-                        "conflicting server name \"{}\" on {}",
-                        word.text, a.addr
-                    )));
+                    let shown = match name {
+                        ServerName::Exact(n) if n.is_empty() => String::new(),
+                        other => other.to_string(),
+                    };
+                    return Err(
+                        word.err(format!("conflicting server name \"{shown}\" on {}", a.addr))
+                    );
                 }
             }
         }
@@ -153,6 +156,10 @@ impl Config {
     /// The server for a connection accepted on `local` (its getsockname address) carrying
     /// `host` (the Host header, or `None` when absent). Falls back to the first server when
     /// nothing listens on `local` at all (cannot happen for sockets bound from `listen_addrs`).
+    ///
+    /// # Panics
+    /// When the config has no server at all; `listen_addrs` is then empty, so no connection
+    /// exists to route.
     pub fn select_server(&self, local: SocketAddr, host: Option<&str>) -> &Server {
         let table = self.addrs.iter().find(|a| a.addr == local).or_else(|| {
             let any: IpAddr = if local.is_ipv6() {
