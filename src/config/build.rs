@@ -1,0 +1,619 @@
+//! Directive tree → resolved `Config`.
+//!
+//! Two passes, as nginx does it: first every block's own values are collected (checking each
+//! directive's context, arity and value), then values are merged top-down so each location holds
+//! its final settings. Routing tables (per-address server names, per-level location lists) are
+//! built last, in `vhost.rs` and `route.rs`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use regex_lite::Regex;
+
+use super::directives::{self, Ctx, EVENTS, HTTP, LOCATION, MAIN, SERVER};
+use super::error::ConfigError;
+use super::listen;
+use super::model::{
+    BackendChoice, Config, DocRoot, ErrorLog, Listen, Location, LocationTree, LogLevel, Methods,
+    Modifier, Return, Server, ServerName, Timeouts, Workers,
+};
+use super::settings::{
+    bad_value, resolve, Settings, DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE,
+};
+use super::tree::{Directive, Word};
+use super::{route, values, vhost};
+
+/// Per-worker connection cap when `worker_connections` is not set (see `Config` docs).
+pub const DEFAULT_WORKER_CONNECTIONS: usize = 1024 * 10;
+
+/// A server as written, before inheritance. Words are kept for error positions.
+pub(crate) struct RawServer {
+    pub decl: Word,
+    pub listens: Vec<(Listen, Word, Option<Word>)>,
+    pub names: Vec<(ServerName, Word)>,
+    settings: Settings,
+    ret: Option<Return>,
+    locations: Vec<RawLocation>,
+}
+
+struct RawLocation {
+    modifier: Modifier,
+    pattern: Word,
+    regex: Option<Regex>,
+    settings: Settings,
+    allow_methods: Option<Methods>,
+    ret: Option<Return>,
+    status: bool,
+    children: Vec<RawLocation>,
+}
+
+struct Builder<'a> {
+    prefix: &'a Path,
+    g: Globals,
+}
+
+/// Values collected at main/http level, `None` until set.
+#[derive(Default)]
+struct Globals {
+    backend: Option<BackendChoice>,
+    workers: Option<Workers>,
+    worker_connections: Option<usize>,
+    error_log: Option<ErrorLog>,
+    access_log: Option<Option<std::path::PathBuf>>,
+    default_type: Option<String>,
+    types: Option<HashMap<String, String>>,
+    header: Option<Duration>,
+    body: Option<Duration>,
+    send: Option<Duration>,
+    keepalive: Option<Duration>,
+    keepalive_requests: Option<u32>,
+    seen_http: bool,
+    seen_events: bool,
+    http: Settings,
+    servers: Vec<RawServer>,
+}
+
+/// Builds the resolved config from a parsed tree.
+pub fn build(tree: &[Directive], prefix: &Path) -> Result<Config, ConfigError> {
+    let mut b = Builder {
+        prefix,
+        g: Globals::default(),
+    };
+    b.block(tree, MAIN | HTTP)?;
+    b.finish()
+}
+
+/// Checks name, context, arity and block-ness against the directive table.
+fn check(d: &Directive, ctx: Ctx) -> Result<(), ConfigError> {
+    let name = &d.name.text;
+    let Some(spec) = directives::lookup(name) else {
+        return Err(d.name.err(format!("unknown directive \"{name}\"")));
+    };
+    if spec.ctx & ctx == 0 {
+        return Err(d
+            .name
+            .err(format!("\"{name}\" directive is not allowed here")));
+    }
+    let n = d.args.len();
+    if n < spec.min_args || n > spec.max_args {
+        return Err(d.name.err(format!(
+            "invalid number of arguments in \"{name}\" directive"
+        )));
+    }
+    match (spec.block, &d.block) {
+        (true, None) => Err(d
+            .name
+            .err(format!("directive \"{name}\" has no opening \"{{\""))),
+        (false, Some(_)) => Err(d
+            .name
+            .err(format!("directive \"{name}\" is not terminated by \";\""))),
+        _ => Ok(()),
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T, d: &Directive) -> Result<(), ConfigError> {
+    if slot.is_some() {
+        return Err(d
+            .name
+            .err(format!("\"{}\" directive is duplicate", d.name.text)));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn time_arg(d: &Directive) -> Result<Duration, ConfigError> {
+    values::time(&d.args[0].text).ok_or_else(|| bad_value(d, 0, ""))
+}
+
+/// `return CODE [TEXT|URL]` or `return URL` (302), per ngx_http_rewrite_module.
+fn parse_return(d: &Directive) -> Result<Return, ConfigError> {
+    let first = &d.args[0].text;
+    if first.bytes().all(|b| b.is_ascii_digit()) {
+        let code = values::status(first, 0..=999).ok_or_else(|| bad_value(d, 0, ""))?;
+        return Ok(Return {
+            code,
+            target: d.args.get(1).map(|a| a.text.clone()),
+        });
+    }
+    if d.args.len() == 1
+        && (first.starts_with("http://")
+            || first.starts_with("https://")
+            || first.starts_with("$scheme"))
+    {
+        return Ok(Return {
+            code: 302,
+            target: Some(first.clone()),
+        });
+    }
+    Err(d.args[0].err(format!("invalid return code \"{first}\"")))
+}
+
+impl Builder<'_> {
+    /// Main / http / events level.
+    fn block(&mut self, ds: &[Directive], ctx: Ctx) -> Result<(), ConfigError> {
+        for d in ds {
+            check(d, ctx)?;
+            let arg = |i: usize| d.args[i].text.as_str();
+            match d.name.text.as_str() {
+                "http" => {
+                    if self.g.seen_http {
+                        return Err(d.name.err("\"http\" directive is duplicate"));
+                    }
+                    self.g.seen_http = true;
+                    self.block(d.block.as_deref().unwrap_or_default(), HTTP)?;
+                }
+                "events" => {
+                    if self.g.seen_events {
+                        return Err(d.name.err("\"events\" directive is duplicate"));
+                    }
+                    self.g.seen_events = true;
+                    self.block(d.block.as_deref().unwrap_or_default(), EVENTS)?;
+                }
+                "backend" => {
+                    let v = match arg(0) {
+                        "auto" => BackendChoice::Auto,
+                        "uring" => BackendChoice::Uring,
+                        "epoll" => BackendChoice::Epoll,
+                        "kqueue" => BackendChoice::Kqueue,
+                        _ => {
+                            return Err(bad_value(
+                                d,
+                                0,
+                                ", it must be \"auto\", \"uring\", \"epoll\" or \"kqueue\"",
+                            ))
+                        }
+                    };
+                    set_once(&mut self.g.backend, v, d)?;
+                }
+                "workers" => {
+                    let v = match arg(0) {
+                        "auto" => Workers::Auto,
+                        s => match values::number(s) {
+                            Some(n) if (1..=1024).contains(&n) => Workers::Count(n as usize),
+                            _ => return Err(bad_value(d, 0, "")),
+                        },
+                    };
+                    set_once(&mut self.g.workers, v, d)?;
+                }
+                "worker_connections" => {
+                    let v = match values::number(arg(0)) {
+                        Some(n) if (1..=u32::MAX as u64).contains(&n) => n as usize,
+                        _ => return Err(bad_value(d, 0, "")),
+                    };
+                    set_once(&mut self.g.worker_connections, v, d)?;
+                }
+                "error_log" => {
+                    let level = match d.args.get(1).map(|a| a.text.as_str()) {
+                        None | Some("error") => LogLevel::Error,
+                        Some("debug") => LogLevel::Debug,
+                        Some("info") => LogLevel::Info,
+                        Some("notice") => LogLevel::Notice,
+                        Some("warn") => LogLevel::Warn,
+                        Some("crit") => LogLevel::Crit,
+                        Some(_) => return Err(bad_value(d, 1, "")),
+                    };
+                    let path = match arg(0) {
+                        "stderr" => None,
+                        p => Some(resolve(self.prefix, p)),
+                    };
+                    set_once(&mut self.g.error_log, ErrorLog { path, level }, d)?;
+                }
+                "access_log" => {
+                    let v = match arg(0) {
+                        "off" => None,
+                        p => Some(resolve(self.prefix, p)),
+                    };
+                    set_once(&mut self.g.access_log, v, d)?;
+                }
+                "default_type" => set_once(&mut self.g.default_type, arg(0).to_string(), d)?,
+                "types" => self.types(d)?,
+                "client_header_timeout" => set_once(&mut self.g.header, time_arg(d)?, d)?,
+                "client_body_timeout" => set_once(&mut self.g.body, time_arg(d)?, d)?,
+                "send_timeout" => set_once(&mut self.g.send, time_arg(d)?, d)?,
+                "keepalive_timeout" => set_once(&mut self.g.keepalive, time_arg(d)?, d)?,
+                "keepalive_requests" => {
+                    let v = values::number(arg(0))
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| bad_value(d, 0, ""))?;
+                    set_once(&mut self.g.keepalive_requests, v, d)?;
+                }
+                "server" => {
+                    let s = self.server(d)?;
+                    self.g.servers.push(s);
+                }
+                _ => {
+                    let handled = self.g.http.apply(d, self.prefix, None)?;
+                    debug_assert!(
+                        handled,
+                        "directive table and builder disagree: {}",
+                        d.name.text
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `types { mime ext...; }`. Several blocks merge; a later mapping of an extension wins.
+    fn types(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let map = self.g.types.get_or_insert_with(HashMap::new);
+        for t in d.block.as_deref().unwrap_or_default() {
+            if t.block.is_some() {
+                return Err(t.name.err("unexpected \"{\" in \"types\" block"));
+            }
+            if t.args.is_empty() {
+                return Err(t
+                    .name
+                    .err(format!("no extensions for type \"{}\"", t.name.text)));
+            }
+            for ext in &t.args {
+                map.insert(ext.text.to_ascii_lowercase(), t.name.text.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn server(&mut self, d: &Directive) -> Result<RawServer, ConfigError> {
+        let mut s = RawServer {
+            decl: d.name.clone(),
+            listens: Vec::new(),
+            names: Vec::new(),
+            settings: Settings::default(),
+            ret: None,
+            locations: Vec::new(),
+        };
+        for c in d.block.as_deref().unwrap_or_default() {
+            check(c, SERVER)?;
+            match c.name.text.as_str() {
+                "listen" => {
+                    let addr = listen::addr(&c.args[0].text).map_err(|m| c.args[0].err(m))?;
+                    let mut dflt = None;
+                    if let Some(p) = c.args.get(1) {
+                        // nginx also spells it `default` (pre-0.8.21).
+                        if p.text != "default_server" && p.text != "default" {
+                            return Err(p.err(format!("invalid parameter \"{}\"", p.text)));
+                        }
+                        dflt = Some(p.clone());
+                    }
+                    if s.listens.iter().any(|(l, _, _)| l.addr == addr) {
+                        return Err(c.args[0].err(format!("duplicate listen {addr}")));
+                    }
+                    let l = Listen {
+                        addr,
+                        default_server: dflt.is_some(),
+                    };
+                    s.listens.push((l, c.args[0].clone(), dflt));
+                }
+                "server_name" => {
+                    for a in &c.args {
+                        let n = listen::server_name(&a.text).map_err(|m| a.err(m))?;
+                        s.names.push((n, a.clone()));
+                    }
+                }
+                "return" => {
+                    let r = parse_return(c)?;
+                    set_once(&mut s.ret, r, c)?;
+                }
+                "location" => {
+                    let loc = self.location(c, None)?;
+                    s.locations.push(loc);
+                }
+                _ => {
+                    let handled = s.settings.apply(c, self.prefix, None)?;
+                    debug_assert!(
+                        handled,
+                        "directive table and builder disagree: {}",
+                        c.name.text
+                    );
+                }
+            }
+        }
+        route::check_siblings(s.locations.iter().map(|l| (l.modifier, &l.pattern)))?;
+        Ok(s)
+    }
+
+    fn location(
+        &mut self,
+        d: &Directive,
+        parent: Option<(Modifier, &Word)>,
+    ) -> Result<RawLocation, ConfigError> {
+        let (modifier, pattern) = match d.args.as_slice() {
+            [m, p] => {
+                let modifier = match m.text.as_str() {
+                    "=" => Modifier::Exact,
+                    "^~" => Modifier::PreferPrefix,
+                    "~" => Modifier::Regex,
+                    "~*" => Modifier::RegexCaseless,
+                    _ => return Err(m.err(format!("invalid location modifier \"{}\"", m.text))),
+                };
+                (modifier, p.clone())
+            }
+            [p] if p.text.len() > 1 && p.text.starts_with('=') => {
+                let mut w = p.clone();
+                w.text.remove(0);
+                w.pos.col += 1;
+                (Modifier::Exact, w)
+            }
+            [p] => (Modifier::Prefix, p.clone()),
+            _ => unreachable!("arity checked against the directive table"),
+        };
+        if pattern.text.starts_with('@') {
+            return Err(pattern.err("named locations are not supported"));
+        }
+        let is_regex = matches!(modifier, Modifier::Regex | Modifier::RegexCaseless);
+        if let Some((pm, pw)) = parent {
+            if pm == Modifier::Exact {
+                return Err(pattern.err(format!(
+                    "location \"{}\" cannot be inside the exact location \"{}\"",
+                    pattern.text, pw.text
+                )));
+            }
+            if !is_regex && !pattern.text.starts_with(pw.text.as_str()) {
+                return Err(pattern.err(format!(
+                    "location \"{}\" is outside location \"{}\"",
+                    pattern.text, pw.text
+                )));
+            }
+        }
+        let regex = if is_regex {
+            let src = if modifier == Modifier::RegexCaseless {
+                format!("(?i){}", pattern.text)
+            } else {
+                pattern.text.clone()
+            };
+            Some(
+                Regex::new(&src)
+                    .map_err(|e| pattern.err(format!("invalid regex \"{}\": {e}", pattern.text)))?,
+            )
+        } else {
+            None
+        };
+        let mut loc = RawLocation {
+            modifier,
+            pattern,
+            regex,
+            settings: Settings::default(),
+            allow_methods: None,
+            ret: None,
+            status: false,
+            children: Vec::new(),
+        };
+        for c in d.block.as_deref().unwrap_or_default() {
+            check(c, LOCATION)?;
+            match c.name.text.as_str() {
+                "location" => {
+                    let child = self.location(c, Some((loc.modifier, &loc.pattern)))?;
+                    loc.children.push(child);
+                }
+                "allow_methods" => {
+                    if loc.allow_methods.is_some() {
+                        return Err(c.name.err("\"allow_methods\" directive is duplicate"));
+                    }
+                    let mut m = Methods::default();
+                    for (i, a) in c.args.iter().enumerate() {
+                        let one = values::method(&a.text).ok_or_else(|| {
+                            bad_value(c, i, ", it must be GET, HEAD, POST, PUT or DELETE")
+                        })?;
+                        m.insert(one);
+                    }
+                    // nginx limit_except: "Allowing the GET method makes the HEAD method also
+                    // allowed."
+                    if m.contains(Methods::GET) {
+                        m.insert(Methods::HEAD);
+                    }
+                    loc.allow_methods = Some(m);
+                }
+                "return" => {
+                    let r = parse_return(c)?;
+                    set_once(&mut loc.ret, r, c)?;
+                }
+                "status" => {
+                    if loc.status {
+                        return Err(c.name.err("\"status\" directive is duplicate"));
+                    }
+                    loc.status = true;
+                }
+                _ => {
+                    let ctx = Some((is_regex, loc.pattern.text.as_str()));
+                    let handled = loc.settings.apply(c, self.prefix, ctx)?;
+                    debug_assert!(
+                        handled,
+                        "directive table and builder disagree: {}",
+                        c.name.text
+                    );
+                }
+            }
+        }
+        route::check_siblings(loc.children.iter().map(|l| (l.modifier, &l.pattern)))?;
+        Ok(loc)
+    }
+
+    fn finish(self) -> Result<Config, ConfigError> {
+        let prefix = self.prefix;
+        let mut http = self.g.http;
+        // The bottom of the inheritance chain: nginx's compiled-in defaults.
+        let defaults = Settings {
+            docroot: Some(DocRoot::Root(prefix.join("html"))),
+            index: Some(vec!["index.html".to_string()]),
+            autoindex: Some(false),
+            error_pages: Some(Vec::new()),
+            client_max_body_size: Some(DEFAULT_CLIENT_MAX_BODY_SIZE),
+            cgi: Some(Vec::new()),
+            cgi_timeout: Some(DEFAULT_CGI_TIMEOUT),
+            upload_store: None,
+        };
+        http.inherit(&defaults);
+        let mut servers = Vec::with_capacity(self.g.servers.len());
+        let mut raws = self.g.servers;
+        for raw in &mut raws {
+            if raw.listens.is_empty() {
+                // nginx's default is *:80 (8000 when not started as root); keep the documented one.
+                let addr = std::net::SocketAddr::from(([0, 0, 0, 0], 80));
+                raw.listens.push((
+                    Listen {
+                        addr,
+                        default_server: false,
+                    },
+                    raw.decl.clone(),
+                    None,
+                ));
+            }
+            if raw.names.is_empty() {
+                raw.names
+                    .push((ServerName::Exact(String::new()), raw.decl.clone()));
+            }
+            raw.settings.inherit(&http);
+            let root = match &raw.settings.docroot {
+                Some(DocRoot::Root(p)) => p.clone(),
+                _ => prefix.join("html"),
+            };
+            let mut locations = Vec::new();
+            let mut tree = LocationTree::default();
+            for l in &raw.locations {
+                let idx = flatten(l, &raw.settings, None, &mut locations);
+                tree.push(idx, &locations);
+            }
+            tree.sort(&locations);
+            let default_location = resolve_location(
+                Modifier::Prefix,
+                "/".to_string(),
+                None,
+                &raw.settings,
+                None,
+                None,
+                false,
+            );
+            servers.push(Server {
+                listens: raw.listens.iter().map(|l| l.0).collect(),
+                names: raw.names.iter().map(|n| n.0.clone()).collect(),
+                root,
+                ret: raw.ret.clone(),
+                locations,
+                default_location,
+                tree,
+            });
+        }
+        let addrs = vhost::address_tables(&raws)?;
+        let types = self.g.types.unwrap_or_else(|| {
+            // nginx's built-in map when no `types` block is given.
+            [
+                ("html", "text/html"),
+                ("gif", "image/gif"),
+                ("jpg", "image/jpeg"),
+            ]
+            .into_iter()
+            .map(|(e, t)| (e.to_string(), t.to_string()))
+            .collect()
+        });
+        Ok(Config {
+            prefix: prefix.to_path_buf(),
+            backend: self.g.backend.unwrap_or(BackendChoice::Auto),
+            workers: self.g.workers.unwrap_or(Workers::Count(1)),
+            error_log: self.g.error_log.unwrap_or(ErrorLog {
+                path: None,
+                level: LogLevel::Error,
+            }),
+            access_log: self.g.access_log.flatten(),
+            timeouts: Timeouts {
+                header: self.g.header.unwrap_or(Duration::from_secs(60)),
+                body: self.g.body.unwrap_or(Duration::from_secs(60)),
+                send: self.g.send.unwrap_or(Duration::from_secs(60)),
+                keepalive: self.g.keepalive.unwrap_or(Duration::from_secs(75)),
+            },
+            keepalive_requests: self.g.keepalive_requests.unwrap_or(1000),
+            worker_connections: self
+                .g
+                .worker_connections
+                .unwrap_or(DEFAULT_WORKER_CONNECTIONS),
+            default_type: self
+                .g
+                .default_type
+                .unwrap_or_else(|| "application/octet-stream".to_string()),
+            types,
+            servers,
+            addrs,
+        })
+    }
+}
+
+/// Resolves `raw` and its children (pre-order) into `out`; returns `raw`'s index.
+fn flatten(
+    raw: &RawLocation,
+    parent: &Settings,
+    parent_methods: Option<crate::config::model::Methods>,
+    out: &mut Vec<Location>,
+) -> usize {
+    let mut settings = raw.settings.clone();
+    settings.inherit(parent);
+    let methods = raw.allow_methods.or(parent_methods);
+    let idx = out.len();
+    out.push(resolve_location(
+        raw.modifier,
+        raw.pattern.text.clone(),
+        raw.regex.clone(),
+        &settings,
+        methods,
+        raw.ret.clone(),
+        raw.status,
+    ));
+    let mut tree = LocationTree::default();
+    for c in &raw.children {
+        let ci = flatten(c, &settings, methods, out);
+        tree.push(ci, out);
+    }
+    tree.sort(out);
+    out[idx].tree = tree;
+    idx
+}
+
+fn resolve_location(
+    modifier: Modifier,
+    pattern: String,
+    regex: Option<Regex>,
+    s: &Settings,
+    allow_methods: Option<Methods>,
+    ret: Option<Return>,
+    status: bool,
+) -> Location {
+    // Every field is Some here: `s` has inherited from the defaults at the http level.
+    Location {
+        modifier,
+        pattern,
+        docroot: s.docroot.clone().unwrap_or(DocRoot::Root("html".into())),
+        index: s.index.clone().unwrap_or_default(),
+        autoindex: s.autoindex.unwrap_or(false),
+        allow_methods,
+        ret,
+        error_pages: s.error_pages.clone().unwrap_or_default(),
+        client_max_body_size: s
+            .client_max_body_size
+            .unwrap_or(DEFAULT_CLIENT_MAX_BODY_SIZE),
+        cgi: s.cgi.clone().unwrap_or_default(),
+        cgi_timeout: s.cgi_timeout.unwrap_or(DEFAULT_CGI_TIMEOUT),
+        upload_store: s.upload_store.clone(),
+        status,
+        regex,
+        tree: LocationTree::default(),
+    }
+}

@@ -1,0 +1,309 @@
+//! Lexer: config text → tokens with 1-based line and column.
+//!
+//! The token rules follow nginx's reader (documented in "Beginner's Guide → Configuration File's
+//! Structure" and observable with `nginx -t`):
+//! - whitespace (space, tab, CR, LF) separates tokens;
+//! - `#` at the start of a token starts a comment running to the end of the line
+//!   (`a#b` is one word, as in nginx);
+//! - `;`, `{` and `}` are tokens of their own and end a bare word;
+//! - a token that *starts* with `"` or `'` is quoted and runs to the matching quote; it may hold
+//!   whitespace, `;`, braces and `#`; a quote inside a bare word is an ordinary character;
+//! - a closing quote must be followed by whitespace, `;`, `{`, `}` or end of input (nginx rejects
+//!   `"a"b` with "unexpected ..."), so two tokens never touch;
+//! - a backslash escapes the next character in both kinds of word: `\"`, `\'` and `\\` drop the
+//!   backslash, `\t` `\r` `\n` become the control character, and any other pair is kept as is so
+//!   regexes like `\.php$` survive unquoted or quoted.
+//!
+//! Each token is recognised with a small `nom` parser; the driving loop owns position tracking
+//! (offset → line/column through a table of line starts) and turns a parser failure into a
+//! `ConfigError` at the token where it happened.
+
+use nom::branch::alt;
+use nom::bytes::complete::{escaped, is_not, tag, take_till, take_while1};
+use nom::character::complete::{anychar, char, none_of};
+use nom::combinator::{recognize, value};
+use nom::multi::many1_count;
+use nom::sequence::{delimited, preceded};
+use nom::{IResult, Parser};
+
+use super::error::{ConfigError, Pos};
+
+/// What a token is. Quoted words are `Word` with `quoted == true`: a quoted `"{"` is a word,
+/// never a block opener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Word,
+    Semi,
+    Open,
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub kind: TokenKind,
+    /// The word after unescaping; for punctuation, the character itself.
+    pub text: String,
+    pub quoted: bool,
+    pub pos: Pos,
+}
+
+/// Whitespace as nginx counts it.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// Skips whitespace and comments; succeeds consuming nothing when there is none.
+fn skip(input: &str) -> IResult<&str, ()> {
+    let space = value((), take_while1(is_space));
+    let comment = value((), preceded(char('#'), take_till(|c| c == '\n')));
+    let (rest, _) = nom::multi::many0_count(alt((space, comment))).parse(input)?;
+    Ok((rest, ()))
+}
+
+/// `;`, `{` or `}`.
+fn punct(input: &str) -> IResult<&str, TokenKind> {
+    alt((
+        value(TokenKind::Semi, char(';')),
+        value(TokenKind::Open, char('{')),
+        value(TokenKind::Close, char('}')),
+    ))
+    .parse(input)
+}
+
+/// A quoted word; returns the raw text between the quotes (escapes not yet applied).
+fn quoted(input: &str) -> IResult<&str, &str> {
+    // `escaped` alone fails on an empty body, hence the explicit `""` / `''` alternatives.
+    alt((
+        value("", tag("\"\"")),
+        value("", tag("''")),
+        delimited(char('"'), escaped(is_not("\"\\"), '\\', anychar), char('"')),
+        delimited(
+            char('\''),
+            escaped(is_not("'\\"), '\\', anychar),
+            char('\''),
+        ),
+    ))
+    .parse(input)
+}
+
+/// A bare word: anything up to whitespace or punctuation; a backslash protects the next char.
+fn bare(input: &str) -> IResult<&str, &str> {
+    recognize(many1_count(alt((
+        recognize(preceded(char('\\'), anychar)),
+        recognize(none_of(" \t\r\n;{}\\")),
+    ))))
+    .parse(input)
+}
+
+/// Applies the escape rules in the module doc.
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some(e @ ('"' | '\'' | '\\')) => out.push(e),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('n') => out.push('\n'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Maps byte offsets to (line, column); columns count chars, not bytes.
+struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Lines { text, starts }
+    }
+
+    fn pos(&self, offset: usize) -> Pos {
+        let line = match self.starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let col = self.text[self.starts[line]..offset].chars().count() + 1;
+        Pos {
+            line: line as u32 + 1,
+            col: col as u32,
+        }
+    }
+}
+
+/// Splits `text` into tokens. `file` only labels errors. Also returns the end-of-input position,
+/// which "unexpected end of file" errors point at.
+pub fn tokenize(text: &str, file: &str) -> Result<(Vec<Token>, Pos), ConfigError> {
+    let lines = Lines::new(text);
+    let offset = |rest: &str| text.len() - rest.len();
+    let mut tokens = Vec::new();
+    let mut rest = text;
+    loop {
+        // `skip` cannot fail: many0 of parsers that always consume stops cleanly.
+        if let Ok((r, ())) = skip(rest) {
+            rest = r;
+        }
+        if rest.is_empty() {
+            return Ok((tokens, lines.pos(text.len())));
+        }
+        let pos = lines.pos(offset(rest));
+        if let Ok((r, kind)) = punct(rest) {
+            tokens.push(Token {
+                kind,
+                text: rest[..1].to_string(),
+                quoted: false,
+                pos,
+            });
+            rest = r;
+        } else if rest.starts_with(['"', '\'']) {
+            let (r, raw) = quoted(rest).map_err(|_| {
+                ConfigError::new(file, pos, "unexpected end of file, expecting closing quote")
+            })?;
+            if let Some(next) = r.chars().next() {
+                if !is_space(next) && !matches!(next, ';' | '{' | '}') {
+                    let at = lines.pos(offset(r));
+                    return Err(ConfigError::new(
+                        file,
+                        at,
+                        format!("unexpected \"{next}\" after closing quote"),
+                    ));
+                }
+            }
+            tokens.push(Token {
+                kind: TokenKind::Word,
+                text: unescape(raw),
+                quoted: true,
+                pos,
+            });
+            rest = r;
+        } else {
+            // Cannot fail: `rest` is non-empty and does not start with whitespace, `#`,
+            // punctuation or a quote, so at least one char matches.
+            let (r, raw) =
+                bare(rest).map_err(|_| ConfigError::new(file, pos, "unexpected character"))?;
+            tokens.push(Token {
+                kind: TokenKind::Word,
+                text: unescape(raw),
+                quoted: false,
+                pos,
+            });
+            rest = r;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<(String, u32, u32)> {
+        tokenize(text, "t")
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|t| (t.text, t.pos.line, t.pos.col))
+            .collect()
+    }
+
+    /// (word, line, column) triples expected from one input.
+    type Expected = &'static [(&'static str, u32, u32)];
+
+    #[test]
+    fn tokens_and_positions() {
+        let cases: &[(&str, Expected)] = &[
+            ("root /x;", &[("root", 1, 1), ("/x", 1, 6), (";", 1, 8)]),
+            (
+                "a{b;}",
+                &[
+                    ("a", 1, 1),
+                    ("{", 1, 2),
+                    ("b", 1, 3),
+                    (";", 1, 4),
+                    ("}", 1, 5),
+                ],
+            ),
+            ("# c\n  x;", &[("x", 2, 3), (";", 2, 4)]),
+            ("x # c ; {\ny;", &[("x", 1, 1), ("y", 2, 1), (";", 2, 2)]),
+            ("a#b;", &[("a#b", 1, 1), (";", 1, 4)]),
+            ("\"a b;{}\";", &[("a b;{}", 1, 1), (";", 1, 9)]),
+            ("\"\" '';", &[("", 1, 1), ("", 1, 4), (";", 1, 6)]),
+            (
+                r#""a\"b" 'c\'d';"#,
+                &[("a\"b", 1, 1), ("c'd", 1, 8), (";", 1, 14)],
+            ),
+            (
+                r#""\t\n\\" x;"#,
+                &[("\t\n\\", 1, 1), ("x", 1, 10), (";", 1, 11)],
+            ),
+            (r"~ \.php$;", &[("~", 1, 1), (r"\.php$", 1, 3), (";", 1, 9)]),
+            (r#""\.php$";"#, &[(r"\.php$", 1, 1), (";", 1, 9)]),
+            (r"a\;b;", &[("a\\;b", 1, 1), (";", 1, 5)]),
+            ("a\"b;", &[("a\"b", 1, 1), (";", 1, 4)]),
+            ("\r\n\tx\r\n;", &[("x", 2, 2), (";", 3, 1)]),
+            ("é é;", &[("é", 1, 1), ("é", 1, 3), (";", 1, 4)]),
+            ("", &[]),
+            ("# only a comment", &[]),
+        ];
+        for (text, want) in cases {
+            let want: Vec<_> = want
+                .iter()
+                .map(|(s, l, c)| (s.to_string(), *l, *c))
+                .collect();
+            assert_eq!(words(text), want, "input {text:?}");
+        }
+    }
+
+    #[test]
+    fn quoted_flag_and_kinds() {
+        let (toks, _) = tokenize("\"{\" { ; }", "t").unwrap();
+        let kinds: Vec<_> = toks.iter().map(|t| (t.kind, t.quoted)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (TokenKind::Word, true),
+                (TokenKind::Open, false),
+                (TokenKind::Semi, false),
+                (TokenKind::Close, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let cases = [
+            (
+                "x \"abc",
+                "t:1:3: unexpected end of file, expecting closing quote",
+            ),
+            (
+                "\n 'a\\'",
+                "t:2:2: unexpected end of file, expecting closing quote",
+            ),
+            ("\"a\"b;", "t:1:4: unexpected \"b\" after closing quote"),
+            ("'it''s';", "t:1:5: unexpected \"'\" after closing quote"),
+        ];
+        for (text, want) in cases {
+            let err = tokenize(text, "t").unwrap_err();
+            assert_eq!(err.to_string(), want, "input {text:?}");
+        }
+    }
+
+    #[test]
+    fn end_position() {
+        assert_eq!(tokenize("a;\nbc", "t").unwrap().1, Pos { line: 2, col: 3 });
+    }
+}

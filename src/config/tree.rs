@@ -1,0 +1,234 @@
+//! Tokens → a tree of directives, with `include` expanded in place.
+//!
+//! The grammar is nginx's: a directive is one or more words ended by `;`, or words followed by a
+//! `{ ... }` block. Nothing here knows what a directive means; that is `build.rs`. `include` is
+//! the exception because it changes *which text* is parsed: nginx expands it while reading, in
+//! any context, so included directives land exactly where the `include` stood
+//! (<https://nginx.org/en/docs/ngx_core_module.html#include>).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::error::{ConfigError, Pos};
+use super::include;
+use super::lexer::{tokenize, Token, TokenKind};
+
+/// A word with where it came from (file, line, column), so any later check can point at it.
+#[derive(Debug, Clone)]
+pub struct Word {
+    pub text: String,
+    pub file: Rc<str>,
+    pub pos: Pos,
+}
+
+impl Word {
+    pub fn err(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.file, self.pos, message)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Directive {
+    /// The first word; errors about the directive as a whole point here.
+    pub name: Word,
+    pub args: Vec<Word>,
+    /// `Some` for block directives (`server { }`), even when the block is empty.
+    pub block: Option<Vec<Directive>>,
+}
+
+/// Nested includes deeper than this are taken as an include cycle.
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// Parses `text` (the content of `file`) into directives, expanding includes relative to
+/// `base_dir`.
+pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Vec<Directive>, ConfigError> {
+    parse_at_depth(text, file, base_dir, 0)
+}
+
+fn parse_at_depth(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    depth: usize,
+) -> Result<Vec<Directive>, ConfigError> {
+    let (tokens, eof) = tokenize(text, file)?;
+    let mut p = TreeParser {
+        tokens: &tokens,
+        at: 0,
+        file: Rc::from(file),
+        eof,
+        base_dir,
+        depth,
+    };
+    p.block(false)
+}
+
+struct TreeParser<'a> {
+    tokens: &'a [Token],
+    at: usize,
+    file: Rc<str>,
+    eof: Pos,
+    base_dir: &'a Path,
+    depth: usize,
+}
+
+impl TreeParser<'_> {
+    fn word(&self, t: &Token) -> Word {
+        Word {
+            text: t.text.clone(),
+            file: self.file.clone(),
+            pos: t.pos,
+        }
+    }
+
+    fn err_at(&self, pos: Pos, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.file, pos, message)
+    }
+
+    /// Reads directives until `}` (when `nested`) or end of input (at top level).
+    fn block(&mut self, nested: bool) -> Result<Vec<Directive>, ConfigError> {
+        let mut out = Vec::new();
+        loop {
+            let Some(tok) = self.tokens.get(self.at) else {
+                return if nested {
+                    Err(self.err_at(self.eof, "unexpected end of file, expecting \"}\""))
+                } else {
+                    Ok(out)
+                };
+            };
+            match tok.kind {
+                TokenKind::Close if nested => {
+                    self.at += 1;
+                    return Ok(out);
+                }
+                TokenKind::Close | TokenKind::Semi | TokenKind::Open => {
+                    return Err(self.err_at(tok.pos, format!("unexpected \"{}\"", tok.text)));
+                }
+                TokenKind::Word => self.directive(&mut out)?,
+            }
+        }
+    }
+
+    /// Reads one directive starting at a word and appends it (or, for `include`, what the
+    /// included files contain) to `out`.
+    fn directive(&mut self, out: &mut Vec<Directive>) -> Result<(), ConfigError> {
+        let name = self.word(&self.tokens[self.at]);
+        self.at += 1;
+        let mut args = Vec::new();
+        loop {
+            let Some(tok) = self.tokens.get(self.at) else {
+                return Err(
+                    self.err_at(self.eof, "unexpected end of file, expecting \";\" or \"}\"")
+                );
+            };
+            self.at += 1;
+            match tok.kind {
+                TokenKind::Word => args.push(self.word(tok)),
+                TokenKind::Semi => {
+                    if name.text == "include" {
+                        return self.include(&name, &args, out);
+                    }
+                    out.push(Directive {
+                        name,
+                        args,
+                        block: None,
+                    });
+                    return Ok(());
+                }
+                TokenKind::Open => {
+                    let block = self.block(true)?;
+                    out.push(Directive {
+                        name,
+                        args,
+                        block: Some(block),
+                    });
+                    return Ok(());
+                }
+                TokenKind::Close => {
+                    return Err(self.err_at(tok.pos, "unexpected \"}\""));
+                }
+            }
+        }
+    }
+
+    fn include(
+        &mut self,
+        name: &Word,
+        args: &[Word],
+        out: &mut Vec<Directive>,
+    ) -> Result<(), ConfigError> {
+        let [pattern] = args else {
+            return Err(name.err("invalid number of arguments in \"include\" directive"));
+        };
+        if self.depth >= MAX_INCLUDE_DEPTH {
+            return Err(pattern.err("too deeply nested includes (include cycle?)"));
+        }
+        let files = include::expand(self.base_dir, &pattern.text).map_err(|m| pattern.err(m))?;
+        for path in files {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| pattern.err(format!("cannot read \"{}\": {e}", path.display())))?;
+            let dir: PathBuf = path.parent().unwrap_or(Path::new("")).to_path_buf();
+            let label = path.to_string_lossy();
+            out.extend(parse_at_depth(&text, &label, &dir, self.depth + 1)?);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders a tree compactly: `name(arg,arg){...}` joined by spaces.
+    fn show(ds: &[Directive]) -> String {
+        ds.iter()
+            .map(|d| {
+                let args: Vec<&str> = d.args.iter().map(|a| a.text.as_str()).collect();
+                let mut s = format!("{}({})", d.name.text, args.join(","));
+                if let Some(b) = &d.block {
+                    s.push_str(&format!("{{{}}}", show(b)));
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn shapes() {
+        let cases = [
+            ("a;", "a()"),
+            ("a b c; d;", "a(b,c) d()"),
+            ("s { l / { r x; } }", "s(){l(/){r(x)}}"),
+            ("e {}", "e(){}"),
+            ("", ""),
+        ];
+        for (text, want) in cases {
+            let tree = parse(text, "t", Path::new(".")).unwrap();
+            assert_eq!(show(&tree), want, "input {text:?}");
+        }
+    }
+
+    #[test]
+    fn errors() {
+        let cases = [
+            ("a {", "t:1:4: unexpected end of file, expecting \"}\""),
+            (
+                "a b",
+                "t:1:4: unexpected end of file, expecting \";\" or \"}\"",
+            ),
+            ("}", "t:1:1: unexpected \"}\""),
+            ("a {\n b c\n}", "t:3:1: unexpected \"}\""),
+            ("  ;", "t:1:3: unexpected \";\""),
+            ("{ }", "t:1:1: unexpected \"{\""),
+            (
+                "include;",
+                "t:1:1: invalid number of arguments in \"include\" directive",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text, "t", Path::new(".")).unwrap_err();
+            assert_eq!(err.to_string(), want, "input {text:?}");
+        }
+    }
+}
