@@ -3,3 +3,4 @@
 //! Layers, from the bottom: [`backends`] (its own crate: io_uring, epoll, kqueue), `config`
 //! (nginx-syntax configuration and request routing), `http` (parsing and response building),
 //! `server` (the event loop and connection state machine), `handlers` (what answers a request).
+pub mod http;
