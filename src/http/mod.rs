@@ -21,6 +21,6 @@ pub mod range;
 pub mod request;
 pub mod response;
 
-//pub use chunked::ChunkedDecoder;
+pub use chunked::ChunkedDecoder;
 pub use error::Error;
 pub use request::{Body, HeadParser, Method, Request, RequestHead, Status};
