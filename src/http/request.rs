@@ -124,7 +124,7 @@ impl Span {
         }
     }
 
-    fn of<'b>(self, buf: &'b [u8]) -> &'b [u8] {
+    fn of(self, buf: &[u8]) -> &[u8] {
         let start = self.start as usize;
         &buf[start..start + self.len as usize]
     }

@@ -90,7 +90,15 @@ fn valid_requests_parse_and_are_split_invariant() {
 #[test]
 fn request_line_fields() {
     // (input, method, target, path, authority, minor)
-    let cases: &[(&[u8], Method, &str, &str, Option<&[u8]>, u8)] = &[
+    type Case = (
+        &'static [u8],
+        Method,
+        &'static str,
+        &'static str,
+        Option<&'static [u8]>,
+        u8,
+    );
+    let cases: &[Case] = &[
         (
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
             Method::Get,
