@@ -504,3 +504,49 @@ fn find_byte_agrees_with_naive_search() {
         assert_eq!(find_ctl(&v, 0), 40);
     }
 }
+
+/// Mutated requests (bytes replaced by separators, CR, LF, SP, NUL, ...) must get the same
+/// verdict whether they arrive at once, in two pieces or byte by byte, and never panic.
+#[test]
+fn mutations_are_split_invariant() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move |n: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) as usize) % n
+    };
+    const BYTES: &[u8] = b"\r\n \t:\0\x7f#/?%aZ9\x80-";
+    for round in 0..3000 {
+        let base = VALID[round % VALID.len()];
+        let mut v = base.to_vec();
+        for _ in 0..1 + rand(3) {
+            let at = rand(v.len());
+            match rand(3) {
+                0 => v[at] = BYTES[rand(BYTES.len())],
+                1 => v.insert(at, BYTES[rand(BYTES.len())]),
+                _ => {
+                    v.remove(at);
+                }
+            }
+        }
+        let whole = parse_all(&v);
+        let mut p = HeadParser::new();
+        let mut last = Ok(Status::Partial);
+        for k in 1..=v.len() {
+            last = p.parse(&v[..k]);
+            if !matches!(last, Ok(Status::Partial)) {
+                break;
+            }
+        }
+        assert_eq!(last, whole, "byte at a time: {:?}", show(&v));
+        let k = rand(v.len() + 1);
+        let mut p = HeadParser::new();
+        if let Ok(Status::Partial) = p.parse(&v[..k]) {
+            assert_eq!(p.parse(&v), whole, "split at {k}: {:?}", show(&v));
+        }
+        if let Ok(Status::Complete(r, _)) = whole {
+            let _ = r.analyze();
+        }
+    }
+}
