@@ -4,3 +4,4 @@
 //! (nginx-syntax configuration and request routing), `http` (parsing and response building),
 //! `server` (the event loop and connection state machine), `handlers` (what answers a request).
 pub mod config;
+pub mod http;

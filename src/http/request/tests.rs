@@ -1,0 +1,552 @@
+//! Request-head parser tests. Tables name the RFC rule each case exercises.
+
+use super::*;
+
+fn parse_all(input: &[u8]) -> Result<Status<Request<'_>>, Error> {
+    HeadParser::new().parse(input)
+}
+
+/// Parse `input` fed in two pieces split at every possible byte boundary, and one byte at a
+/// time; all must agree with the one-shot parse.
+fn check_split_invariance(input: &[u8]) {
+    let whole = parse_all(input);
+    for k in 0..input.len() {
+        let mut p = HeadParser::new();
+        let first = p.parse(&input[..k]);
+        match (&first, &whole) {
+            (Ok(Status::Partial), _) => {
+                assert_eq!(p.parse(input), whole, "split at {k} of {:?}", show(input));
+            }
+            // A prefix may already be complete or already an error; then it must agree.
+            (Ok(Status::Complete(..)), _) | (Err(_), _) => {
+                assert_eq!(first, whole, "prefix {k} of {:?}", show(input));
+            }
+        }
+    }
+    let mut p = HeadParser::new();
+    let mut last = Ok(Status::Partial);
+    for k in 1..=input.len() {
+        last = p.parse(&input[..k]);
+        if !matches!(last, Ok(Status::Partial)) {
+            break;
+        }
+    }
+    assert_eq!(last, whole, "byte at a time: {:?}", show(input));
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn complete(input: &[u8]) -> (Request<'_>, usize) {
+    match parse_all(input) {
+        Ok(Status::Complete(r, n)) => (r, n),
+        other => panic!("{:?}: {:?}", show(input), other),
+    }
+}
+
+const VALID: &[&[u8]] = &[
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: x\n\n",
+    b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /upload?x=1 HTTP/1.1\r\nHost: example.com:8080\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET http://example.com/a/b?c HTTP/1.1\r\nHost: other\r\n\r\n",
+    b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-Ws: \t a b \t\r\n\r\nBODY",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Obs: caf\xc3\xa9\r\nX-Tab: a\tb\r\n\r\n",
+    b"DELETE /f HTTP/1.1\r\nHost: [::1]:80\r\nContent-Length: 0\r\n\r\n",
+    b"GET /a?b=%20&c=\"<>\" HTTP/1.1\r\nHost: x\r\nA-Long-Header-Name-With_!#$%&'*+.^`|~: v\r\n\r\n",
+    b"GET / HTTP/1.2\r\nHost: x\r\n\r\n",
+    BROWSER,
+];
+
+pub(crate) const BROWSER: &[u8] = b"GET /wiki/Hypertext_Transfer_Protocol HTTP/1.1\r\n\
+Host: en.wikipedia.org\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+Accept-Language: en-US,en;q=0.5\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\n\
+Referer: https://www.google.com/\r\n\
+Connection: keep-alive\r\n\
+Cookie: WMF-Last-Access=01-Jan-2025; GeoIP=US:CA:San_Francisco:37.77:-122.42:v4\r\n\
+Upgrade-Insecure-Requests: 1\r\n\
+Sec-Fetch-Dest: document\r\n\
+Sec-Fetch-Mode: navigate\r\n\
+If-Modified-Since: Sat, 28 Dec 2024 10:00:00 GMT\r\n\r\n";
+
+#[test]
+fn valid_requests_parse_and_are_split_invariant() {
+    for input in VALID {
+        let (r, n) = complete(input);
+        assert!(n <= input.len());
+        assert_eq!(r.head_len(), n);
+        check_split_invariance(input);
+    }
+}
+
+#[test]
+fn request_line_fields() {
+    // (input, method, target, path, authority, minor)
+    type Case = (
+        &'static [u8],
+        Method,
+        &'static str,
+        &'static str,
+        Option<&'static [u8]>,
+        u8,
+    );
+    let cases: &[Case] = &[
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            Method::Get,
+            "/",
+            "/",
+            None,
+            1,
+        ),
+        (
+            b"HEAD /a?q HTTP/1.0\r\n\r\n",
+            Method::Head,
+            "/a?q",
+            "/a?q",
+            None,
+            0,
+        ),
+        (
+            b"PUT /x HTTP/1.1\r\nHost: x\r\n\r\n",
+            Method::Put,
+            "/x",
+            "/x",
+            None,
+            1,
+        ),
+        (
+            b"PATCH /x HTTP/1.1\r\nHost: x\r\n\r\n",
+            Method::Patch,
+            "/x",
+            "/x",
+            None,
+            1,
+        ),
+        (
+            b"TRACE /x HTTP/1.1\r\nHost: x\r\n\r\n",
+            Method::Trace,
+            "/x",
+            "/x",
+            None,
+            1,
+        ),
+        (
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+            Method::Options,
+            "*",
+            "*",
+            None,
+            1,
+        ),
+        // RFC 9112 §3.2.2: absolute-form.
+        (
+            b"GET http://h:1/p?q HTTP/1.1\r\nHost: x\r\n\r\n",
+            Method::Get,
+            "http://h:1/p?q",
+            "/p?q",
+            Some(b"h:1"),
+            1,
+        ),
+        (
+            b"GET HTTPS://h HTTP/1.1\r\nHost: x\r\n\r\n",
+            Method::Get,
+            "HTTPS://h",
+            "/",
+            Some(b"h"),
+            1,
+        ),
+        // RFC 9110 §2.5: HTTP/1.9 is processed as 1.1.
+        (
+            b"GET / HTTP/1.9\r\nHost: x\r\n\r\n",
+            Method::Get,
+            "/",
+            "/",
+            None,
+            1,
+        ),
+    ];
+    for (input, method, target, path, authority, minor) in cases {
+        let (r, _) = complete(input);
+        assert_eq!(r.method, *method, "{}", show(input));
+        assert_eq!(r.target(), *target);
+        assert_eq!(r.path(), *path);
+        assert_eq!(r.target_authority(), *authority);
+        assert_eq!(r.minor, *minor);
+    }
+}
+
+#[test]
+fn headers_are_trimmed_and_looked_up_case_insensitively() {
+    let (r, n) =
+        complete(b"GET / HTTP/1.1\r\nHost:  x \r\nX-A:\t1\t\r\nx-a: 2\r\nEmpty:\r\n\r\nrest");
+    assert_eq!(n, 54);
+    assert_eq!(r.header_count(), 4);
+    assert_eq!(r.header("host"), Some(&b"x"[..]));
+    assert_eq!(r.header("X-A"), Some(&b"1"[..]));
+    assert_eq!(r.header("empty"), Some(&b""[..]));
+    assert_eq!(r.header("missing"), None);
+    let all: Vec<_> = r.headers().collect();
+    assert_eq!(all[2], (&b"x-a"[..], &b"2"[..]));
+}
+
+#[test]
+fn errors() {
+    let cases: &[(&[u8], Error)] = &[
+        // RFC 9112 §3: exactly one SP between the parts.
+        (b"GET  / HTTP/1.1\r\n\r\n", Error::RequestLine),
+        (b"GET /  HTTP/1.1\r\n\r\n", Error::Version),
+        (b"GET\t/ HTTP/1.1\r\n\r\n", Error::RequestLine),
+        (b"GET /\tHTTP/1.1\r\n\r\n", Error::Target),
+        (b" GET / HTTP/1.1\r\n\r\n", Error::RequestLine),
+        (b"GET / HTTP/1.1 \r\n\r\n", Error::Version),
+        (b"GET /\r\n\r\n", Error::RequestLine),
+        (b"GET\r\n\r\n", Error::RequestLine),
+        (b"G(T / HTTP/1.1\r\n\r\n", Error::RequestLine),
+        // Method tokens are case-sensitive (RFC 9110 §9.1): valid token, unknown → 501.
+        (b"get / HTTP/1.1\r\nHost: x\r\n\r\n", Error::NotImplemented),
+        (
+            b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n",
+            Error::NotImplemented,
+        ),
+        // RFC 9112 §3.2: target forms.
+        (b"GET x HTTP/1.1\r\n\r\n", Error::Target),
+        (b"GET * HTTP/1.1\r\n\r\n", Error::Target),
+        (b"CONNECT h:443 HTTP/1.1\r\n\r\n", Error::Target),
+        (b"GET ftp://h/ HTTP/1.1\r\n\r\n", Error::Target),
+        (b"GET http:/// HTTP/1.1\r\n\r\n", Error::Target),
+        (b"GET http://u@h/ HTTP/1.1\r\n\r\n", Error::Target),
+        (b"GET http://h?q HTTP/1.1\r\n\r\n", Error::Target),
+        (b"GET /a#frag HTTP/1.1\r\n\r\n", Error::Target),
+        (b"GET /a\x01 HTTP/1.1\r\n\r\n", Error::Target),
+        (b"GET /\x7f HTTP/1.1\r\n\r\n", Error::Target),
+        (b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", Error::Target),
+        // RFC 9112 §2.3: HTTP-version.
+        (b"GET / HTTP/1.11\r\n\r\n", Error::Version),
+        (b"GET / HTTP/4294967295.255\r\n\r\n", Error::Version),
+        (b"GET / http/1.1\r\n\r\n", Error::Version),
+        (b"GET / HTTP/1\r\n\r\n", Error::Version),
+        (b"GET / HTTP/1.x\r\n\r\n", Error::Version),
+        (b"GET / FOO\r\n\r\n", Error::Version),
+        (b"GET / HTTP/2.0\r\n\r\n", Error::VersionNotSupported),
+        (b"GET / HTTP/3.0\r\n\r\n", Error::VersionNotSupported),
+        (b"GET / HTTP/0.9\r\n\r\n", Error::VersionNotSupported),
+        // RFC 9112 §2.2: bare CR.
+        (b"GET / HTTP/1.1\r\r\n\r\n", Error::Version),
+        (b"GET / HTTP/1.1\r\nHost: x\rY\r\n\r\n", Error::BareCr),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\rX", Error::BareCr),
+        // RFC 9112 §5.1: field names.
+        (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", Error::HeaderName),
+        (b"GET / HTTP/1.1\r\nHost\t: x\r\n\r\n", Error::HeaderName),
+        (b"GET / HTTP/1.1\r\n: x\r\n\r\n", Error::HeaderName),
+        (b"GET / HTTP/1.1\r\nNo colon\r\n\r\n", Error::HeaderName),
+        (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", Error::HeaderName),
+        (b"GET / HTTP/1.1\r\nA(b): x\r\n\r\n", Error::HeaderName),
+        (b"GET / HTTP/1.1\r\nA\x00: x\r\n\r\n", Error::HeaderName),
+        // RFC 9112 §5.2: obs-fold; RFC 9112 §2.2: whitespace after the start line.
+        (b"GET / HTTP/1.1\r\nA: x\r\n  y\r\n\r\n", Error::ObsFold),
+        (b"GET / HTTP/1.1\r\n\tA: x\r\n\r\n", Error::ObsFold),
+        (b"GET / HTTP/1.1\r\n Host: x\r\n\r\n", Error::ObsFold),
+        // RFC 9110 §5.5: field values.
+        (b"GET / HTTP/1.1\r\nA: x\x00y\r\n\r\n", Error::HeaderValue),
+        (b"GET / HTTP/1.1\r\nA: x\x0by\r\n\r\n", Error::HeaderValue),
+        (
+            b"GET / HTTP/1.1\r\nA: 0123456789abcdef\x7f\r\n\r\n",
+            Error::HeaderValue,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nA: 0123456789abcdef\x1b[0m\r\n\r\n",
+            Error::HeaderValue,
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(parse_all(input), Err(*want), "{:?}", show(input));
+        // The verdict must not depend on how the bytes arrived.
+        let mut p = HeadParser::new();
+        let mut got = Ok(Status::Partial);
+        for k in 1..=input.len() {
+            got = p.parse(&input[..k]);
+            if !matches!(got, Ok(Status::Partial)) {
+                break;
+            }
+        }
+        assert_eq!(got, Err(*want), "byte at a time: {:?}", show(input));
+    }
+}
+
+#[test]
+fn error_statuses() {
+    let cases = [
+        (Error::RequestLine, 400),
+        (Error::BareCr, 400),
+        (Error::Chunk, 400),
+        (Error::UriTooLong, 414),
+        (Error::HeadersTooLarge, 431),
+        (Error::NotImplemented, 501),
+        (Error::VersionNotSupported, 505),
+        (Error::ExpectationFailed, 417),
+    ];
+    for (e, code) in cases {
+        assert_eq!(e.status(), code, "{e}");
+    }
+}
+
+#[test]
+fn partial_prefixes() {
+    for input in [
+        &b""[..],
+        b"\r\n",
+        b"GET",
+        b"GET / HTTP/1.1\r",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r",
+    ] {
+        assert_eq!(parse_all(input), Ok(Status::Partial), "{:?}", show(input));
+    }
+}
+
+#[test]
+fn request_line_limit_is_enforced_before_the_terminator() {
+    // RFC 9112 §3: 414 for a request line longer than we accept.
+    let mut line = b"GET /".to_vec();
+    line.resize(MAX_REQUEST_LINE - 1, b'a');
+    assert_eq!(parse_all(&line), Ok(Status::Partial));
+    line.push(b'a');
+    assert_eq!(parse_all(&line), Err(Error::UriTooLong));
+    // Just fitting: the line with CRLF is exactly the limit.
+    let mut ok = b"GET /".to_vec();
+    ok.resize(MAX_REQUEST_LINE - b" HTTP/1.1\r\n".len(), b'a');
+    ok.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(complete(&ok).1 > MAX_REQUEST_LINE);
+    let mut over = b"GET /a".to_vec();
+    over.extend_from_slice(&ok[5..]);
+    assert_eq!(parse_all(&over), Err(Error::UriTooLong));
+    // Incrementally: the error comes as soon as the limit is crossed.
+    let mut p = HeadParser::new();
+    let big = vec![b'a'; MAX_REQUEST_LINE + 10];
+    let mut stream = b"GET /".to_vec();
+    stream.extend_from_slice(&big);
+    assert_eq!(p.parse(&stream[..4000]), Ok(Status::Partial));
+    assert_eq!(p.parse(&stream[..MAX_REQUEST_LINE]), Err(Error::UriTooLong));
+    // Endless empty lines are bounded by the same limit.
+    assert_eq!(
+        parse_all(&b"\r\n".repeat(MAX_REQUEST_LINE)),
+        Err(Error::UriTooLong)
+    );
+}
+
+#[test]
+fn header_section_limits() {
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\n";
+    // 100 fields (Host + 99) are fine, 101 are not (431).
+    let mut ok = head.to_vec();
+    for i in 0..MAX_HEADERS - 1 {
+        ok.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    let mut over = ok.clone();
+    ok.extend_from_slice(b"\r\n");
+    assert_eq!(complete(&ok).0.header_count(), MAX_HEADERS);
+    over.extend_from_slice(b"X-101: v\r\n");
+    assert_eq!(
+        parse_all(&over),
+        Err(Error::HeadersTooLarge),
+        "immediately, no terminator"
+    );
+    // Section size: the field lines plus the final CRLF must fit MAX_HEADER_SECTION.
+    let section_for = |extra: usize| {
+        let mut v = b"GET / HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
+        let fixed = b"Host: x\r\nX: \r\n\r\n".len();
+        v.resize(v.len() + MAX_HEADER_SECTION - fixed + extra, b'v');
+        v.extend_from_slice(b"\r\n\r\n");
+        v
+    };
+    assert!(complete(&section_for(0)).0.header("x").is_some());
+    assert_eq!(parse_all(&section_for(1)), Err(Error::HeadersTooLarge));
+    // Incrementally, without any line terminator at all.
+    let mut stream = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    stream.resize(16 + MAX_HEADER_SECTION + 5, b'v');
+    let mut p = HeadParser::new();
+    assert_eq!(p.parse(&stream[..1000]), Ok(Status::Partial));
+    assert_eq!(
+        p.parse(&stream[..16 + MAX_HEADER_SECTION - 1]),
+        Ok(Status::Partial)
+    );
+    assert_eq!(
+        p.parse(&stream[..16 + MAX_HEADER_SECTION]),
+        Err(Error::HeadersTooLarge)
+    );
+}
+
+#[test]
+fn parser_resets_after_complete() {
+    let two = b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: y\r\n\r\n";
+    let mut p = HeadParser::new();
+    let Ok(Status::Complete(r, n)) = p.parse(two) else {
+        panic!()
+    };
+    assert_eq!(r.target(), "/1");
+    let Ok(Status::Complete(r, m)) = p.parse(&two[n..]) else {
+        panic!()
+    };
+    assert_eq!((r.target(), n + m), ("/2", two.len()));
+    // Shrinking buffer (contract broken): start over instead of panicking.
+    let mut p = HeadParser::new();
+    assert_eq!(p.parse(b"GET /abcdef"), Ok(Status::Partial));
+    assert!(p
+        .parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap()
+        .is_complete());
+}
+
+fn analyze(input: &[u8]) -> Result<RequestHead<'_>, Error> {
+    complete(input).0.analyze()
+}
+
+#[test]
+fn semantics() {
+    let ok = |host: &'static [u8], body, keep_alive, expect_continue| {
+        Ok(RequestHead {
+            host,
+            body,
+            keep_alive,
+            expect_continue,
+        })
+    };
+    let cases: &[(&[u8], Result<RequestHead<'static>, Error>)] = &[
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ok(b"x", Body::None, true, false)),
+        (b"GET / HTTP/1.0\r\n\r\n", ok(b"", Body::None, false, false)),
+        (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", ok(b"", Body::None, true, false)),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, CLOSE\r\n\r\n", ok(b"x", Body::None, false, false)),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", ok(b"x", Body::None, false, false)),
+        // RFC 9112 §3.2: Host.
+        (b"GET / HTTP/1.1\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: a:123456\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: []\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: a%2\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", Err(Error::Host)),
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n", ok(b"127.0.0.1:8080", Body::None, true, false)),
+        (b"GET / HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n\r\n", ok(b"[2001:db8::1]:443", Body::None, true, false)),
+        (b"GET / HTTP/1.1\r\nHost: a%41b.example\r\n\r\n", ok(b"a%41b.example", Body::None, true, false)),
+        (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", ok(b"", Body::None, true, false)),
+        // RFC 9112 §3.2.2: the absolute-form authority wins over Host.
+        (b"GET http://a.example:81/ HTTP/1.1\r\nHost: b\r\n\r\n", ok(b"a.example:81", Body::None, true, false)),
+        (b"GET http://a/ HTTP/1.1\r\n\r\n", Err(Error::Host)),
+        // RFC 9112 §6.3 / RFC 9110 §8.6: Content-Length.
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 42\r\n\r\n", ok(b"x", Body::Length(42), true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 007\r\n\r\n", ok(b"x", Body::Length(7), true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n", ok(b"x", Body::Length(u64::MAX), true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n", Err(Error::ContentLength)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", Err(Error::ContentLength)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\n", Err(Error::ContentLength)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n", Err(Error::ContentLength)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", Err(Error::ContentLength)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n", Err(Error::ContentLength)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n", Err(Error::ContentLength)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1 2\r\n\r\n", Err(Error::ContentLength)),
+        // RFC 9112 §6.1: Transfer-Encoding.
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", ok(b"x", Body::Chunked, true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  CHUNKED \r\n\r\n", ok(b"x", Body::Chunked, true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", Err(Error::NotImplemented)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Err(Error::NotImplemented)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Err(Error::NotImplemented)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", Err(Error::NotImplemented)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Err(Error::TransferEncoding)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", Err(Error::TransferEncoding)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\n", Err(Error::TransferEncoding)),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Err(Error::TransferEncoding)),
+        // RFC 9110 §10.1.1: Expect.
+        (b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", ok(b"x", Body::Length(5), true, true)),
+        (b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n", ok(b"", Body::None, false, false)),
+        (b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", Err(Error::ExpectationFailed)),
+        (b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, x\r\n\r\n", Err(Error::ExpectationFailed)),
+    ];
+    for (input, want) in cases {
+        assert_eq!(&analyze(input), want, "{}", show(input));
+    }
+    // The invalid vertical tab is caught by the parser already.
+    assert_eq!(
+        parse_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\x0b\r\n\r\n"),
+        Err(Error::HeaderValue)
+    );
+}
+
+#[test]
+fn find_byte_agrees_with_naive_search() {
+    let hay: Vec<u8> = (0..200u32).map(|i| (i * 7 % 251) as u8).collect();
+    for needle in [0u8, 1, 10, 13, 0x7f, 0x80, 0xff, 200] {
+        for start in 0..20 {
+            let h = &hay[start..];
+            assert_eq!(find_byte(h, needle), h.iter().position(|&b| b == needle));
+        }
+    }
+    for i in 0..40 {
+        let mut v = vec![b'a'; 40];
+        v[i] = 0x1f;
+        assert_eq!(find_ctl(&v, 0), i);
+        v[i] = 0x7f;
+        assert_eq!(find_ctl(&v, 0), i);
+        v[i] = 0x80;
+        assert_eq!(find_ctl(&v, 0), 40);
+    }
+}
+
+/// Mutated requests (bytes replaced by separators, CR, LF, SP, NUL, ...) must get the same
+/// verdict whether they arrive at once, in two pieces or byte by byte, and never panic.
+#[test]
+fn mutations_are_split_invariant() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move |n: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) as usize) % n
+    };
+    const BYTES: &[u8] = b"\r\n \t:\0\x7f#/?%aZ9\x80-";
+    for round in 0..3000 {
+        let base = VALID[round % VALID.len()];
+        let mut v = base.to_vec();
+        for _ in 0..1 + rand(3) {
+            let at = rand(v.len());
+            match rand(3) {
+                0 => v[at] = BYTES[rand(BYTES.len())],
+                1 => v.insert(at, BYTES[rand(BYTES.len())]),
+                _ => {
+                    v.remove(at);
+                }
+            }
+        }
+        let whole = parse_all(&v);
+        let mut p = HeadParser::new();
+        let mut last = Ok(Status::Partial);
+        for k in 1..=v.len() {
+            last = p.parse(&v[..k]);
+            if !matches!(last, Ok(Status::Partial)) {
+                break;
+            }
+        }
+        assert_eq!(last, whole, "byte at a time: {:?}", show(&v));
+        let k = rand(v.len() + 1);
+        let mut p = HeadParser::new();
+        if let Ok(Status::Partial) = p.parse(&v[..k]) {
+            assert_eq!(p.parse(&v), whole, "split at {k}: {:?}", show(&v));
+        }
+        if let Ok(Status::Complete(r, _)) = whole {
+            let _ = r.analyze();
+        }
+    }
+}
