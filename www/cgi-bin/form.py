@@ -114,7 +114,7 @@ def main():
     <h2>Result</h2>
     <div id="result" class="result">{result}</div>
 
-    <div class="grid" style="margin-top:1.5rem">
+    <div class="grid-2" style="margin-top:1.5rem">
       <form id="form-get" class="stack card" method="get" action="{action}">
         <h3>Submit by GET</h3>
         <div><label for="get-name">Name</label>
