@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 pub mod pool;
 pub mod readiness;
 mod sys;
+pub mod util;
 
 #[cfg(target_os = "linux")]
 pub mod uring;

@@ -1,0 +1,142 @@
+//! Small safe wrappers the server needs around raw fds and processes, so that `unsafe` stays in
+//! this crate: socket addresses of an accepted fd, non-blocking pipes, signals to children, and
+//! a signal-watching thread.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+use crate::sys::cvt;
+
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    }
+}
+
+fn sock_name(
+    fd: RawFd,
+    f: unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
+) -> io::Result<SocketAddr> {
+    // SAFETY: all-zero sockaddr_storage is valid; `f` writes at most `len` bytes into it.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: pointers to live storage and its length.
+    cvt(unsafe { f(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut len) })?;
+    sockaddr_to_std(&ss)
+}
+
+/// The peer address of a connected socket (`getpeername(2)`).
+pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    sock_name(fd, libc::getpeername)
+}
+
+/// The local address of a socket (`getsockname(2)`): which listen address a connection came in on.
+pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    sock_name(fd, libc::getsockname)
+}
+
+/// Make `fd` non-blocking (for pipes handed to the backend).
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with integer arguments on an fd the caller owns.
+    unsafe {
+        let fl = cvt(libc::fcntl(fd, libc::F_GETFL))?;
+        cvt(libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// Send `signal` to process `pid` (ESRCH — already gone — is not an error).
+pub fn kill(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers.
+    match cvt(unsafe { libc::kill(pid as libc::pid_t, signal) }) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        r => r.map(drop),
+    }
+}
+
+/// Block `signals` in the calling thread (and so in threads it spawns later), and start a
+/// thread that waits for them with `sigwait(3)` and calls `on` for each. Call it first thing in
+/// `main`, before other threads exist, so that no thread is left to take the signal the default
+/// way.
+pub fn watch_signals(
+    signals: &[libc::c_int],
+    on: impl Fn(libc::c_int) + Send + 'static,
+) -> io::Result<()> {
+    // SAFETY: sigset manipulation on a local, zero-initialised set.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    };
+    // SAFETY: `set` is a valid sigset; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is valid and `sig` a live out-pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                on(sig);
+            }
+        })?;
+    Ok(())
+}
+
+/// Raise the soft open-file limit to the hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a pointer to a live rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+    {
+        lim.rlim_cur as u64
+    }
+}
+
+/// The resident set size of this process in bytes (Linux: /proc/self/statm; elsewhere 0).
+pub fn rss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf takes an integer name.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
