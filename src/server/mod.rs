@@ -146,6 +146,9 @@ pub struct Loop {
     stopping: bool,
     signal: Arc<AtomicU8>,
     active: usize,
+    /// Requests answered since start (for `status`).
+    requests: u64,
+    accepted: u64,
 }
 
 /// Bind every listen address of `cfg` (errors name the address).
@@ -186,6 +189,8 @@ impl Loop {
             stopping: false,
             signal,
             active: 0,
+            requests: 0,
+            accepted: 0,
         })
     }
 
@@ -352,6 +357,7 @@ impl Loop {
         };
         self.conns[slot as usize] = Some(conn);
         self.active += 1;
+        self.accepted += 1;
         crate::trace!("conn {slot} accept: fd {fd} from {peer}");
         self.be.submit(token(gen, slot, K_RECV), Op::Recv { fd });
     }
@@ -696,6 +702,11 @@ impl Loop {
         }
         if let Some(r) = &loc.ret {
             return Route::Reply(respond::ret(r.code, r.target.as_deref(), &cx));
+        }
+        if loc.status {
+            let json = query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "format=json"));
+            let (ty, body) = self.status_page(json);
+            return Route::Reply(respond::full(200, ty, body.into_bytes(), &[("Cache-Control", b"no-store")], &cx));
         }
         let limit = loc.client_max_body_size;
         if let Body::Length(n) = body {
@@ -1095,6 +1106,7 @@ impl Loop {
     }
 
     fn finish_request(&mut self, slot: u32) {
+        self.requests += 1;
         self.access_log(slot);
         let keepalive = self.cfg.timeouts.keepalive;
         let max = self.cfg.keepalive_requests;
@@ -1118,6 +1130,42 @@ impl Loop {
             self.be.submit(token(gen, slot, K_RECV), Op::Recv { fd });
         }
         self.advance(slot);
+    }
+
+    /// The `status` page (like nginx's stub_status, plus the backend's counters).
+    fn status_page(&self, json: bool) -> (&'static str, String) {
+        let (mut reading, mut writing, mut idle) = (0, 0, 0);
+        for c in self.conns.iter().flatten() {
+            match c.phase {
+                Phase::Head if c.buf.is_empty() => idle += 1,
+                Phase::Head | Phase::Body => reading += 1,
+                Phase::Respond => writing += 1,
+            }
+        }
+        let st = self.be.stats();
+        let ops: Vec<(&str, u64)> = backends::OpKind::ALL
+            .iter()
+            .map(|k| (k.name(), st.submitted[*k as usize]))
+            .collect();
+        if json {
+            let ops_json: Vec<String> = ops.iter().map(|(n, v)| format!("\"{n}\":{v}")).collect();
+            let body = format!(
+                "{{\"backend\":\"{}\",\"connections\":{{\"active\":{},\"reading\":{},\"writing\":{},\"idle\":{}}},\"accepted\":{},\"requests\":{},\"ops_submitted\":{{{}}},\"kernel_entries\":{},\"waits\":{},\"completions\":{},\"completions_per_wait\":{:.3},\"max_completions_per_wait\":{},\"recv_buffers_in_use\":{},\"recv_buffers_total\":{}}}\n",
+                self.be.name(), self.active, reading, writing, idle, self.accepted, self.requests,
+                ops_json.join(","), st.enters, st.waits, st.completions, st.completions_per_wait(),
+                st.max_per_wait, st.bufs_in_use, st.bufs_total
+            );
+            ("application/json", body)
+        } else {
+            let ops_txt: Vec<String> = ops.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            let body = format!(
+                "Active connections: {}\nReading: {} Writing: {} Waiting: {}\naccepted {} requests {}\nbackend {}: ops submitted {}\nkernel entries {} waits {} completions {} per wait {:.3} (max {})\nrecv buffers in use {} of {}\n",
+                self.active, reading, writing, idle, self.accepted, self.requests, self.be.name(),
+                ops_txt.join(" "), st.enters, st.waits, st.completions, st.completions_per_wait(),
+                st.max_per_wait, st.bufs_in_use, st.bufs_total
+            );
+            ("text/plain; charset=utf-8", body)
+        }
     }
 
     fn access_log(&mut self, slot: u32) {
