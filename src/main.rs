@@ -2,10 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-
-use webserv::server::{self, RunOptions, SIG_STOP};
+use webserv::server::{self, Control, RunOptions};
 
 const USAGE: &str = "\
 usage: webserv [CONFIG] [-c CONFIG] [-p PREFIX] [-t] [--backend auto|uring|epoll|kqueue] [--debug]
@@ -69,19 +66,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Block the stop signals before any other thread exists; a watcher thread turns them into
-    // a flag and a wake-up of the loop.
-    let signal = Arc::new(AtomicU8::new(0));
-    let flag = signal.clone();
-    if let Err(e) = backends::util::watch_signals(&[libc::SIGTERM, libc::SIGINT], move |_| {
-        flag.store(SIG_STOP, Ordering::SeqCst);
-        if let Some(w) = server::SHARED_WAKER.get() {
-            let _ = w.wake();
-        }
-    }) {
-        eprintln!("webserv: cannot watch signals: {e}");
-        return ExitCode::FAILURE;
-    }
     let cfg = match webserv::config::load(&args.config, &args.prefix) {
         Ok(c) => c,
         Err(e) => {
@@ -114,7 +98,30 @@ fn main() -> ExitCode {
     let opts = RunOptions {
         backend: args.backend,
     };
-    match server::serve(cfg, &opts, signal) {
+    let control = Control::new(cfg);
+    // The signals are blocked before any other thread exists; a watcher thread turns them into
+    // requests to the loops: TERM/INT stop gracefully, HUP reloads (a bad new configuration is
+    // logged and the running one kept).
+    let ctl = control.clone();
+    let (config_path, prefix) = (args.config.clone(), args.prefix.clone());
+    let watched = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    if let Err(e) = backends::util::watch_signals(&watched, move |sig| {
+        if sig == libc::SIGHUP {
+            match webserv::config::load(&config_path, &prefix) {
+                Ok(cfg) => {
+                    webserv::notice!("SIGHUP: reloading {}", config_path.display());
+                    ctl.reload(cfg);
+                }
+                Err(e) => webserv::error!("SIGHUP: {e}; keeping the running configuration"),
+            }
+        } else {
+            ctl.stop();
+        }
+    }) {
+        eprintln!("webserv: cannot watch signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    match server::serve(control, &opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             webserv::error!("{e}");

@@ -266,9 +266,9 @@ impl Loop {
             // RFC 3875 §6.2.2: a local redirect is answered by the server as a GET of that path.
             self.cgi_detach(slot, false);
             let cx_date = self.date_now;
-            let cfg = self.cfg.clone();
             let conn = self.conn(slot);
             let info = conn.req.as_ref().unwrap();
+            let cfg = info.cfg.clone();
             let server = &cfg.servers[info.server];
             let (p, q) = match path.split_once('?') {
                 Some((p, q)) => (p.to_string(), Some(q.to_string())),

@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,9 +28,52 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Body, HeadParser, Method, Status};
 use respond::{Ctx, Reply, Static};
 
-/// What the signal thread asks of the loop.
-pub const SIG_NONE: u8 = 0;
-pub const SIG_STOP: u8 = 1;
+/// What the signal thread tells the loops: stop (SIGTERM/SIGINT), or a new configuration
+/// (SIGHUP, loaded and checked by the signal thread; a bad one never gets here).
+pub struct Control {
+    stop: std::sync::atomic::AtomicBool,
+    cfg: std::sync::Mutex<Arc<Config>>,
+    cfg_gen: std::sync::atomic::AtomicU64,
+    wakers: std::sync::Mutex<Vec<backends::Waker>>,
+}
+
+impl Control {
+    pub fn new(cfg: Config) -> Arc<Control> {
+        Arc::new(Control {
+            stop: false.into(),
+            cfg: std::sync::Mutex::new(Arc::new(cfg)),
+            cfg_gen: 0.into(),
+            wakers: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn lock_cfg(&self) -> std::sync::MutexGuard<'_, Arc<Config>> {
+        self.cfg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.lock_cfg().clone()
+    }
+
+    /// Ask every loop to stop gracefully.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Hand a new (already validated) configuration to every loop.
+    pub fn reload(&self, cfg: Config) {
+        *self.lock_cfg() = Arc::new(cfg);
+        self.cfg_gen.fetch_add(1, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = w.wake();
+        }
+    }
+}
 
 const K_ACCEPT: u64 = 1;
 const K_RECV: u64 = 2;
@@ -84,6 +127,8 @@ struct BodyReader {
 
 /// What the current request needs after its head was consumed.
 struct ReqInfo {
+    /// The configuration the request started under (a reload does not change it mid-way).
+    cfg: Arc<Config>,
     line: String,
     path: String,
     query: Option<String>,
@@ -151,8 +196,11 @@ pub struct Loop {
     date_now: [u8; 29],
     access: Option<std::fs::File>,
     stopping: bool,
-    signal: Arc<AtomicU8>,
+    control: Arc<Control>,
+    cfg_gen: u64,
     active: usize,
+    /// Listeners whose accept stopped on EMFILE/ENFILE; re-armed by the tick.
+    accept_paused: Vec<u32>,
     /// Requests answered since start (for `status`).
     requests: u64,
     accepted: u64,
@@ -161,10 +209,10 @@ pub struct Loop {
 }
 
 /// Bind every listen address of `cfg` (errors name the address).
-pub fn bind(cfg: &Config) -> io::Result<Vec<(SocketAddr, std::os::fd::OwnedFd)>> {
+pub fn bind(cfg: &Config, reuse_port: bool) -> io::Result<Vec<(SocketAddr, std::os::fd::OwnedFd)>> {
     let mut v = Vec::new();
     for addr in cfg.listen_addrs() {
-        let fd = backends::util::listen(addr, 511, false)
+        let fd = backends::util::listen(addr, 511, reuse_port)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         v.push((addr, fd));
     }
@@ -176,7 +224,7 @@ impl Loop {
         cfg: Arc<Config>,
         be: Box<dyn Backend>,
         listeners: Vec<(SocketAddr, std::os::fd::OwnedFd)>,
-        signal: Arc<AtomicU8>,
+        control: Arc<Control>,
     ) -> io::Result<Loop> {
         let access = match &cfg.access_log {
             Some(p) => Some(crate::log::open_append(p)?),
@@ -196,8 +244,10 @@ impl Loop {
             date_now: [0; 29],
             access,
             stopping: false,
-            signal,
+            cfg_gen: control.cfg_gen.load(Ordering::SeqCst),
+            control,
             active: 0,
+            accept_paused: Vec::new(),
             requests: 0,
             accepted: 0,
             children: Vec::new(),
@@ -229,14 +279,34 @@ impl Loop {
             for c in out.drain(..) {
                 self.dispatch(c);
             }
-            if self.signal.load(Ordering::Relaxed) == SIG_STOP && !self.stopping {
+            if self.control.stop.load(Ordering::Relaxed) && !self.stopping {
                 self.begin_stop();
+            }
+            let gen = self.control.cfg_gen.load(Ordering::Relaxed);
+            if gen != self.cfg_gen {
+                self.cfg_gen = gen;
+                self.reload();
             }
             if self.stopping && self.active == 0 {
                 crate::info!("all connections finished; exiting");
                 return Ok(());
             }
         }
+    }
+
+    /// Take the new configuration for requests that start from now on; requests in flight
+    /// finish under the one they started with. Listen sockets stay as they are.
+    fn reload(&mut self) {
+        let new = self.control.config();
+        let mut old_addrs = self.cfg.listen_addrs();
+        let mut new_addrs = new.listen_addrs();
+        old_addrs.sort();
+        new_addrs.sort();
+        if old_addrs != new_addrs {
+            crate::warn!("reload: listen addresses changed; they take effect after a restart");
+        }
+        self.cfg = new;
+        crate::notice!("configuration reloaded ({} connections kept)", self.active);
     }
 
     fn refresh_date(&mut self) {
@@ -322,19 +392,27 @@ impl Loop {
         let fd = match c.result {
             Ok(fd) => fd as RawFd,
             Err(e) => {
-                if !self.stopping {
-                    crate::error!("accept on {}: {e}", self.listeners[li as usize].addr);
-                    // Re-arm after the error (EMFILE and friends): the tick retries.
-                    if !c.more {
-                        let fd = self.listeners[li as usize].fd.as_raw_fd();
-                        self.be.submit(token(0, li, K_ACCEPT), Op::Accept { fd });
-                    }
+                if !c.more && !self.stopping && !self.accept_paused.contains(&li) {
+                    // Out of descriptors (EMFILE/ENFILE) or memory: say so once, free what idle
+                    // keep-alive connections hold, and let the tick try again in a second while
+                    // the connections we have go on being served.
+                    crate::error!(
+                        "accept on {}: {e}; pausing accepts for 1s",
+                        self.listeners[li as usize].addr
+                    );
+                    self.accept_paused.push(li);
+                    self.reclaim_idle(self.active / 10 + 1);
                 }
                 return;
             }
         };
         if self.stopping {
             // Stopping: refuse politely by closing at once (gen 0 close completions are ignored).
+            self.be.submit(token(0, li, K_CLOSE), Op::Close { fd });
+            return;
+        }
+        if self.active >= self.cfg.worker_connections && self.reclaim_idle(1) == 0 {
+            // At the connection limit with nothing idle to reclaim: refuse this one.
             self.be.submit(token(0, li, K_CLOSE), Op::Close { fd });
             return;
         }
@@ -382,8 +460,36 @@ impl Loop {
         self.be.submit(token(gen, slot, K_RECV), Op::Recv { fd });
     }
 
+    /// Close up to `n` idle keep-alive connections (between requests, nothing buffered),
+    /// oldest deadline first. Returns how many were closed.
+    fn reclaim_idle(&mut self, n: usize) -> usize {
+        let mut idle: Vec<(Instant, u32)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| {
+                !c.closing && c.phase == Phase::Head && c.buf.is_empty() && c.served > 0
+            })
+            .map(|(i, c)| (c.deadline, i as u32))
+            .collect();
+        idle.sort();
+        let mut closed = 0;
+        for (_, slot) in idle.into_iter().take(n) {
+            self.close(slot);
+            closed += 1;
+        }
+        closed
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
+        for li in std::mem::take(&mut self.accept_paused) {
+            if !self.stopping {
+                let fd = self.listeners[li as usize].fd.as_raw_fd();
+                self.be.submit(token(0, li, K_ACCEPT), Op::Accept { fd });
+            }
+        }
         self.cgi_tick(now);
         for slot in 0..self.conns.len() {
             let Some(c) = self.conns[slot].as_ref() else {
@@ -584,6 +690,7 @@ impl Loop {
         };
         let (referer, user_agent) = (text("Referer"), text("User-Agent"));
         let info_base = |keep_alive: bool| ReqInfo {
+            cfg: cfg.clone(),
             line: line.clone(),
             path: String::new(),
             query: None,
@@ -1238,8 +1345,11 @@ impl Loop {
     }
 
     fn error_reply(&mut self, slot: u32, code: u16, extra: &[(String, String)]) -> Reply {
-        let cfg = self.cfg.clone();
         let date = self.date_now;
+        let cfg = match self.conn(slot).req.as_ref() {
+            Some(r) => r.cfg.clone(),
+            None => self.cfg.clone(),
+        };
         let conn = self.conn(slot);
         let close = conn.close_after || conn.req.as_ref().is_none_or(|r| !r.keep_alive);
         let (server_idx, path, head_only, ka10) = match &conn.req {
@@ -1562,32 +1672,75 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-/// Start serving `cfg` with one loop on this thread. Returns when SIGTERM/SIGINT stopped it.
-pub fn serve(cfg: Config, opts: &RunOptions, signal: Arc<AtomicU8>) -> io::Result<()> {
-    let cfg = Arc::new(cfg);
+/// How many event loops `workers` asks for.
+pub fn worker_count(w: crate::config::Workers) -> usize {
+    match w {
+        crate::config::Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        crate::config::Workers::Count(n) => (n as usize).max(1),
+    }
+}
+
+/// Serve the configuration in `control` until it says stop. With `workers N > 1`, each of N
+/// threads runs its own loop with its own backend and its own `SO_REUSEPORT` listeners, and the
+/// kernel spreads connections over them.
+pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
+    let cfg = control.config();
     let kind = opts.backend.unwrap_or(match cfg.backend {
         crate::config::BackendChoice::Auto => backends::Kind::Auto,
         crate::config::BackendChoice::Uring => backends::Kind::Uring,
         crate::config::BackendChoice::Epoll => backends::Kind::Epoll,
         crate::config::BackendChoice::Kqueue => backends::Kind::Kqueue,
     });
-    let listeners = bind(&cfg)?;
+    let n = worker_count(cfg.workers);
     backends::util::raise_nofile_limit();
-    let opened = backends::open(kind, &backends::Options::default())
-        .map_err(|e| io::Error::new(e.kind(), format!("backend {kind:?}: {e}")))?;
-    if let Some(why) = &opened.fallback {
-        crate::notice!("{why}");
+    // Bind everything before any loop starts, so an unbindable address is reported at once.
+    let mut sets = Vec::new();
+    for _ in 0..n {
+        sets.push(bind(&cfg, n > 1)?);
     }
-    let waker = opened.backend.waker();
-    let mut lp = Loop::new(cfg, opened.backend, listeners, signal.clone())?;
-    crate::notice!(
-        "webserv {} started, backend {}",
-        env!("CARGO_PKG_VERSION"),
-        lp.backend_name()
-    );
-    let _ = SHARED_WAKER.set(waker);
-    lp.run()
+    let mut handles = Vec::new();
+    for (i, listeners) in sets.into_iter().enumerate() {
+        let control = control.clone();
+        let cfg = cfg.clone();
+        let run = move || -> io::Result<()> {
+            // The backend is opened on the thread that uses it (io_uring SINGLE_ISSUER).
+            let opened = backends::open(kind, &backends::Options::default())
+                .map_err(|e| io::Error::new(e.kind(), format!("backend {kind:?}: {e}")))?;
+            if let Some(why) = &opened.fallback {
+                crate::notice!("{why}");
+            }
+            control
+                .wakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(opened.backend.waker());
+            let mut lp = Loop::new(cfg, opened.backend, listeners, control)?;
+            crate::notice!(
+                "webserv {} worker {i} started, backend {}",
+                env!("CARGO_PKG_VERSION"),
+                lp.backend_name()
+            );
+            lp.run()
+        };
+        if n == 1 {
+            return run();
+        }
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(run)?,
+        );
+    }
+    let mut result = Ok(());
+    for h in handles {
+        let r = h
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
+        if let Err(e) = r {
+            // One worker failing stops the others: the server is not half up.
+            control.stop();
+            result = Err(e);
+        }
+    }
+    result
 }
-
-/// The running loop's waker, for the signal thread.
-pub static SHARED_WAKER: std::sync::OnceLock<backends::Waker> = std::sync::OnceLock::new();
