@@ -1035,6 +1035,20 @@ impl Drop for Uring {
         if self.push(e).is_err() {
             return;
         }
+        // Timeouts are not reached by ASYNC_CANCEL: remove them explicitly.
+        let timers: Vec<u64> = (0..self.slots.len() as u32)
+            .filter(|&i| {
+                let s = &self.slots[i as usize];
+                s.in_kernel && matches!(s.state, State::Timer { .. } | State::WaitTimer { .. })
+            })
+            .map(|i| self.ud(i))
+            .collect();
+        for ud in timers {
+            let e = opcode::TimeoutRemove::new(ud).build().user_data(u64::MAX);
+            if self.push(e).is_err() {
+                return;
+            }
+        }
         let mut sink = Vec::new();
         for _ in 0..100 {
             if !self.slots.iter().any(|s| s.in_kernel) {

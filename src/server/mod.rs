@@ -769,6 +769,21 @@ impl Loop {
                 cgi: cgi_plan,
             },
         );
+        // A client waiting for `100 Continue` gets the final answer at once instead (RFC 9110
+        // §10.1.1) and the connection closes: its body may or may not follow.
+        let reply = match reply {
+            Route::Reply(r) if has_body && expect_continue => {
+                self.conn(slot).close_after = true;
+                self.send_reply(slot, r);
+                return true;
+            }
+            Route::Error(code, extra) if has_body && expect_continue => {
+                self.conn(slot).close_after = true;
+                self.respond_error(slot, code, &extra);
+                return true;
+            }
+            other => other,
+        };
         match reply {
             Route::Reply(r) => {
                 if has_body {
@@ -979,7 +994,14 @@ impl Loop {
                     _ => self.route_upload(slot, loc, method, &path, x.expect_continue),
                 }
             }
-            Method::Delete => self.route_delete(loc, &path, &cx),
+            // DELETE changes files: only where uploads are enabled or the location lists DELETE
+            // explicitly (nginx without DAV answers 405).
+            Method::Delete
+                if loc.upload_store.is_some()
+                    || loc.allow_methods.is_some_and(|m| m.allows("DELETE")) =>
+            {
+                self.route_delete(loc, &path, &cx)
+            }
             _ => {
                 let allow = loc
                     .allow_methods
@@ -1676,7 +1698,7 @@ fn rand_u64() -> u64 {
 pub fn worker_count(w: crate::config::Workers) -> usize {
     match w {
         crate::config::Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        crate::config::Workers::Count(n) => (n as usize).max(1),
+        crate::config::Workers::Count(n) => n.max(1),
     }
 }
 
