@@ -31,7 +31,9 @@ fn png() -> Vec<u8> {
 }
 
 fn big() -> Vec<u8> {
-    (0..(1 << 20) + 17).map(|i: u32| (i * 7 % 251) as u8).collect()
+    (0..(1 << 20) + 17)
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect()
 }
 
 fn setup(dir: &Path) {
@@ -59,7 +61,11 @@ fn start(backend: &str) -> Server {
 
 fn assert_common_headers(r: &Response) {
     assert!(r.header("date").is_some(), "no Date header:\n{}", r.dump());
-    assert!(r.header("server").is_some(), "no Server header:\n{}", r.dump());
+    assert!(
+        r.header("server").is_some(),
+        "no Server header:\n{}",
+        r.dump()
+    );
 }
 
 #[test]
@@ -180,7 +186,10 @@ fn autoindex_lists_escaped_names() {
         let body = r.text();
         assert!(body.contains("href=\"plain.txt\""), "{body}");
         assert!(body.contains("href=\"d/\""), "{body}");
-        assert!(body.contains("&lt;a&amp;b&gt;.txt"), "name not escaped:\n{body}");
+        assert!(
+            body.contains("&lt;a&amp;b&gt;.txt"),
+            "name not escaped:\n{body}"
+        );
         assert!(!body.contains("<a&b>"), "raw name in listing:\n{body}");
         assert!(
             body.contains("href=\"%3Ca%26b%3E.txt\"")

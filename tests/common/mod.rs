@@ -46,7 +46,10 @@ pub fn backends() -> Vec<&'static str> {
 /// not a vacuous pass.
 pub fn for_each_backend(test: &str, f: impl Fn(&str)) {
     let all = backends();
-    assert!(!all.is_empty(), "{test}: no backend available on this machine");
+    assert!(
+        !all.is_empty(),
+        "{test}: no backend available on this machine"
+    );
     for b in &all {
         eprintln!("{test}: backend {b} ...");
         f(b);
@@ -59,8 +62,7 @@ static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 /// A fresh, empty temp directory unique to this process and call.
 pub fn temp_dir() -> PathBuf {
     let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
-    let dir =
-        std::env::temp_dir().join(format!("webserv-e2e-{}-{}", std::process::id(), n));
+    let dir = std::env::temp_dir().join(format!("webserv-e2e-{}-{}", std::process::id(), n));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("create temp dir");
     dir
@@ -404,7 +406,10 @@ impl<R: Read> Reader<R> {
                 let line = String::from_utf8_lossy(&line).into_owned();
                 let size = line.split(';').next().unwrap_or("").trim();
                 let size = usize::from_str_radix(size, 16).map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}"))
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
                 })?;
                 if size == 0 {
                     while !self.read_line()?.is_empty() {}
@@ -421,7 +426,10 @@ impl<R: Read> Reader<R> {
             }
         } else if let Some(cl) = resp.header("content-length") {
             let n: usize = cl.trim().parse().map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("bad Content-Length {cl:?}"))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad Content-Length {cl:?}"),
+                )
             })?;
             resp.body = self.read_exact_n(n)?;
         } else {
