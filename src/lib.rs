@@ -4,4 +4,8 @@
 //! (nginx-syntax configuration and request routing), `http` (parsing and response building),
 //! `server` (the event loop and connection state machine), `handlers` (what answers a request).
 pub mod config;
+pub mod handlers;
 pub mod http;
+#[macro_use]
+pub mod log;
+pub mod server;

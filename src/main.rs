@@ -1,3 +1,125 @@
-fn main() {
-    println!("webserv {}", env!("CARGO_PKG_VERSION"));
+//! The `webserv` command: nginx-style flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use webserv::server::{self, RunOptions, SIG_STOP};
+
+const USAGE: &str = "\
+usage: webserv [CONFIG] [-c CONFIG] [-p PREFIX] [-t] [--backend auto|uring|epoll|kqueue] [--debug]
+
+  CONFIG, -c CONFIG   configuration file (default: conf/default.conf)
+  -p PREFIX           directory relative paths in the config resolve against (default: .)
+  -t                  test the configuration and exit
+  --backend KIND      override the config's `backend` (auto picks io_uring, else epoll)
+  --debug             trace every task transition (connection, task, operation, result)
+  -h, --help          this help
+  -V, --version       version
+";
+
+struct Args {
+    config: PathBuf,
+    prefix: PathBuf,
+    test: bool,
+    debug: bool,
+    backend: Option<backends::Kind>,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut a = Args {
+        config: PathBuf::from("conf/default.conf"),
+        prefix: PathBuf::from("."),
+        test: false,
+        debug: false,
+        backend: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("option {name} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("webserv {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "-t" => a.test = true,
+            "--debug" => a.debug = true,
+            "-c" => a.config = PathBuf::from(value("-c")?),
+            "-p" => a.prefix = PathBuf::from(value("-p")?),
+            "--backend" => a.backend = Some(value("--backend")?.parse()?),
+            s if s.starts_with("--backend=") => a.backend = Some(s[10..].parse()?),
+            s if !s.starts_with('-') => a.config = PathBuf::from(s),
+            s => return Err(format!("unknown option {s}\n{USAGE}")),
+        }
+    }
+    Ok(Some(a))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("webserv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Block the stop signals before any other thread exists; a watcher thread turns them into
+    // a flag and a wake-up of the loop.
+    let signal = Arc::new(AtomicU8::new(0));
+    let flag = signal.clone();
+    if let Err(e) = backends::util::watch_signals(&[libc::SIGTERM, libc::SIGINT], move |_| {
+        flag.store(SIG_STOP, Ordering::SeqCst);
+        if let Some(w) = server::SHARED_WAKER.get() {
+            let _ = w.wake();
+        }
+    }) {
+        eprintln!("webserv: cannot watch signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let cfg = match webserv::config::load(&args.config, &args.prefix) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("webserv: {e}");
+            if args.test {
+                eprintln!(
+                    "webserv: configuration file {} test failed",
+                    args.config.display()
+                );
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.test {
+        println!(
+            "webserv: the configuration file {} syntax is ok",
+            args.config.display()
+        );
+        println!(
+            "webserv: configuration file {} test is successful",
+            args.config.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let log_path = cfg.error_log.path.clone();
+    if let Err(e) = webserv::log::init(log_path.as_deref(), cfg.error_log.level, args.debug) {
+        eprintln!("webserv: error_log: {e}");
+        return ExitCode::FAILURE;
+    }
+    let opts = RunOptions {
+        backend: args.backend,
+    };
+    match server::serve(cfg, &opts, signal) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            webserv::error!("{e}");
+            eprintln!("webserv: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

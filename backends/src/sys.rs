@@ -101,3 +101,8 @@ pub(crate) fn interrupted(e: &io::Error) -> bool {
 pub(crate) fn canceled() -> io::Error {
     io::Error::from_raw_os_error(libc::ECANCELED)
 }
+
+pub(crate) fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with integer arguments on an fd the caller owns.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
+}

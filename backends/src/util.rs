@@ -140,3 +140,78 @@ pub fn rss_bytes() -> usize {
     // SAFETY: sysconf takes an integer name.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
 }
+
+/// A listening TCP socket: `SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6 (so `[::]:80` and
+/// `0.0.0.0:80` can both be bound), optional `SO_REUSEPORT`, non-blocking, close-on-exec.
+pub fn listen(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let family = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: socket(2) returns a new fd that we immediately own.
+    let fd = unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(cvt(libc::socket(family, libc::SOCK_STREAM, 0))?)
+    };
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    crate::sys::set_cloexec(raw)?;
+    let on: libc::c_int = 1;
+    let setopt = |level, name| {
+        // SAFETY: setsockopt with a pointer to a live c_int of the stated size.
+        cvt(unsafe {
+            libc::setsockopt(
+                raw,
+                level,
+                name,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+    };
+    setopt(libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
+    if reuse_port {
+        setopt(libc::SOL_SOCKET, libc::SO_REUSEPORT)?;
+    }
+    if addr.is_ipv6() {
+        setopt(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?;
+    }
+    // SAFETY: all-zero sockaddr_storage is valid; filled below for the address family.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as _;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as _;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `ss` holds a valid address of `len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            raw,
+            &ss as *const _ as *const libc::sockaddr,
+            len as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: listen(2) on our socket.
+    cvt(unsafe { libc::listen(raw, backlog) })?;
+    set_nonblocking(raw)?;
+    Ok(fd)
+}

@@ -1,0 +1,1215 @@
+//! The event loop and the connection state machine.
+//!
+//! One loop owns a [`Backend`] and every connection. It submits operations and reacts to their
+//! completions, routed by token: `generation | connection slot | task kind`. A connection moves
+//! through *head* (reading and parsing the request head), *body* (streaming the request body to
+//! its sink), *respond* (sends in flight, one at a time, in order) and back to *head* for the
+//! next request (keep-alive, pipelining) or to *closing*. Deadlines are checked by one tick timer
+//! a second, so keeping a request alive costs no timer operations.
+//!
+//! `--debug` traces every task transition: `conn 17 recv: 512 B`, `conn 17 send: 1024 B`.
+
+pub mod respond;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use backends::{Backend, Body as SendBody, Buf, Completion, Op, SendBuf, WAKE_TOKEN};
+
+use crate::config::{Config, Location, Server};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::request::{Body, HeadParser, Method, Status};
+use respond::{Ctx, Reply, Static};
+
+/// What the signal thread asks of the loop.
+pub const SIG_NONE: u8 = 0;
+pub const SIG_STOP: u8 = 1;
+
+const K_ACCEPT: u64 = 1;
+const K_RECV: u64 = 2;
+const K_SEND: u64 = 3;
+const K_CLOSE: u64 = 4;
+const K_TICK: u64 = 5;
+
+fn token(gen: u32, slot: u32, kind: u64) -> u64 {
+    (u64::from(gen & 0x7fff_ffff) << 32) | (u64::from(slot) << 4) | kind
+}
+
+fn split(token: u64) -> (u32, u32, u64) {
+    (
+        (token >> 32) as u32,
+        ((token >> 4) & 0x0fff_ffff) as u32,
+        token & 0xf,
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Head,
+    Body,
+    Respond,
+}
+
+/// Where a request body goes.
+enum Sink {
+    /// Read and dropped (a body nobody wants, kept in sync so the connection survives).
+    Discard,
+    /// An upload being written to a temp file; renamed into place when complete.
+    Upload {
+        file: crate::handlers::atomic_file::AtomicFile,
+        dest: PathBuf,
+        replace: bool,
+    },
+}
+
+struct BodyReader {
+    /// Bytes still expected (Content-Length), or None for chunked.
+    remaining: Option<u64>,
+    chunked: Option<ChunkedDecoder>,
+    received: u64,
+    limit: u64,
+    sink: Sink,
+}
+
+/// What the current request needs after its head was consumed.
+struct ReqInfo {
+    line: String,
+    path: String,
+    query: Option<String>,
+    referer: String,
+    user_agent: String,
+    server: usize,
+    head_only: bool,
+    keep_alive: bool,
+    /// HTTP/1.0 that asked for keep-alive.
+    keep_alive_10: bool,
+    /// The upload request's Location header path (for POST saved under a generated name).
+    upload_uri: Option<String>,
+}
+
+struct Conn {
+    fd: RawFd,
+    gen: u32,
+    local: SocketAddr,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    parser: HeadParser,
+    phase: Phase,
+    deadline: Instant,
+    served: u32,
+    /// The peer finished sending (recv returned 0).
+    eof: bool,
+    recv_live: bool,
+    sending: bool,
+    out: VecDeque<SendBuf>,
+    /// A large file still being streamed: file, next offset, bytes left.
+    stream: Option<(std::fs::File, u64, u64)>,
+    req: Option<ReqInfo>,
+    body: Option<BodyReader>,
+    /// Close once everything queued has been sent.
+    close_after: bool,
+    closing: bool,
+    status: u16,
+    sent_bytes: u64,
+    /// The answer to send once a body nobody needs has been read.
+    pending: Option<Reply>,
+}
+
+/// Run-time switches from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub backend: Option<backends::Kind>,
+}
+
+struct Listener {
+    fd: std::os::fd::OwnedFd,
+    addr: SocketAddr,
+}
+
+/// The server: one event loop.
+pub struct Loop {
+    cfg: Arc<Config>,
+    be: Box<dyn Backend>,
+    listeners: Vec<Listener>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    gens: Vec<u32>,
+    date: crate::http::date::DateCache,
+    date_now: [u8; 29],
+    access: Option<std::fs::File>,
+    stopping: bool,
+    signal: Arc<AtomicU8>,
+    active: usize,
+}
+
+/// Bind every listen address of `cfg` (errors name the address).
+pub fn bind(cfg: &Config) -> io::Result<Vec<(SocketAddr, std::os::fd::OwnedFd)>> {
+    let mut v = Vec::new();
+    for addr in cfg.listen_addrs() {
+        let fd = backends::util::listen(addr, 511, false)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        v.push((addr, fd));
+    }
+    Ok(v)
+}
+
+impl Loop {
+    pub fn new(
+        cfg: Arc<Config>,
+        be: Box<dyn Backend>,
+        listeners: Vec<(SocketAddr, std::os::fd::OwnedFd)>,
+        signal: Arc<AtomicU8>,
+    ) -> io::Result<Loop> {
+        let access = match &cfg.access_log {
+            Some(p) => Some(crate::log::open_append(p)?),
+            None => None,
+        };
+        Ok(Loop {
+            cfg,
+            be,
+            listeners: listeners
+                .into_iter()
+                .map(|(addr, fd)| Listener { fd, addr })
+                .collect(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            gens: Vec::new(),
+            date: crate::http::date::DateCache::default(),
+            date_now: [0; 29],
+            access,
+            stopping: false,
+            signal,
+            active: 0,
+        })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.be.name()
+    }
+
+    /// Serve until asked to stop, then finish in-flight responses and return.
+    pub fn run(&mut self) -> io::Result<()> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            self.be.submit(
+                token(0, i as u32, K_ACCEPT),
+                Op::Accept {
+                    fd: l.fd.as_raw_fd(),
+                },
+            );
+            crate::info!("listening on {} ({})", l.addr, self.be.name());
+        }
+        self.arm_tick();
+        self.refresh_date();
+        let mut out = Vec::with_capacity(256);
+        loop {
+            self.be.wait(&mut out, None)?;
+            self.refresh_date();
+            for c in out.drain(..) {
+                self.dispatch(c);
+            }
+            if self.signal.load(Ordering::Relaxed) == SIG_STOP && !self.stopping {
+                self.begin_stop();
+            }
+            if self.stopping && self.active == 0 {
+                crate::info!("all connections finished; exiting");
+                return Ok(());
+            }
+        }
+    }
+
+    fn refresh_date(&mut self) {
+        self.date_now = *self.date.get(SystemTime::now());
+    }
+
+    fn arm_tick(&mut self) {
+        self.be.submit(
+            token(0, 0, K_TICK),
+            Op::Timeout {
+                deadline: Instant::now() + Duration::from_secs(1),
+            },
+        );
+    }
+
+    fn begin_stop(&mut self) {
+        crate::notice!(
+            "stopping: no new connections; finishing {} in flight",
+            self.active
+        );
+        self.stopping = true;
+        for i in 0..self.listeners.len() {
+            self.be.submit(
+                token(0, i as u32, K_CLOSE),
+                Op::Cancel {
+                    target: token(0, i as u32, K_ACCEPT),
+                },
+            );
+        }
+        // Idle keep-alive connections have nothing in flight: close them now.
+        for slot in 0..self.conns.len() {
+            let idle = self.conns[slot]
+                .as_ref()
+                .is_some_and(|c| c.phase == Phase::Head && c.buf.is_empty() && !c.closing);
+            if idle {
+                self.close(slot as u32);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, c: Completion) {
+        if c.token == WAKE_TOKEN {
+            return;
+        }
+        let (gen, slot, kind) = split(c.token);
+        match kind {
+            K_ACCEPT => self.on_accept(slot, c),
+            K_TICK => self.on_tick(),
+            K_RECV | K_SEND | K_CLOSE => {
+                if gen == 0 && kind == K_CLOSE {
+                    return; // a listener's accept cancelled at stop
+                }
+                let live = self
+                    .conns
+                    .get(slot as usize)
+                    .and_then(|c| c.as_ref())
+                    .is_some_and(|conn| conn.gen == gen);
+                if !live {
+                    if let Buf::Recv(b) = c.buf {
+                        self.be.release(b);
+                    }
+                    return;
+                }
+                match kind {
+                    K_RECV => self.on_recv(slot, c),
+                    K_SEND => self.on_send(slot, c),
+                    _ => self.on_close(slot, c),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_accept(&mut self, li: u32, c: Completion) {
+        let fd = match c.result {
+            Ok(fd) => fd as RawFd,
+            Err(e) => {
+                if !self.stopping {
+                    crate::error!("accept on {}: {e}", self.listeners[li as usize].addr);
+                    // Re-arm after the error (EMFILE and friends): the tick retries.
+                    if !c.more {
+                        let fd = self.listeners[li as usize].fd.as_raw_fd();
+                        self.be.submit(token(0, li, K_ACCEPT), Op::Accept { fd });
+                    }
+                }
+                return;
+            }
+        };
+        if self.stopping {
+            // Stopping: refuse politely by closing at once (gen 0 close completions are ignored).
+            self.be.submit(token(0, li, K_CLOSE), Op::Close { fd });
+            return;
+        }
+        let local = backends::util::local_addr(fd).unwrap_or(self.listeners[li as usize].addr);
+        let peer = backends::util::peer_addr(fd).unwrap_or(local);
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.conns.push(None);
+                self.gens.push(0);
+                (self.conns.len() - 1) as u32
+            }
+        };
+        let gen = self.gens[slot as usize].wrapping_add(1) & 0x7fff_ffff;
+        let gen = gen.max(1);
+        self.gens[slot as usize] = gen;
+        let conn = Conn {
+            fd,
+            gen,
+            local,
+            peer,
+            buf: Vec::new(),
+            parser: HeadParser::new(),
+            phase: Phase::Head,
+            deadline: Instant::now() + self.cfg.timeouts.header,
+            served: 0,
+            eof: false,
+            recv_live: true,
+            sending: false,
+            out: VecDeque::new(),
+            stream: None,
+            req: None,
+            body: None,
+            close_after: false,
+            closing: false,
+            status: 0,
+            sent_bytes: 0,
+            pending: None,
+        };
+        self.conns[slot as usize] = Some(conn);
+        self.active += 1;
+        crate::trace!("conn {slot} accept: fd {fd} from {peer}");
+        self.be.submit(token(gen, slot, K_RECV), Op::Recv { fd });
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for slot in 0..self.conns.len() {
+            let Some(c) = self.conns[slot].as_ref() else {
+                continue;
+            };
+            if c.closing || c.deadline > now {
+                continue;
+            }
+            let slot = slot as u32;
+            match c.phase {
+                // Mid-request: 408 if a response is still possible (RFC 9110 §15.5.9).
+                Phase::Head if !c.buf.is_empty() => {
+                    crate::info!("conn {slot}: client_header_timeout");
+                    self.fail(slot, 408);
+                }
+                Phase::Body => {
+                    crate::info!("conn {slot}: client_body_timeout");
+                    self.fail(slot, 408);
+                }
+                Phase::Head => {
+                    crate::trace!("conn {slot} keepalive timeout");
+                    self.close(slot);
+                }
+                Phase::Respond => {
+                    crate::info!("conn {slot}: send_timeout");
+                    self.close(slot);
+                }
+            }
+        }
+        self.arm_tick();
+    }
+
+    fn conn(&mut self, slot: u32) -> &mut Conn {
+        self.conns[slot as usize].as_mut().expect("live connection")
+    }
+
+    fn on_recv(&mut self, slot: u32, c: Completion) {
+        let n = match c.result {
+            Ok(n) => n,
+            Err(e) => {
+                let conn = self.conn(slot);
+                conn.recv_live = false;
+                if !conn.closing {
+                    crate::trace!("conn {slot} recv: {e}");
+                    conn.eof = true;
+                    self.close(slot);
+                }
+                return;
+            }
+        };
+        crate::trace!("conn {slot} recv: {n} B");
+        let header_timeout = self.cfg.timeouts.header;
+        let conn = self.conn(slot);
+        if !c.more {
+            conn.recv_live = false;
+        }
+        if let Buf::Recv(b) = c.buf {
+            if !conn.closing {
+                if conn.phase == Phase::Head && conn.buf.is_empty() && conn.served > 0 {
+                    // A new request starts: its whole head must arrive within the header
+                    // timeout, however slowly it drips (slowloris).
+                    conn.deadline = Instant::now() + header_timeout;
+                }
+                conn.buf.extend_from_slice(&b);
+            }
+            self.be.release(b);
+        }
+        if n == 0 {
+            let conn = self.conn(slot);
+            conn.eof = true;
+            if conn.phase == Phase::Head && conn.buf.is_empty() && !conn.sending {
+                self.close(slot);
+                return;
+            }
+        }
+        if !self.conn(slot).closing {
+            self.advance(slot);
+        }
+    }
+
+    fn on_send(&mut self, slot: u32, c: Completion) {
+        let send_timeout = self.cfg.timeouts.send;
+        let conn = self.conn(slot);
+        conn.sending = false;
+        match c.result {
+            Ok(n) => {
+                crate::trace!("conn {slot} send: {n} B");
+                conn.deadline = Instant::now() + send_timeout;
+            }
+            Err(e) => {
+                crate::trace!("conn {slot} send: {e}");
+                self.close(slot);
+                return;
+            }
+        }
+        if conn.closing {
+            return;
+        }
+        self.pump(slot);
+    }
+
+    fn on_close(&mut self, slot: u32, _c: Completion) {
+        crate::trace!("conn {slot} closed");
+        self.conns[slot as usize] = None;
+        self.free.push(slot);
+        self.active -= 1;
+    }
+
+    /// Close the connection (cancelling its receive); the slot is freed on completion.
+    fn close(&mut self, slot: u32) {
+        let conn = self.conn(slot);
+        if conn.closing {
+            return;
+        }
+        conn.closing = true;
+        conn.body = None; // drops an unfinished upload: its temp file is removed
+        conn.stream = None;
+        let (fd, gen) = (conn.fd, conn.gen);
+        self.be.submit(token(gen, slot, K_CLOSE), Op::Close { fd });
+    }
+
+    /// Parse and handle what is buffered, as far as it goes.
+    fn advance(&mut self, slot: u32) {
+        loop {
+            let conn = self.conn(slot);
+            if conn.closing {
+                return;
+            }
+            match conn.phase {
+                Phase::Respond => return,
+                Phase::Body => {
+                    if !self.feed_body(slot) {
+                        return;
+                    }
+                }
+                Phase::Head => {
+                    if conn.buf.is_empty() {
+                        if conn.eof {
+                            self.close(slot);
+                        }
+                        return;
+                    }
+                    if !self.parse_head(slot) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns true when the state moved on (so `advance` should continue).
+    fn parse_head(&mut self, slot: u32) -> bool {
+        let cfg = self.cfg.clone();
+        let conn = self.conns[slot as usize].as_mut().unwrap();
+        // Parse from the buffer taken out of the connection, so the request (which borrows it)
+        // and the connection can be used side by side; it goes back before returning.
+        let buf = std::mem::take(&mut conn.buf);
+        let parsed = conn.parser.parse(&buf);
+        let req = match parsed {
+            Ok(Status::Partial) => {
+                conn.buf = buf;
+                if conn.eof {
+                    self.close(slot);
+                }
+                return false;
+            }
+            Err(e) => {
+                crate::info!(
+                    "conn {slot}: bad request: {} ({})",
+                    e.description(),
+                    e.status()
+                );
+                conn.req = None;
+                self.fail(slot, e.status());
+                return false;
+            }
+            Ok(Status::Complete(req, _)) => req,
+        };
+        let head_len = req.head_len();
+        let analyzed = req.analyze();
+        let line = format!(
+            "{} {} HTTP/1.{}",
+            req.method.as_str(),
+            req.target(),
+            req.minor
+        );
+        let text = |name: &str| {
+            req.header(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let (referer, user_agent) = (text("Referer"), text("User-Agent"));
+        let info_base = |keep_alive: bool| ReqInfo {
+            line: line.clone(),
+            path: String::new(),
+            query: None,
+            referer: referer.clone(),
+            user_agent: user_agent.clone(),
+            server: 0,
+            head_only: req.method == Method::Head,
+            keep_alive,
+            keep_alive_10: req.minor == 0 && keep_alive,
+            upload_uri: None,
+        };
+        let head = match analyzed {
+            Ok(h) => h,
+            Err(e) => {
+                conn.req = Some(info_base(false));
+                self.fail(slot, e.status());
+                return false;
+            }
+        };
+        let host = String::from_utf8_lossy(head.host).into_owned();
+        let mut info = info_base(head.keep_alive);
+        let host_opt = (!host.is_empty()).then_some(host.as_str());
+        let server_idx = {
+            let s = cfg.select_server(conn.local, host_opt);
+            cfg.servers
+                .iter()
+                .position(|x| std::ptr::eq(x, s))
+                .unwrap_or(0)
+        };
+        info.server = server_idx;
+        let server = &cfg.servers[server_idx];
+        let norm = match crate::http::path::normalize(req.path()) {
+            Ok(n) => n,
+            Err(e) => {
+                conn.req = Some(info);
+                self.fail(slot, e.status());
+                return false;
+            }
+        };
+        info.path = norm.path.clone();
+        info.query = norm.query.map(str::to_string);
+        let loc = server.location_for(&norm.path);
+        let range = req.header("Range").map(<[u8]>::to_vec);
+        let inm = req.header("If-None-Match").map(<[u8]>::to_vec);
+        let ims = req.header("If-Modified-Since").map(<[u8]>::to_vec);
+        let body_kind = head.body;
+        let expect_continue = head.expect_continue;
+        let has_body = !matches!(body_kind, Body::None | Body::Length(0));
+        let method = req.method;
+        // The head is consumed; what follows in the buffer is the body or the next request.
+        let mut buf = buf;
+        buf.drain(..head_len);
+        conn.buf = buf;
+        conn.phase = Phase::Respond;
+        conn.deadline = Instant::now() + cfg.timeouts.send;
+        conn.req = Some(info);
+
+        // Decide the response (or the body's destination).
+        let reply = self.route(
+            slot,
+            server_idx,
+            loc,
+            method,
+            body_kind,
+            RequestExtras {
+                range,
+                inm,
+                ims,
+                expect_continue,
+            },
+        );
+        match reply {
+            Route::Reply(r) => {
+                if has_body {
+                    // Keep the connection in sync: read and drop the body, then answer.
+                    self.start_body(slot, body_kind, loc.client_max_body_size, Sink::Discard);
+                    self.conn(slot).pending_reply(r);
+                } else {
+                    self.send_reply(slot, r);
+                }
+            }
+            Route::Error(code, extra) => {
+                if has_body && code != 413 {
+                    self.start_body(slot, body_kind, loc.client_max_body_size, Sink::Discard);
+                    let r = self.error_reply(slot, code, &extra);
+                    self.conn(slot).pending_reply(r);
+                } else {
+                    if has_body {
+                        self.conn(slot).close_after = true;
+                    }
+                    self.respond_error(slot, code, &extra);
+                }
+            }
+            Route::Body(sink, expect) => {
+                if expect {
+                    let c = self.conn(slot);
+                    c.out.push_back(SendBuf {
+                        head: b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+                        body: SendBody::Empty,
+                    });
+                    self.pump(slot);
+                }
+                self.start_body(slot, body_kind, loc.client_max_body_size, sink);
+            }
+        }
+        true
+    }
+
+    fn route(
+        &mut self,
+        slot: u32,
+        server_idx: usize,
+        loc: &Location,
+        method: Method,
+        body: Body,
+        x: RequestExtras,
+    ) -> Route {
+        let cfg = self.cfg.clone();
+        let server: &Server = &cfg.servers[server_idx];
+        let date = self.date_now;
+        let info = self.conn(slot).req.as_ref().unwrap();
+        let path = info.path.clone();
+        let query = info.query.clone();
+        let cx_close = false;
+        let cx = Ctx {
+            head_only: info.head_only,
+            close: cx_close,
+            keep_alive_10: info.keep_alive_10,
+            date: &date,
+            query: query.as_deref(),
+            if_none_match: x.inm.as_deref(),
+            if_modified_since: x.ims.as_deref(),
+            range: x.range.as_deref(),
+        };
+        if let Some(r) = &server.ret {
+            return Route::Reply(respond::ret(r.code, r.target.as_deref(), &cx));
+        }
+        if !loc.allows(method.as_str()) {
+            let allow = loc
+                .allow_methods
+                .map(|m| m.allow_header())
+                .unwrap_or_default();
+            return Route::Error(405, vec![("Allow".into(), allow)]);
+        }
+        if let Some(r) = &loc.ret {
+            return Route::Reply(respond::ret(r.code, r.target.as_deref(), &cx));
+        }
+        let limit = loc.client_max_body_size;
+        if let Body::Length(n) = body {
+            if limit != 0 && n > limit {
+                return Route::Error(413, Vec::new());
+            }
+        }
+        match method {
+            Method::Get | Method::Head => {
+                let mime = |p: &str| cfg.mime_type(p).to_string();
+                match respond::serve_static(&path, loc, &mime, &cx) {
+                    Static::Reply(r) => Route::Reply(r),
+                    Static::Error(code) => Route::Error(code, Vec::new()),
+                }
+            }
+            Method::Put | Method::Post if loc.upload_store.is_some() => {
+                self.route_upload(slot, loc, method, &path, x.expect_continue)
+            }
+            Method::Delete => self.route_delete(loc, &path, &cx),
+            _ => {
+                let allow = loc
+                    .allow_methods
+                    .map(|m| m.allow_header())
+                    .unwrap_or_else(|| "GET, HEAD".into());
+                Route::Error(405, vec![("Allow".into(), allow)])
+            }
+        }
+    }
+
+    fn route_upload(
+        &mut self,
+        slot: u32,
+        loc: &Location,
+        method: Method,
+        path: &str,
+        expect: bool,
+    ) -> Route {
+        let Some(target) = respond::upload_target(loc, path) else {
+            return Route::Error(405, Vec::new());
+        };
+        let (dest, replace, dir) = if method == Method::Put {
+            if path.ends_with('/') {
+                return Route::Error(409, Vec::new());
+            }
+            let dir = target.parent().map(PathBuf::from).unwrap_or_default();
+            (target, true, dir)
+        } else {
+            // POST: a generated name in the directory the URI names.
+            let name = format!(
+                "upload-{}-{:x}",
+                crate::http::date::unix_secs(SystemTime::now()),
+                rand_u64() & 0xffff_ffff
+            );
+            let dir = target.clone();
+            let mut uri = path.to_string();
+            if !uri.ends_with('/') {
+                uri.push('/');
+            }
+            uri.push_str(&name);
+            self.conn(slot).req.as_mut().unwrap().upload_uri = Some(uri);
+            (target.join(name), false, dir)
+        };
+        if !dir.is_dir() {
+            return Route::Error(409, Vec::new());
+        }
+        if dest.is_dir() {
+            return Route::Error(409, Vec::new());
+        }
+        match crate::handlers::atomic_file::AtomicFile::create_in(&dir) {
+            Ok(file) => Route::Body(
+                Sink::Upload {
+                    file,
+                    dest,
+                    replace,
+                },
+                expect,
+            ),
+            Err(e) => {
+                crate::error!("upload temp file in {}: {e}", dir.display());
+                Route::Error(500, Vec::new())
+            }
+        }
+    }
+
+    fn route_delete(&mut self, loc: &Location, path: &str, cx: &Ctx) -> Route {
+        let target = match respond::upload_target(loc, path) {
+            Some(t) => t,
+            None => loc.map_path(path),
+        };
+        match std::fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Route::Error(404, Vec::new()),
+            Err(_) => Route::Error(403, Vec::new()),
+            Ok(m) if !m.is_file() => Route::Error(403, Vec::new()),
+            Ok(_) => match std::fs::remove_file(&target) {
+                Ok(()) => Route::Reply(respond::full(204, "text/plain", Vec::new(), &[], cx)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Route::Error(404, Vec::new()),
+                Err(_) => Route::Error(403, Vec::new()),
+            },
+        }
+    }
+
+    fn start_body(&mut self, slot: u32, body: Body, limit: u64, sink: Sink) {
+        let timeout = self.cfg.timeouts.body;
+        let conn = self.conn(slot);
+        conn.phase = Phase::Body;
+        conn.deadline = Instant::now() + timeout;
+        conn.body = Some(BodyReader {
+            remaining: match body {
+                Body::Length(n) => Some(n),
+                _ => None,
+            },
+            chunked: matches!(body, Body::Chunked).then(ChunkedDecoder::new),
+            received: 0,
+            limit,
+            sink,
+        });
+    }
+
+    /// Feed buffered bytes to the body reader. Returns true when the body is complete and the
+    /// state moved on.
+    fn feed_body(&mut self, slot: u32) -> bool {
+        let timeout = self.cfg.timeouts.body;
+        let conn = self.conns[slot as usize].as_mut().unwrap();
+        if conn.buf.is_empty() {
+            if conn.eof {
+                // The client went away mid-body: nothing is stored (the temp file is dropped).
+                self.close(slot);
+            }
+            return false;
+        }
+        conn.deadline = Instant::now() + timeout;
+        let br = conn.body.as_mut().unwrap();
+        let mut decoded = Vec::new();
+        let (consumed, done, data): (usize, bool, &[u8]) = match (&mut br.chunked, br.remaining) {
+            (Some(dec), _) => match dec.decode(&conn.buf, &mut decoded) {
+                Ok((n, done)) => (n, done, &decoded[..]),
+                Err(e) => {
+                    crate::info!("conn {slot}: bad chunked body: {}", e.description());
+                    self.conn(slot).close_after = true;
+                    self.conn(slot).body = None;
+                    self.respond_error(slot, e.status(), &[]);
+                    return false;
+                }
+            },
+            (None, Some(rem)) => {
+                let n = (rem as usize).min(conn.buf.len());
+                (n, n as u64 == rem, &conn.buf[..n])
+            }
+            (None, None) => (0, true, &[][..]),
+        };
+        br.received += data.len() as u64;
+        if let Some(rem) = br.remaining.as_mut() {
+            *rem -= data.len() as u64;
+        }
+        if br.limit != 0 && br.received > br.limit {
+            let _ = data;
+            self.conn(slot).body = None;
+            self.conn(slot).close_after = true;
+            self.conn(slot).pending = None;
+            self.respond_error(slot, 413, &[]);
+            return false;
+        }
+        let write_err = match &mut br.sink {
+            Sink::Discard => None,
+            Sink::Upload { file, .. } => file.write_all(data).err(),
+        };
+        conn.buf.drain(..consumed);
+        if let Some(e) = write_err {
+            crate::error!("conn {slot}: upload write: {e}");
+            self.conn(slot).body = None;
+            self.conn(slot).close_after = true;
+            self.conn(slot).pending = None;
+            let code = if e.raw_os_error() == Some(libc::ENOSPC) {
+                507
+            } else {
+                500
+            };
+            self.respond_error(slot, code, &[]);
+            return false;
+        }
+        if !done {
+            return false;
+        }
+        let br = conn.body.take().unwrap();
+        conn.phase = Phase::Respond;
+        match br.sink {
+            Sink::Discard => {
+                let r = conn.pending.take();
+                match r {
+                    Some(r) => self.send_reply(slot, r),
+                    None => self.respond_error(slot, 500, &[]),
+                }
+            }
+            Sink::Upload {
+                file,
+                dest,
+                replace,
+            } => self.finish_upload(slot, file, dest, replace),
+        }
+        true
+    }
+
+    fn finish_upload(
+        &mut self,
+        slot: u32,
+        file: crate::handlers::atomic_file::AtomicFile,
+        dest: PathBuf,
+        replace: bool,
+    ) {
+        match file.commit(&dest, replace) {
+            Ok((landed, created)) => {
+                let cx_date = self.date_now;
+                let info = self.conn(slot).req.as_ref().unwrap();
+                let cx = Ctx {
+                    head_only: false,
+                    close: false,
+                    keep_alive_10: info.keep_alive_10,
+                    date: &cx_date,
+                    query: None,
+                    if_none_match: None,
+                    if_modified_since: None,
+                    range: None,
+                };
+                let r = if replace {
+                    if created {
+                        respond::full(
+                            201,
+                            "text/plain; charset=utf-8",
+                            b"Created\n".to_vec(),
+                            &[],
+                            &cx,
+                        )
+                    } else {
+                        respond::full(204, "text/plain", Vec::new(), &[], &cx)
+                    }
+                } else {
+                    let base = info.upload_uri.clone().unwrap_or_default();
+                    let name = landed
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let dir = base.rsplit_once('/').map(|x| x.0).unwrap_or("");
+                    let uri = format!("{dir}/{}", crate::http::path::percent_encode_path(&name));
+                    let body = format!(
+                        "<!doctype html><title>201 Created</title><p>Saved <a href=\"{0}\">{1}</a></p>\n",
+                        crate::http::path::html_escape(&uri),
+                        crate::http::path::html_escape(&name)
+                    );
+                    respond::full(
+                        201,
+                        "text/html; charset=utf-8",
+                        body.into_bytes(),
+                        &[("Location", uri.as_bytes())],
+                        &cx,
+                    )
+                };
+                self.send_reply(slot, r);
+            }
+            Err(e) => {
+                crate::error!("upload into {}: {e}", dest.display());
+                self.respond_error(slot, 500, &[]);
+            }
+        }
+    }
+
+    fn error_reply(&mut self, slot: u32, code: u16, extra: &[(String, String)]) -> Reply {
+        let cfg = self.cfg.clone();
+        let date = self.date_now;
+        let conn = self.conn(slot);
+        let close = conn.close_after || conn.req.as_ref().is_none_or(|r| !r.keep_alive);
+        let (server_idx, path, head_only, ka10) = match &conn.req {
+            Some(r) => (r.server, r.path.clone(), r.head_only, r.keep_alive_10),
+            None => (
+                cfg.servers
+                    .iter()
+                    .position(|s| std::ptr::eq(s, cfg.select_server(conn.local, None)))
+                    .unwrap_or(0),
+                "/".to_string(),
+                false,
+                false,
+            ),
+        };
+        let server = &cfg.servers[server_idx];
+        let loc = server.location_for(&path);
+        let cx = Ctx {
+            head_only,
+            close,
+            keep_alive_10: ka10 && !close,
+            date: &date,
+            query: None,
+            if_none_match: None,
+            if_modified_since: None,
+            range: None,
+        };
+        let extra: Vec<(&str, &[u8])> = extra
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        respond::error(code, server, loc, &extra, &cx)
+    }
+
+    /// Answer with an error status; framing errors (no request) close the connection.
+    fn respond_error(&mut self, slot: u32, code: u16, extra: &[(String, String)]) {
+        let r = self.error_reply(slot, code, extra);
+        self.send_reply(slot, r);
+    }
+
+    /// A framing or protocol error: answer and close; nothing after it is read (no desync).
+    fn fail(&mut self, slot: u32, code: u16) {
+        let conn = self.conn(slot);
+        conn.close_after = true;
+        conn.body = None;
+        conn.phase = Phase::Respond;
+        conn.buf.clear();
+        conn.out.clear();
+        self.respond_error(slot, code, &[]);
+    }
+
+    fn send_reply(&mut self, slot: u32, r: Reply) {
+        let conn = self.conn(slot);
+        conn.phase = Phase::Respond;
+        conn.status = r.status();
+        let keep = conn.req.as_ref().is_some_and(|q| q.keep_alive);
+        if !keep {
+            conn.close_after = true;
+        }
+        match r {
+            Reply::Full { head, body, .. } => {
+                conn.sent_bytes = body.len() as u64;
+                let body = if body.is_empty() {
+                    SendBody::Empty
+                } else {
+                    SendBody::Owned(body)
+                };
+                conn.out.push_back(SendBuf { head, body });
+            }
+            Reply::File {
+                head,
+                file,
+                offset,
+                len,
+                ..
+            } => {
+                conn.sent_bytes = len;
+                conn.out.push_back(SendBuf {
+                    head,
+                    body: SendBody::Empty,
+                });
+                conn.stream = Some((file, offset, len));
+            }
+        }
+        self.pump(slot);
+    }
+
+    /// Keep one send in flight; when everything is out, finish the request.
+    fn pump(&mut self, slot: u32) {
+        let conn = self.conn(slot);
+        if conn.sending || conn.closing {
+            return;
+        }
+        if conn.out.is_empty() {
+            if let Some((file, offset, left)) = conn.stream.as_mut() {
+                let n = (*left).min(respond::CHUNK as u64) as usize;
+                let mut chunk = vec![0u8; n];
+                use std::os::unix::fs::FileExt;
+                match file.read_exact_at(&mut chunk, *offset) {
+                    Ok(()) => {
+                        *offset += n as u64;
+                        *left -= n as u64;
+                        if *left == 0 {
+                            conn.stream = None;
+                        }
+                        conn.out.push_back(SendBuf {
+                            head: Vec::new(),
+                            body: SendBody::Owned(chunk),
+                        });
+                    }
+                    Err(e) => {
+                        crate::error!("conn {slot}: file read: {e}");
+                        self.close(slot);
+                        return;
+                    }
+                }
+            }
+        }
+        let conn = self.conn(slot);
+        if let Some(buf) = conn.out.pop_front() {
+            conn.sending = true;
+            let (fd, gen) = (conn.fd, conn.gen);
+            self.be
+                .submit(token(gen, slot, K_SEND), Op::Send { fd, buf });
+            return;
+        }
+        if conn.phase == Phase::Respond {
+            self.finish_request(slot);
+        }
+    }
+
+    fn finish_request(&mut self, slot: u32) {
+        self.access_log(slot);
+        let keepalive = self.cfg.timeouts.keepalive;
+        let max = self.cfg.keepalive_requests;
+        let stopping = self.stopping;
+        let conn = self.conn(slot);
+        conn.served += 1;
+        conn.req = None;
+        if conn.close_after || conn.served >= max || stopping || (conn.eof && conn.buf.is_empty()) {
+            self.close(slot);
+            return;
+        }
+        conn.phase = Phase::Head;
+        conn.status = 0;
+        conn.deadline = Instant::now() + keepalive;
+        if conn.buf.is_empty() {
+            conn.buf = Vec::new(); // an idle connection keeps no buffer
+        }
+        if !conn.recv_live && !conn.eof {
+            conn.recv_live = true;
+            let (fd, gen) = (conn.fd, conn.gen);
+            self.be.submit(token(gen, slot, K_RECV), Op::Recv { fd });
+        }
+        self.advance(slot);
+    }
+
+    fn access_log(&mut self, slot: u32) {
+        let Some(mut f) = self.access.take() else {
+            return;
+        };
+        let conn = self.conn(slot);
+        if let Some(r) = &conn.req {
+            let secs = crate::http::date::unix_secs(SystemTime::now());
+            let line = format!(
+                "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
+                conn.peer.ip(),
+                crate::log::access_time(secs),
+                r.line.escape_debug(),
+                conn.status,
+                conn.sent_bytes,
+                if r.referer.is_empty() {
+                    "-"
+                } else {
+                    &r.referer
+                },
+                if r.user_agent.is_empty() {
+                    "-"
+                } else {
+                    &r.user_agent
+                },
+            );
+            use std::io::Write;
+            let _ = f.write_all(line.as_bytes());
+        }
+        self.access = Some(f);
+    }
+}
+
+struct RequestExtras {
+    range: Option<Vec<u8>>,
+    inm: Option<Vec<u8>>,
+    ims: Option<Vec<u8>>,
+    expect_continue: bool,
+}
+
+enum Route {
+    Reply(Reply),
+    Error(u16, Vec<(String, String)>),
+    /// Read the body into this sink (sending 100 Continue first when asked).
+    Body(Sink, bool),
+}
+
+impl Conn {
+    fn pending_reply(&mut self, r: Reply) {
+        self.pending = Some(r);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// Start serving `cfg` with one loop on this thread. Returns when SIGTERM/SIGINT stopped it.
+pub fn serve(cfg: Config, opts: &RunOptions, signal: Arc<AtomicU8>) -> io::Result<()> {
+    let cfg = Arc::new(cfg);
+    let kind = opts.backend.unwrap_or(match cfg.backend {
+        crate::config::BackendChoice::Auto => backends::Kind::Auto,
+        crate::config::BackendChoice::Uring => backends::Kind::Uring,
+        crate::config::BackendChoice::Epoll => backends::Kind::Epoll,
+        crate::config::BackendChoice::Kqueue => backends::Kind::Kqueue,
+    });
+    let listeners = bind(&cfg)?;
+    backends::util::raise_nofile_limit();
+    let opened = backends::open(kind, &backends::Options::default())
+        .map_err(|e| io::Error::new(e.kind(), format!("backend {kind:?}: {e}")))?;
+    if let Some(why) = &opened.fallback {
+        crate::notice!("{why}");
+    }
+    let waker = opened.backend.waker();
+    let mut lp = Loop::new(cfg, opened.backend, listeners, signal.clone())?;
+    crate::notice!(
+        "webserv {} started, backend {}",
+        env!("CARGO_PKG_VERSION"),
+        lp.backend_name()
+    );
+    let _ = SHARED_WAKER.set(waker);
+    lp.run()
+}
+
+/// The running loop's waker, for the signal thread.
+pub static SHARED_WAKER: std::sync::OnceLock<backends::Waker> = std::sync::OnceLock::new();
