@@ -371,3 +371,149 @@ fn sigterm_exits_zero() {
         assert!(status.success(), "exit after SIGTERM: {status}");
     });
 }
+
+#[test]
+fn request_trickled_byte_by_byte() {
+    for_each_backend("request_trickled_byte_by_byte", |b| {
+        let s = start(b);
+        let mut c = Conn::open(s.port);
+        let req = b"GET /a.txt HTTP/1.1\r\nHost: x\r\nUser-Agent: trickle\r\n\r\nGET /b.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        for byte in req.iter() {
+            c.send(std::slice::from_ref(byte));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(c.read_response().text(), "file a");
+        assert_eq!(c.read_response().text(), "file b");
+        assert!(c.is_closed());
+    });
+}
+
+#[test]
+fn connection_survives_error_responses() {
+    for_each_backend("connection_survives_error_responses", |b| {
+        let s = start(b);
+        let mut c = Conn::open(s.port);
+        c.send(b"GET /missing.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response().status, 404);
+        c.send(b"PUT /up/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(c.read_response().status, 409, "PUT to a directory");
+        c.send(b"POST /up/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            c.read_response().status,
+            405,
+            "POST where only GET PUT are allowed"
+        );
+        c.send(b"GET /a.txt?x=1&y=2 HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "query string:\n{}", r.dump());
+        assert_eq!(r.text(), "file a");
+        c.send(b"HEAD /missing.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response_head(true).status, 404);
+        // A body after the HEAD 404 would break this next parse.
+        c.send(b"GET /b.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(c.read_response().text(), "file b");
+    });
+}
+
+#[test]
+fn expect_100_continue_answered_when_body_is_refused() {
+    for_each_backend("expect_100_continue_answered_when_body_is_refused", |b| {
+        let s = start(b);
+        let mut c = Conn::open(s.port);
+        c.send(
+            b"PUT /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        );
+        // RFC 9110 §10.1.1: the server MUST answer at once, either with the final status
+        // (it is known from the head alone) or with 100 Continue first.
+        let mut r = c.read_response();
+        if r.status == 100 {
+            c.send(b"abcde");
+            r = c.read_response();
+        }
+        assert_eq!(r.status, 405, "{}", r.dump());
+        assert_eq!(
+            std::fs::read_to_string(s.dir.join("www/a.txt")).unwrap(),
+            "file a"
+        );
+    });
+}
+
+#[test]
+fn delete_without_allow_methods_keeps_static_files() {
+    for_each_backend("delete_without_allow_methods_keeps_static_files", |b| {
+        let s = start(b);
+        // `location / { }` has no allow_methods and no upload_store: a plain static location.
+        // As in nginx (no dav_methods), DELETE there is 405 and the file stays.
+        let r = request(
+            s.port,
+            b"DELETE /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(
+            s.dir.join("www/a.txt").exists(),
+            "DELETE removed a static file (status {})",
+            r.status
+        );
+        assert_eq!(r.status, 405, "{}", r.dump());
+    });
+}
+
+#[test]
+fn many_concurrent_keep_alive_clients() {
+    for_each_backend("many_concurrent_keep_alive_clients", |b| {
+        let s = start(b);
+        let port = s.port;
+        let threads: Vec<_> = (0..32)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut c = Conn::open(port);
+                    for i in 0..20 {
+                        let n = (t * 20 + i) % 100;
+                        c.send(format!("GET /p/{n}.txt HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+                        let r = c.read_response();
+                        assert_eq!(r.text(), format!("pipelined {n}"), "client {t} request {i}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("client thread failed");
+        }
+    });
+}
+
+const TIMEOUTS: &str = "{BASE}
+keepalive_timeout 1s;
+client_header_timeout 1s;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+}
+";
+
+#[test]
+fn idle_and_stalled_connections_are_closed() {
+    for_each_backend("idle_and_stalled_connections_are_closed", |b| {
+        let s = Server::start(b, TIMEOUTS, setup);
+        // Idle keep-alive connection: closed after keepalive_timeout.
+        let mut c = Conn::open(s.port);
+        c.send(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response().text(), "file a");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(
+            c.is_closed(),
+            "idle connection outlived keepalive_timeout 1s"
+        );
+
+        // Half a request head: closed after client_header_timeout (a 408 may precede it).
+        let mut c = Conn::open(s.port);
+        c.send(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        if let Ok(r) = c.try_read_response() {
+            assert_eq!(r.status, 408, "{}", r.dump());
+        }
+        assert!(
+            c.is_closed(),
+            "stalled head outlived client_header_timeout 1s"
+        );
+    });
+}

@@ -44,8 +44,18 @@ pub fn backends() -> Vec<&'static str> {
 
 /// Runs `f` once per available backend and says which ones ran. No backend at all is a failure,
 /// not a vacuous pass.
+///
+/// `WEBSERV_E2E_BACKEND=epoll` narrows a run to one backend when debugging; the summary line
+/// still says exactly which backends ran.
 pub fn for_each_backend(test: &str, f: impl Fn(&str)) {
-    let all = backends();
+    let mut all = backends();
+    if let Ok(only) = std::env::var("WEBSERV_E2E_BACKEND") {
+        assert!(
+            all.contains(&only.as_str()),
+            "WEBSERV_E2E_BACKEND={only} is not available here ({all:?})"
+        );
+        all.retain(|b| *b == only);
+    }
     assert!(
         !all.is_empty(),
         "{test}: no backend available on this machine"
@@ -302,7 +312,12 @@ impl<R: Read> Reader<R> {
             return Ok(false);
         }
         let mut chunk = [0u8; 16 * 1024];
-        let n = self.inner.read(&mut chunk)?;
+        let n = loop {
+            match self.inner.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
         if n == 0 {
             self.eof = true;
             return Ok(false);
@@ -475,6 +490,7 @@ pub fn send_raw(port: u16, req: &[u8]) -> Vec<u8> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match s.read(&mut chunk) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&chunk[..n]),
             Err(e)
@@ -544,7 +560,12 @@ impl Conn {
     pub fn read_response_head(&mut self, head: bool) -> Response {
         self.reader
             .read_response(head)
-            .unwrap_or_else(|e| panic!("no complete response: {e}"))
+            .unwrap_or_else(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    panic!("no complete response within {IO_TIMEOUT:?} (server silent)")
+                }
+                _ => panic!("no complete response: {e}"),
+            })
     }
 
     pub fn try_read_response(&mut self) -> io::Result<Response> {
