@@ -303,3 +303,43 @@ fn conditional_requests() {
         assert_eq!(r.text(), RANGE);
     });
 }
+
+#[test]
+fn percent_encoded_names_and_queries() {
+    for_each_backend("percent_encoded_names_and_queries", |b| {
+        let s = Server::start(b, CONF, |d| {
+            setup(d);
+            write_file(d, "www/hello world.txt", "spaced");
+            write_file(d, "www/R&D notes.txt", "ampersand");
+        });
+        let r = get(s.port, "/hello%20world.txt");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.text(), "spaced");
+        assert_eq!(get(s.port, "/R%26D%20notes.txt").text(), "ampersand");
+        assert_eq!(get(s.port, "/R&D%20notes.txt").text(), "ampersand");
+        let r = get(s.port, "/index.html?v=1&w=%20");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.body, INDEX.as_bytes());
+    });
+}
+
+#[test]
+fn head_on_range_and_listing_has_no_body() {
+    for_each_backend("head_on_range_and_listing_has_no_body", |b| {
+        let s = start(b);
+        let mut c = Conn::open(s.port);
+        c.send(b"HEAD /range.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=2-5\r\n\r\n");
+        let r = c.read_response_head(true);
+        assert_eq!(r.status, 206, "{}", r.dump());
+        assert_eq!(r.must_header("content-range"), "bytes 2-5/20");
+        c.send(b"HEAD /list/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response_head(true);
+        assert_eq!(r.status, 200, "{}", r.dump());
+        c.send(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response_head(true).status, 404);
+        c.send(b"GET /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.text(), CSS, "bytes left over from a HEAD response");
+        assert!(c.is_closed());
+    });
+}
