@@ -1,0 +1,590 @@
+//! End-to-end harness: start the real `webserv` binary on ephemeral ports in a temp prefix, talk
+//! to it over raw TCP, and parse what comes back exactly as a client would see it.
+//!
+//! Every e2e test runs its body once per backend this machine has ([`for_each_backend`]), so a
+//! behaviour that differs between io_uring and epoll shows up as a failure naming the backend.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a client waits for the server before declaring it stuck.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A small MIME table and logging set-up shared by test configs (`{BASE}` in a config expands to
+/// it), so tests do not depend on the shipped `conf/mime.types`.
+pub const BASE: &str = "error_log stderr info;
+access_log off;
+types {
+    text/html html;
+    text/css css;
+    image/png png;
+    text/plain txt;
+}
+default_type application/octet-stream;
+";
+
+/// The backends this machine can run, by the name `--backend` takes.
+pub fn backends() -> Vec<&'static str> {
+    backends::available()
+        .into_iter()
+        .filter_map(|k| match k {
+            backends::Kind::Uring => Some("uring"),
+            backends::Kind::Epoll => Some("epoll"),
+            backends::Kind::Kqueue => Some("kqueue"),
+            backends::Kind::Auto => None,
+        })
+        .collect()
+}
+
+/// Runs `f` once per available backend and says which ones ran. No backend at all is a failure,
+/// not a vacuous pass.
+///
+/// `WEBSERV_E2E_BACKEND=epoll` narrows a run to one backend when debugging; the summary line
+/// still says exactly which backends ran.
+pub fn for_each_backend(test: &str, f: impl Fn(&str)) {
+    let mut all = backends();
+    if let Ok(only) = std::env::var("WEBSERV_E2E_BACKEND") {
+        assert!(
+            all.contains(&only.as_str()),
+            "WEBSERV_E2E_BACKEND={only} is not available here ({all:?})"
+        );
+        all.retain(|b| *b == only);
+    }
+    assert!(
+        !all.is_empty(),
+        "{test}: no backend available on this machine"
+    );
+    for b in &all {
+        eprintln!("{test}: backend {b} ...");
+        f(b);
+    }
+    println!("{test}: ran on {}", all.join(", "));
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, empty temp directory unique to this process and call.
+pub fn temp_dir() -> PathBuf {
+    let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("webserv-e2e-{}-{}", std::process::id(), n));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A port nothing listens on right now (bind :0, read it, drop the listener).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Writes `path` (relative to `dir`), creating parent directories.
+pub fn write_file(dir: &Path, path: &str, contents: impl AsRef<[u8]>) {
+    let p = dir.join(path);
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).expect("create parent dir");
+    }
+    fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+}
+
+/// The path of the webserv binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_webserv")
+}
+
+/// A running server. Dropping it sends SIGTERM (SIGKILL after 5 s) and removes its prefix.
+pub struct Server {
+    pub port: u16,
+    pub port2: u16,
+    /// The prefix (`-p`): configs, roots and the log live here.
+    pub dir: PathBuf,
+    pub backend: String,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Server {
+    /// Starts webserv with `conf` (placeholders `{PORT}`, `{PORT2}`, `{DIR}`, `{BASE}`) after
+    /// `setup` has populated the prefix directory. Returns once every port it uses accepts.
+    pub fn start(backend: &str, conf: &str, setup: impl FnOnce(&Path)) -> Server {
+        let dir = temp_dir();
+        setup(&dir);
+        let port = free_port();
+        let mut port2 = free_port();
+        while port2 == port {
+            port2 = free_port();
+        }
+        let conf_text = conf
+            .replace("{BASE}", BASE)
+            .replace("{PORT2}", &port2.to_string())
+            .replace("{PORT}", &port.to_string())
+            .replace("{DIR}", &dir.to_string_lossy());
+        let conf_path = dir.join("webserv.conf");
+        fs::write(&conf_path, &conf_text).expect("write config");
+        let log_path = dir.join("server.log");
+        let log = fs::File::create(&log_path).expect("create log file");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&dir)
+            .arg("--backend")
+            .arg(backend)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log fd"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary()));
+        let mut server = Server {
+            port,
+            port2,
+            dir,
+            backend: backend.to_string(),
+            child: Some(child),
+            log_path,
+        };
+        let mut ports = vec![port];
+        if conf.contains("{PORT2}") {
+            ports.push(port2);
+        }
+        for p in ports {
+            server.wait_for_port(p);
+        }
+        server
+    }
+
+    fn wait_for_port(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    panic!(
+                        "webserv ({}) exited with {status} before listening on {port}; log:\n{}",
+                        self.backend,
+                        self.log()
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "webserv ({}) did not accept on 127.0.0.1:{port} within 10 s; log:\n{}",
+                    self.backend,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the server wrote to stdout/stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGTERM, wait up to 5 s, then SIGKILL. Returns how the process ended (`None` when it had
+    /// already been reaped).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = backends::util::kill(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    return child.wait().ok();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let status = self.terminate();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- webserv log ({}, exit {:?}) ----\n{}\n---- end of log ----",
+                self.backend,
+                status,
+                self.log()
+            );
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side
+// ---------------------------------------------------------------------------------------------
+
+/// One parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// e.g. "HTTP/1.1"
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    /// In arrival order, names as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header named `name` (case-insensitive).
+    pub fn headers_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The header, or a panic that shows the whole response.
+    pub fn must_header(&self, name: &str) -> &str {
+        self.header(name)
+            .unwrap_or_else(|| panic!("response has no {name} header:\n{}", self.dump()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Status line and headers, and the start of the body, for assertion messages.
+    pub fn dump(&self) -> String {
+        let mut s = format!("{} {} {}\n", self.version, self.status, self.reason);
+        for (n, v) in &self.headers {
+            s.push_str(&format!("{n}: {v}\n"));
+        }
+        let body = self.text();
+        let cut: String = body.chars().take(400).collect();
+        s.push_str(&format!("\n{cut}"));
+        s
+    }
+}
+
+/// Incremental response reader over any byte source (a socket or a captured buffer).
+pub struct Reader<R: Read> {
+    inner: R,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl<R: Read> Reader<R> {
+    pub fn new(inner: R) -> Self {
+        Reader {
+            inner,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Reads more bytes into the buffer; Ok(false) at EOF.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = loop {
+            match self.inner.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+            return Ok(false);
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(true)
+    }
+
+    fn read_line(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf[..i].to_vec();
+                self.buf.drain(..i + 2);
+                return Ok(line);
+            }
+            if !self.fill()? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "EOF in the middle of a line: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn read_exact_n(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            if !self.fill()? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("EOF after {} of {n} body bytes", self.buf.len()),
+                ));
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// True when no buffered bytes remain and the source is at EOF (or reset).
+    pub fn at_eof(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        match self.fill() {
+            Ok(more) => !more,
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+        }
+    }
+
+    /// Parses exactly one response. `head` = the request was HEAD (no body follows).
+    pub fn read_response(&mut self, head: bool) -> io::Result<Response> {
+        let status_line = self.read_line()?;
+        let status_line = String::from_utf8_lossy(&status_line).into_owned();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("").to_string();
+        let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
+        if !version.starts_with("HTTP/1.") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            ));
+        }
+        let reason = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            if line.is_empty() {
+                break;
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            let (n, v) = line.split_once(':').ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("bad header {line:?}"))
+            })?;
+            headers.push((n.to_string(), v.trim().to_string()));
+        }
+        let mut resp = Response {
+            version,
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        };
+        if head || (100..200).contains(&status) || status == 204 || status == 304 {
+            return Ok(resp);
+        }
+        let chunked = resp
+            .header("transfer-encoding")
+            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+        if chunked {
+            loop {
+                let line = self.read_line()?;
+                let line = String::from_utf8_lossy(&line).into_owned();
+                let size = line.split(';').next().unwrap_or("").trim();
+                let size = usize::from_str_radix(size, 16).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
+                })?;
+                if size == 0 {
+                    while !self.read_line()?.is_empty() {}
+                    break;
+                }
+                let data = self.read_exact_n(size)?;
+                resp.body.extend_from_slice(&data);
+                if !self.read_line()?.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "chunk data not followed by CRLF",
+                    ));
+                }
+            }
+        } else if let Some(cl) = resp.header("content-length") {
+            let n: usize = cl.trim().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad Content-Length {cl:?}"),
+                )
+            })?;
+            resp.body = self.read_exact_n(n)?;
+        } else {
+            while self.fill()? {}
+            resp.body = std::mem::take(&mut self.buf);
+        }
+        Ok(resp)
+    }
+}
+
+/// Parses every response in a captured byte stream (none of them to a HEAD request). Bytes that
+/// do not form a complete response are a panic that shows the stream.
+pub fn parse_responses(bytes: &[u8]) -> Vec<Response> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    while !r.at_eof() {
+        match r.read_response(false) {
+            Ok(resp) => out.push(resp),
+            Err(e) => panic!(
+                "cannot parse response #{} ({e}) in:\n{}",
+                out.len() + 1,
+                String::from_utf8_lossy(bytes)
+            ),
+        }
+    }
+    out
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Writes `req`, then reads until the server closes (or 5 s pass) and returns every byte.
+pub fn send_raw(port: u16, req: &[u8]) -> Vec<u8> {
+    let mut s = connect(port);
+    s.write_all(req).expect("write request");
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut chunk) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    out
+}
+
+/// Sends one request on a fresh connection and parses one response.
+pub fn request(port: u16, req: &[u8]) -> Response {
+    let head = req.starts_with(b"HEAD ");
+    let mut c = Conn::open(port);
+    c.send(req);
+    c.read_response_head(head)
+}
+
+/// `GET path` with `Host: host` and `Connection: close`.
+pub fn get_host(port: u16, host: &str, path: &str) -> Response {
+    request(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// `GET path` with `Host: localhost`.
+pub fn get(port: u16, path: &str) -> Response {
+    get_host(port, "localhost", path)
+}
+
+/// A client connection for keep-alive and pipelining sequences.
+pub struct Conn {
+    reader: Reader<TcpStream>,
+    stream: TcpStream,
+}
+
+impl Conn {
+    pub fn open(port: u16) -> Conn {
+        let stream = connect(port);
+        let reader = Reader::new(stream.try_clone().expect("clone stream"));
+        Conn { reader, stream }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to server");
+    }
+
+    /// Like `send`, but reports failure (the server may have closed already).
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// One response to a non-HEAD request; panics with the reason if none arrives.
+    pub fn read_response(&mut self) -> Response {
+        self.read_response_head(false)
+    }
+
+    pub fn read_response_head(&mut self, head: bool) -> Response {
+        self.reader
+            .read_response(head)
+            .unwrap_or_else(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    panic!("no complete response within {IO_TIMEOUT:?} (server silent)")
+                }
+                _ => panic!("no complete response: {e}"),
+            })
+    }
+
+    pub fn try_read_response(&mut self) -> io::Result<Response> {
+        self.reader.read_response(false)
+    }
+
+    /// True when the server has closed: the next read returns EOF (or a reset) within 2 s and
+    /// no bytes are pending. Any byte from the server means "not closed".
+    pub fn is_closed(&mut self) -> bool {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let closed = self.reader.at_eof();
+        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        closed
+    }
+
+    /// Half-closes the write side (the server sees EOF after what was sent).
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}

@@ -1,0 +1,211 @@
+//! The config as an operator meets it: `webserv -t` accepts a good file, and every bad file is
+//! refused with `FILE:LINE:COL: message` on stderr; a port already in use stops the server.
+
+mod common;
+
+use common::*;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs the binary with `args` in `dir`; panics if it is still running after 10 s.
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn webserv");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "webserv {args:?} still running after 10 s; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+fn check_config(text: &str) -> (Output, String) {
+    let dir = temp_dir();
+    let path = dir.join("test.conf");
+    std::fs::write(&path, text).unwrap();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    let out = run(&dir, &["-t", "-c", path.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, all)
+}
+
+#[test]
+fn good_config_passes_test_mode() {
+    let text = "error_log stderr info;
+types { text/html html; }
+default_type application/octet-stream;
+client_max_body_size 10m;
+keepalive_timeout 30s;
+server {
+    listen 127.0.0.1:8080 default_server;
+    server_name localhost;
+    root www;
+    index index.html;
+    error_page 404 /404.html;
+    location / { autoindex on; }
+    location = /old { return 301 /new; }
+    location ~* \\.png$ { root www; }
+    location /up/ { allow_methods GET PUT; upload_store www; client_max_body_size 1k; }
+}
+";
+    let (out, all) = check_config(text);
+    assert!(out.status.success(), "-t on a good config failed:\n{all}");
+    let lower = all.to_lowercase();
+    assert!(
+        lower.contains("syntax is ok") || lower.contains("successful"),
+        "-t printed no success message:\n{all}"
+    );
+}
+
+#[test]
+fn shipped_default_config_passes_test_mode() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/default.conf");
+    let out = run(Path::new(env!("CARGO_MANIFEST_DIR")), &["-t", "-c", conf]);
+    assert!(
+        out.status.success(),
+        "conf/default.conf rejected:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Each bad config and the `LINE:COL` its error must point at.
+const BAD: &[(&str, &str, &str)] = &[
+    (
+        "unknown directive",
+        "server {\n    listen 127.0.0.1:8080;\n    frobnicate on;\n}\n",
+        "3:5",
+    ),
+    (
+        "missing semicolon",
+        "server {\n    listen 127.0.0.1:8080;\n    root www\n}\n",
+        "4:1",
+    ),
+    (
+        "unbalanced closing brace",
+        "server {\n    listen 127.0.0.1:8080;\n}\n}\n",
+        "4:1",
+    ),
+    (
+        "unclosed block",
+        "server {\n    listen 127.0.0.1:8080;\n",
+        "3:1",
+    ),
+    ("bad size value", "client_max_body_size 10q;\n", "1:22"),
+    (
+        "bad size value in a location",
+        "server {\n    listen 127.0.0.1:8080;\n    location / { client_max_body_size -1; }\n}\n",
+        "3:39",
+    ),
+    (
+        "duplicate listen + server_name",
+        "server {\n    listen 127.0.0.1:8080;\n    server_name a.test;\n}\nserver {\n    listen 127.0.0.1:8080;\n    server_name a.test;\n}\n",
+        "7:17",
+    ),
+];
+
+#[test]
+fn bad_configs_report_file_line_col() {
+    for (what, text, pos) in BAD {
+        let (out, all) = check_config(text);
+        assert!(!out.status.success(), "{what}: -t accepted:\n{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!("test.conf:{pos}:");
+        assert!(
+            stderr.contains(&want),
+            "{what}: stderr lacks {want:?}:\n{stderr}\n(all output: {all})"
+        );
+        assert!(
+            !all.to_lowercase().contains("successful"),
+            "{what}: a failing test claims success:\n{all}"
+        );
+    }
+}
+
+#[test]
+fn server_refuses_to_start_with_bad_config() {
+    for_each_backend("server_refuses_to_start_with_bad_config", |b| {
+        let dir = temp_dir();
+        let path = dir.join("run.conf");
+        std::fs::write(
+            &path,
+            format!(
+                "server {{\n    listen 127.0.0.1:{};\n    bogus;\n}}\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let out = run(
+            &dir,
+            &[
+                "-c",
+                path.to_str().unwrap(),
+                "-p",
+                dir.to_str().unwrap(),
+                "--backend",
+                b,
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with a bad config");
+        assert!(stderr.contains("run.conf:3:5:"), "stderr:\n{stderr}");
+    });
+}
+
+#[test]
+fn port_in_use_is_refused_with_address() {
+    for_each_backend("port_in_use_is_refused_with_address", |b| {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let dir = temp_dir();
+        let path = dir.join("busy.conf");
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        std::fs::write(
+            &path,
+            format!("error_log stderr info;\nserver {{\n    listen 127.0.0.1:{port};\n    root www;\n}}\n"),
+        )
+        .unwrap();
+        let out = run(
+            &dir,
+            &[
+                "-c",
+                path.to_str().unwrap(),
+                "-p",
+                dir.to_str().unwrap(),
+                "--backend",
+                b,
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        drop(taken);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "started on a port already bound:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("127.0.0.1:{port}")),
+            "stderr does not name the address:\n{stderr}"
+        );
+    });
+}

@@ -1,0 +1,345 @@
+//! Static files as a client sees them: bytes, types, index files, directory redirects and
+//! listings, error pages, ranges and conditional requests.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const CONF: &str = "{BASE}
+server {
+    listen 127.0.0.1:{PORT} default_server;
+    server_name localhost;
+    root www;
+    index index.html;
+
+    location / { }
+    location /idx/ { index first.html second.html; }
+    location /list/ { autoindex on; }
+    location /custom/ { error_page 404 /errors/404.html; }
+}
+";
+
+const INDEX: &str = "<h1>home</h1>\n";
+const CSS: &str = "body { color: red; }\n";
+const RANGE: &str = "0123456789abcdefghij";
+const CUSTOM_404: &str = "<p>custom not found page</p>\n";
+
+fn png() -> Vec<u8> {
+    // Every byte value, so any text-mode mangling shows.
+    (0..=255u8).cycle().take(3000).collect()
+}
+
+fn big() -> Vec<u8> {
+    (0..(1 << 20) + 17)
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect()
+}
+
+fn setup(dir: &Path) {
+    write_file(dir, "www/index.html", INDEX);
+    write_file(dir, "www/style.css", CSS);
+    write_file(dir, "www/img.png", png());
+    write_file(dir, "www/big.bin", big());
+    write_file(dir, "www/blob.zzz", "opaque");
+    write_file(dir, "www/range.txt", RANGE);
+    write_file(dir, "www/sub/index.html", "sub index");
+    write_file(dir, "www/noindex/a.txt", "a");
+    write_file(dir, "www/idx/both/first.html", "first");
+    write_file(dir, "www/idx/both/second.html", "second");
+    write_file(dir, "www/idx/one/second.html", "only second");
+    write_file(dir, "www/idx/first.html", "idx first");
+    write_file(dir, "www/list/<a&b>.txt", "escaped");
+    write_file(dir, "www/list/plain.txt", "plain");
+    write_file(dir, "www/list/d/x.txt", "x");
+    write_file(dir, "www/errors/404.html", CUSTOM_404);
+}
+
+fn start(backend: &str) -> Server {
+    Server::start(backend, CONF, setup)
+}
+
+fn assert_common_headers(r: &Response) {
+    assert!(r.header("date").is_some(), "no Date header:\n{}", r.dump());
+    assert!(
+        r.header("server").is_some(),
+        "no Server header:\n{}",
+        r.dump()
+    );
+}
+
+#[test]
+fn get_returns_file_bytes_and_type() {
+    for_each_backend("get_returns_file_bytes_and_type", |b| {
+        let s = start(b);
+        let r = get(s.port, "/index.html");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.body, INDEX.as_bytes());
+        assert!(r.must_header("content-type").starts_with("text/html"));
+        assert_eq!(r.must_header("content-length"), INDEX.len().to_string());
+        assert_common_headers(&r);
+
+        let r = get(s.port, "/style.css");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, CSS.as_bytes());
+        assert!(r.must_header("content-type").starts_with("text/css"));
+
+        let r = get(s.port, "/img.png");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.must_header("content-type"), "image/png");
+        assert!(r.body == png(), "png bytes differ");
+
+        let r = get(s.port, "/blob.zzz");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.must_header("content-type"), "application/octet-stream");
+        assert_eq!(r.body, b"opaque");
+    });
+}
+
+#[test]
+fn large_file_is_sent_whole() {
+    for_each_backend("large_file_is_sent_whole", |b| {
+        let s = start(b);
+        let r = get(s.port, "/big.bin");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        let want = big();
+        assert_eq!(r.body.len(), want.len());
+        assert!(r.body == want, "big.bin bytes differ");
+    });
+}
+
+#[test]
+fn head_has_get_headers_and_no_body() {
+    for_each_backend("head_has_get_headers_and_no_body", |b| {
+        let s = start(b);
+        let g = get(s.port, "/style.css");
+        let mut c = Conn::open(s.port);
+        // HEAD then GET on one connection: a body after HEAD would be parsed as the next
+        // status line and fail.
+        c.send(b"HEAD /style.css HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let h = c.read_response_head(true);
+        c.send(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let after = c.read_response();
+        assert_eq!(h.status, 200, "{}", h.dump());
+        for name in ["content-type", "content-length", "etag", "last-modified"] {
+            assert_eq!(h.header(name), g.header(name), "HEAD vs GET header {name}");
+        }
+        assert_eq!(h.must_header("content-length"), CSS.len().to_string());
+        assert_common_headers(&h);
+        assert_eq!(after.status, 200, "{}", after.dump());
+        assert_eq!(after.body, INDEX.as_bytes(), "bytes after HEAD response");
+    });
+}
+
+#[test]
+fn index_files_tried_in_order() {
+    for_each_backend("index_files_tried_in_order", |b| {
+        let s = start(b);
+        let r = get(s.port, "/");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.body, INDEX.as_bytes());
+        let r = get(s.port, "/idx/both/");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.text(), "first");
+        let r = get(s.port, "/idx/one/");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.text(), "only second");
+        let r = get(s.port, "/sub/");
+        assert_eq!(r.text(), "sub index");
+    });
+}
+
+#[test]
+fn directory_without_slash_redirects() {
+    for_each_backend("directory_without_slash_redirects", |b| {
+        let s = start(b);
+        let r = get(s.port, "/sub");
+        assert_eq!(r.status, 301, "{}", r.dump());
+        let loc = r.must_header("location");
+        assert!(loc.ends_with("/sub/"), "Location {loc:?}");
+        assert_common_headers(&r);
+        let r = get(s.port, "/list/d");
+        assert_eq!(r.status, 301, "{}", r.dump());
+        assert!(r.must_header("location").ends_with("/list/d/"));
+    });
+}
+
+#[test]
+fn directory_without_index_is_forbidden() {
+    for_each_backend("directory_without_index_is_forbidden", |b| {
+        let s = start(b);
+        let r = get(s.port, "/noindex/");
+        assert_eq!(r.status, 403, "{}", r.dump());
+        assert!(!r.text().contains("a.txt"), "403 page lists files");
+        // The file itself is still served.
+        assert_eq!(get(s.port, "/noindex/a.txt").text(), "a");
+    });
+}
+
+#[test]
+fn autoindex_lists_escaped_names() {
+    for_each_backend("autoindex_lists_escaped_names", |b| {
+        let s = start(b);
+        let r = get(s.port, "/list/");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert!(r.must_header("content-type").starts_with("text/html"));
+        let body = r.text();
+        assert!(body.contains("href=\"plain.txt\""), "{body}");
+        assert!(body.contains("href=\"d/\""), "{body}");
+        assert!(
+            body.contains("&lt;a&amp;b&gt;.txt"),
+            "name not escaped:\n{body}"
+        );
+        assert!(!body.contains("<a&b>"), "raw name in listing:\n{body}");
+        assert!(
+            body.contains("href=\"%3Ca%26b%3E.txt\"")
+                || body.contains("href=\"&lt;a&amp;b&gt;.txt\""),
+            "href of <a&b>.txt neither percent- nor HTML-escaped:\n{body}"
+        );
+        // And the escaped link leads to the file.
+        assert_eq!(get(s.port, "/list/%3Ca%26b%3E.txt").text(), "escaped");
+    });
+}
+
+#[test]
+fn missing_file_gets_builtin_404() {
+    for_each_backend("missing_file_gets_builtin_404", |b| {
+        let s = start(b);
+        let r = get(s.port, "/nope.html");
+        assert_eq!(r.status, 404, "{}", r.dump());
+        assert!(r.text().contains("404"), "{}", r.dump());
+        assert_common_headers(&r);
+    });
+}
+
+#[test]
+fn error_page_serves_custom_404() {
+    for_each_backend("error_page_serves_custom_404", |b| {
+        let s = start(b);
+        let r = get(s.port, "/custom/missing.html");
+        assert_eq!(r.status, 404, "{}", r.dump());
+        assert_eq!(r.text(), CUSTOM_404);
+        assert!(r.must_header("content-type").starts_with("text/html"));
+        // Without error_page, the built-in page, not the custom one.
+        let r = get(s.port, "/missing.html");
+        assert_eq!(r.status, 404);
+        assert_ne!(r.text(), CUSTOM_404);
+    });
+}
+
+fn range(port: u16, spec: &str) -> Response {
+    request(
+        port,
+        format!(
+            "GET /range.txt HTTP/1.1\r\nHost: localhost\r\nRange: {spec}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn range_requests() {
+    for_each_backend("range_requests", |b| {
+        let s = start(b);
+        for (spec, body, cr) in [
+            ("bytes=2-5", "2345", "bytes 2-5/20"),
+            ("bytes=15-", "fghij", "bytes 15-19/20"),
+            ("bytes=-3", "hij", "bytes 17-19/20"),
+            ("bytes=18-100", "ij", "bytes 18-19/20"),
+            ("bytes=0-0", "0", "bytes 0-0/20"),
+        ] {
+            let r = range(s.port, spec);
+            assert_eq!(r.status, 206, "{spec}:\n{}", r.dump());
+            assert_eq!(r.text(), body, "{spec}");
+            assert_eq!(r.must_header("content-range"), cr, "{spec}");
+            assert_eq!(r.must_header("content-length"), body.len().to_string());
+        }
+        for spec in ["bytes=20-", "bytes=50-60"] {
+            let r = range(s.port, spec);
+            assert_eq!(r.status, 416, "{spec}:\n{}", r.dump());
+            assert_eq!(r.must_header("content-range"), "bytes */20", "{spec}");
+        }
+        // Plain GET still gets the whole file.
+        let r = get(s.port, "/range.txt");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), RANGE);
+    });
+}
+
+#[test]
+fn conditional_requests() {
+    for_each_backend("conditional_requests", |b| {
+        let s = start(b);
+        let r = get(s.port, "/range.txt");
+        let etag = r.must_header("etag").to_string();
+        let lm = r.must_header("last-modified").to_string();
+        assert!(lm.ends_with(" GMT"), "Last-Modified {lm:?}");
+
+        let cond = |h: &str| {
+            request(
+                s.port,
+                format!(
+                    "GET /range.txt HTTP/1.1\r\nHost: localhost\r\n{h}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+        };
+        let r = cond(&format!("If-None-Match: {etag}"));
+        assert_eq!(r.status, 304, "{}", r.dump());
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+        assert_common_headers(&r);
+
+        let r = cond("If-None-Match: \"something-else\"");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.text(), RANGE);
+
+        let r = cond(&format!("If-Modified-Since: {lm}"));
+        assert_eq!(r.status, 304, "{}", r.dump());
+        assert!(r.body.is_empty());
+
+        let r = cond("If-Modified-Since: Thu, 01 Jan 1970 00:00:01 GMT");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.text(), RANGE);
+    });
+}
+
+#[test]
+fn percent_encoded_names_and_queries() {
+    for_each_backend("percent_encoded_names_and_queries", |b| {
+        let s = Server::start(b, CONF, |d| {
+            setup(d);
+            write_file(d, "www/hello world.txt", "spaced");
+            write_file(d, "www/R&D notes.txt", "ampersand");
+        });
+        let r = get(s.port, "/hello%20world.txt");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.text(), "spaced");
+        assert_eq!(get(s.port, "/R%26D%20notes.txt").text(), "ampersand");
+        assert_eq!(get(s.port, "/R&D%20notes.txt").text(), "ampersand");
+        let r = get(s.port, "/index.html?v=1&w=%20");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.body, INDEX.as_bytes());
+    });
+}
+
+#[test]
+fn head_on_range_and_listing_has_no_body() {
+    for_each_backend("head_on_range_and_listing_has_no_body", |b| {
+        let s = start(b);
+        let mut c = Conn::open(s.port);
+        c.send(b"HEAD /range.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=2-5\r\n\r\n");
+        let r = c.read_response_head(true);
+        assert_eq!(r.status, 206, "{}", r.dump());
+        assert_eq!(r.must_header("content-range"), "bytes 2-5/20");
+        c.send(b"HEAD /list/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response_head(true);
+        assert_eq!(r.status, 200, "{}", r.dump());
+        c.send(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response_head(true).status, 404);
+        c.send(b"GET /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.text(), CSS, "bytes left over from a HEAD response");
+        assert!(c.is_closed());
+    });
+}
