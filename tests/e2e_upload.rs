@@ -68,7 +68,7 @@ fn binary(len: usize) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 997 == 0 {
+        if x.is_multiple_of(997) {
             v.extend_from_slice(b"\r\n--XyZ-boundary\r\n--");
         } else {
             v.push(x as u8);
