@@ -588,3 +588,198 @@ impl Conn {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for CGI and upload tests (appended)
+// ---------------------------------------------------------------------------------------------
+
+impl<R: Read> Reader<R> {
+    /// Parses one response head and hands its body to `on_body` piece by piece (de-chunked),
+    /// so a body far larger than memory can be checked. The returned `Response` has an empty
+    /// body; the total body length is the second value.
+    pub fn read_response_streaming(
+        &mut self,
+        mut on_body: impl FnMut(&[u8]),
+    ) -> io::Result<(Response, u64)> {
+        let status_line = String::from_utf8_lossy(&self.read_line()?).into_owned();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("").to_string();
+        let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
+        let reason = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            if line.is_empty() {
+                break;
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            let (n, v) = line.split_once(':').ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("bad header {line:?}"))
+            })?;
+            headers.push((n.to_string(), v.trim().to_string()));
+        }
+        let resp = Response {
+            version,
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        };
+        let mut total = 0u64;
+        // Hands over at most `n` bytes from the buffer (refilling it as needed).
+        let mut pass = |this: &mut Self, mut n: u64, total: &mut u64| -> io::Result<()> {
+            while n > 0 {
+                if this.buf.is_empty() && !this.fill()? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("EOF with {n} body bytes still expected"),
+                    ));
+                }
+                let k = (n as usize).min(this.buf.len());
+                on_body(&this.buf[..k]);
+                this.buf.drain(..k);
+                n -= k as u64;
+                *total += k as u64;
+            }
+            Ok(())
+        };
+        let chunked = resp
+            .header("transfer-encoding")
+            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+        if chunked {
+            loop {
+                let line = String::from_utf8_lossy(&self.read_line()?).into_owned();
+                let size = line.split(';').next().unwrap_or("").trim();
+                let size = u64::from_str_radix(size, 16).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
+                })?;
+                if size == 0 {
+                    while !self.read_line()?.is_empty() {}
+                    break;
+                }
+                pass(self, size, &mut total)?;
+                if !self.read_line()?.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "chunk data not followed by CRLF",
+                    ));
+                }
+            }
+        } else if let Some(cl) = resp.header("content-length") {
+            let n: u64 = cl.trim().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad Content-Length {cl:?}"),
+                )
+            })?;
+            pass(self, n, &mut total)?;
+        } else {
+            loop {
+                if !self.buf.is_empty() {
+                    on_body(&self.buf);
+                    total += self.buf.len() as u64;
+                    self.buf.clear();
+                }
+                if !self.fill()? {
+                    break;
+                }
+            }
+        }
+        Ok((resp, total))
+    }
+}
+
+/// FNV-1a (64 bit), fed incrementally: the same bytes give the same value however they are
+/// split, so a streamed body can be compared with what was sent without keeping either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fnv64(pub u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    pub fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// VmRSS of a process in KiB (from `/proc/PID/status`), `None` once it is gone.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The state letter of a process (`R`, `S`, `Z`, ...) from `/proc/PID/status`, `None` when no
+/// such process exists (exited and reaped).
+pub fn proc_state(pid: u32) -> Option<char> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .and_then(|v| v.trim().chars().next())
+}
+
+/// Waits up to `within` for process `pid` to be gone entirely (not even a zombie). Returns the
+/// last state seen when it is still there.
+pub fn wait_process_gone(pid: u32, within: Duration) -> Result<(), char> {
+    let deadline = Instant::now() + within;
+    loop {
+        match proc_state(pid) {
+            None => return Ok(()),
+            Some(s) if Instant::now() >= deadline => return Err(s),
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits up to `within` for a file to exist with non-empty, newline-terminated contents (a pid
+/// file a script writes) and returns them trimmed.
+pub fn wait_for_file(path: &Path, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(s) = fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return Some(s.trim().to_string());
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sets the permission bits of a file (e.g. 0o755 for a script run without interpreter).
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// A raw TCP connection with generous timeouts, for tests that stream large bodies or wait on
+/// slow CGIs.
+pub fn connect_with_timeout(port: u16, timeout: Duration) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.set_write_timeout(Some(timeout)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
