@@ -215,3 +215,20 @@ pub fn listen(
     set_nonblocking(raw)?;
     Ok(fd)
 }
+
+/// Turn off Nagle's algorithm on a connected TCP socket: responses go out as soon as they are
+/// written (a head and a separately written body must not wait for the peer's delayed ACK).
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int of the stated size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}

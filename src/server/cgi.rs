@@ -286,7 +286,7 @@ impl Loop {
             };
             let loc = server.location_for(&p);
             let mime = |x: &str| cfg.mime_type(x).to_string();
-            let reply = match respond::serve_static(&p, loc, &mime, &cx) {
+            let reply = match respond::serve_static(&p, loc, &mime, &cx, &mut self.cache) {
                 respond::Static::Reply(r) => r,
                 respond::Static::Error(code) => respond::error(code, server, loc, &[], &cx),
             };

@@ -15,7 +15,7 @@ pub mod respond;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -80,6 +80,8 @@ const K_RECV: u64 = 2;
 const K_SEND: u64 = 3;
 const K_CLOSE: u64 = 4;
 const K_TICK: u64 = 5;
+const K_FILE_READ: u64 = 11;
+const K_FILE_CLOSE: u64 = 12;
 
 fn token(gen: u32, slot: u32, kind: u64) -> u64 {
     (u64::from(gen & 0x7fff_ffff) << 32) | (u64::from(slot) << 4) | kind
@@ -143,6 +145,14 @@ struct ReqInfo {
     upload_uri: Option<String>,
 }
 
+/// A large file being sent chunk by chunk (its fd is closed through the backend).
+struct FileStream {
+    fd: RawFd,
+    offset: u64,
+    left: u64,
+    reading: bool,
+}
+
 struct Conn {
     fd: RawFd,
     gen: u32,
@@ -158,8 +168,12 @@ struct Conn {
     recv_live: bool,
     sending: bool,
     out: VecDeque<SendBuf>,
-    /// A large file still being streamed: file, next offset, bytes left.
-    stream: Option<(std::fs::File, u64, u64)>,
+    /// A large file still being streamed.
+    stream: Option<FileStream>,
+    /// The chunk buffer of a streamed file, back from its last send, for the next read.
+    spare: Option<Vec<u8>>,
+    /// Close as soon as everything queued has been sent.
+    close_when_flushed: bool,
     req: Option<ReqInfo>,
     body: Option<BodyReader>,
     /// Close once everything queued has been sent.
@@ -206,6 +220,7 @@ pub struct Loop {
     accepted: u64,
     children: Vec<Option<cgi::Child>>,
     children_free: Vec<u32>,
+    cache: respond::FileCache,
 }
 
 /// Bind every listen address of `cfg` (errors name the address).
@@ -252,6 +267,7 @@ impl Loop {
             accepted: 0,
             children: Vec::new(),
             children_free: Vec::new(),
+            cache: respond::FileCache::default(),
         })
     }
 
@@ -362,7 +378,9 @@ impl Loop {
             | cgi::K_CGI_IN
             | cgi::K_CGI_OUT
             | cgi::K_CGI_IN_CLOSE
-            | cgi::K_CGI_OUT_CLOSE => {
+            | cgi::K_CGI_OUT_CLOSE
+            | K_FILE_READ
+            | K_FILE_CLOSE => {
                 if gen == 0 && kind == K_CLOSE {
                     return; // a listener's accept cancelled at stop
                 }
@@ -381,6 +399,8 @@ impl Loop {
                     K_RECV => self.on_recv(slot, c),
                     K_SEND => self.on_send(slot, c),
                     K_CLOSE => self.on_close(slot, c),
+                    K_FILE_READ => self.on_file_read(slot, c),
+                    K_FILE_CLOSE => {}
                     _ => self.on_cgi(slot, kind, c),
                 }
             }
@@ -416,6 +436,7 @@ impl Loop {
             self.be.submit(token(0, li, K_CLOSE), Op::Close { fd });
             return;
         }
+        let _ = backends::util::set_nodelay(fd);
         let local = backends::util::local_addr(fd).unwrap_or(self.listeners[li as usize].addr);
         let peer = backends::util::peer_addr(fd).unwrap_or(local);
         let slot = match self.free.pop() {
@@ -444,6 +465,8 @@ impl Loop {
             sending: false,
             out: VecDeque::new(),
             stream: None,
+            spare: None,
+            close_when_flushed: false,
             req: None,
             body: None,
             close_after: false,
@@ -568,6 +591,13 @@ impl Loop {
                 self.close(slot);
                 return;
             }
+            // The client left while a CGI works for it: stop the child now (it is killed and
+            // reaped), rather than at its timeout.
+            if conn.cgi.is_some() && conn.phase != Phase::Body {
+                crate::info!("conn {slot}: client closed during CGI");
+                self.close(slot);
+                return;
+            }
         }
         if !self.conn(slot).closing {
             self.advance(slot);
@@ -592,6 +622,15 @@ impl Loop {
         if conn.closing {
             return;
         }
+        if conn.stream.is_some() {
+            if let Buf::Send(SendBuf {
+                body: SendBody::Owned(v),
+                ..
+            }) = c.buf
+            {
+                conn.spare = Some(v);
+            }
+        }
         self.pump(slot);
     }
 
@@ -610,7 +649,11 @@ impl Loop {
         }
         conn.closing = true;
         conn.body = None; // drops an unfinished upload: its temp file is removed
-        conn.stream = None;
+        if let Some(st) = conn.stream.take() {
+            let gen = conn.gen;
+            self.be
+                .submit(token(gen, slot, K_FILE_CLOSE), Op::Close { fd: st.fd });
+        }
         // A client gone mid-CGI: the child is killed and (by its exit op) reaped.
         self.cgi_detach(slot, true);
         let conn = self.conn(slot);
@@ -977,7 +1020,7 @@ impl Loop {
         match method {
             Method::Get | Method::Head => {
                 let mime = |p: &str| cfg.mime_type(p).to_string();
-                match respond::serve_static(&path, loc, &mime, &cx) {
+                match respond::serve_static(&path, loc, &mime, &cx, &mut self.cache) {
                     Static::Reply(r) => Route::Reply(r),
                     Static::Error(code) => Route::Error(code, Vec::new()),
                 }
@@ -1432,13 +1475,11 @@ impl Loop {
         }
         match r {
             Reply::Full { head, body, .. } => {
-                conn.sent_bytes = body.len() as u64;
-                let body = if body.is_empty() {
-                    SendBody::Empty
-                } else {
-                    SendBody::Owned(body)
-                };
+                conn.sent_bytes = body.as_slice().len() as u64;
                 conn.out.push_back(SendBuf { head, body });
+                // The whole response is queued: the request is done, and the next pipelined
+                // one may be parsed while this one is still being sent.
+                self.request_done(slot);
             }
             Reply::File {
                 head,
@@ -1452,59 +1493,120 @@ impl Loop {
                     head,
                     body: SendBody::Empty,
                 });
-                conn.stream = Some((file, offset, len));
+                conn.stream = Some(FileStream {
+                    fd: file.into_raw_fd(),
+                    offset,
+                    left: len,
+                    reading: false,
+                });
             }
         }
         self.pump(slot);
     }
 
-    /// Keep one send in flight; when everything is out, finish the request.
+    /// Keep one send in flight. Responses queued back to back (pipelined requests) go out in
+    /// one write. When everything is out: finish a streamed request, or close if asked to.
     fn pump(&mut self, slot: u32) {
+        let keepalive = self.cfg.timeouts.keepalive;
         let conn = self.conn(slot);
         if conn.sending || conn.closing {
             return;
         }
         if conn.out.is_empty() {
-            if let Some((file, offset, left)) = conn.stream.as_mut() {
-                let n = (*left).min(respond::CHUNK as u64) as usize;
-                let mut chunk = vec![0u8; n];
-                use std::os::unix::fs::FileExt;
-                match file.read_exact_at(&mut chunk, *offset) {
-                    Ok(()) => {
-                        *offset += n as u64;
-                        *left -= n as u64;
-                        if *left == 0 {
-                            conn.stream = None;
-                        }
-                        conn.out.push_back(SendBuf {
-                            head: Vec::new(),
-                            body: SendBody::Owned(chunk),
-                        });
-                    }
-                    Err(e) => {
-                        crate::error!("conn {slot}: file read: {e}");
-                        self.close(slot);
-                        return;
-                    }
+            if let Some(st) = conn.stream.as_mut() {
+                if !st.reading {
+                    // The next chunk of a large file, read through the backend into the
+                    // connection's reused chunk buffer.
+                    st.reading = true;
+                    let n = st.left.min(respond::CHUNK as u64) as usize;
+                    let mut buf = conn.spare.take().unwrap_or_default();
+                    buf.clear();
+                    buf.reserve_exact(n);
+                    let (fd, offset, gen) = (st.fd, st.offset, conn.gen);
+                    crate::trace!("conn {slot} task file: read {n} B at {offset}");
+                    self.be.submit(
+                        token(gen, slot, K_FILE_READ),
+                        Op::Read {
+                            fd,
+                            buf,
+                            offset: Some(offset),
+                        },
+                    );
                 }
+                return;
             }
         }
         let conn = self.conn(slot);
-        if let Some(buf) = conn.out.pop_front() {
+        if let Some(mut buf) = conn.out.pop_front() {
+            // Coalesce small queued responses into one send (pipelining: one write for many).
+            while let Some(next) = conn.out.front() {
+                if buf.len() + next.len() > 64 * 1024 {
+                    break;
+                }
+                let next = conn.out.pop_front().unwrap();
+                let body = std::mem::take(&mut buf.body);
+                buf.head.extend_from_slice(body.as_slice());
+                buf.head.extend_from_slice(&next.head);
+                buf.head.extend_from_slice(next.body.as_slice());
+            }
             conn.sending = true;
             let (fd, gen) = (conn.fd, conn.gen);
             self.be
                 .submit(token(gen, slot, K_SEND), Op::Send { fd, buf });
             return;
         }
-        if conn.cgi.is_some() {
+        if conn.close_when_flushed {
+            self.close(slot);
+        } else if conn.cgi.is_some() {
             self.cgi_kick_stdout(slot);
-        } else if conn.phase == Phase::Respond {
+        } else if conn.phase == Phase::Respond && conn.stream.is_none() {
             self.finish_request(slot);
+        } else if conn.phase == Phase::Head && conn.buf.is_empty() {
+            conn.deadline = Instant::now() + keepalive;
         }
     }
 
-    fn finish_request(&mut self, slot: u32) {
+    /// A chunk of a streamed file arrived from the backend: send it.
+    fn on_file_read(&mut self, slot: u32, c: Completion) {
+        let conn = self.conn(slot);
+        let Buf::Vec(buf) = c.buf else {
+            return;
+        };
+        let Some(st) = conn.stream.as_mut() else {
+            return;
+        };
+        st.reading = false;
+        crate::trace!("conn {slot} task file: read {:?}", c.result);
+        let n = match c.result {
+            Ok(n) if n > 0 => n,
+            Ok(_) | Err(_) => {
+                crate::error!("conn {slot}: file read: {:?}", c.result.err());
+                self.close(slot);
+                return;
+            }
+        };
+        st.offset += n as u64;
+        st.left = st.left.saturating_sub(n as u64);
+        let finished = (st.left == 0).then_some(st.fd);
+        if finished.is_some() {
+            conn.stream = None;
+        }
+        conn.out.push_back(SendBuf {
+            head: Vec::new(),
+            body: SendBody::Owned(buf),
+        });
+        let gen = conn.gen;
+        if let Some(fd) = finished {
+            self.be
+                .submit(token(gen, slot, K_FILE_CLOSE), Op::Close { fd });
+        }
+        self.pump(slot);
+    }
+
+    /// The request is answered (its response queued): count and log it, then either get ready
+    /// for the next request on this connection (returns true) or arrange to close once the
+    /// queued bytes are out.
+    fn request_done(&mut self, slot: u32) -> bool {
         self.requests += 1;
         self.access_log(slot);
         let keepalive = self.cfg.timeouts.keepalive;
@@ -1514,8 +1616,9 @@ impl Loop {
         conn.served += 1;
         conn.req = None;
         if conn.close_after || conn.served >= max || stopping || (conn.eof && conn.buf.is_empty()) {
-            self.close(slot);
-            return;
+            conn.close_when_flushed = true;
+            conn.phase = Phase::Respond;
+            return false;
         }
         conn.phase = Phase::Head;
         conn.status = 0;
@@ -1528,7 +1631,16 @@ impl Loop {
             let (fd, gen) = (conn.fd, conn.gen);
             self.be.submit(token(gen, slot, K_RECV), Op::Recv { fd });
         }
-        self.advance(slot);
+        true
+    }
+
+    /// A streamed response (large file, CGI) has been sent whole.
+    fn finish_request(&mut self, slot: u32) {
+        if self.request_done(slot) {
+            self.advance(slot);
+        } else {
+            self.pump(slot);
+        }
     }
 
     /// The `status` page (like nginx's stub_status, plus the backend's counters).

@@ -22,7 +22,7 @@ pub enum Reply {
     Full {
         status: u16,
         head: Vec<u8>,
-        body: Vec<u8>,
+        body: backends::Body,
     },
     /// A head, then `len` bytes of `file` from `offset`, streamed.
     File {
@@ -105,10 +105,10 @@ pub fn full(
         header(&mut head, n, v);
     }
     finish(&mut head);
-    let body = if cx.head_only || bodyless {
-        Vec::new()
+    let body = if cx.head_only || bodyless || body.is_empty() {
+        backends::Body::Empty
     } else {
-        body
+        backends::Body::Owned(body)
     };
     Reply::Full {
         status: code,
@@ -181,6 +181,137 @@ pub fn ret(code: u16, target: Option<&str>, cx: &Ctx) -> Reply {
     }
 }
 
+/// Files at most this large are kept in memory by the [`FileCache`].
+pub const CACHE_FILE_MAX: u64 = 64 * 1024;
+/// The cache's total size; past it, it starts over.
+pub const CACHE_TOTAL_MAX: usize = 32 * 1024 * 1024;
+/// How long a cached file is trusted before its size and mtime are checked again (nginx's
+/// `open_file_cache_valid`, much shorter).
+pub const CACHE_VALID: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A small file in memory with what its responses need, shared by every send of it.
+pub struct Cached {
+    body: std::sync::Arc<[u8]>,
+    mtime: u64,
+    etag: String,
+    last_modified: [u8; 29],
+    checked: std::time::Instant,
+}
+
+/// Small static files kept in memory (content + validators), revalidated by size and mtime at
+/// most once per [`CACHE_VALID`]: a hit costs no system call at all.
+#[derive(Default)]
+pub struct FileCache {
+    map: std::collections::HashMap<PathBuf, std::rc::Rc<Cached>>,
+    bytes: usize,
+}
+
+impl FileCache {
+    /// A fresh cached copy of `path`, if it is a small regular file.
+    fn get(&mut self, path: &Path) -> Option<std::rc::Rc<Cached>> {
+        let now = std::time::Instant::now();
+        if let Some(e) = self.map.get(path) {
+            if now.duration_since(e.checked) < CACHE_VALID {
+                return Some(e.clone());
+            }
+        }
+        let meta = std::fs::metadata(path).ok().filter(|m| m.is_file());
+        let Some(meta) = meta.filter(|m| m.len() <= CACHE_FILE_MAX) else {
+            if let Some(old) = self.map.remove(path) {
+                self.bytes -= old.body.len();
+            }
+            return None;
+        };
+        let mtime = meta.mtime().max(0) as u64;
+        if let Some(e) = self.map.get_mut(path) {
+            if e.mtime == mtime && e.body.len() as u64 == meta.len() {
+                let fresh = std::rc::Rc::new(Cached {
+                    body: e.body.clone(),
+                    mtime,
+                    etag: e.etag.clone(),
+                    last_modified: e.last_modified,
+                    checked: now,
+                });
+                *e = fresh.clone();
+                return Some(fresh);
+            }
+        }
+        let body = std::fs::read(path).ok()?;
+        if body.len() as u64 != meta.len() {
+            return None; // changing under us: serve it uncached
+        }
+        if self.bytes + body.len() > CACHE_TOTAL_MAX {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        let entry = std::rc::Rc::new(Cached {
+            etag: range::etag(mtime, body.len() as u64),
+            last_modified: crate::http::date::format_unix(mtime),
+            body: body.into(),
+            mtime,
+            checked: now,
+        });
+        self.bytes += entry.body.len();
+        if let Some(old) = self.map.insert(path.to_path_buf(), entry.clone()) {
+            self.bytes -= old.body.len();
+        }
+        Some(entry)
+    }
+}
+
+fn serve_cached(c: &Cached, uri: &str, mime: &dyn Fn(&str) -> String, cx: &Ctx) -> Reply {
+    let len = c.body.len() as u64;
+    let mut head = Vec::with_capacity(320);
+    if range::not_modified(cx.if_none_match, cx.if_modified_since, &c.etag, c.mtime) {
+        start(&mut head, 304, cx);
+        header(&mut head, "ETag", c.etag.as_bytes());
+        header(&mut head, "Last-Modified", &c.last_modified);
+        finish(&mut head);
+        return Reply::Full {
+            status: 304,
+            head,
+            body: backends::Body::Empty,
+        };
+    }
+    let (status, from, count) = match cx.range.map(|r| range::parse_range(r, len)) {
+        Some(r @ ByteRange::Partial { start, end }) => {
+            start_range(&mut head, cx, &range::content_range(r, len));
+            (206, start, end - start + 1)
+        }
+        Some(ByteRange::Unsatisfiable) => {
+            let cr = range::content_range(ByteRange::Unsatisfiable, len);
+            let body = error_page_html(416).into_bytes();
+            return full(
+                416,
+                "text/html; charset=utf-8",
+                body,
+                &[("Content-Range", cr.as_bytes())],
+                cx,
+            );
+        }
+        _ => {
+            start(&mut head, 200, cx);
+            (200, 0, len)
+        }
+    };
+    header(&mut head, "Content-Type", mime(uri).as_bytes());
+    header_u64(&mut head, "Content-Length", count);
+    header(&mut head, "Last-Modified", &c.last_modified);
+    header(&mut head, "ETag", c.etag.as_bytes());
+    header(&mut head, "Accept-Ranges", b"bytes");
+    finish(&mut head);
+    let body = if cx.head_only || count == 0 {
+        backends::Body::Empty
+    } else {
+        backends::Body::Shared(backends::Shared {
+            data: c.body.clone(),
+            start: from as usize,
+            end: (from + count) as usize,
+        })
+    };
+    Reply::Full { status, head, body }
+}
+
 /// What a GET/HEAD of a mapped path resolves to.
 pub enum Static {
     Reply(Reply),
@@ -189,8 +320,19 @@ pub enum Static {
 }
 
 /// Serve a GET/HEAD for normalised URI `path` in location `loc`.
-pub fn serve_static(path: &str, loc: &Location, mime: &dyn Fn(&str) -> String, cx: &Ctx) -> Static {
+pub fn serve_static(
+    path: &str,
+    loc: &Location,
+    mime: &dyn Fn(&str) -> String,
+    cx: &Ctx,
+    cache: &mut FileCache,
+) -> Static {
     let fs_path = loc.map_path(path);
+    if !path.ends_with('/') {
+        if let Some(c) = cache.get(&fs_path) {
+            return Static::Reply(serve_cached(&c, path, mime, cx));
+        }
+    }
     let meta = match std::fs::metadata(&fs_path) {
         Ok(m) => m,
         Err(e) => return Static::Error(io_status(&e)),
@@ -210,6 +352,9 @@ pub fn serve_static(path: &str, loc: &Location, mime: &dyn Fn(&str) -> String, c
             let candidate = fs_path.join(name);
             if candidate.is_file() {
                 let uri = format!("{path}{name}");
+                if let Some(c) = cache.get(&candidate) {
+                    return Static::Reply(serve_cached(&c, &uri, mime, cx));
+                }
                 return serve_file(&candidate, &uri, mime, cx);
             }
         }
@@ -258,7 +403,7 @@ fn serve_file(fs_path: &Path, uri: &str, mime: &dyn Fn(&str) -> String, cx: &Ctx
         return Static::Reply(Reply::Full {
             status: 304,
             head,
-            body: Vec::new(),
+            body: backends::Body::Empty,
         });
     }
     let (status, offset, count) = match cx.range.map(|r| range::parse_range(r, len)) {
@@ -292,7 +437,7 @@ fn serve_file(fs_path: &Path, uri: &str, mime: &dyn Fn(&str) -> String, cx: &Ctx
         return Static::Reply(Reply::Full {
             status,
             head,
-            body: Vec::new(),
+            body: backends::Body::Empty,
         });
     }
     if count <= SMALL_FILE {
@@ -301,7 +446,11 @@ fn serve_file(fs_path: &Path, uri: &str, mime: &dyn Fn(&str) -> String, cx: &Ctx
         if let Err(e) = file.read_exact_at(&mut body, offset) {
             return Static::Error(io_status(&e));
         }
-        return Static::Reply(Reply::Full { status, head, body });
+        return Static::Reply(Reply::Full {
+            status,
+            head,
+            body: backends::Body::Owned(body),
+        });
     }
     Static::Reply(Reply::File {
         status,
