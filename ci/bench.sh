@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Side-by-side load bench: webserv (uring, epoll) vs nginx and lighttpd, on this machine.
+#
+#   ci/bench.sh            5 s per run (BENCH_SECONDS=N to change), 10,000 idle connections
+#   ci/bench.sh --quick    1 s per run, 2,000 idle connections
+#
+# Needs: cargo, python3, wrk; nginx and lighttpd are measured when installed (a missing one
+# is skipped with a note). Debian: apt-get install wrk nginx lighttpd
+# Writes benches/load/results/latest.{md,svg,json} and latest-wrk.txt; prints the table.
+# Everything runs on 127.0.0.1; every run is bounded and the script stops the servers it
+# started (by pid) when it ends. See benches/load/README.md for what the numbers mean.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in cargo python3 wrk; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "bench: $tool is not installed (Debian: apt-get install wrk nginx lighttpd)" >&2
+        exit 1
+    fi
+done
+
+echo "==> cargo build --release" >&2
+cargo build --release >&2
+
+# 10,000 idle connections need file descriptors on both ends; run.py raises the soft limit
+# to the hard one (and further when root), and the servers inherit it.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+exec python3 benches/load/run.py "$@"
