@@ -31,6 +31,11 @@ done
 step "tests (every backend this machine has)"
 cargo test --workspace --release -- --test-threads=2
 
+step "browser test (headless Chromium on the default site, every backend)"
+bash ci/browser.sh
+
 step "benches compile and run once (--quick smoke)"
 cargo bench -p backends --bench echo -- --quick --noplot >/dev/null
+cargo bench --bench parser -- --quick --noplot >/dev/null
+cargo bench --bench config -- --quick --noplot >/dev/null
 echo "benches ok"
