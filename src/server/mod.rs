@@ -1878,3 +1878,17 @@ pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
     }
     result
 }
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Conn {} HeadParser {} ReqInfo {} Option<Conn> {}",
+            std::mem::size_of::<super::Conn>(),
+            std::mem::size_of::<crate::http::request::HeadParser>(),
+            std::mem::size_of::<super::ReqInfo>(),
+            std::mem::size_of::<Option<super::Conn>>()
+        );
+    }
+}
