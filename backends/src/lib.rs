@@ -411,32 +411,3 @@ pub fn open(kind: Kind, opts: &Options) -> io::Result<Opened> {
 pub fn available() -> Vec<Kind> {
     platform::available()
 }
-
-/// A hasher for [`Token`] keys: tokens are caller-chosen integers, often sequential, so one
-/// multiply spreads them well enough and is far cheaper than SipHash on the hot path.
-#[derive(Default, Clone, Copy)]
-pub struct TokenHasher;
-
-impl std::hash::BuildHasher for TokenHasher {
-    type Hasher = TokenHash;
-    fn build_hasher(&self) -> TokenHash {
-        TokenHash(0)
-    }
-}
-
-#[doc(hidden)]
-pub struct TokenHash(u64);
-
-impl std::hash::Hasher for TokenHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-    }
-}

@@ -16,7 +16,6 @@
 //! buffers) lives in boxes or heap buffers owned by the slot until its last completion; a slot
 //! is freed only after the kernel has posted a CQE without `F_MORE` for it.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -101,11 +100,20 @@ impl Drop for BufRing {
     }
 }
 
-/// Socket message header and iovecs of a send, boxed so their address is stable while the
-/// kernel may read them.
-struct MsgState {
+/// A send in flight: its buffer, progress, and the message header and iovecs the kernel reads,
+/// boxed so their address is stable (and an idle slot stays small).
+struct SendOp {
+    buf: SendBuf,
+    done: usize,
     msg: libc::msghdr,
     iov: [libc::iovec; 2],
+}
+
+/// A write in flight (pipes, files), boxed for the same reasons.
+struct WriteOp {
+    buf: Vec<u8>,
+    done: usize,
+    offset: Option<u64>,
 }
 
 enum State {
@@ -115,18 +123,14 @@ enum State {
     /// Single-shot fallback: a poll is armed; data is read with `recv(2)` when it fires.
     RecvPoll,
     Send {
-        buf: SendBuf,
-        done: usize,
-        msg: Box<MsgState>,
+        op: Box<SendOp>,
     },
     Read {
         buf: Vec<u8>,
         offset: Option<u64>,
     },
     Write {
-        buf: Vec<u8>,
-        done: usize,
-        offset: Option<u64>,
+        op: Box<WriteOp>,
     },
     Timer {
         ts: Box<types::Timespec>,
@@ -177,13 +181,18 @@ pub struct Uring {
     // Field order matters for Drop: the ring must go before the memory it may still touch.
     ring: IoUring,
     bufring: Option<BufRing>,
+    /// Buffers posted in the ring and not yet consumed by a completion.
+    posted: u32,
+    /// How many buffers the ring is kept topped up to. Starts small and doubles when the ring
+    /// runs dry, so only buffers that are really needed are ever touched (RSS), and the most
+    /// recently released ones are reused first.
+    ring_target: u32,
     pool: BufPool,
     features: Features,
     multishot_recv: bool,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     fds: Vec<FdInfo>,
-    tokens: HashMap<Token, u32, crate::TokenHasher>,
     queued: Vec<(Token, Op)>,
     /// Recv slots that found no buffer (ENOBUFS): re-armed when one is released.
     starved: Vec<u32>,
@@ -306,13 +315,14 @@ impl Uring {
         let mut u = Uring {
             ring,
             bufring,
+            posted: 0,
+            ring_target: u32::from(opts.buf_count).min(32),
             pool,
             multishot_recv: features.buf_ring,
             features,
             slots: Vec::new(),
             free_slots: Vec::new(),
             fds: Vec::new(),
-            tokens: HashMap::default(),
             queued: Vec::new(),
             starved: Vec::new(),
             wake: Arc::new(EventFd(efd)),
@@ -321,16 +331,46 @@ impl Uring {
             early: Vec::new(),
             dropping: false,
         };
-        if let Some(br) = u.bufring.as_mut() {
-            for bid in 0..opts.buf_count {
-                br.push(bid, u.pool.ptr(bid), u.pool.size());
-            }
-            br.publish();
-        }
+        u.top_up();
         let wfd = u.wake.0.as_raw_fd();
         let idx = u.alloc(crate::WAKE_TOKEN, wfd, State::Wake { val: Box::new(0) });
         u.arm(idx)?;
         Ok(u)
+    }
+
+    /// Post free pool buffers into the ring until it holds `ring_target` (most recently
+    /// released first). Returns whether the ring has any buffer.
+    fn top_up(&mut self) -> bool {
+        let Some(br) = self.bufring.as_mut() else {
+            return self.pool_has_free();
+        };
+        let mut pushed = false;
+        while self.posted < self.ring_target {
+            let Some(id) = self.pool.take_free() else {
+                break;
+            };
+            br.push(id, self.pool.ptr(id), self.pool.size());
+            self.posted += 1;
+            pushed = true;
+        }
+        if pushed {
+            br.publish();
+        }
+        self.posted > 0
+    }
+
+    fn pool_has_free(&self) -> bool {
+        self.pool.lent() < self.pool.count()
+    }
+
+    fn rearm_starved(&mut self) {
+        for idx in std::mem::take(&mut self.starved) {
+            if let Err(e) = self.arm(idx) {
+                // Only a failing io_uring_enter gets here; the next wait reports it.
+                let (t, st) = self.free(idx).unwrap_or((0, State::Free));
+                self.early.push(Self::finished(t, Err(e), st));
+            }
+        }
     }
 
     pub fn features(&self) -> &Features {
@@ -368,7 +408,7 @@ impl Uring {
         if counts {
             self.fd_info(fd).pending += 1;
         }
-        let idx = match self.free_slots.pop() {
+        match self.free_slots.pop() {
             Some(i) => {
                 let s = &mut self.slots[i as usize];
                 s.token = token;
@@ -390,16 +430,7 @@ impl Uring {
                 });
                 (self.slots.len() - 1) as u32
             }
-        };
-        if counts
-            || matches!(
-                self.slots[idx as usize].state,
-                State::Timer { .. } | State::Child { .. }
-            )
-        {
-            self.tokens.insert(token, idx);
         }
-        idx
     }
 
     /// Free a slot whose last completion arrived, returning its token and state. If it was the
@@ -410,9 +441,6 @@ impl Uring {
         let (token, fd) = (s.token, s.fd);
         s.in_kernel = false;
         self.free_slots.push(idx);
-        if self.tokens.get(&token) == Some(&idx) {
-            self.tokens.remove(&token);
-        }
         let counts = matches!(
             state,
             State::Accept
@@ -472,9 +500,15 @@ impl Uring {
                 }
                 State::Recv => opcode::RecvMulti::new(fd, BGID).build(),
                 State::RecvPoll => opcode::PollAdd::new(fd, libc::POLLIN as u32).build(),
-                State::Send { buf, done, msg } => {
+                State::Send { op } => {
+                    let SendOp {
+                        buf,
+                        done,
+                        msg,
+                        iov,
+                    } = &mut **op;
                     let (a, b) = buf.remaining(*done);
-                    msg.iov = [
+                    *iov = [
                         libc::iovec {
                             iov_base: a.as_ptr() as *mut _,
                             iov_len: a.len(),
@@ -485,11 +519,11 @@ impl Uring {
                         },
                     ];
                     // SAFETY: an all-zero msghdr is valid (no name, no control data).
-                    msg.msg = unsafe { std::mem::zeroed() };
+                    *msg = unsafe { std::mem::zeroed() };
                     let skip = usize::from(a.is_empty());
-                    msg.msg.msg_iov = msg.iov[skip..].as_mut_ptr();
-                    msg.msg.msg_iovlen = 2 - skip;
-                    opcode::SendMsg::new(fd, &msg.msg)
+                    msg.msg_iov = iov[skip..].as_mut_ptr();
+                    msg.msg_iovlen = 2 - skip;
+                    opcode::SendMsg::new(fd, msg)
                         .flags(libc::MSG_NOSIGNAL as u32)
                         .build()
                 }
@@ -499,9 +533,9 @@ impl Uring {
                         .offset(offset.unwrap_or(u64::MAX))
                         .build()
                 }
-                State::Write { buf, done, offset } => {
-                    let rest = &buf[*done..];
-                    let off = offset.map_or(u64::MAX, |o| o + *done as u64);
+                State::Write { op } => {
+                    let rest = &op.buf[op.done..];
+                    let off = op.offset.map_or(u64::MAX, |o| o + op.done as u64);
                     opcode::Write::new(fd, rest.as_ptr(), rest.len() as u32)
                         .offset(off)
                         .build()
@@ -539,7 +573,9 @@ impl Uring {
                     out.push(Completion::new(token, Ok(0), Buf::Send(buf), false));
                     return Ok(());
                 }
-                let msg = Box::new(MsgState {
+                let op = Box::new(SendOp {
+                    buf,
+                    done: 0,
                     // SAFETY: all-zero is a valid msghdr; filled in by `arm`.
                     msg: unsafe { std::mem::zeroed() },
                     iov: [libc::iovec {
@@ -547,7 +583,7 @@ impl Uring {
                         iov_len: 0,
                     }; 2],
                 });
-                (fd, State::Send { buf, done: 0, msg })
+                (fd, State::Send { op })
             }
             Op::Read { fd, buf, offset } => (fd, State::Read { buf, offset }),
             Op::Write { fd, buf, offset } => {
@@ -558,9 +594,11 @@ impl Uring {
                 (
                     fd,
                     State::Write {
-                        buf,
-                        done: 0,
-                        offset,
+                        op: Box::new(WriteOp {
+                            buf,
+                            done: 0,
+                            offset,
+                        }),
                     },
                 )
             }
@@ -648,7 +686,22 @@ impl Uring {
     }
 
     fn cancel(&mut self, token: Token, target: Token, out: &mut Vec<Completion>) -> io::Result<()> {
-        let Some(&t) = self.tokens.get(&target) else {
+        // Cancellation is rare: a scan keeps a token index out of the hot path.
+        let found = self.slots.iter().position(|s| {
+            s.token == target
+                && matches!(
+                    s.state,
+                    State::Accept
+                        | State::Recv
+                        | State::RecvPoll
+                        | State::Send { .. }
+                        | State::Read { .. }
+                        | State::Write { .. }
+                        | State::Timer { .. }
+                        | State::Child { .. }
+                )
+        });
+        let Some(t) = found.map(|i| i as u32) else {
             let e = io::Error::from_raw_os_error(libc::ENOENT);
             out.push(Completion::new(token, Err(e), Buf::None, false));
             return Ok(());
@@ -671,8 +724,9 @@ impl Uring {
     /// The completion for an op that is over, with every buffer it owned.
     fn finished(token: Token, result: io::Result<usize>, state: State) -> Completion {
         let buf = match state {
-            State::Send { buf, .. } => Buf::Send(buf),
-            State::Read { buf, .. } | State::Write { buf, .. } => Buf::Vec(buf),
+            State::Send { op } => Buf::Send(op.buf),
+            State::Read { buf, .. } => Buf::Vec(buf),
+            State::Write { op } => Buf::Vec(op.buf),
             _ => Buf::None,
         };
         Completion::new(token, result, buf, false)
@@ -730,6 +784,7 @@ impl Uring {
             State::Recv => {
                 if res > 0 {
                     let bid = cqueue::buffer_select(flags).expect("recv without a buffer");
+                    self.posted = self.posted.saturating_sub(1);
                     // SAFETY: the kernel wrote `res` bytes into buffer `bid`.
                     let buf = unsafe { self.pool.lend(bid, res as usize) };
                     out.push(Completion::new(
@@ -742,9 +797,14 @@ impl Uring {
                         self.arm(idx)?;
                     }
                 } else if res == -libc::ENOBUFS {
-                    // The ring ran dry: the data waits in the socket until a buffer is back.
+                    // The ring ran dry: the data waits in the socket. Keep more buffers posted
+                    // from now on; re-arm at once if the pool had some, else on release.
+                    self.ring_target = (self.ring_target * 2).min(self.pool.count() as u32);
                     if !more {
                         self.starved.push(idx);
+                    }
+                    if self.top_up() {
+                        self.rearm_starved();
                     }
                 } else if !more {
                     let result = if res == 0 { Ok(0) } else { Err(errno(res)) };
@@ -785,13 +845,13 @@ impl Uring {
                     }
                 }
             }
-            State::Send { buf, done, .. } => {
+            State::Send { op } => {
                 if res > 0 {
-                    *done += res as usize;
-                    if *done < buf.len() {
+                    op.done += res as usize;
+                    if op.done < op.buf.len() {
                         return self.arm(idx);
                     }
-                    let total = *done;
+                    let total = op.done;
                     let (t, st) = self.free(idx)?;
                     out.push(Self::finished(t, Ok(total), st));
                 } else if eagain {
@@ -821,13 +881,13 @@ impl Uring {
                     out.push(Self::finished(t, Err(errno(res)), st));
                 }
             }
-            State::Write { buf, done, .. } => {
+            State::Write { op } => {
                 if res > 0 {
-                    *done += res as usize;
-                    if *done < buf.len() {
+                    op.done += res as usize;
+                    if op.done < op.buf.len() {
                         return self.arm(idx);
                     }
-                    let total = *done;
+                    let total = op.done;
                     let (t, st) = self.free(idx)?;
                     out.push(Self::finished(t, Ok(total), st));
                 } else if eagain {
@@ -995,20 +1055,10 @@ impl Backend for Uring {
 
     fn release(&mut self, buf: RecvBuf) {
         let id = self.pool.restore(buf);
-        match self.bufring.as_mut() {
-            Some(br) => {
-                let ptr = self.pool.ptr(id);
-                br.push(id, ptr, self.pool.size());
-                br.publish();
-            }
-            None => self.pool.put_free(id),
-        }
-        for idx in std::mem::take(&mut self.starved) {
-            if let Err(e) = self.arm(idx) {
-                // Only a failing io_uring_enter gets here; the next wait reports it.
-                let (t, st) = self.free(idx).unwrap_or((0, State::Free));
-                self.early.push(Self::finished(t, Err(e), st));
-            }
+        self.pool.put_free(id);
+        self.top_up();
+        if !self.starved.is_empty() {
+            self.rearm_starved();
         }
     }
 
@@ -1064,5 +1114,18 @@ impl Drop for Uring {
             std::mem::forget(std::mem::take(&mut self.slots));
             std::mem::forget(std::mem::replace(&mut self.pool, BufPool::new(0, 0)));
         }
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    /// An idle connection holds one armed recv: its slot must stay small (payloads are boxed).
+    #[test]
+    fn slots_stay_small() {
+        let uring = std::mem::size_of::<super::Slot>();
+        let readiness = crate::readiness::slot_size();
+        eprintln!("uring slot {uring} B, readiness slot {readiness} B");
+        assert!(uring <= 64, "uring slot grew to {uring} bytes");
+        assert!(readiness <= 96, "readiness slot grew to {readiness} bytes");
     }
 }

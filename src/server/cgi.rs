@@ -105,7 +105,7 @@ impl Loop {
             },
         );
         let conn = self.conn(slot);
-        conn.cgi = Some(CgiTask {
+        conn.cgi = Some(Box::new(CgiTask {
             child,
             pid: sp.pid,
             stdin: Some(stdin),
@@ -118,7 +118,7 @@ impl Loop {
             chunked: false,
             out_done: false,
             deadline: Instant::now() + plan.timeout,
-        });
+        }));
         Ok(())
     }
 

@@ -12,7 +12,6 @@
 //! a waker. Everything else — queues, retries, the buffer pool, cancellation, close ordering — is
 //! here, once.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -181,7 +180,6 @@ pub struct Readiness<P: Poller> {
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     fds: Vec<FdState>,
-    tokens: HashMap<Token, u32, crate::TokenHasher>,
     queued: Vec<(Token, Op)>,
     ready: Vec<RawFd>,
     starved: Vec<RawFd>,
@@ -198,7 +196,6 @@ impl<P: Poller> Readiness<P> {
             slots: Vec::new(),
             free_slots: Vec::new(),
             fds: Vec::new(),
-            tokens: HashMap::default(),
             queued: Vec::new(),
             ready: Vec::new(),
             starved: Vec::new(),
@@ -217,7 +214,7 @@ impl<P: Poller> Readiness<P> {
     }
 
     fn alloc(&mut self, token: Token, fd: RawFd, state: State) -> u32 {
-        let idx = match self.free_slots.pop() {
+        match self.free_slots.pop() {
             Some(i) => {
                 let s = &mut self.slots[i as usize];
                 s.token = token;
@@ -237,9 +234,7 @@ impl<P: Poller> Readiness<P> {
                 });
                 (self.slots.len() - 1) as u32
             }
-        };
-        self.tokens.insert(token, idx);
-        idx
+        }
     }
 
     /// Free slot `idx`, returning what it owned.
@@ -248,9 +243,6 @@ impl<P: Poller> Readiness<P> {
         let state = std::mem::replace(&mut s.state, State::Free);
         let token = s.token;
         self.free_slots.push(idx);
-        if self.tokens.get(&token) == Some(&idx) {
-            self.tokens.remove(&token);
-        }
         (token, state)
     }
 
@@ -455,7 +447,13 @@ impl<P: Poller> Readiness<P> {
     }
 
     fn cancel(&mut self, token: Token, target: Token, out: &mut Vec<Completion>) {
-        let Some(&idx) = self.tokens.get(&target) else {
+        // Cancellation is rare: a scan keeps a token index (and its memory and hashing on every
+        // operation) out of the hot path.
+        let found = self
+            .slots
+            .iter()
+            .position(|s| s.token == target && !matches!(s.state, State::Free));
+        let Some(idx) = found.map(|i| i as u32) else {
             let e = io::Error::from_raw_os_error(libc::ENOENT);
             return out.push(Completion::new(token, Err(e), Buf::None, false));
         };
@@ -773,4 +771,9 @@ impl<P: Poller> Backend for Readiness<P> {
         s.bufs_total = self.pool.count();
         s
     }
+}
+
+#[cfg(test)]
+pub(crate) fn slot_size() -> usize {
+    std::mem::size_of::<Slot>()
 }
