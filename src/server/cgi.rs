@@ -285,8 +285,7 @@ impl Loop {
                 range: None,
             };
             let loc = server.location_for(&p);
-            let mime = |x: &str| cfg.mime_type(x).to_string();
-            let reply = match respond::serve_static(&p, loc, &mime, &cx, &mut self.cache) {
+            let reply = match respond::serve_static(&p, loc, &cfg, &cx, &mut self.cache) {
                 respond::Static::Reply(r) => r,
                 respond::Static::Error(code) => respond::error(code, server, loc, &[], &cx),
             };
@@ -297,7 +296,7 @@ impl Loop {
         let date = self.date_now;
         let conn = self.conn(slot);
         let info = conn.req.as_ref().unwrap();
-        let http10 = info.keep_alive_10 || !info.keep_alive && info.line.ends_with("1.0");
+        let http10 = info.http10;
         let head_only = info.head_only;
         let mut out = Vec::with_capacity(512);
         let mut h = crate::http::response::ResponseHead::new(&mut out, head.status);

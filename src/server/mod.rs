@@ -80,6 +80,8 @@ const K_RECV: u64 = 2;
 const K_SEND: u64 = 3;
 const K_CLOSE: u64 = 4;
 const K_TICK: u64 = 5;
+/// At most this many spare buffers and send queues are kept for reuse.
+const POOL_MAX: usize = 256;
 const K_FILE_READ: u64 = 11;
 const K_FILE_CLOSE: u64 = 12;
 
@@ -129,6 +131,7 @@ struct BodyReader {
 
 /// What the current request needs after its head was consumed.
 struct ReqInfo {
+    http10: bool,
     /// The configuration the request started under (a reload does not change it mid-way).
     cfg: Arc<Config>,
     line: String,
@@ -221,6 +224,11 @@ pub struct Loop {
     children: Vec<Option<cgi::Child>>,
     children_free: Vec<u32>,
     cache: respond::FileCache,
+    /// Emptied connection buffers and send queues, reused so a request allocates neither.
+    buf_pool: Vec<Vec<u8>>,
+    out_pool: Vec<VecDeque<SendBuf>>,
+    /// The time of the current loop turn (read once per wait: deadlines need no finer grain).
+    now: Instant,
     /// Request-head parsers not lent to a connection (no allocation per request). Boxed on
     /// purpose: a box moves between this pool and a connection without copying the parser.
     #[allow(clippy::vec_box)]
@@ -273,6 +281,9 @@ impl Loop {
             children_free: Vec::new(),
             cache: respond::FileCache::default(),
             parsers: Vec::new(),
+            now: Instant::now(),
+            buf_pool: Vec::new(),
+            out_pool: Vec::new(),
         })
     }
 
@@ -296,6 +307,7 @@ impl Loop {
         let mut out = Vec::with_capacity(256);
         loop {
             self.be.wait(&mut out, None)?;
+            self.now = Instant::now();
             self.refresh_date();
             for c in out.drain(..) {
                 self.dispatch(c);
@@ -559,10 +571,11 @@ impl Loop {
     }
 
     fn on_recv(&mut self, slot: u32, c: Completion) {
+        let now = self.now;
         let n = match c.result {
             Ok(n) => n,
             Err(e) => {
-                let conn = self.conn(slot);
+                let conn = self.conns[slot as usize].as_mut().expect("live connection");
                 conn.recv_live = false;
                 if !conn.closing {
                     crate::trace!("conn {slot} recv: {e}");
@@ -574,7 +587,7 @@ impl Loop {
         };
         crate::trace!("conn {slot} recv: {n} B");
         let header_timeout = self.cfg.timeouts.header;
-        let conn = self.conn(slot);
+        let conn = self.conns[slot as usize].as_mut().expect("live connection");
         if !c.more {
             conn.recv_live = false;
         }
@@ -583,7 +596,10 @@ impl Loop {
                 if conn.phase == Phase::Head && conn.buf.is_empty() && conn.served > 0 {
                     // A new request starts: its whole head must arrive within the header
                     // timeout, however slowly it drips (slowloris).
-                    conn.deadline = Instant::now() + header_timeout;
+                    conn.deadline = now + header_timeout;
+                }
+                if conn.buf.capacity() == 0 {
+                    conn.buf = self.buf_pool.pop().unwrap_or_default();
                 }
                 conn.buf.extend_from_slice(&b);
             }
@@ -610,13 +626,14 @@ impl Loop {
     }
 
     fn on_send(&mut self, slot: u32, c: Completion) {
+        let now = self.now;
         let send_timeout = self.cfg.timeouts.send;
         let conn = self.conn(slot);
         conn.sending = false;
         match c.result {
             Ok(n) => {
                 crate::trace!("conn {slot} send: {n} B");
-                conn.deadline = Instant::now() + send_timeout;
+                conn.deadline = now + send_timeout;
             }
             Err(e) => {
                 crate::trace!("conn {slot} send: {e}");
@@ -697,6 +714,7 @@ impl Loop {
 
     /// Returns true when the state moved on (so `advance` should continue).
     fn parse_head(&mut self, slot: u32) -> bool {
+        let now = self.now;
         let cfg = self.cfg.clone();
         let conn = self.conns[slot as usize].as_mut().unwrap();
         // Parse from the buffer taken out of the connection, so the request (which borrows it)
@@ -734,19 +752,27 @@ impl Loop {
         };
         let head_len = req.head_len();
         let analyzed = req.analyze();
-        let line = format!(
-            "{} {} HTTP/1.{}",
-            req.method.as_str(),
-            req.target(),
-            req.minor
-        );
+        // What only the access log needs is only copied out when there is an access log.
+        let logging = self.access.is_some();
+        let line = if logging {
+            format!(
+                "{} {} HTTP/1.{}",
+                req.method.as_str(),
+                req.target(),
+                req.minor
+            )
+        } else {
+            String::new()
+        };
         let text = |name: &str| {
             req.header(name)
+                .filter(|_| logging)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default()
         };
         let (referer, user_agent) = (text("Referer"), text("User-Agent"));
         let info_base = |keep_alive: bool| ReqInfo {
+            http10: req.minor == 0,
             cfg: cfg.clone(),
             line: line.clone(),
             path: String::new(),
@@ -807,7 +833,7 @@ impl Loop {
         buf.drain(..head_len);
         conn.buf = buf;
         conn.phase = Phase::Respond;
-        conn.deadline = Instant::now() + cfg.timeouts.send;
+        conn.deadline = now + cfg.timeouts.send;
         conn.req = Some(Box::new(info));
 
         // Decide the response (or the body's destination).
@@ -1033,8 +1059,7 @@ impl Loop {
         }
         match method {
             Method::Get | Method::Head => {
-                let mime = |p: &str| cfg.mime_type(p).to_string();
-                match respond::serve_static(&path, loc, &mime, &cx, &mut self.cache) {
+                match respond::serve_static(&path, loc, &cfg, &cx, &mut self.cache) {
                     Static::Reply(r) => Route::Reply(r),
                     Static::Error(code) => Route::Error(code, Vec::new()),
                 }
@@ -1142,10 +1167,11 @@ impl Loop {
     }
 
     fn start_body(&mut self, slot: u32, body: Body, limit: u64, sink: Sink) {
+        let now = self.now;
         let timeout = self.cfg.timeouts.body;
         let conn = self.conn(slot);
         conn.phase = Phase::Body;
-        conn.deadline = Instant::now() + timeout;
+        conn.deadline = now + timeout;
         conn.body = Some(Box::new(BodyReader {
             remaining: match body {
                 Body::Length(n) => Some(n),
@@ -1161,6 +1187,7 @@ impl Loop {
     /// Feed buffered bytes to the body reader. Returns true when the body is complete and the
     /// state moved on.
     fn feed_body(&mut self, slot: u32) -> bool {
+        let now = self.now;
         let timeout = self.cfg.timeouts.body;
         let is_cgi = matches!(
             self.conn(slot).body.as_ref().map(|b| &b.sink),
@@ -1179,7 +1206,7 @@ impl Loop {
             }
             return false;
         }
-        conn.deadline = Instant::now() + timeout;
+        conn.deadline = now + timeout;
         let br = conn.body.as_mut().unwrap();
         let mut decoded = Vec::new();
         let (consumed, done, data): (usize, bool, &[u8]) = match (&mut br.chunked, br.remaining) {
@@ -1480,7 +1507,7 @@ impl Loop {
     }
 
     fn send_reply(&mut self, slot: u32, r: Reply) {
-        let conn = self.conn(slot);
+        let conn = self.conns[slot as usize].as_mut().expect("live connection");
         conn.phase = Phase::Respond;
         conn.status = r.status();
         let keep = conn.req.as_ref().is_some_and(|q| q.keep_alive);
@@ -1490,7 +1517,7 @@ impl Loop {
         match r {
             Reply::Full { head, body, .. } => {
                 conn.sent_bytes = body.as_slice().len() as u64;
-                conn.out.push_back(SendBuf { head, body });
+                conn.queue(&mut self.out_pool, SendBuf { head, body });
                 // The whole response is queued: the request is done, and the next pipelined
                 // one may be parsed while this one is still being sent.
                 self.request_done(slot);
@@ -1522,8 +1549,9 @@ impl Loop {
     /// Keep one send in flight. Responses queued back to back (pipelined requests) go out in
     /// one write. When everything is out: finish a streamed request, or close if asked to.
     fn pump(&mut self, slot: u32) {
+        let now = self.now;
         let keepalive = self.cfg.timeouts.keepalive;
-        let conn = self.conn(slot);
+        let conn = self.conns[slot as usize].as_mut().expect("live connection");
         if conn.sending || conn.closing {
             return;
         }
@@ -1577,9 +1605,12 @@ impl Loop {
         } else if conn.phase == Phase::Respond && conn.stream.is_none() {
             self.finish_request(slot);
         } else if conn.phase == Phase::Head && conn.buf.is_empty() {
-            conn.deadline = Instant::now() + keepalive;
-            // Idle between requests: give the send queue's memory back.
-            conn.out = VecDeque::new();
+            conn.deadline = now + keepalive;
+            // Idle between requests: the send queue's memory goes back to the loop's pool.
+            let out = std::mem::take(&mut conn.out);
+            if out.capacity() > 0 && out.capacity() <= 64 && self.out_pool.len() < POOL_MAX {
+                self.out_pool.push(out);
+            }
         }
     }
 
@@ -1624,12 +1655,13 @@ impl Loop {
     /// for the next request on this connection (returns true) or arrange to close once the
     /// queued bytes are out.
     fn request_done(&mut self, slot: u32) -> bool {
+        let now = self.now;
         self.requests += 1;
         self.access_log(slot);
         let keepalive = self.cfg.timeouts.keepalive;
         let max = self.cfg.keepalive_requests;
         let stopping = self.stopping;
-        let conn = self.conn(slot);
+        let conn = self.conns[slot as usize].as_mut().expect("live connection");
         conn.served += 1;
         conn.req = None;
         if conn.close_after || conn.served >= max || stopping || (conn.eof && conn.buf.is_empty()) {
@@ -1639,9 +1671,13 @@ impl Loop {
         }
         conn.phase = Phase::Head;
         conn.status = 0;
-        conn.deadline = Instant::now() + keepalive;
+        conn.deadline = now + keepalive;
         if conn.buf.is_empty() {
-            conn.buf = Vec::new(); // an idle connection keeps no buffer
+            // An idle connection keeps no buffer; the loop keeps a few for the next requests.
+            let buf = std::mem::take(&mut conn.buf);
+            if buf.capacity() > 0 && buf.capacity() <= 64 * 1024 && self.buf_pool.len() < POOL_MAX {
+                self.buf_pool.push(buf);
+            }
         }
         if !conn.recv_live && !conn.eof {
             conn.recv_live = true;
@@ -1806,6 +1842,16 @@ impl MultipartSink {
 }
 
 impl Conn {
+    /// Queue bytes to send (the queue's memory comes from `pool` when it has none).
+    fn queue(&mut self, pool: &mut Vec<VecDeque<SendBuf>>, buf: SendBuf) {
+        if self.out.capacity() == 0 {
+            if let Some(q) = pool.pop() {
+                self.out = q;
+            }
+        }
+        self.out.push_back(buf);
+    }
+
     fn pending_reply(&mut self, r: Reply) {
         self.pending = Some(Box::new(r));
     }

@@ -259,7 +259,7 @@ impl FileCache {
     }
 }
 
-fn serve_cached(c: &Cached, uri: &str, mime: &dyn Fn(&str) -> String, cx: &Ctx) -> Reply {
+fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -> Reply {
     let len = c.body.len() as u64;
     let mut head = Vec::with_capacity(320);
     if range::not_modified(cx.if_none_match, cx.if_modified_since, &c.etag, c.mtime) {
@@ -294,7 +294,7 @@ fn serve_cached(c: &Cached, uri: &str, mime: &dyn Fn(&str) -> String, cx: &Ctx) 
             (200, 0, len)
         }
     };
-    header(&mut head, "Content-Type", mime(uri).as_bytes());
+    header(&mut head, "Content-Type", mime.mime_type(uri).as_bytes());
     header_u64(&mut head, "Content-Length", count);
     header(&mut head, "Last-Modified", &c.last_modified);
     header(&mut head, "ETag", c.etag.as_bytes());
@@ -323,7 +323,7 @@ pub enum Static {
 pub fn serve_static(
     path: &str,
     loc: &Location,
-    mime: &dyn Fn(&str) -> String,
+    mime: &crate::config::Config,
     cx: &Ctx,
     cache: &mut FileCache,
 ) -> Static {
@@ -380,7 +380,7 @@ fn io_status(e: &std::io::Error) -> u16 {
     }
 }
 
-fn serve_file(fs_path: &Path, uri: &str, mime: &dyn Fn(&str) -> String, cx: &Ctx) -> Static {
+fn serve_file(fs_path: &Path, uri: &str, mime: &crate::config::Config, cx: &Ctx) -> Static {
     let file = match File::open(fs_path) {
         Ok(f) => f,
         Err(e) => return Static::Error(io_status(&e)),
@@ -427,7 +427,7 @@ fn serve_file(fs_path: &Path, uri: &str, mime: &dyn Fn(&str) -> String, cx: &Ctx
             (200, 0, len)
         }
     };
-    header(&mut head, "Content-Type", mime(uri).as_bytes());
+    header(&mut head, "Content-Type", mime.mime_type(uri).as_bytes());
     header_u64(&mut head, "Content-Length", count);
     header(&mut head, "Last-Modified", &last_modified);
     header(&mut head, "ETag", etag.as_bytes());
