@@ -845,27 +845,8 @@ impl Uring {
                     }
                 }
             }
-            State::Send { op } => {
-                if res > 0 {
-                    op.done += res as usize;
-                    if op.done < op.buf.len() {
-                        return self.arm(idx);
-                    }
-                    let total = op.done;
-                    let (t, st) = self.free(idx)?;
-                    out.push(Self::finished(t, Ok(total), st));
-                } else if eagain {
-                    self.slots[idx as usize].polling = true;
-                    return self.arm(idx);
-                } else {
-                    let e = if res == 0 {
-                        io::ErrorKind::WriteZero.into()
-                    } else {
-                        errno(res)
-                    };
-                    let (t, st) = self.free(idx)?;
-                    out.push(Self::finished(t, Err(e), st));
-                }
+            State::Send { .. } | State::Write { .. } => {
+                return self.progress(idx, res, eagain, out);
             }
             State::Read { buf, .. } => {
                 if res >= 0 {
@@ -879,28 +860,6 @@ impl Uring {
                 } else {
                     let (t, st) = self.free(idx)?;
                     out.push(Self::finished(t, Err(errno(res)), st));
-                }
-            }
-            State::Write { op } => {
-                if res > 0 {
-                    op.done += res as usize;
-                    if op.done < op.buf.len() {
-                        return self.arm(idx);
-                    }
-                    let total = op.done;
-                    let (t, st) = self.free(idx)?;
-                    out.push(Self::finished(t, Ok(total), st));
-                } else if eagain {
-                    self.slots[idx as usize].polling = true;
-                    return self.arm(idx);
-                } else {
-                    let e = if res == 0 {
-                        io::ErrorKind::WriteZero.into()
-                    } else {
-                        errno(res)
-                    };
-                    let (t, st) = self.free(idx)?;
-                    out.push(Self::finished(t, Err(e), st));
                 }
             }
             State::Timer { .. } => {
@@ -961,6 +920,43 @@ impl Uring {
                 }
                 self.arm(idx)?;
             }
+        }
+        Ok(())
+    }
+
+    /// A send or write made progress (`res` bytes, or an error): finish it whole (invariant 6),
+    /// wait for readiness on EAGAIN, or report.
+    fn progress(
+        &mut self,
+        idx: u32,
+        res: i32,
+        eagain: bool,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        if res > 0 {
+            let (done, len) = match &mut self.slots[idx as usize].state {
+                State::Send { op } => (&mut op.done, op.buf.len()),
+                State::Write { op } => (&mut op.done, op.buf.len()),
+                _ => unreachable!("progress of a send or write only"),
+            };
+            *done += res as usize;
+            let total = *done;
+            if total < len {
+                return self.arm(idx);
+            }
+            let (t, st) = self.free(idx)?;
+            out.push(Self::finished(t, Ok(total), st));
+        } else if eagain {
+            self.slots[idx as usize].polling = true;
+            return self.arm(idx);
+        } else {
+            let e = if res == 0 {
+                io::ErrorKind::WriteZero.into()
+            } else {
+                errno(res)
+            };
+            let (t, st) = self.free(idx)?;
+            out.push(Self::finished(t, Err(e), st));
         }
         Ok(())
     }
