@@ -3,6 +3,7 @@
 //! Layers, from the bottom: [`backends`] (its own crate: io_uring, epoll, kqueue), `config`
 //! (nginx-syntax configuration and request routing), `http` (parsing and response building),
 //! `server` (the event loop and connection state machine), `handlers` (what answers a request).
+pub mod cgi;
 pub mod config;
 pub mod handlers;
 pub mod http;

@@ -75,10 +75,11 @@ fn collect(b: &mut dyn Backend, n: usize) -> Vec<Completion> {
     got
 }
 
+/// A non-blocking listener on an ephemeral loopback port, with a backlog deep enough that
+/// bursts of connects are not slowed by SYN retransmits.
 fn listener() -> TcpListener {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.set_nonblocking(true).unwrap();
-    l
+    let addr = "127.0.0.1:0".parse().unwrap();
+    TcpListener::from(backends::util::listen(addr, 8192, false).unwrap())
 }
 
 /// Accept exactly one connection through the backend.
@@ -788,8 +789,7 @@ fn ten_thousand_idle_connections_hold_no_buffers() {
         "RLIMIT_NOFILE too low ({limit}) to test idle connections"
     );
     each_backend("ten_thousand_idle_connections_hold_no_buffers", |b| {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.set_nonblocking(true).unwrap();
+        let l = listener();
         let addr = l.local_addr().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let client = std::thread::spawn(move || {
@@ -802,7 +802,7 @@ fn ten_thousand_idle_connections_hold_no_buffers() {
         let fds = std::cell::RefCell::new(Vec::new());
         run(
             b,
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             |b, c| {
                 if c.token == 1 {
                     let fd = c.result.unwrap() as RawFd;

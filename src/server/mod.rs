@@ -9,6 +9,7 @@
 //!
 //! `--debug` traces every task transition: `conn 17 recv: 512 B`, `conn 17 send: 1024 B`.
 
+mod cgi;
 pub mod respond;
 
 use std::collections::VecDeque;
@@ -60,6 +61,10 @@ enum Phase {
 enum Sink {
     /// Read and dropped (a body nobody wants, kept in sync so the connection survives).
     Discard,
+    /// The request body of a CGI: to the child's stdin.
+    Cgi,
+    /// A multipart/form-data upload: each file part to its own temp file.
+    Multipart(Box<MultipartSink>),
     /// An upload being written to a temp file; renamed into place when complete.
     Upload {
         file: crate::handlers::atomic_file::AtomicFile,
@@ -119,6 +124,8 @@ struct Conn {
     sent_bytes: u64,
     /// The answer to send once a body nobody needs has been read.
     pending: Option<Reply>,
+    /// A CGI serving the current request.
+    cgi: Option<cgi::CgiTask>,
 }
 
 /// Run-time switches from the command line.
@@ -146,6 +153,11 @@ pub struct Loop {
     stopping: bool,
     signal: Arc<AtomicU8>,
     active: usize,
+    /// Requests answered since start (for `status`).
+    requests: u64,
+    accepted: u64,
+    children: Vec<Option<cgi::Child>>,
+    children_free: Vec<u32>,
 }
 
 /// Bind every listen address of `cfg` (errors name the address).
@@ -186,6 +198,10 @@ impl Loop {
             stopping: false,
             signal,
             active: 0,
+            requests: 0,
+            accepted: 0,
+            children: Vec::new(),
+            children_free: Vec::new(),
         })
     }
 
@@ -269,7 +285,14 @@ impl Loop {
         match kind {
             K_ACCEPT => self.on_accept(slot, c),
             K_TICK => self.on_tick(),
-            K_RECV | K_SEND | K_CLOSE => {
+            cgi::K_CGI_EXIT => self.on_child_exit(slot, c),
+            K_RECV
+            | K_SEND
+            | K_CLOSE
+            | cgi::K_CGI_IN
+            | cgi::K_CGI_OUT
+            | cgi::K_CGI_IN_CLOSE
+            | cgi::K_CGI_OUT_CLOSE => {
                 if gen == 0 && kind == K_CLOSE {
                     return; // a listener's accept cancelled at stop
                 }
@@ -287,7 +310,8 @@ impl Loop {
                 match kind {
                     K_RECV => self.on_recv(slot, c),
                     K_SEND => self.on_send(slot, c),
-                    _ => self.on_close(slot, c),
+                    K_CLOSE => self.on_close(slot, c),
+                    _ => self.on_cgi(slot, kind, c),
                 }
             }
             _ => {}
@@ -349,20 +373,27 @@ impl Loop {
             status: 0,
             sent_bytes: 0,
             pending: None,
+            cgi: None,
         };
         self.conns[slot as usize] = Some(conn);
         self.active += 1;
+        self.accepted += 1;
         crate::trace!("conn {slot} accept: fd {fd} from {peer}");
         self.be.submit(token(gen, slot, K_RECV), Op::Recv { fd });
     }
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        self.cgi_tick(now);
         for slot in 0..self.conns.len() {
             let Some(c) = self.conns[slot].as_ref() else {
                 continue;
             };
             if c.closing || c.deadline > now {
+                continue;
+            }
+            // While a CGI works, its own timeout applies (cgi_tick), except to a body upload.
+            if c.cgi.is_some() && c.phase != Phase::Body {
                 continue;
             }
             let slot = slot as u32;
@@ -474,6 +505,9 @@ impl Loop {
         conn.closing = true;
         conn.body = None; // drops an unfinished upload: its temp file is removed
         conn.stream = None;
+        // A client gone mid-CGI: the child is killed and (by its exit op) reaped.
+        self.cgi_detach(slot, true);
+        let conn = self.conn(slot);
         let (fd, gen) = (conn.fd, conn.gen);
         self.be.submit(token(gen, slot, K_CLOSE), Op::Close { fd });
     }
@@ -599,6 +633,11 @@ impl Loop {
         let expect_continue = head.expect_continue;
         let has_body = !matches!(body_kind, Body::None | Body::Length(0));
         let method = req.method;
+        let content_type = req
+            .header("Content-Type")
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let cgi_plan = self.cgi_plan(slot, &req, loc, &norm.path, norm.query, &host, body_kind);
+        let conn = self.conns[slot as usize].as_mut().unwrap();
         // The head is consumed; what follows in the buffer is the body or the next request.
         let mut buf = buf;
         buf.drain(..head_len);
@@ -619,6 +658,8 @@ impl Loop {
                 inm,
                 ims,
                 expect_continue,
+                content_type,
+                cgi: cgi_plan,
             },
         );
         match reply {
@@ -645,17 +686,109 @@ impl Loop {
             }
             Route::Body(sink, expect) => {
                 if expect {
-                    let c = self.conn(slot);
-                    c.out.push_back(SendBuf {
-                        head: b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
-                        body: SendBody::Empty,
-                    });
-                    self.pump(slot);
+                    self.send_continue(slot);
                 }
                 self.start_body(slot, body_kind, loc.client_max_body_size, sink);
             }
+            Route::Cgi(plan, expect) => match self.start_cgi(slot, plan) {
+                Ok(()) => {
+                    if has_body {
+                        if expect {
+                            self.send_continue(slot);
+                        }
+                        self.start_body(slot, body_kind, loc.client_max_body_size, Sink::Cgi);
+                    } else {
+                        self.cgi_push_body(slot, &[], true);
+                    }
+                }
+                Err(code) => {
+                    if has_body {
+                        self.conn(slot).close_after = true;
+                    }
+                    self.respond_error(slot, code, &[]);
+                }
+            },
         }
         true
+    }
+
+    /// The interim `100 Continue` (RFC 9110 §10.1.1), sent before the body is read.
+    fn send_continue(&mut self, slot: u32) {
+        let c = self.conn(slot);
+        c.out.push_back(SendBuf {
+            head: b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+            body: SendBody::Empty,
+        });
+        self.pump(slot);
+    }
+
+    /// If `loc` runs CGI for this path, everything needed to start it (built now, while the
+    /// request's header fields are still at hand).
+    #[allow(clippy::too_many_arguments)]
+    fn cgi_plan(
+        &self,
+        slot: u32,
+        req: &crate::http::request::Request<'_>,
+        loc: &Location,
+        path: &str,
+        query: Option<&str>,
+        host: &str,
+        body: Body,
+    ) -> Option<cgi::CgiPlan> {
+        if loc.cgi.is_empty() {
+            return None;
+        }
+        let exts: Vec<&str> = loc.cgi.iter().map(|c| c.ext.as_str()).collect();
+        let (script_uri, path_info) = crate::cgi::split_script(path, &exts)?;
+        let handler = loc.cgi_for(script_uri)?;
+        let script = loc.map_path(script_uri);
+        let conn = self.conns[slot as usize].as_ref().unwrap();
+        let headers: Vec<(&[u8], &[u8])> = req.headers().collect();
+        let content_type = req
+            .header("Content-Type")
+            .and_then(|v| std::str::from_utf8(v).ok());
+        let server_name = host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') || h.ends_with(']') {
+                h
+            } else {
+                host
+            }
+        });
+        let path_translated = (!path_info.is_empty()).then(|| loc.map_path(path_info));
+        let params = crate::cgi::CgiParams {
+            method: req.method.as_str(),
+            request_uri: req.target(),
+            script_name: script_uri,
+            script_filename: &script,
+            path_info,
+            path_translated,
+            query: query.unwrap_or(""),
+            content_length: match body {
+                Body::Length(n) => Some(n),
+                _ => None,
+            },
+            content_type,
+            server_name: if server_name.is_empty() {
+                "localhost"
+            } else {
+                server_name
+            },
+            server_port: conn.local.port(),
+            server_protocol: if req.minor == 0 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
+            remote_addr: conn.peer,
+            headers: &headers,
+        };
+        let env = crate::cgi::build_env(&params);
+        Some(cgi::CgiPlan {
+            script,
+            interpreter: handler.interpreter.clone(),
+            env,
+            timeout: loc.cgi_timeout,
+        })
     }
 
     fn route(
@@ -697,11 +830,27 @@ impl Loop {
         if let Some(r) = &loc.ret {
             return Route::Reply(respond::ret(r.code, r.target.as_deref(), &cx));
         }
+        if loc.status {
+            let json = query
+                .as_deref()
+                .is_some_and(|q| q.split('&').any(|p| p == "format=json"));
+            let (ty, body) = self.status_page(json);
+            return Route::Reply(respond::full(
+                200,
+                ty,
+                body.into_bytes(),
+                &[("Cache-Control", b"no-store")],
+                &cx,
+            ));
+        }
         let limit = loc.client_max_body_size;
         if let Body::Length(n) = body {
             if limit != 0 && n > limit {
                 return Route::Error(413, Vec::new());
             }
+        }
+        if let Some(plan) = x.cgi {
+            return Route::Cgi(plan, x.expect_continue);
         }
         match method {
             Method::Get | Method::Head => {
@@ -712,7 +861,16 @@ impl Loop {
                 }
             }
             Method::Put | Method::Post if loc.upload_store.is_some() => {
-                self.route_upload(slot, loc, method, &path, x.expect_continue)
+                let multipart = x
+                    .content_type
+                    .as_deref()
+                    .and_then(crate::handlers::multipart::boundary);
+                match (method, multipart) {
+                    (Method::Post, Some(b)) => {
+                        self.route_multipart(loc, &path, b, x.expect_continue)
+                    }
+                    _ => self.route_upload(slot, loc, method, &path, x.expect_continue),
+                }
             }
             Method::Delete => self.route_delete(loc, &path, &cx),
             _ => {
@@ -818,6 +976,15 @@ impl Loop {
     /// state moved on.
     fn feed_body(&mut self, slot: u32) -> bool {
         let timeout = self.cfg.timeouts.body;
+        let is_cgi = matches!(
+            self.conn(slot).body.as_ref().map(|b| &b.sink),
+            Some(Sink::Cgi)
+        );
+        // Back-pressure: while the child has not taken what it was given, leave the rest in the
+        // connection buffer (and the socket).
+        if is_cgi && !self.cgi_accepts(slot) {
+            return false;
+        }
         let conn = self.conns[slot as usize].as_mut().unwrap();
         if conn.buf.is_empty() {
             if conn.eof {
@@ -834,9 +1001,7 @@ impl Loop {
                 Ok((n, done)) => (n, done, &decoded[..]),
                 Err(e) => {
                     crate::info!("conn {slot}: bad chunked body: {}", e.description());
-                    self.conn(slot).close_after = true;
-                    self.conn(slot).body = None;
-                    self.respond_error(slot, e.status(), &[]);
+                    self.body_error(slot, e.status());
                     return false;
                 }
             },
@@ -851,34 +1016,48 @@ impl Loop {
             *rem -= data.len() as u64;
         }
         if br.limit != 0 && br.received > br.limit {
-            let _ = data;
-            self.conn(slot).body = None;
-            self.conn(slot).close_after = true;
-            self.conn(slot).pending = None;
-            self.respond_error(slot, 413, &[]);
+            // Streaming past client_max_body_size (a chunked body): 413, and nothing is kept.
+            self.body_error(slot, 413);
             return false;
         }
-        let write_err = match &mut br.sink {
+        let mut for_cgi = None;
+        let sink_err = match &mut br.sink {
             Sink::Discard => None,
-            Sink::Upload { file, .. } => file.write_all(data).err(),
+            Sink::Cgi => {
+                for_cgi = Some(data.to_vec());
+                None
+            }
+            Sink::Upload { file, .. } => file.write_all(data).err().map(|e| {
+                crate::error!("conn {slot}: upload write: {e}");
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    507
+                } else {
+                    500
+                }
+            }),
+            Sink::Multipart(m) => m.feed(data).err(),
         };
         conn.buf.drain(..consumed);
-        if let Some(e) = write_err {
-            crate::error!("conn {slot}: upload write: {e}");
-            self.conn(slot).body = None;
-            self.conn(slot).close_after = true;
-            self.conn(slot).pending = None;
-            let code = if e.raw_os_error() == Some(libc::ENOSPC) {
-                507
-            } else {
-                500
-            };
-            self.respond_error(slot, code, &[]);
+        if let Some(code) = sink_err {
+            self.body_error(slot, code);
             return false;
+        }
+        if let Some(bytes) = for_cgi {
+            self.cgi_push_body(slot, &bytes, done);
+            if done {
+                let conn = self.conn(slot);
+                conn.body = None;
+                conn.phase = Phase::Respond;
+                // The CGI's stdout drives the response from here.
+                self.pump(slot);
+                return true;
+            }
+            return !self.conn(slot).buf.is_empty();
         }
         if !done {
             return false;
         }
+        let conn = self.conn(slot);
         let br = conn.body.take().unwrap();
         conn.phase = Phase::Respond;
         match br.sink {
@@ -889,6 +1068,14 @@ impl Loop {
                     None => self.respond_error(slot, 500, &[]),
                 }
             }
+            Sink::Cgi => {}
+            Sink::Multipart(mut m) => match m.finish() {
+                Ok(()) => {
+                    let r = self.multipart_reply(slot, &m);
+                    self.send_reply(slot, r);
+                }
+                Err(code) => self.respond_error(slot, code, &[]),
+            },
             Sink::Upload {
                 file,
                 dest,
@@ -896,6 +1083,95 @@ impl Loop {
             } => self.finish_upload(slot, file, dest, replace),
         }
         true
+    }
+
+    /// The body cannot be taken (bad framing, too large, storage failed): answer `code` and
+    /// close; whatever was stored is dropped (temp files removed, a CGI killed).
+    fn body_error(&mut self, slot: u32, code: u16) {
+        self.cgi_detach(slot, true);
+        let conn = self.conn(slot);
+        conn.body = None;
+        conn.close_after = true;
+        conn.pending = None;
+        conn.phase = Phase::Respond;
+        self.respond_error(slot, code, &[]);
+    }
+
+    fn route_multipart(
+        &mut self,
+        loc: &Location,
+        path: &str,
+        boundary: String,
+        expect: bool,
+    ) -> Route {
+        let Some(dir) = respond::upload_target(loc, path) else {
+            return Route::Error(405, Vec::new());
+        };
+        if !dir.is_dir() {
+            return Route::Error(409, Vec::new());
+        }
+        let mut uri_dir = path.to_string();
+        if !uri_dir.ends_with('/') {
+            uri_dir.push('/');
+        }
+        let sink = MultipartSink {
+            parser: crate::handlers::multipart::MultipartParser::new(&boundary),
+            dir,
+            uri_dir,
+            current: None,
+            saved: Vec::new(),
+        };
+        Route::Body(Sink::Multipart(Box::new(sink)), expect)
+    }
+
+    fn multipart_reply(&mut self, slot: u32, m: &MultipartSink) -> Reply {
+        let date = self.date_now;
+        let info = self.conn(slot).req.as_ref().unwrap();
+        let cx = Ctx {
+            head_only: false,
+            close: false,
+            keep_alive_10: info.keep_alive_10,
+            date: &date,
+            query: None,
+            if_none_match: None,
+            if_modified_since: None,
+            range: None,
+        };
+        let mut items = String::new();
+        for name in &m.saved {
+            let href = format!(
+                "{}{}",
+                m.uri_dir,
+                crate::http::path::percent_encode_path(name)
+            );
+            items.push_str(&format!(
+                "<li><a href=\"{}\">{}</a></li>\n",
+                crate::http::path::html_escape(&href),
+                crate::http::path::html_escape(name)
+            ));
+        }
+        let body = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Uploaded</title>\
+             <link rel=\"stylesheet\" href=\"/static/style.css\"></head>\n<body><main>\
+             <h1>{} file(s) saved</h1>\n<ul id=\"saved\">\n{items}</ul>\
+             <p><a href=\"/files.html\">All files</a> · <a href=\"/upload.html\">Upload more</a></p></main></body></html>\n",
+            m.saved.len()
+        );
+        let first = m
+            .saved
+            .first()
+            .map(|n| format!("{}{}", m.uri_dir, crate::http::path::percent_encode_path(n)));
+        let extra: Vec<(&str, &[u8])> = first
+            .as_deref()
+            .map(|l| vec![("Location", l.as_bytes())])
+            .unwrap_or_default();
+        respond::full(
+            201,
+            "text/html; charset=utf-8",
+            body.into_bytes(),
+            &extra,
+            &cx,
+        )
     }
 
     fn finish_upload(
@@ -1089,12 +1365,15 @@ impl Loop {
                 .submit(token(gen, slot, K_SEND), Op::Send { fd, buf });
             return;
         }
-        if conn.phase == Phase::Respond {
+        if conn.cgi.is_some() {
+            self.cgi_kick_stdout(slot);
+        } else if conn.phase == Phase::Respond {
             self.finish_request(slot);
         }
     }
 
     fn finish_request(&mut self, slot: u32) {
+        self.requests += 1;
         self.access_log(slot);
         let keepalive = self.cfg.timeouts.keepalive;
         let max = self.cfg.keepalive_requests;
@@ -1118,6 +1397,42 @@ impl Loop {
             self.be.submit(token(gen, slot, K_RECV), Op::Recv { fd });
         }
         self.advance(slot);
+    }
+
+    /// The `status` page (like nginx's stub_status, plus the backend's counters).
+    fn status_page(&self, json: bool) -> (&'static str, String) {
+        let (mut reading, mut writing, mut idle) = (0, 0, 0);
+        for c in self.conns.iter().flatten() {
+            match c.phase {
+                Phase::Head if c.buf.is_empty() => idle += 1,
+                Phase::Head | Phase::Body => reading += 1,
+                Phase::Respond => writing += 1,
+            }
+        }
+        let st = self.be.stats();
+        let ops: Vec<(&str, u64)> = backends::OpKind::ALL
+            .iter()
+            .map(|k| (k.name(), st.submitted[*k as usize]))
+            .collect();
+        if json {
+            let ops_json: Vec<String> = ops.iter().map(|(n, v)| format!("\"{n}\":{v}")).collect();
+            let body = format!(
+                "{{\"backend\":\"{}\",\"connections\":{{\"active\":{},\"reading\":{},\"writing\":{},\"idle\":{}}},\"accepted\":{},\"requests\":{},\"ops_submitted\":{{{}}},\"kernel_entries\":{},\"waits\":{},\"completions\":{},\"completions_per_wait\":{:.3},\"max_completions_per_wait\":{},\"recv_buffers_in_use\":{},\"recv_buffers_total\":{}}}\n",
+                self.be.name(), self.active, reading, writing, idle, self.accepted, self.requests,
+                ops_json.join(","), st.enters, st.waits, st.completions, st.completions_per_wait(),
+                st.max_per_wait, st.bufs_in_use, st.bufs_total
+            );
+            ("application/json", body)
+        } else {
+            let ops_txt: Vec<String> = ops.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            let body = format!(
+                "Active connections: {}\nReading: {} Writing: {} Waiting: {}\naccepted {} requests {}\nbackend {}: ops submitted {}\nkernel entries {} waits {} completions {} per wait {:.3} (max {})\nrecv buffers in use {} of {}\n",
+                self.active, reading, writing, idle, self.accepted, self.requests, self.be.name(),
+                ops_txt.join(" "), st.enters, st.waits, st.completions, st.completions_per_wait(),
+                st.max_per_wait, st.bufs_in_use, st.bufs_total
+            );
+            ("text/plain; charset=utf-8", body)
+        }
     }
 
     fn access_log(&mut self, slot: u32) {
@@ -1157,6 +1472,8 @@ struct RequestExtras {
     inm: Option<Vec<u8>>,
     ims: Option<Vec<u8>>,
     expect_continue: bool,
+    content_type: Option<String>,
+    cgi: Option<cgi::CgiPlan>,
 }
 
 enum Route {
@@ -1164,6 +1481,67 @@ enum Route {
     Error(u16, Vec<(String, String)>),
     /// Read the body into this sink (sending 100 Continue first when asked).
     Body(Sink, bool),
+    /// Run a CGI (its body, if any, streams to the child's stdin).
+    Cgi(cgi::CgiPlan, bool),
+}
+
+/// A multipart/form-data upload in progress.
+struct MultipartSink {
+    parser: crate::handlers::multipart::MultipartParser,
+    dir: PathBuf,
+    uri_dir: String,
+    /// The file part being written and its sanitised name.
+    current: Option<(crate::handlers::atomic_file::AtomicFile, String)>,
+    saved: Vec<String>,
+}
+
+impl MultipartSink {
+    fn feed(&mut self, data: &[u8]) -> Result<(), u16> {
+        use crate::handlers::multipart::{sanitize_filename, Part};
+        let MultipartSink {
+            parser,
+            dir,
+            current,
+            saved,
+            ..
+        } = self;
+        parser
+            .feed(data, &mut |part| {
+                match part {
+                    Part::Start { filename, .. } => {
+                        // Only file parts are stored; plain form fields are skipped.
+                        *current = match filename.as_deref().and_then(sanitize_filename) {
+                            Some(name) => Some((
+                                crate::handlers::atomic_file::AtomicFile::create_in(dir)?,
+                                name,
+                            )),
+                            None => None,
+                        };
+                    }
+                    Part::Data(d) => {
+                        if let Some((f, _)) = current.as_mut() {
+                            f.write_all(d)?;
+                        }
+                    }
+                    Part::End => {
+                        if let Some((f, name)) = current.take() {
+                            let (landed, _) = f.commit(&dir.join(&name), false)?;
+                            let landed = landed
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                                .unwrap_or(name);
+                            saved.push(landed);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| e.status())
+    }
+
+    fn finish(&mut self) -> Result<(), u16> {
+        self.parser.finish().map_err(|e| e.status())
+    }
 }
 
 impl Conn {
