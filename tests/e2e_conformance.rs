@@ -1098,8 +1098,8 @@ fn conformance_table() {
     );
 }
 
-/// Writes every row as a fuzz seed: the whole request to `fuzz/seeds/request_head/` and
-/// `fuzz/seeds/split_invariance/`, and the body of each chunked row to `fuzz/seeds/chunked/`.
+/// Writes every row as a fuzz seed: the whole request to `fuzz/seeds/request_head/` (and, with
+/// cut points in front, to `fuzz/seeds/split_invariance/`), and the body of each chunked row to `fuzz/seeds/chunked/`.
 /// Run with `cargo test --test e2e_conformance -- --ignored dump_fuzz_seeds` after changing
 /// the table; the seeds are committed.
 #[test]
@@ -1113,9 +1113,15 @@ fn dump_fuzz_seeds() {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         let file = format!("{i:03}-{name}");
-        for target in ["request_head", "split_invariance"] {
-            write_file(&root, &format!("{target}/{file}"), &r.req);
+        write_file(&root, &format!("request_head/{file}"), &r.req);
+        // split_invariance input: a cut count, little-endian u16 cut offsets, then the data.
+        let len = r.req.len();
+        let mut split = vec![3u8];
+        for cut in [1, len / 2, len.saturating_sub(1)] {
+            split.extend_from_slice(&(cut as u16).to_le_bytes());
         }
+        split.extend_from_slice(&r.req);
+        write_file(&root, &format!("split_invariance/{file}"), &split);
         let head_end = r.req.windows(4).position(|w| w == b"\r\n\r\n");
         if let (Some(end), true) = (head_end, r.req.starts_with(b"PUT ")) {
             let head = String::from_utf8_lossy(&r.req[..end]).to_ascii_lowercase();
