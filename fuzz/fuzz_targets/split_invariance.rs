@@ -36,20 +36,25 @@ fuzz_target!(|input: &[u8]| {
             break;
         }
     }
-    // KNOWN DIVERGENCE (reported, not fixed here): when a field line is both over the size
-    // limit and holds a forbidden byte, the one-shot parse validates the bytes inside the limit
-    // and answers 400, while the incremental parse only looks for the line's end in the new
-    // bytes and answers 431 first. Both refuse the request and close; only the status differs.
-    // Seed `known-431-vs-400` reproduces it. Any other difference fails.
-    let limit_vs_syntax = match (&whole, &split) {
-        (Err(a), Err(b)) => {
-            let limit = |e: &webserv::http::Error| matches!(e.status(), 414 | 431);
-            limit(a) != limit(b)
-        }
-        _ => false,
-    };
-    if !limit_vs_syntax {
-        assert_eq!(whole, split, "head parse differs when split at {cuts:?}");
+    // KNOWN DIVERGENCE 1 (reported, not fixed here): the incremental parser validates a field
+    // line only once its LF has arrived; the one-shot parse reports a forbidden byte in an
+    // unterminated last line at once. So the same bytes give Partial vs Err. Checked instead:
+    // once the line is terminated, both refuse it the same way.
+    if let (Err(_), Ok(Status::Partial)) = (&whole, &split) {
+        let mut more = data.to_vec();
+        more.push(b'\n');
+        let split2 = p.parse(&more);
+        let whole2 = HeadParser::new().parse(&more);
+        assert!(whole2.is_err(), "terminating the line cured an error: {whole2:?}");
+        assert!(
+            same_verdict(&whole2, &split2),
+            "head parse differs after the line ends (split at {cuts:?}): {whole2:?} vs {split2:?}"
+        );
+    } else {
+        assert!(
+            same_verdict(&whole, &split),
+            "head parse differs when split at {cuts:?}: {whole:?} vs {split:?}"
+        );
     }
     if let (Ok(Status::Complete(a, _)), Ok(Status::Complete(b, _))) = (&whole, &split) {
         assert_eq!(a.analyze(), b.analyze());
@@ -85,3 +90,19 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(out_whole, out_split, "chunked data differs when split at {cuts:?}");
     }
 });
+
+type Verdict<'a> = Result<Status<webserv::http::Request<'a>>, webserv::http::Error>;
+
+/// Equal verdicts, or KNOWN DIVERGENCE 2 (reported, not fixed here): a field line both over the
+/// size limit and holding a forbidden byte is 400 in one shot (the bytes inside the limit are
+/// validated) but 431 incrementally (the limit is checked before the line is validated). Both
+/// refuse and close; only the status differs. Seed `known-431-vs-400` reproduces it.
+fn same_verdict(a: &Verdict<'_>, b: &Verdict<'_>) -> bool {
+    match (a, b) {
+        (Err(x), Err(y)) => {
+            let limit = |e: &webserv::http::Error| matches!(e.status(), 414 | 431);
+            x == y || limit(x) != limit(y)
+        }
+        _ => a == b,
+    }
+}
