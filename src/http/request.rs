@@ -136,6 +136,41 @@ struct Field {
     value: Span,
 }
 
+/// What a Transfer-Encoding list asks for, once it is known to end in `chunked`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TeCoding {
+    /// Exactly `chunked`.
+    Chunked,
+    /// Other codings before the final `chunked` (e.g. `gzip, chunked`): not implemented.
+    Unknown,
+}
+
+/// Classify a Transfer-Encoding value (a comma-separated list, RFC 9110 §5.6.1: empty elements
+/// are ignored). RFC 9112 §6.3 (4): if `chunked` is not the final coding the body length cannot
+/// be determined and the server MUST answer 400; chunked applied twice is invalid (RFC 9112
+/// §7). Any other coding before the final chunked is one we do not implement (§6.1: 501).
+fn classify_te(value: &[u8]) -> Result<TeCoding, Error> {
+    let codings: Vec<&[u8]> = value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let Some((last, rest)) = codings.split_last() else {
+        return Err(Error::TransferEncoding);
+    };
+    if !last.eq_ignore_ascii_case(b"chunked") {
+        return Err(Error::TransferEncoding);
+    }
+    if rest.iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) {
+        return Err(Error::TransferEncoding);
+    }
+    Ok(if rest.is_empty() {
+        TeCoding::Chunked
+    } else {
+        TeCoding::Unknown
+    })
+}
+
 /// A parsed request head. Every slice borrows from the buffer given to [`HeadParser::parse`].
 #[derive(Clone, Copy)]
 pub struct Request<'b> {
@@ -213,7 +248,7 @@ impl<'b> Request<'b> {
         let mut host: Option<&'b [u8]> = None;
         let mut content_length: Option<u64> = None;
         let mut te_seen = false;
-        let mut te_chunked = false;
+        let mut te_coding = TeCoding::Chunked;
         let mut close = false;
         let mut keep_alive_token = false;
         let mut expect_continue = false;
@@ -246,7 +281,7 @@ impl<'b> Request<'b> {
                         return Err(Error::TransferEncoding);
                     }
                     te_seen = true;
-                    te_chunked = value.eq_ignore_ascii_case(b"chunked");
+                    te_coding = classify_te(value)?;
                 }
                 10 if name.eq_ignore_ascii_case(b"connection") => {
                     // RFC 9112 §9.3: "close" ends persistence; "keep-alive" requests it for
@@ -283,8 +318,8 @@ impl<'b> Request<'b> {
             if self.minor == 0 || content_length.is_some() {
                 return Err(Error::TransferEncoding);
             }
-            // RFC 9112 §6.1: unknown transfer coding → 501. We implement only chunked.
-            if !te_chunked {
+            // RFC 9112 §6.1: a coding we do not implement (before the final chunked) → 501.
+            if te_coding == TeCoding::Unknown {
                 return Err(Error::NotImplemented);
             }
             Body::Chunked

@@ -946,7 +946,7 @@ impl Loop {
         let exts: Vec<&str> = loc.cgi.iter().map(|c| c.ext.as_str()).collect();
         let (script_uri, path_info) = crate::cgi::split_script(path, &exts)?;
         let handler = loc.cgi_for(script_uri)?;
-        let script = loc.map_path(script_uri);
+        let script = respond::map(loc, script_uri)?;
         let conn = self.conns[slot as usize].as_ref().unwrap();
         let headers: Vec<(&[u8], &[u8])> = req.headers().collect();
         let content_type = req
@@ -959,7 +959,11 @@ impl Loop {
                 host
             }
         });
-        let path_translated = (!path_info.is_empty()).then(|| loc.map_path(path_info));
+        let path_translated = if path_info.is_empty() {
+            None
+        } else {
+            respond::map(loc, path_info)
+        };
         let params = crate::cgi::CgiParams {
             method: req.method.as_str(),
             request_uri: req.target(),
@@ -1102,8 +1106,9 @@ impl Loop {
         path: &str,
         expect: bool,
     ) -> Route {
+        // upload_store is set here, so no target means the path would leave the store.
         let Some(target) = respond::upload_target(loc, path) else {
-            return Route::Error(405, Vec::new());
+            return Route::Error(404, Vec::new());
         };
         let (dest, replace, dir) = if method == Method::Put {
             if path.ends_with('/') {
@@ -1150,9 +1155,15 @@ impl Loop {
     }
 
     fn route_delete(&mut self, loc: &Location, path: &str, cx: &Ctx) -> Route {
-        let target = match respond::upload_target(loc, path) {
-            Some(t) => t,
-            None => loc.map_path(path),
+        // Through the upload store where there is one, else the same mapping as GET; a path
+        // that would leave either maps to nothing.
+        let target = if loc.upload_store.is_some() {
+            respond::upload_target(loc, path)
+        } else {
+            respond::map(loc, path)
+        };
+        let Some(target) = target else {
+            return Route::Error(404, Vec::new());
         };
         match std::fs::symlink_metadata(&target) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Route::Error(404, Vec::new()),
@@ -1318,7 +1329,7 @@ impl Loop {
         expect: bool,
     ) -> Route {
         let Some(dir) = respond::upload_target(loc, path) else {
-            return Route::Error(405, Vec::new());
+            return Route::Error(404, Vec::new());
         };
         if !dir.is_dir() {
             return Route::Error(409, Vec::new());

@@ -782,4 +782,65 @@ pub fn connect_with_timeout(port: u16, timeout: Duration) -> TcpStream {
     s.set_write_timeout(Some(timeout)).unwrap();
     s.set_nodelay(true).unwrap();
     s
+
+/// Writes `req` on a fresh connection, then reads until the server closes or `wait` passes
+/// without a byte. Returns every byte received and whether the server closed (EOF or reset).
+///
+/// A failed write is tolerated (the server may answer and close before reading all of a large
+/// request); what was received is still returned.
+pub fn exchange(port: u16, req: &[u8], wait: Duration) -> (Vec<u8>, bool) {
+    let mut s = connect(port);
+    s.set_read_timeout(Some(wait)).unwrap();
+    let _ = s.write_all(req);
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let closed = loop {
+        match s.read(&mut chunk) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(_) => break true,
+        }
+    };
+    (out, closed)
+}
+
+/// Parses the responses in a captured stream; unlike [`parse_responses`] a malformed tail is
+/// returned as an error (with the responses before it) instead of a panic.
+pub fn try_parse_responses(bytes: &[u8]) -> (Vec<Response>, Option<String>) {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    while !r.at_eof() {
+        match r.read_response(false) {
+            Ok(resp) => out.push(resp),
+            Err(e) => return (out, Some(e.to_string())),
+        }
+    }
+    (out, None)
+}
+
+/// Every file path (relative to `dir`, sorted) under `dir`, following no symlinks.
+pub fn tree(dir: &Path) -> Vec<PathBuf> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap_or(&p).to_path_buf());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }
