@@ -334,7 +334,12 @@ fn not_implemented_501() {
         );
         // RFC 9112 §6.1: a coding we do not implement (before the final chunked) → 501.
         // (A list whose last coding is not chunked is a 400: RFC 9112 §6.3, e2e_conformance.)
-        assert_eq!(r.status, 501, "Transfer-Encoding: gzip, chunked:\n{}", r.dump());
+        assert_eq!(
+            r.status,
+            501,
+            "Transfer-Encoding: gzip, chunked:\n{}",
+            r.dump()
+        );
         assert!(!s.dir.join("up/g").exists());
     });
 }

@@ -533,7 +533,9 @@ fn contained(rest: &str) -> bool {
 pub fn map(loc: &Location, uri: &str) -> Option<PathBuf> {
     let rest = match &loc.docroot {
         crate::config::DocRoot::Root(_) => uri,
-        crate::config::DocRoot::Alias { strip, .. } => uri.strip_prefix(strip.as_str()).unwrap_or(uri),
+        crate::config::DocRoot::Alias { strip, .. } => {
+            uri.strip_prefix(strip.as_str()).unwrap_or(uri)
+        }
     };
     contained(rest).then(|| loc.map_path(uri))
 }

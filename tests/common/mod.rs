@@ -782,6 +782,7 @@ pub fn connect_with_timeout(port: u16, timeout: Duration) -> TcpStream {
     s.set_write_timeout(Some(timeout)).unwrap();
     s.set_nodelay(true).unwrap();
     s
+}
 
 /// Writes `req` on a fresh connection, then reads until the server closes or `wait` passes
 /// without a byte. Returns every byte received and whether the server closed (EOF or reset).
