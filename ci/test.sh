@@ -34,6 +34,9 @@ cargo test --workspace --release -- --test-threads=2
 step "browser test (headless Chromium on the default site, every backend)"
 bash ci/browser.sh
 
+step "fuzz smoke (every cargo-fuzz target, 10 s each; long runs: ci/fuzz.sh 600)"
+bash ci/fuzz.sh 10
+
 step "benches compile and run once (--quick smoke)"
 cargo bench -p backends --bench echo -- --quick --noplot >/dev/null
 cargo bench --bench parser -- --quick --noplot >/dev/null
