@@ -184,6 +184,16 @@ pub enum Op {
     Timeout { deadline: Instant },
     /// Complete once when child `pid` exits, after reaping it.
     ChildExit { pid: u32 },
+    /// Send `len` bytes of regular file `file` from `offset` to socket `fd` without copying
+    /// them through user space (`sendfile(2)`), whole (invariant 6). io_uring has no sendfile
+    /// opcode: that backend calls it on the non-blocking socket and polls out EAGAIN. Where
+    /// [`Backend::sendfile_native`] is false it completes with `EOPNOTSUPP`.
+    SendFile {
+        fd: RawFd,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+    },
 }
 
 impl Op {
@@ -198,6 +208,7 @@ impl Op {
             Op::Cancel { .. } => OpKind::Cancel,
             Op::Timeout { .. } => OpKind::Timeout,
             Op::ChildExit { .. } => OpKind::ChildExit,
+            Op::SendFile { .. } => OpKind::SendFile,
         }
     }
 }
@@ -215,10 +226,11 @@ pub enum OpKind {
     Cancel,
     Timeout,
     ChildExit,
+    SendFile,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 9] = [
+    pub const ALL: [OpKind; 10] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -228,6 +240,7 @@ impl OpKind {
         OpKind::Cancel,
         OpKind::Timeout,
         OpKind::ChildExit,
+        OpKind::SendFile,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -240,6 +253,7 @@ impl OpKind {
             OpKind::Cancel => "cancel",
             OpKind::Timeout => "timeout",
             OpKind::ChildExit => "child_exit",
+            OpKind::SendFile => "sendfile",
         }
     }
 }
@@ -282,7 +296,7 @@ impl Completion {
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     /// Operations submitted, by [`OpKind`] (index with `kind as usize`).
-    pub submitted: [u64; 9],
+    pub submitted: [u64; 10],
     /// Kernel entries made to wait: `io_uring_enter`, `epoll_wait` or `kevent` calls.
     pub enters: u64,
     /// Calls of [`Backend::wait`] that returned completions, and how many in all.
@@ -344,6 +358,11 @@ pub trait Backend {
     /// A handle other threads use to interrupt [`Backend::wait`].
     fn waker(&self) -> Waker;
     fn stats(&self) -> Stats;
+    /// Whether [`Op::SendFile`] is done by the kernel here (`sendfile(2)`; not on NetBSD and
+    /// OpenBSD, which lack it).
+    fn sendfile_native(&self) -> bool {
+        false
+    }
 }
 
 /// Which backend to open.

@@ -132,6 +132,14 @@ enum State {
     Write {
         op: Box<WriteOp>,
     },
+    /// io_uring has no sendfile: the syscall is tried on the non-blocking socket, and a poll
+    /// waits out EAGAIN (the readiness pattern, inside the completion backend).
+    SendFile {
+        file: RawFd,
+        offset: u64,
+        len: usize,
+        done: usize,
+    },
     Timer {
         ts: Box<types::Timespec>,
     },
@@ -404,6 +412,7 @@ impl Uring {
                 | State::Send { .. }
                 | State::Read { .. }
                 | State::Write { .. }
+                | State::SendFile { .. }
         );
         if counts {
             self.fd_info(fd).pending += 1;
@@ -449,6 +458,7 @@ impl Uring {
                 | State::Send { .. }
                 | State::Read { .. }
                 | State::Write { .. }
+                | State::SendFile { .. }
         );
         if counts {
             let info = self.fd_info(fd);
@@ -482,7 +492,7 @@ impl Uring {
         let fd = types::Fd(slot.fd);
         let entry = if slot.polling {
             let dir = match slot.state {
-                State::Send { .. } | State::Write { .. } => libc::POLLOUT,
+                State::Send { .. } | State::Write { .. } | State::SendFile { .. } => libc::POLLOUT,
                 _ => libc::POLLIN,
             };
             opcode::PollAdd::new(fd, dir as u32).build()
@@ -553,7 +563,7 @@ impl Uring {
                 State::Wake { val } => {
                     opcode::Read::new(fd, (&mut **val as *mut u64).cast(), 8).build()
                 }
-                State::Free | State::Cancel | State::InternalCancel => {
+                State::Free | State::Cancel | State::InternalCancel | State::SendFile { .. } => {
                     unreachable!("armed separately")
                 }
             }
@@ -629,6 +639,21 @@ impl Uring {
                     }
                 }
             }
+            Op::SendFile {
+                fd,
+                file,
+                offset,
+                len,
+            } => {
+                let state = State::SendFile {
+                    file,
+                    offset,
+                    len,
+                    done: 0,
+                };
+                let idx = self.alloc(token, fd, state);
+                return self.try_sendfile(idx, out);
+            }
             Op::Close { fd } => return self.close(token, fd),
             Op::Cancel { target } => return self.cancel(token, target, out),
         };
@@ -697,6 +722,7 @@ impl Uring {
                         | State::Send { .. }
                         | State::Read { .. }
                         | State::Write { .. }
+                        | State::SendFile { .. }
                         | State::Timer { .. }
                         | State::Child { .. }
                 )
@@ -760,12 +786,15 @@ impl Uring {
                 out.push(Self::finished(t, Err(errno(res)), st));
                 return Ok(());
             }
+            if matches!(self.slots[idx as usize].state, State::SendFile { .. }) {
+                return self.try_sendfile(idx, out);
+            }
             return self.arm(idx);
         }
         // EAGAIN from an op on a non-blocking fd: wait for readiness, then retry.
         let eagain = res == -libc::EAGAIN;
         match &mut slot.state {
-            State::Free => {}
+            State::Free | State::SendFile { .. } => {}
             State::Accept => {
                 if res >= 0 {
                     out.push(Completion::new(token, Ok(res as usize), Buf::None, true));
@@ -961,6 +990,50 @@ impl Uring {
         Ok(())
     }
 
+    /// Push a sendfile forward until it is done, fails, or the socket is full (then poll).
+    fn try_sendfile(&mut self, idx: u32, out: &mut Vec<Completion>) -> io::Result<()> {
+        loop {
+            let sock = self.slots[idx as usize].fd;
+            let State::SendFile {
+                file,
+                offset,
+                len,
+                done,
+            } = &mut self.slots[idx as usize].state
+            else {
+                unreachable!("sendfile slot");
+            };
+            if *done == *len {
+                let total = *done;
+                let (t, st) = self.free(idx)?;
+                out.push(Self::finished(t, Ok(total), st));
+                return Ok(());
+            }
+            let mut off = (*offset + *done as u64) as libc::off_t;
+            // SAFETY: plain fds and a pointer to a live off_t.
+            let r = sys::cvt_size(unsafe { libc::sendfile(sock, *file, &mut off, *len - *done) });
+            match r {
+                Ok(0) => {
+                    let e = io::Error::from(io::ErrorKind::UnexpectedEof);
+                    let (t, st) = self.free(idx)?;
+                    out.push(Self::finished(t, Err(e), st));
+                    return Ok(());
+                }
+                Ok(n) => *done += n,
+                Err(e) if sys::interrupted(&e) => {}
+                Err(e) if sys::would_block(&e) => {
+                    self.slots[idx as usize].polling = true;
+                    return self.arm(idx);
+                }
+                Err(e) => {
+                    let (t, st) = self.free(idx)?;
+                    out.push(Self::finished(t, Err(e), st));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     fn reap(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
         loop {
             let mut batch: [(u64, i32, u32); 64] = [(0, 0, 0); 64];
@@ -1060,6 +1133,10 @@ impl Backend for Uring {
 
     fn waker(&self) -> Waker {
         Waker::new(self.wake.clone())
+    }
+
+    fn sendfile_native(&self) -> bool {
+        true
     }
 
     fn stats(&self) -> Stats {

@@ -84,6 +84,9 @@ const K_TICK: u64 = 5;
 const POOL_MAX: usize = 256;
 const K_FILE_READ: u64 = 11;
 const K_FILE_CLOSE: u64 = 12;
+const K_SENDFILE: u64 = 13;
+/// A large file goes out by sendfile in pieces of this size (each one restarts send_timeout).
+const SENDFILE_PIECE: u64 = 4 << 20;
 
 fn token(gen: u32, slot: u32, kind: u64) -> u64 {
     (u64::from(gen & 0x7fff_ffff) << 32) | (u64::from(slot) << 4) | kind
@@ -397,7 +400,8 @@ impl Loop {
             | cgi::K_CGI_IN_CLOSE
             | cgi::K_CGI_OUT_CLOSE
             | K_FILE_READ
-            | K_FILE_CLOSE => {
+            | K_FILE_CLOSE
+            | K_SENDFILE => {
                 if gen == 0 && kind == K_CLOSE {
                     return; // a listener's accept cancelled at stop
                 }
@@ -417,6 +421,7 @@ impl Loop {
                     K_SEND => self.on_send(slot, c),
                     K_CLOSE => self.on_close(slot, c),
                     K_FILE_READ => self.on_file_read(slot, c),
+                    K_SENDFILE => self.on_sendfile(slot, c),
                     K_FILE_CLOSE => {}
                     _ => self.on_cgi(slot, kind, c),
                 }
@@ -1568,7 +1573,25 @@ impl Loop {
         }
         if conn.out.is_empty() {
             if let Some(st) = conn.stream.as_mut() {
-                if !st.reading {
+                if !st.reading && self.be.sendfile_native() {
+                    // The kernel copies file to socket (sendfile): no user-space copy at all.
+                    st.reading = true;
+                    conn.sending = true;
+                    // In pieces, so that send_timeout measures progress, not the whole file.
+                    let len = st.left.min(SENDFILE_PIECE) as usize;
+                    let (file, offset, gen) = (st.fd, st.offset, conn.gen);
+                    crate::trace!("conn {slot} task file: sendfile {len} B at {offset}");
+                    let fd = conn.fd;
+                    self.be.submit(
+                        token(gen, slot, K_SENDFILE),
+                        Op::SendFile {
+                            fd,
+                            file,
+                            offset,
+                            len,
+                        },
+                    );
+                } else if !st.reading {
                     // The next chunk of a large file, read through the backend into the
                     // connection's reused chunk buffer.
                     st.reading = true;
@@ -1623,6 +1646,34 @@ impl Loop {
                 self.out_pool.push(out);
             }
         }
+    }
+
+    /// A whole file went out by sendfile.
+    fn on_sendfile(&mut self, slot: u32, c: Completion) {
+        let send_timeout = self.cfg.timeouts.send;
+        let now = self.now;
+        let conn = self.conn(slot);
+        conn.sending = false;
+        if let Err(e) = c.result {
+            crate::trace!("conn {slot} task file: sendfile: {e}");
+            self.close(slot);
+            return;
+        }
+        conn.deadline = now + send_timeout;
+        let sent = c.result.unwrap_or(0) as u64;
+        if let Some(st) = conn.stream.as_mut() {
+            st.reading = false;
+            st.offset += sent;
+            st.left = st.left.saturating_sub(sent);
+            if st.left == 0 {
+                let fd = st.fd;
+                conn.stream = None;
+                let gen = conn.gen;
+                self.be
+                    .submit(token(gen, slot, K_FILE_CLOSE), Op::Close { fd });
+            }
+        }
+        self.pump(slot);
     }
 
     /// A chunk of a streamed file arrived from the backend: send it.

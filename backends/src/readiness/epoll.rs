@@ -94,6 +94,12 @@ impl Poller for Epoll {
         cvt(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), flags) })
     }
 
+    fn sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
+        let mut off = offset as libc::off_t;
+        // SAFETY: plain fds and a pointer to a live off_t.
+        crate::sys::cvt_size(unsafe { libc::sendfile(sock, file, &mut off, len) })
+    }
+
     fn add_timer(&mut self, key: u64, deadline: Instant) -> io::Result<()> {
         self.timers.add(key, deadline);
         Ok(())

@@ -130,6 +130,10 @@ impl Poller for Kqueue {
         Ok(new)
     }
 
+    fn sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
+        bsd_sendfile(sock, file, offset, len)
+    }
+
     fn add_timer(&mut self, key: u64, deadline: Instant) -> io::Result<()> {
         let us = deadline
             .saturating_duration_since(Instant::now())
@@ -259,4 +263,61 @@ fn set_nonblock_cloexec(fd: RawFd) -> io::Result<()> {
         cvt(libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
     }
     Ok(())
+}
+
+/// macOS `sendfile(2)`: the length is in-out; on EAGAIN it holds what was sent.
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+fn bsd_sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
+    let mut n = len as libc::off_t;
+    // SAFETY: plain fds, a pointer to a live off_t, no header/trailer vectors.
+    let r = unsafe {
+        libc::sendfile(
+            file,
+            sock,
+            offset as libc::off_t,
+            &mut n,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    partial(r, n as usize)
+}
+
+/// FreeBSD and DragonFly `sendfile(2)`: bytes sent come back through `sbytes`, also on EAGAIN.
+#[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
+fn bsd_sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
+    let mut sent: libc::off_t = 0;
+    // SAFETY: plain fds, a pointer to a live off_t, no header/trailer vectors.
+    let r = unsafe {
+        libc::sendfile(
+            file,
+            sock,
+            offset as libc::off_t,
+            len,
+            std::ptr::null_mut(),
+            &mut sent,
+            0,
+        )
+    };
+    partial(r, sent as usize)
+}
+
+/// NetBSD and OpenBSD have no `sendfile(2)`.
+#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+fn bsd_sendfile(_sock: RawFd, _file: RawFd, _offset: u64, _len: usize) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+}
+
+/// A BSD sendfile result: bytes that went out count even when the call says EAGAIN.
+#[cfg(not(any(target_os = "netbsd", target_os = "openbsd")))]
+fn partial(r: libc::c_int, sent: usize) -> io::Result<usize> {
+    if r == 0 {
+        return Ok(sent);
+    }
+    let e = io::Error::last_os_error();
+    if (sys::would_block(&e) || sys::interrupted(&e)) && sent > 0 {
+        Ok(sent)
+    } else {
+        Err(e)
+    }
 }

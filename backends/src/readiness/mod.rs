@@ -66,6 +66,9 @@ pub trait Poller: Sized {
     fn deregister(&mut self, fd: RawFd);
     /// Accept one connection, non-blocking and close-on-exec.
     fn accept(&mut self, fd: RawFd) -> io::Result<RawFd>;
+    /// `sendfile(2)` up to `len` bytes of `file` at `offset` to socket `sock`; the number
+    /// sent (a partial count rather than EAGAIN when some bytes went).
+    fn sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize>;
     fn add_timer(&mut self, key: u64, deadline: Instant) -> io::Result<()>;
     fn remove_timer(&mut self, key: u64);
     /// Report [`Event::Child`] with `key` once `pid` has exited (also if it already has).
@@ -142,6 +145,12 @@ enum State {
         buf: Vec<u8>,
         done: usize,
         offset: Option<u64>,
+    },
+    SendFile {
+        file: RawFd,
+        offset: u64,
+        len: usize,
+        done: usize,
     },
     Timer {
         deadline: Instant,
@@ -349,6 +358,21 @@ impl<P: Poller> Readiness<P> {
                     offset,
                 },
             ),
+            Op::SendFile {
+                fd,
+                file,
+                offset,
+                len,
+            } => (
+                fd,
+                true,
+                State::SendFile {
+                    file,
+                    offset,
+                    len,
+                    done: 0,
+                },
+            ),
             Op::Close { fd } => {
                 let c = self.close(token, fd, out);
                 return out.push(c);
@@ -547,6 +571,30 @@ impl<P: Poller> Readiness<P> {
                 }
                 let at = offset.map(|o| o + *done as u64);
                 match sys::write_at(fd, &buf[*done..], at) {
+                    Ok(n) => *done += n,
+                    Err(e) if sys::would_block(&e) => return Step::WouldBlock,
+                    Err(e) if sys::interrupted(&e) => {}
+                    Err(e) => {
+                        return Step::Done(Completion::new(token, Err(e), Buf::None, false), false)
+                    }
+                }
+            },
+            State::SendFile {
+                file,
+                offset,
+                len,
+                done,
+            } => loop {
+                if *done == *len {
+                    let c = Completion::new(token, Ok(*done), Buf::None, false);
+                    return Step::Done(c, false);
+                }
+                match P::sendfile(fd, *file, *offset + *done as u64, *len - *done) {
+                    // The file is shorter than promised: report, do not spin.
+                    Ok(0) => {
+                        let e = io::Error::from(io::ErrorKind::UnexpectedEof);
+                        return Step::Done(Completion::new(token, Err(e), Buf::None, false), false);
+                    }
                     Ok(n) => *done += n,
                     Err(e) if sys::would_block(&e) => return Step::WouldBlock,
                     Err(e) if sys::interrupted(&e) => {}
@@ -763,6 +811,10 @@ impl<P: Poller> Backend for Readiness<P> {
 
     fn waker(&self) -> Waker {
         self.poller.waker()
+    }
+
+    fn sendfile_native(&self) -> bool {
+        true
     }
 
     fn stats(&self) -> Stats {
