@@ -209,7 +209,9 @@ check $a "200 concurrent 1 MB uploads stored byte-exact"
 [ "$ALIVE" = yes ] && a=ok || a=no; check $a "server still running"
 if [ "$FAIL" != 0 ]; then
     echo "result             FAIL"
-    echo "---- siege stderr (tail) ----"; tail -5 "$TMP/siege.err" || true
+    echo "---- siege errors (count, message) ----"
+    grep -h -i -E "error|warning|descriptor|refused|reset|timed out" "$TMP/siege.err" "$TMP/siege.out" |
+        sed -E 's/[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+:[0-9]+/ADDR/g' | sort | uniq -c | sort -rn | head -8 || true
     echo "---- server log (tail) ----"; tail -20 "$TMP/server.log" || true
     exit 1
 fi

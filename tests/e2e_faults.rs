@@ -853,3 +853,49 @@ fn sighup_reloads_and_survives_a_broken_config() {
         assert_eq!(r.text(), "v2", "{b}: kept connection after a broken reload");
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// keepalive_requests (found by ci/soak.sh: siege saw "Connection reset by peer")
+// ---------------------------------------------------------------------------------------------
+
+const KEEPALIVE_REQUESTS_CONF: &str = "{BASE}
+workers 1;
+keepalive_requests 3;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    location / { }
+}
+";
+
+/// When the server closes a connection because it reached `keepalive_requests`, the last
+/// response says `Connection: close` (RFC 9112 §9.6), so the client does not send another
+/// request into a closed socket and get a reset instead of an answer.
+#[test]
+fn last_keepalive_request_says_connection_close() {
+    for_each_backend("last_keepalive_request_says_connection_close", |b| {
+        let s = Server::start(b, KEEPALIVE_REQUESTS_CONF, |d| {
+            write_file(d, "www/a.txt", "file a")
+        });
+        let mut c = Conn::open(s.port);
+        for i in 1..=3 {
+            c.send(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+            let r = c.read_response();
+            assert_eq!(r.status, 200, "{b}: request {i}");
+            let close = r
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            if i < 3 {
+                assert!(!close, "{b}: request {i} of 3 closed early:\n{}", r.dump());
+            } else {
+                assert!(
+                    close,
+                    "{b}: response {i} of keepalive_requests 3 has no `Connection: close`, \
+                     yet the server closes the connection after it:\n{}",
+                    r.dump()
+                );
+            }
+        }
+        assert!(c.is_closed(), "{b}: still open after keepalive_requests 3");
+    });
+}
