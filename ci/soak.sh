@@ -10,6 +10,8 @@
 #      10 % of its VmRSS after warm-up (a fifth of the run);
 #   2. 200 concurrent PUTs of 1 MB each to /uploads/; every answer must be 201 and every stored
 #      file's SHA-256 must equal what was sent.
+# SOAK_KEEPALIVE_REQUESTS=N adds `keepalive_requests N;` to the config (a diagnostic: it shows
+# whether failures come from connections the server closes after N requests).
 # Prints a summary block and exits 1 when a criterion fails (2 when it cannot run).
 # Needs siege (installed with apt-get when missing), python3, cargo. Everything talks to
 # 127.0.0.1, is bounded in time, and only the server this script started is stopped (by pid).
@@ -69,6 +71,9 @@ sed -i -E "s/^([[:space:]]*)listen 8080 default_server;/\1listen 127.0.0.1:$PORT
     "$TMP/conf/default.conf"
 grep -q "listen 127.0.0.1:$PORT" "$TMP/conf/default.conf" || {
     echo "soak: could not rewrite the listen directive of conf/default.conf" >&2; exit 2; }
+if [ -n "${SOAK_KEEPALIVE_REQUESTS:-}" ]; then
+    printf 'keepalive_requests %s;\n' "$SOAK_KEEPALIVE_REQUESTS" >>"$TMP/conf/default.conf"
+fi
 
 "$BIN" -c "$TMP/conf/default.conf" -p "$TMP" --backend "$BACKEND" >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
@@ -194,6 +199,7 @@ RSS_DELTA="$(awk -v a="$RSS_WARM" -v b="$RSS_END" 'BEGIN { if (a > 0) printf "%+
 echo
 echo "==== soak summary ===="
 echo "backend            ${BACKEND_USED:-$BACKEND} (webserv pid $SERVER_PID, 127.0.0.1:$PORT)"
+[ -n "${SOAK_KEEPALIVE_REQUESTS:-}" ] && echo "config             + keepalive_requests $SOAK_KEEPALIVE_REQUESTS"
 echo "siege              -b -c 255 -t ${SECONDS_RUN}S over $(wc -l <"$TMP/urls.txt") static URLs (exit $SIEGE_RC)"
 echo "transactions       ${TRANS:-?} (failed ${FAILED:-?}), ${RATE:-?} trans/s, resp ${RESP:-?} s, longest ${LONGEST:-?} s"
 echo "availability       ${AVAIL:-?} %"
