@@ -730,6 +730,7 @@ fn full_disk_upload_is_507_and_leaves_nothing() {
             .unwrap_or_else(|e| panic!("{b}: no answer to a PUT that fills the disk: {e}"));
         let _ = c.shutdown(std::net::Shutdown::Both);
         let _ = writer.join();
+        eprintln!("{b}: PUT of 4 MB onto a 1 MiB store: {}", r.status);
         assert!(
             r.status == 507 || r.status == 500,
             "{b}: PUT of 4 MB onto a 1 MiB store answered {}:\n{}",
