@@ -435,15 +435,16 @@ impl Loop {
             Ok(fd) => fd as RawFd,
             Err(e) => {
                 if !c.more && !self.stopping && !self.accept_paused.contains(&li) {
-                    // Out of descriptors (EMFILE/ENFILE) or memory: say so once, free what idle
-                    // keep-alive connections hold, and let the tick try again in a second while
-                    // the connections we have go on being served.
+                    // Out of descriptors (EMFILE/ENFILE) or memory: say so once, and let the
+                    // tick try again in a second while the connections we have go on being
+                    // served.
                     crate::error!(
                         "accept on {}: {e}; pausing accepts for 1s",
                         self.listeners[li as usize].addr
                     );
+                    // Existing connections, idle ones included, keep being served (only
+                    // worker_connections reclaims idle ones).
                     self.accept_paused.push(li);
-                    self.reclaim_idle(self.active / 10 + 1);
                 }
                 return;
             }
@@ -1017,10 +1018,16 @@ impl Loop {
         let cfg = self.cfg.clone();
         let server: &Server = &cfg.servers[server_idx];
         let date = self.date_now;
-        let info = self.conn(slot).req.as_ref().unwrap();
+        let max_requests = self.cfg.keepalive_requests;
+        let stopping = self.stopping;
+        let conn = self.conns[slot as usize].as_ref().unwrap();
+        let info = conn.req.as_ref().unwrap();
         let path = info.path.clone();
         let query = info.query.clone();
-        let cx_close = false;
+        // Say so when this response is the connection's last (RFC 9112 §9.6): the client asked
+        // to close, or keepalive_requests is reached, or the server is stopping.
+        let cx_close =
+            !info.keep_alive || conn.close_after || conn.served + 1 >= max_requests || stopping;
         let cx = Ctx {
             head_only: info.head_only,
             close: cx_close,

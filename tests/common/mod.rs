@@ -845,3 +845,192 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for fault tests (appended)
+// ---------------------------------------------------------------------------------------------
+
+impl Server {
+    /// Like [`Server::start`], but the server runs under `sh -c 'ulimit -n NOFILE; exec ...'`,
+    /// so it starts with at most `nofile` descriptors (dash's `ulimit -n` sets the soft and the
+    /// hard limit, so the server cannot raise it back). `exec` keeps the pid: `pid()` is the
+    /// server's own.
+    pub fn start_with_nofile(
+        backend: &str,
+        conf: &str,
+        setup: impl FnOnce(&Path),
+        nofile: u32,
+    ) -> Server {
+        let dir = temp_dir();
+        setup(&dir);
+        let port = free_port();
+        let conf_text = conf
+            .replace("{BASE}", BASE)
+            .replace("{PORT}", &port.to_string())
+            .replace("{DIR}", &dir.to_string_lossy());
+        assert!(
+            !conf.contains("{PORT2}"),
+            "start_with_nofile: one port only"
+        );
+        let conf_path = dir.join("webserv.conf");
+        fs::write(&conf_path, &conf_text).expect("write config");
+        let log_path = dir.join("server.log");
+        let log = fs::File::create(&log_path).expect("create log file");
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(binary())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&dir)
+            .arg("--backend")
+            .arg(backend)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log fd"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn /bin/sh for {}: {e}", binary()));
+        let mut server = Server {
+            port,
+            port2: 0,
+            dir,
+            backend: backend.to_string(),
+            child: Some(child),
+            log_path,
+        };
+        server.wait_for_port(port);
+        server
+    }
+
+    /// Sends `sig` to the server process.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.pid().expect("server running");
+        backends::util::kill(pid, sig).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
+    }
+
+    /// True while the server process exists and is not a zombie (it has not died).
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+        }
+    }
+
+    /// How the server ended, if it has (without waiting).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit and returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    backends::util::raise_nofile_limit()
+}
+
+/// How many descriptors process `pid` has open (`/proc/PID/fd`), `None` once it is gone.
+pub fn fd_count(pid: u32) -> Option<usize> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+}
+
+/// Aborts a connection with a TCP RST: `SO_LINGER {on, 0}` and close (RFC 9293 §3.10.7.1:
+/// ABORT). The peer's next send or receive fails with ECONNRESET / EPIPE.
+pub fn reset_connection(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket this function owns, with a pointer to a live `linger`
+    // and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+    drop(stream);
+}
+
+/// What a non-blocking look at a connection finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Nothing to read and no EOF.
+    Open,
+    /// EOF or reset: the server closed it.
+    Closed,
+}
+
+/// Reads whatever is available without blocking (appending it to `got`) and says whether the
+/// server has closed the connection. The stream must be in non-blocking mode.
+pub fn poll_peer(stream: &mut TcpStream, got: &mut Vec<u8>) -> PeerState {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return PeerState::Closed,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return PeerState::Open,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return PeerState::Closed,
+        }
+    }
+}
+
+/// A tmpfs mounted over a directory for the life of the value; unmounted on drop (lazily when
+/// busy), so a failing test does not leave it behind.
+pub struct TmpfsMount {
+    pub dir: PathBuf,
+}
+
+impl TmpfsMount {
+    /// `mount -t tmpfs -o size=SIZE tmpfs DIR`. Err carries mount's own explanation.
+    pub fn mount(dir: &Path, size: &str) -> Result<TmpfsMount, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs -o size={size} tmpfs {} failed ({}): {}",
+                dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(TmpfsMount {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+impl Conn {
+    /// Like [`Conn::is_closed`] with a chosen wait, for checking many connections in turn.
+    pub fn is_closed_within(&mut self, wait: Duration) -> bool {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let closed = self.reader.at_eof();
+        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        closed
+    }
+}
