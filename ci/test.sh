@@ -34,6 +34,9 @@ cargo test --workspace --release -- --test-threads=2
 step "browser test (headless Chromium on the default site, every backend)"
 bash ci/browser.sh
 
+step "soak smoke (siege on the default site + 200 concurrent 1 MB uploads; full: ci/soak.sh)"
+bash ci/soak.sh --short
+
 step "fuzz smoke (every cargo-fuzz target, 10 s each; long runs: ci/fuzz.sh 600)"
 bash ci/fuzz.sh 10
 
