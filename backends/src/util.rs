@@ -232,3 +232,10 @@ pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     })
     .map(drop)
 }
+
+/// Half-close a socket for writing (`shutdown(SHUT_WR)`): the peer reads an orderly end of
+/// stream after the last response, while anything it still sends can be read and dropped.
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown(2) on an fd the caller owns.
+    cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(drop)
+}

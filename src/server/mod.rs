@@ -85,6 +85,8 @@ const POOL_MAX: usize = 256;
 const K_FILE_READ: u64 = 11;
 const K_FILE_CLOSE: u64 = 12;
 const K_SENDFILE: u64 = 13;
+/// How long a lingering close waits for the client to close its side.
+const LINGERING_TIMEOUT: Duration = Duration::from_secs(2);
 /// A large file goes out by sendfile in pieces of this size (each one restarts send_timeout).
 const SENDFILE_PIECE: u64 = 4 << 20;
 
@@ -180,6 +182,8 @@ struct Conn {
     stream: Option<Box<FileStream>>,
     /// Close as soon as everything queued has been sent.
     close_when_flushed: bool,
+    /// Half-closed after the last response; what arrives is dropped until the peer closes.
+    lingering: bool,
     req: Option<Box<ReqInfo>>,
     body: Option<Box<BodyReader>>,
     /// Close once everything queued has been sent.
@@ -487,6 +491,7 @@ impl Loop {
             out: VecDeque::new(),
             stream: None,
             close_when_flushed: false,
+            lingering: false,
             req: None,
             body: None,
             close_after: false,
@@ -544,6 +549,10 @@ impl Loop {
             if c.closing || c.deadline > now {
                 continue;
             }
+            if c.lingering {
+                self.close(slot as u32);
+                continue;
+            }
             // While a CGI works, its own timeout applies (cgi_tick), except to a body upload.
             if c.cgi.is_some() && c.phase != Phase::Body {
                 continue;
@@ -592,6 +601,15 @@ impl Loop {
             }
         };
         crate::trace!("conn {slot} recv: {n} B");
+        if self.conn(slot).lingering {
+            if let Buf::Recv(b) = c.buf {
+                self.be.release(b);
+            }
+            if n == 0 || !c.more {
+                self.close(slot);
+            }
+            return;
+        }
         let header_timeout = self.cfg.timeouts.header;
         let conn = self.conns[slot as usize].as_mut().expect("live connection");
         if !c.more {
@@ -667,6 +685,26 @@ impl Loop {
         self.conns[slot as usize] = None;
         self.free.push(slot);
         self.active -= 1;
+    }
+
+    /// Close after the last response the way RFC 9112 §9.6 asks: half-close first, then read and
+    /// drop what the client still sends (a request already on its way) until it closes too or a
+    /// short timeout passes. Closing at once could turn that data into a reset that destroys
+    /// the response before the client has read it.
+    fn linger(&mut self, slot: u32) {
+        let now = self.now;
+        let conn = self.conn(slot);
+        if conn.closing || conn.lingering {
+            return;
+        }
+        if conn.eof || !conn.recv_live || backends::util::shutdown_write(conn.fd).is_err() {
+            self.close(slot);
+            return;
+        }
+        crate::trace!("conn {slot} lingering close");
+        conn.lingering = true;
+        conn.buf = Vec::new();
+        conn.deadline = now + LINGERING_TIMEOUT;
     }
 
     /// Close the connection (cancelling its receive); the slot is freed on completion.
@@ -1640,7 +1678,7 @@ impl Loop {
             return;
         }
         if conn.close_when_flushed {
-            self.close(slot);
+            self.linger(slot);
         } else if conn.cgi.is_some() {
             self.cgi_kick_stdout(slot);
         } else if conn.phase == Phase::Respond && conn.stream.is_none() {
