@@ -85,6 +85,10 @@ const POOL_MAX: usize = 256;
 const K_FILE_READ: u64 = 11;
 const K_FILE_CLOSE: u64 = 12;
 const K_SENDFILE: u64 = 13;
+/// listen(2) backlog: deep enough that a burst of connects (thousands of clients reconnecting
+/// at once) is queued rather than answered with SYN drops and 1 s retransmits. The kernel caps
+/// it at net.core.somaxconn (4096 by default on current kernels).
+const LISTEN_BACKLOG: i32 = 4096;
 /// How long a lingering close waits for the client to close its side.
 const LINGERING_TIMEOUT: Duration = Duration::from_secs(2);
 /// A large file goes out by sendfile in pieces of this size (each one restarts send_timeout).
@@ -246,7 +250,7 @@ pub struct Loop {
 pub fn bind(cfg: &Config, reuse_port: bool) -> io::Result<Vec<(SocketAddr, std::os::fd::OwnedFd)>> {
     let mut v = Vec::new();
     for addr in cfg.listen_addrs() {
-        let fd = backends::util::listen(addr, 511, reuse_port)
+        let fd = backends::util::listen(addr, LISTEN_BACKLOG, reuse_port)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         v.push((addr, fd));
     }
