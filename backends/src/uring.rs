@@ -29,6 +29,9 @@ use crate::sys;
 use crate::{Backend, Buf, Completion, Op, Options, RecvBuf, SendBuf, Stats, Token, Wake, Waker};
 
 const BGID: u16 = 0;
+/// Buffers posted in the provided-buffer ring at start; the ring grows (doubling) when it runs
+/// dry, so a quiet server touches only this many receive buffers.
+const RING_START: u32 = 16;
 /// Generation bits in user_data above the slot index.
 const SLOT_BITS: u32 = 32;
 
@@ -324,7 +327,7 @@ impl Uring {
             ring,
             bufring,
             posted: 0,
-            ring_target: u32::from(opts.buf_count).min(32),
+            ring_target: u32::from(opts.buf_count).min(RING_START),
             pool,
             multishot_recv: features.buf_ring,
             features,
