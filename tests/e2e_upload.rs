@@ -221,6 +221,24 @@ fn put_into_a_missing_directory_is_409() {
     });
 }
 
+#[test]
+fn upload_without_a_length_is_411() {
+    for_each_backend("upload_without_a_length_is_411", |b| {
+        let s = start(b);
+        // RFC 9110 §15.5.12: neither Content-Length nor chunked → 411, nothing stored.
+        let r = request(
+            s.port,
+            b"PUT /uploads/nolen.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 411, "{}", r.dump());
+        assert!(!store(&s).join("nolen.txt").exists());
+        // An explicit empty body is fine.
+        let r = put(s.port, "/uploads/empty.txt", b"");
+        assert_eq!(r.status, 201, "{}", r.dump());
+        assert_eq!(fs::read(store(&s).join("empty.txt")).unwrap(), b"");
+    });
+}
+
 /// Sends the head and half of a 1 MB body, checks the upload is in progress (a temp file
 /// exists), closes, and checks that nothing at all is left.
 fn abort_halfway(s: &Server, head: &str, body: &[u8]) {

@@ -229,6 +229,8 @@ pub struct Loop {
     active: usize,
     /// Listeners whose accept stopped on EMFILE/ENFILE; re-armed by the tick.
     accept_paused: Vec<u32>,
+    /// An accept error was logged and no accept has worked since (log it once, not per retry).
+    accept_failing: bool,
     /// Requests answered since start (for `status`).
     requests: u64,
     accepted: u64,
@@ -286,6 +288,7 @@ impl Loop {
             control,
             active: 0,
             accept_paused: Vec::new(),
+            accept_failing: false,
             requests: 0,
             accepted: 0,
             children: Vec::new(),
@@ -446,10 +449,13 @@ impl Loop {
                     // Out of descriptors (EMFILE/ENFILE) or memory: say so once, and let the
                     // tick try again in a second while the connections we have go on being
                     // served.
-                    crate::error!(
-                        "accept on {}: {e}; pausing accepts for 1s",
-                        self.listeners[li as usize].addr
-                    );
+                    if !self.accept_failing {
+                        crate::error!(
+                            "accept on {}: {e}; pausing accepts (retried every second)",
+                            self.listeners[li as usize].addr
+                        );
+                        self.accept_failing = true;
+                    }
                     // Existing connections, idle ones included, keep being served (only
                     // worker_connections reclaims idle ones).
                     self.accept_paused.push(li);
@@ -461,6 +467,10 @@ impl Loop {
             // Stopping: refuse politely by closing at once (gen 0 close completions are ignored).
             self.be.submit(token(0, li, K_CLOSE), Op::Close { fd });
             return;
+        }
+        if self.accept_failing {
+            self.accept_failing = false;
+            crate::notice!("accepting connections again");
         }
         if self.active >= self.cfg.worker_connections && self.reclaim_idle(1) == 0 {
             // At the connection limit with nothing idle to reclaim: refuse this one.
@@ -1122,6 +1132,11 @@ impl Loop {
                     Static::Error(code) => Route::Error(code, Vec::new()),
                 }
             }
+            // RFC 9110 §15.5.12: an upload must say how long it is (Content-Length, even 0, or
+            // chunked).
+            Method::Put | Method::Post if loc.upload_store.is_some() && body == Body::None => {
+                Route::Error(411, Vec::new())
+            }
             Method::Put | Method::Post if loc.upload_store.is_some() => {
                 let multipart = x
                     .content_type
@@ -1264,7 +1279,11 @@ impl Loop {
             return false;
         }
         let conn = self.conns[slot as usize].as_mut().unwrap();
-        if conn.buf.is_empty() {
+        // An empty body (Content-Length: 0) is complete without a byte arriving.
+        let empty = conn.body.as_ref().is_some_and(|b| {
+            b.remaining == Some(0) || (b.remaining.is_none() && b.chunked.is_none())
+        });
+        if conn.buf.is_empty() && !empty {
             if conn.eof {
                 // The client went away mid-body: nothing is stored (the temp file is dropped).
                 self.close(slot);
