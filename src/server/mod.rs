@@ -871,9 +871,10 @@ impl Loop {
                 return false;
             }
         };
-        info.path = norm.path.clone();
-        info.query = norm.query.map(str::to_string);
-        let loc = server.location_for(&norm.path);
+        let query = norm.query;
+        info.path = norm.path;
+        info.query = query.map(str::to_string);
+        let loc = server.location_for(&info.path);
         let range = req.header("Range").map(<[u8]>::to_vec);
         let inm = req.header("If-None-Match").map(<[u8]>::to_vec);
         let ims = req.header("If-Modified-Since").map(<[u8]>::to_vec);
@@ -884,7 +885,7 @@ impl Loop {
         let content_type = req
             .header("Content-Type")
             .map(|v| String::from_utf8_lossy(v).into_owned());
-        let cgi_plan = self.cgi_plan(slot, &req, loc, &norm.path, norm.query, &host, body_kind);
+        let cgi_plan = self.cgi_plan(slot, &req, loc, &info.path, query, &host, body_kind);
         let conn = self.conns[slot as usize].as_mut().unwrap();
         // The head is consumed; what follows in the buffer is the body or the next request.
         let mut buf = buf;
@@ -1067,6 +1068,48 @@ impl Loop {
         body: Body,
         x: RequestExtras,
     ) -> Route {
+        // Borrowed out of the request for the length of this call (no copies), put back below.
+        let (path, query) = {
+            let info = self.conns[slot as usize]
+                .as_mut()
+                .unwrap()
+                .req
+                .as_mut()
+                .unwrap();
+            (std::mem::take(&mut info.path), info.query.take())
+        };
+        let route = self.route_with(
+            slot,
+            server_idx,
+            loc,
+            method,
+            body,
+            x,
+            &path,
+            query.as_deref(),
+        );
+        if let Some(info) = self.conns[slot as usize]
+            .as_mut()
+            .and_then(|c| c.req.as_mut())
+        {
+            info.path = path;
+            info.query = query;
+        }
+        route
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn route_with(
+        &mut self,
+        slot: u32,
+        server_idx: usize,
+        loc: &Location,
+        method: Method,
+        body: Body,
+        x: RequestExtras,
+        path: &str,
+        query: Option<&str>,
+    ) -> Route {
         let cfg = self.cfg.clone();
         let server: &Server = &cfg.servers[server_idx];
         let date = self.date_now;
@@ -1074,8 +1117,6 @@ impl Loop {
         let stopping = self.stopping;
         let conn = self.conns[slot as usize].as_ref().unwrap();
         let info = conn.req.as_ref().unwrap();
-        let path = info.path.clone();
-        let query = info.query.clone();
         // Say so when this response is the connection's last (RFC 9112 §9.6): the client asked
         // to close, or keepalive_requests is reached, or the server is stopping.
         let cx_close =
@@ -1085,7 +1126,7 @@ impl Loop {
             close: cx_close,
             keep_alive_10: info.keep_alive_10,
             date: &date,
-            query: query.as_deref(),
+            query,
             if_none_match: x.inm.as_deref(),
             if_modified_since: x.ims.as_deref(),
             range: x.range.as_deref(),
