@@ -1145,9 +1145,7 @@ impl Loop {
             return Route::Reply(respond::ret(r.code, r.target.as_deref(), &cx));
         }
         if loc.status {
-            let json = query
-                .as_deref()
-                .is_some_and(|q| q.split('&').any(|p| p == "format=json"));
+            let json = query.is_some_and(|q| q.split('&').any(|p| p == "format=json"));
             let (ty, body) = self.status_page(json);
             return Route::Reply(respond::full(
                 200,
