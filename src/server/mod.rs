@@ -1166,7 +1166,7 @@ impl Loop {
         }
         match method {
             Method::Get | Method::Head => {
-                match respond::serve_static(&path, loc, &cfg, &cx, &mut self.cache) {
+                match respond::serve_static(path, loc, &cfg, &cx, &mut self.cache) {
                     Static::Reply(r) => Route::Reply(r),
                     Static::Error(code) => Route::Error(code, Vec::new()),
                 }
@@ -1183,9 +1183,9 @@ impl Loop {
                     .and_then(crate::handlers::multipart::boundary);
                 match (method, multipart) {
                     (Method::Post, Some(b)) => {
-                        self.route_multipart(loc, &path, b, x.expect_continue)
+                        self.route_multipart(loc, path, b, x.expect_continue)
                     }
-                    _ => self.route_upload(slot, loc, method, &path, x.expect_continue),
+                    _ => self.route_upload(slot, loc, method, path, x.expect_continue),
                 }
             }
             // DELETE changes files: only where uploads are enabled or the location lists DELETE
@@ -1194,7 +1194,7 @@ impl Loop {
                 if loc.upload_store.is_some()
                     || loc.allow_methods.is_some_and(|m| m.allows("DELETE")) =>
             {
-                self.route_delete(loc, &path, &cx)
+                self.route_delete(loc, path, &cx)
             }
             _ => {
                 let allow = loc
