@@ -32,7 +32,15 @@ step "tests (every backend this machine has)"
 cargo test --workspace --release -- --test-threads=2
 
 step "browser test (headless Chromium on the default site, every backend)"
-bash ci/browser.sh
+# Exit 77 means chromium or node is missing on a developer machine: said loudly, not passed.
+# Under CI=true browser.sh fails instead.
+rc=0
+bash ci/browser.sh || rc=$?
+if [ "$rc" -eq 77 ]; then
+    echo "NOTE: browser test SKIPPED (not passed): install chromium and Node >= 20" >&2
+elif [ "$rc" -ne 0 ]; then
+    exit "$rc"
+fi
 
 step "soak smoke (siege on the default site + 200 concurrent 1 MB uploads; full: ci/soak.sh)"
 bash ci/soak.sh --short
