@@ -11,6 +11,11 @@
 //! | `ASYNC_CANCEL_FD` | 5.19 | close cancels all ops on an fd in one SQE | one cancel per op |
 //! | `EXT_ARG` | 5.11 | wait with a timeout in the enter call | an internal timeout SQE |
 //!
+//! Receive buffers are posted to the ring on demand (16 at first, doubling whenever the ring
+//! runs dry), most recently released first, so a quiet server touches few buffers. io_uring has
+//! no sendfile opcode: [`crate::Op::SendFile`] calls `sendfile(2)` on the non-blocking socket and
+//! waits out EAGAIN with a poll.
+//!
 //! `user_data` is a slot index plus a generation, so a late completion of a freed slot is
 //! recognised and dropped. The memory the kernel reads or writes (send iovecs, timespecs, read
 //! buffers) lives in boxes or heap buffers owned by the slot until its last completion; a slot
