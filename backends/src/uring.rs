@@ -173,6 +173,23 @@ enum State {
     },
 }
 
+impl State {
+    /// Operations on a caller's fd: they count as pending on it (close waits for them) and
+    /// can be cancelled by token.
+    fn on_fd(&self) -> bool {
+        matches!(
+            self,
+            State::Accept
+                | State::Recv
+                | State::RecvPoll
+                | State::Send { .. }
+                | State::Read { .. }
+                | State::Write { .. }
+                | State::SendFile { .. }
+        )
+    }
+}
+
 struct Slot {
     token: Token,
     fd: RawFd,
@@ -412,16 +429,7 @@ impl Uring {
     }
 
     fn alloc(&mut self, token: Token, fd: RawFd, state: State) -> u32 {
-        let counts = matches!(
-            state,
-            State::Accept
-                | State::Recv
-                | State::RecvPoll
-                | State::Send { .. }
-                | State::Read { .. }
-                | State::Write { .. }
-                | State::SendFile { .. }
-        );
+        let counts = state.on_fd();
         if counts {
             self.fd_info(fd).pending += 1;
         }
@@ -458,16 +466,7 @@ impl Uring {
         let (token, fd) = (s.token, s.fd);
         s.in_kernel = false;
         self.free_slots.push(idx);
-        let counts = matches!(
-            state,
-            State::Accept
-                | State::Recv
-                | State::RecvPoll
-                | State::Send { .. }
-                | State::Read { .. }
-                | State::Write { .. }
-                | State::SendFile { .. }
-        );
+        let counts = state.on_fd();
         if counts {
             let info = self.fd_info(fd);
             info.pending -= 1;
@@ -722,18 +721,7 @@ impl Uring {
         // Cancellation is rare: a scan keeps a token index out of the hot path.
         let found = self.slots.iter().position(|s| {
             s.token == target
-                && matches!(
-                    s.state,
-                    State::Accept
-                        | State::Recv
-                        | State::RecvPoll
-                        | State::Send { .. }
-                        | State::Read { .. }
-                        | State::Write { .. }
-                        | State::SendFile { .. }
-                        | State::Timer { .. }
-                        | State::Child { .. }
-                )
+                && (s.state.on_fd() || matches!(s.state, State::Timer { .. } | State::Child { .. }))
         });
         let Some(t) = found.map(|i| i as u32) else {
             let e = io::Error::from_raw_os_error(libc::ENOENT);

@@ -259,47 +259,70 @@ impl FileCache {
     }
 }
 
-fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -> Reply {
-    let len = c.body.len() as u64;
+/// The validators of a file representation.
+struct Validators<'a> {
+    len: u64,
+    mtime: u64,
+    etag: &'a str,
+    last_modified: &'a [u8; 29],
+}
+
+/// The head of a GET/HEAD of a file: 304 when the conditionals say so, 416 for an unsatisfiable
+/// range (both complete replies, `Err`), else 200 or 206 with the byte range to send.
+fn file_head(
+    v: &Validators,
+    uri: &str,
+    mime: &crate::config::Config,
+    cx: &Ctx,
+) -> Result<(u16, Vec<u8>, u64, u64), Reply> {
     let mut head = Vec::with_capacity(320);
-    if range::not_modified(cx.if_none_match, cx.if_modified_since, &c.etag, c.mtime) {
+    if range::not_modified(cx.if_none_match, cx.if_modified_since, v.etag, v.mtime) {
         start(&mut head, 304, cx);
-        header(&mut head, "ETag", c.etag.as_bytes());
-        header(&mut head, "Last-Modified", &c.last_modified);
+        header(&mut head, "ETag", v.etag.as_bytes());
+        header(&mut head, "Last-Modified", v.last_modified);
         finish(&mut head);
-        return Reply::Full {
+        return Err(Reply::Full {
             status: 304,
             head,
             body: backends::Body::Empty,
-        };
+        });
     }
-    let (status, from, count) = match cx.range.map(|r| range::parse_range(r, len)) {
+    let (status, from, count) = match cx.range.map(|r| range::parse_range(r, v.len)) {
         Some(r @ ByteRange::Partial { start, end }) => {
-            start_range(&mut head, cx, &range::content_range(r, len));
+            start_range(&mut head, cx, &range::content_range(r, v.len));
             (206, start, end - start + 1)
         }
         Some(ByteRange::Unsatisfiable) => {
-            let cr = range::content_range(ByteRange::Unsatisfiable, len);
+            let cr = range::content_range(ByteRange::Unsatisfiable, v.len);
             let body = error_page_html(416).into_bytes();
-            return full(
-                416,
-                "text/html; charset=utf-8",
-                body,
-                &[("Content-Range", cr.as_bytes())],
-                cx,
-            );
+            let extra = [("Content-Range", cr.as_bytes())];
+            return Err(full(416, "text/html; charset=utf-8", body, &extra, cx));
         }
         _ => {
             start(&mut head, 200, cx);
-            (200, 0, len)
+            (200, 0, v.len)
         }
     };
     header(&mut head, "Content-Type", mime.mime_type(uri).as_bytes());
     header_u64(&mut head, "Content-Length", count);
-    header(&mut head, "Last-Modified", &c.last_modified);
-    header(&mut head, "ETag", c.etag.as_bytes());
+    header(&mut head, "Last-Modified", v.last_modified);
+    header(&mut head, "ETag", v.etag.as_bytes());
     header(&mut head, "Accept-Ranges", b"bytes");
     finish(&mut head);
+    Ok((status, head, from, count))
+}
+
+fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -> Reply {
+    let v = Validators {
+        len: c.body.len() as u64,
+        mtime: c.mtime,
+        etag: &c.etag,
+        last_modified: &c.last_modified,
+    };
+    let (status, head, from, count) = match file_head(&v, uri, mime, cx) {
+        Ok(h) => h,
+        Err(reply) => return reply,
+    };
     let body = if cx.head_only || count == 0 {
         backends::Body::Empty
     } else {
@@ -396,45 +419,16 @@ fn serve_file(fs_path: &Path, uri: &str, mime: &crate::config::Config, cx: &Ctx)
     let mtime = meta.mtime().max(0) as u64;
     let etag = range::etag(mtime, len);
     let last_modified = crate::http::date::format_unix(mtime);
-    let mut head = Vec::with_capacity(320);
-    if range::not_modified(cx.if_none_match, cx.if_modified_since, &etag, mtime) {
-        start(&mut head, 304, cx);
-        header(&mut head, "ETag", etag.as_bytes());
-        header(&mut head, "Last-Modified", &last_modified);
-        finish(&mut head);
-        return Static::Reply(Reply::Full {
-            status: 304,
-            head,
-            body: backends::Body::Empty,
-        });
-    }
-    let (status, offset, count) = match cx.range.map(|r| range::parse_range(r, len)) {
-        Some(r @ ByteRange::Partial { start, end }) => {
-            start_range(&mut head, cx, &range::content_range(r, len));
-            (206, start, end - start + 1)
-        }
-        Some(ByteRange::Unsatisfiable) => {
-            let cr = range::content_range(ByteRange::Unsatisfiable, len);
-            let body = error_page_html(416).into_bytes();
-            return Static::Reply(full(
-                416,
-                "text/html; charset=utf-8",
-                body,
-                &[("Content-Range", cr.as_bytes())],
-                cx,
-            ));
-        }
-        _ => {
-            start(&mut head, 200, cx);
-            (200, 0, len)
-        }
+    let v = Validators {
+        len,
+        mtime,
+        etag: &etag,
+        last_modified: &last_modified,
     };
-    header(&mut head, "Content-Type", mime.mime_type(uri).as_bytes());
-    header_u64(&mut head, "Content-Length", count);
-    header(&mut head, "Last-Modified", &last_modified);
-    header(&mut head, "ETag", etag.as_bytes());
-    header(&mut head, "Accept-Ranges", b"bytes");
-    finish(&mut head);
+    let (status, head, offset, count) = match file_head(&v, uri, mime, cx) {
+        Ok(h) => h,
+        Err(reply) => return Static::Reply(reply),
+    };
     if cx.head_only || count == 0 {
         return Static::Reply(Reply::Full {
             status,
