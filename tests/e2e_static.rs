@@ -343,3 +343,48 @@ fn head_on_range_and_listing_has_no_body() {
         assert!(c.is_closed());
     });
 }
+
+#[test]
+fn access_log_is_in_combined_format() {
+    for_each_backend("access_log_is_in_combined_format", |b| {
+        let base = BASE.replace("access_log off;", "access_log logs/access.log;");
+        let conf = CONF.replace("{BASE}", &base);
+        let s = Server::start(b, &conf, setup);
+        let r = request(
+            s.port,
+            b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nReferer: http://ref.example/\r\nUser-Agent: tester/1.0\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200);
+        let r = get(s.port, "/missing");
+        assert_eq!(r.status, 404);
+        // Lines are written when the response is queued; give the server a moment.
+        let path = s.dir.join("logs/access.log");
+        let mut log = String::new();
+        for _ in 0..50 {
+            log = std::fs::read_to_string(&path).unwrap_or_default();
+            if log.lines().count() >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "access log:\n{log}");
+        // nginx "combined": $remote_addr - $remote_user [$time_local] "$request" $status
+        // $body_bytes_sent "$http_referer" "$http_user_agent"
+        assert!(lines[0].starts_with("127.0.0.1 - - ["), "{}", lines[0]);
+        assert!(
+            lines[0].ends_with(&format!(
+                "] \"GET /index.html HTTP/1.1\" 200 {} \"http://ref.example/\" \"tester/1.0\"",
+                INDEX.len()
+            )),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("\"GET /missing HTTP/1.1\" 404 "),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].ends_with("\"-\" \"-\""), "{}", lines[1]);
+    });
+}

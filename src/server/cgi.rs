@@ -333,15 +333,15 @@ impl Loop {
             h.header("Connection", b"keep-alive");
         }
         h.finish();
-        conn.status = head.status;
-        conn.out.push_back(SendBuf {
-            head: out,
-            body: SendBody::Empty,
-        });
         if bodyless {
             // Nothing of the body goes out (cgi_body drops it); the output is still drained.
             t.chunked = false;
         }
+        conn.note_reply(head.status, 0);
+        conn.out.push_back(SendBuf {
+            head: out,
+            body: SendBody::Empty,
+        });
         if !rest.is_empty() {
             self.cgi_body(slot, rest);
         }
@@ -349,13 +349,13 @@ impl Loop {
 
     fn cgi_body(&mut self, slot: u32, data: &[u8]) {
         let conn = self.conn(slot);
-        if conn.status == 204
-            || conn.status == 304
-            || conn.req.as_ref().is_some_and(|r| r.head_only)
-        {
+        let status = conn.req.as_ref().map_or(0, |r| r.status);
+        if status == 204 || status == 304 || conn.req.as_ref().is_some_and(|r| r.head_only) {
             return;
         }
-        conn.sent_bytes += data.len() as u64;
+        if let Some(r) = conn.req.as_mut() {
+            r.sent_bytes += data.len() as u64;
+        }
         let chunked = conn.cgi.as_ref().is_some_and(|t| t.chunked);
         let mut head = Vec::new();
         if chunked {

@@ -141,6 +141,9 @@ struct BodyReader {
 /// What the current request needs after its head was consumed.
 struct ReqInfo {
     http10: bool,
+    /// The response's status and body bytes, for the access log.
+    status: u16,
+    sent_bytes: u64,
     /// The configuration the request started under (a reload does not change it mid-way).
     cfg: Arc<Config>,
     line: String,
@@ -193,8 +196,6 @@ struct Conn {
     /// Close once everything queued has been sent.
     close_after: bool,
     closing: bool,
-    status: u16,
-    sent_bytes: u64,
     /// The answer to send once a body nobody needs has been read.
     pending: Option<Box<Reply>>,
     /// A CGI serving the current request.
@@ -510,8 +511,6 @@ impl Loop {
             body: None,
             close_after: false,
             closing: false,
-            status: 0,
-            sent_bytes: 0,
             pending: None,
             cgi: None,
         };
@@ -831,6 +830,8 @@ impl Loop {
         let (referer, user_agent) = (text("Referer"), text("User-Agent"));
         let info_base = |keep_alive: bool| ReqInfo {
             http10: req.minor == 0,
+            status: 0,
+            sent_bytes: 0,
             cfg: cfg.clone(),
             line: line.clone(),
             path: String::new(),
@@ -1632,14 +1633,14 @@ impl Loop {
     fn send_reply(&mut self, slot: u32, r: Reply) {
         let conn = self.conns[slot as usize].as_mut().expect("live connection");
         conn.phase = Phase::Respond;
-        conn.status = r.status();
+        let status = r.status();
         let keep = conn.req.as_ref().is_some_and(|q| q.keep_alive);
         if !keep {
             conn.close_after = true;
         }
         match r {
             Reply::Full { head, body, .. } => {
-                conn.sent_bytes = body.as_slice().len() as u64;
+                conn.note_reply(status, body.as_slice().len() as u64);
                 conn.queue(&mut self.out_pool, SendBuf { head, body });
                 // The whole response is queued: the request is done, and the next pipelined
                 // one may be parsed while this one is still being sent.
@@ -1652,7 +1653,7 @@ impl Loop {
                 len,
                 ..
             } => {
-                conn.sent_bytes = len;
+                conn.note_reply(status, len);
                 conn.out.push_back(SendBuf {
                     head,
                     body: SendBody::Empty,
@@ -1839,7 +1840,6 @@ impl Loop {
             return false;
         }
         conn.phase = Phase::Head;
-        conn.status = 0;
         conn.deadline = now + keepalive;
         if conn.buf.is_empty() {
             // An idle connection keeps no buffer; the loop keeps a few for the next requests.
@@ -1913,8 +1913,8 @@ impl Loop {
                 backends::util::peer_addr(conn.fd).map_or(conn.local.ip(), |a| a.ip()),
                 crate::log::access_time(secs),
                 r.line.escape_debug(),
-                conn.status,
-                conn.sent_bytes,
+                r.status,
+                r.sent_bytes,
                 if r.referer.is_empty() {
                     "-"
                 } else {
@@ -2011,6 +2011,15 @@ impl MultipartSink {
 }
 
 impl Conn {
+    /// Remember what is being answered (for the access log; a request that could not even be
+    /// parsed has no record and is not logged).
+    fn note_reply(&mut self, status: u16, body_bytes: u64) {
+        if let Some(r) = self.req.as_mut() {
+            r.status = status;
+            r.sent_bytes = body_bytes;
+        }
+    }
+
     /// Queue bytes to send (the queue's memory comes from `pool` when it has none).
     fn queue(&mut self, pool: &mut Vec<VecDeque<SendBuf>>, buf: SendBuf) {
         if self.out.capacity() == 0 {
