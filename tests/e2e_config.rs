@@ -209,3 +209,60 @@ fn port_in_use_is_refused_with_address() {
         );
     });
 }
+
+#[test]
+fn help_and_version() {
+    let dir = temp_dir();
+    let out = run(&dir, &["-V"]);
+    assert!(out.status.success());
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(v.starts_with("webserv "), "-V printed {v:?}");
+    let out = run(&dir, &["-h"]);
+    assert!(out.status.success());
+    let h = String::from_utf8_lossy(&out.stdout);
+    for flag in ["-c CONFIG", "-p PREFIX", "-t", "--backend", "--debug"] {
+        assert!(h.contains(flag), "-h does not mention {flag}:\n{h}");
+    }
+    let out = run(&dir, &["--no-such-flag"]);
+    assert!(!out.status.success(), "an unknown flag was accepted");
+}
+
+#[test]
+fn debug_traces_each_task() {
+    for_each_backend("debug_traces_each_task", |b| {
+        let dir = temp_dir();
+        write_file(&dir, "www/index.html", "hi");
+        let port = free_port();
+        let conf = format!("{BASE}\nserver {{ listen 127.0.0.1:{port}; root www; }}\n");
+        write_file(&dir, "t.conf", conf);
+        let mut child = Command::new(binary())
+            .args(["-c", "t.conf", "-p", ".", "--backend", b, "--debug"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn webserv");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let r = loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break get(port, "/index.html");
+            }
+            assert!(Instant::now() < deadline, "server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(r.status, 200);
+        backends::util::kill(child.id(), libc::SIGTERM).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "SIGTERM exit: {:?}", out.status);
+        let log = String::from_utf8_lossy(&out.stderr);
+        // "conn N <task>: <operation/result>" for the accept, the receive and the send.
+        for needle in [" accept: fd ", " recv: ", " send: "] {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("[debug]") && l.contains("conn ") && l.contains(needle)),
+                "{b}: no `{needle}` task line in the --debug trace:\n{log}"
+            );
+        }
+    });
+}
