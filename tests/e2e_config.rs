@@ -235,7 +235,7 @@ fn debug_traces_each_task() {
         let port = free_port();
         let conf = format!("{BASE}\nserver {{ listen 127.0.0.1:{port}; root www; }}\n");
         write_file(&dir, "t.conf", conf);
-        let mut child = Command::new(binary())
+        let child = Command::new(binary())
             .args(["-c", "t.conf", "-p", ".", "--backend", b, "--debug"])
             .current_dir(&dir)
             .stdin(Stdio::null())
