@@ -278,7 +278,14 @@ finished = true;
 ws.close();
 const exited = new Promise((r) => browser.once("exit", r));
 browser.kill("SIGTERM");
-await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
-fs.rmSync(profile, { recursive: true, force: true });
+const done = await Promise.race([exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 3000))]);
+if (!done) browser.kill("SIGKILL");
+// Chromium's helper processes may still be writing the profile for a moment: cleaning it up is
+// best effort (ci/browser.sh removes the whole temp dir anyway) and never fails the test.
+try {
+  fs.rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+} catch (e) {
+  console.log(`note: profile cleanup: ${e.code}`);
+}
 console.log("browser test passed");
 process.exit(0);
