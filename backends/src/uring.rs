@@ -632,11 +632,11 @@ impl Uring {
                 // SAFETY: pidfd_open(2) takes a pid and flags; the result is a new fd we own.
                 let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
                 match sys::cvt(r as libc::c_int) {
-                    // SAFETY: a fresh fd from pidfd_open.
                     Ok(pfd) => (
                         -1,
                         State::Child {
                             pid,
+                            // SAFETY: a fresh fd from pidfd_open, owned by nothing else.
                             pidfd: unsafe { OwnedFd::from_raw_fd(pfd) },
                         },
                     ),

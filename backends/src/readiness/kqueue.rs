@@ -90,6 +90,7 @@ impl Poller for Kqueue {
         // Regular files are always ready; treat them as epoll does (EPERM).
         // SAFETY: fstat fills a zeroed stat struct for an fd the caller owns.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a live, writable stat struct.
         cvt(unsafe { libc::fstat(fd, &mut st) })?;
         if st.st_mode & libc::S_IFMT == libc::S_IFREG {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
