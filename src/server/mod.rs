@@ -323,6 +323,7 @@ impl Loop {
         loop {
             self.be.wait(&mut out, None)?;
             self.now = Instant::now();
+            self.cache.now = Some(self.now);
             self.refresh_date();
             for c in out.drain(..) {
                 self.dispatch(c);

@@ -204,12 +204,14 @@ pub struct Cached {
 pub struct FileCache {
     map: std::collections::HashMap<PathBuf, std::rc::Rc<Cached>>,
     bytes: usize,
+    /// The loop turn's time (set by the loop: no clock read per request); `None` reads it.
+    pub now: Option<std::time::Instant>,
 }
 
 impl FileCache {
     /// A fresh cached copy of `path`, if it is a small regular file.
     fn get(&mut self, path: &Path) -> Option<std::rc::Rc<Cached>> {
-        let now = std::time::Instant::now();
+        let now = self.now.unwrap_or_else(std::time::Instant::now);
         if let Some(e) = self.map.get(path) {
             if now.duration_since(e.checked) < CACHE_VALID {
                 return Some(e.clone());

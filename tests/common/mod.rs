@@ -345,18 +345,6 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    fn read_exact_n(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        while self.buf.len() < n {
-            if !self.fill()? {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("EOF after {} of {n} body bytes", self.buf.len()),
-                ));
-            }
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
     /// True when no buffered bytes remain and the source is at EOF (or reset).
     pub fn at_eof(&mut self) -> bool {
         if !self.buf.is_empty() {
@@ -373,6 +361,19 @@ impl<R: Read> Reader<R> {
 
     /// Parses exactly one response. `head` = the request was HEAD (no body follows).
     pub fn read_response(&mut self, head: bool) -> io::Result<Response> {
+        let mut resp = self.read_head()?;
+        let status = resp.status;
+        if head || (100..200).contains(&status) || status == 204 || status == 304 {
+            return Ok(resp);
+        }
+        let mut body = Vec::new();
+        self.read_body(&resp, |d| body.extend_from_slice(d))?;
+        resp.body = body;
+        Ok(resp)
+    }
+
+    /// The status line and header fields of one response (its body still unread).
+    fn read_head(&mut self) -> io::Result<Response> {
         let status_line = self.read_line()?;
         let status_line = String::from_utf8_lossy(&status_line).into_owned();
         let mut parts = status_line.splitn(3, ' ');
@@ -402,25 +403,44 @@ impl<R: Read> Reader<R> {
             })?;
             headers.push((n.to_string(), v.trim().to_string()));
         }
-        let mut resp = Response {
+        Ok(Response {
             version,
             status,
             reason,
             headers,
             body: Vec::new(),
+        })
+    }
+
+    /// Hands the body of `resp` (framed by chunked coding, Content-Length or the end of the
+    /// stream) to `on_body` piece by piece, de-chunked; returns its length.
+    fn read_body(&mut self, resp: &Response, mut on_body: impl FnMut(&[u8])) -> io::Result<u64> {
+        let mut total = 0u64;
+        // Hands over exactly `n` bytes from the buffer (refilling it as needed).
+        let mut pass = |this: &mut Self, mut n: u64, total: &mut u64| -> io::Result<()> {
+            while n > 0 {
+                if this.buf.is_empty() && !this.fill()? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("EOF with {n} body bytes still expected"),
+                    ));
+                }
+                let k = (n as usize).min(this.buf.len());
+                on_body(&this.buf[..k]);
+                this.buf.drain(..k);
+                n -= k as u64;
+                *total += k as u64;
+            }
+            Ok(())
         };
-        if head || (100..200).contains(&status) || status == 204 || status == 304 {
-            return Ok(resp);
-        }
         let chunked = resp
             .header("transfer-encoding")
             .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
         if chunked {
             loop {
-                let line = self.read_line()?;
-                let line = String::from_utf8_lossy(&line).into_owned();
+                let line = String::from_utf8_lossy(&self.read_line()?).into_owned();
                 let size = line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size, 16).map_err(|_| {
+                let size = u64::from_str_radix(size, 16).map_err(|_| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("bad chunk size {line:?}"),
@@ -430,8 +450,7 @@ impl<R: Read> Reader<R> {
                     while !self.read_line()?.is_empty() {}
                     break;
                 }
-                let data = self.read_exact_n(size)?;
-                resp.body.extend_from_slice(&data);
+                pass(self, size, &mut total)?;
                 if !self.read_line()?.is_empty() {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -440,18 +459,26 @@ impl<R: Read> Reader<R> {
                 }
             }
         } else if let Some(cl) = resp.header("content-length") {
-            let n: usize = cl.trim().parse().map_err(|_| {
+            let n: u64 = cl.trim().parse().map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("bad Content-Length {cl:?}"),
                 )
             })?;
-            resp.body = self.read_exact_n(n)?;
+            pass(self, n, &mut total)?;
         } else {
-            while self.fill()? {}
-            resp.body = std::mem::take(&mut self.buf);
+            loop {
+                if !self.buf.is_empty() {
+                    on_body(&self.buf);
+                    total += self.buf.len() as u64;
+                    self.buf.clear();
+                }
+                if !self.fill()? {
+                    break;
+                }
+            }
         }
-        Ok(resp)
+        Ok(total)
     }
 }
 
@@ -599,100 +626,10 @@ impl<R: Read> Reader<R> {
     /// body; the total body length is the second value.
     pub fn read_response_streaming(
         &mut self,
-        mut on_body: impl FnMut(&[u8]),
+        on_body: impl FnMut(&[u8]),
     ) -> io::Result<(Response, u64)> {
-        let status_line = String::from_utf8_lossy(&self.read_line()?).into_owned();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or("").to_string();
-        let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad status line {status_line:?}"),
-            )
-        })?;
-        let reason = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let line = self.read_line()?;
-            if line.is_empty() {
-                break;
-            }
-            let line = String::from_utf8_lossy(&line).into_owned();
-            let (n, v) = line.split_once(':').ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("bad header {line:?}"))
-            })?;
-            headers.push((n.to_string(), v.trim().to_string()));
-        }
-        let resp = Response {
-            version,
-            status,
-            reason,
-            headers,
-            body: Vec::new(),
-        };
-        let mut total = 0u64;
-        // Hands over at most `n` bytes from the buffer (refilling it as needed).
-        let mut pass = |this: &mut Self, mut n: u64, total: &mut u64| -> io::Result<()> {
-            while n > 0 {
-                if this.buf.is_empty() && !this.fill()? {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("EOF with {n} body bytes still expected"),
-                    ));
-                }
-                let k = (n as usize).min(this.buf.len());
-                on_body(&this.buf[..k]);
-                this.buf.drain(..k);
-                n -= k as u64;
-                *total += k as u64;
-            }
-            Ok(())
-        };
-        let chunked = resp
-            .header("transfer-encoding")
-            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-        if chunked {
-            loop {
-                let line = String::from_utf8_lossy(&self.read_line()?).into_owned();
-                let size = line.split(';').next().unwrap_or("").trim();
-                let size = u64::from_str_radix(size, 16).map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("bad chunk size {line:?}"),
-                    )
-                })?;
-                if size == 0 {
-                    while !self.read_line()?.is_empty() {}
-                    break;
-                }
-                pass(self, size, &mut total)?;
-                if !self.read_line()?.is_empty() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "chunk data not followed by CRLF",
-                    ));
-                }
-            }
-        } else if let Some(cl) = resp.header("content-length") {
-            let n: u64 = cl.trim().parse().map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad Content-Length {cl:?}"),
-                )
-            })?;
-            pass(self, n, &mut total)?;
-        } else {
-            loop {
-                if !self.buf.is_empty() {
-                    on_body(&self.buf);
-                    total += self.buf.len() as u64;
-                    self.buf.clear();
-                }
-                if !self.fill()? {
-                    break;
-                }
-            }
-        }
+        let resp = self.read_head()?;
+        let total = self.read_body(&resp, on_body)?;
         Ok((resp, total))
     }
 }
