@@ -276,13 +276,8 @@ impl Loop {
             };
             let cx = respond::Ctx {
                 head_only: info.head_only,
-                close: false,
-                keep_alive_10: info.keep_alive_10,
-                date: &cx_date,
                 query: q.as_deref(),
-                if_none_match: None,
-                if_modified_since: None,
-                range: None,
+                ..respond::Ctx::plain(&cx_date, info.keep_alive_10)
             };
             let loc = server.location_for(&p);
             let reply = match respond::serve_static(&p, loc, &cfg, &cx, &mut self.cache) {

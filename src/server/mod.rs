@@ -1465,16 +1465,7 @@ impl Loop {
     fn multipart_reply(&mut self, slot: u32, m: &MultipartSink) -> Reply {
         let date = self.date_now;
         let info = self.conn(slot).req.as_ref().unwrap();
-        let cx = Ctx {
-            head_only: false,
-            close: false,
-            keep_alive_10: info.keep_alive_10,
-            date: &date,
-            query: None,
-            if_none_match: None,
-            if_modified_since: None,
-            range: None,
-        };
+        let cx = Ctx::plain(&date, info.keep_alive_10);
         let mut items = String::new();
         for name in &m.saved {
             let href = format!(
@@ -1523,16 +1514,7 @@ impl Loop {
             Ok((landed, created)) => {
                 let cx_date = self.date_now;
                 let info = self.conn(slot).req.as_ref().unwrap();
-                let cx = Ctx {
-                    head_only: false,
-                    close: false,
-                    keep_alive_10: info.keep_alive_10,
-                    date: &cx_date,
-                    query: None,
-                    if_none_match: None,
-                    if_modified_since: None,
-                    range: None,
-                };
+                let cx = Ctx::plain(&cx_date, info.keep_alive_10);
                 let r = if replace {
                     if created {
                         respond::full(
@@ -1600,12 +1582,7 @@ impl Loop {
         let cx = Ctx {
             head_only,
             close,
-            keep_alive_10: ka10 && !close,
-            date: &date,
-            query: None,
-            if_none_match: None,
-            if_modified_since: None,
-            range: None,
+            ..Ctx::plain(&date, ka10 && !close)
         };
         let extra: Vec<(&str, &[u8])> = extra
             .iter()

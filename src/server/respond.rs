@@ -55,6 +55,22 @@ pub struct Ctx<'a> {
     pub range: Option<&'a [u8]>,
 }
 
+impl<'a> Ctx<'a> {
+    /// A response to a plain request: no conditionals, no range, no query, keep-alive as is.
+    pub fn plain(date: &'a [u8], keep_alive_10: bool) -> Ctx<'a> {
+        Ctx {
+            head_only: false,
+            close: false,
+            keep_alive_10,
+            date,
+            query: None,
+            if_none_match: None,
+            if_modified_since: None,
+            range: None,
+        }
+    }
+}
+
 pub const SERVER: &[u8] = concat!("webserv/", env!("CARGO_PKG_VERSION")).as_bytes();
 
 fn start(out: &mut Vec<u8>, code: u16, cx: &Ctx) {
