@@ -256,12 +256,20 @@ fn debug_traces_each_task() {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "SIGTERM exit: {:?}", out.status);
         let log = String::from_utf8_lossy(&out.stderr);
-        // "conn N <task>: <operation/result>" for the accept, the receive and the send.
-        for needle in [" accept: fd ", " recv: ", " send: "] {
+        // Every line names its task in the one documented format (README, server/ident.rs):
+        // `c<slot>.<gen>[ r<request>][ <kind>#<id>]` — here the accept, the receive of the
+        // request, the reply task's start and the send, each traced by dispatch or the task.
+        let ident = r"\[debug\] \d+: c\d+\.\d+( r\d+)?( [a-z]+#\d+)?";
+        for needle in [
+            ": accepted fd ",
+            " recv: Ok\\(",
+            " r1 reply#\\d+: start",
+            " send: Ok\\(",
+        ] {
+            let re = regex_lite::Regex::new(&format!("{ident}{needle}")).unwrap();
             assert!(
-                log.lines()
-                    .any(|l| l.contains("[debug]") && l.contains("conn ") && l.contains(needle)),
-                "{b}: no `{needle}` task line in the --debug trace:\n{log}"
+                log.lines().any(|l| re.is_match(l)),
+                "{b}: no `{needle}` line in the --debug trace:\n{log}"
             );
         }
     });

@@ -17,6 +17,8 @@ pub struct Spawned {
     pub stdin: OwnedFd,
     /// Read end of the script's stdout: the response head then body, up to EOF.
     pub stdout: OwnedFd,
+    /// Read end of the script's stderr: its diagnostics, for the error log.
+    pub stderr: OwnedFd,
 }
 
 /// Decide the status for a script path before spawning: `Err(404)` when it does not exist
@@ -46,9 +48,9 @@ pub fn check_script(path: &Path, interpreter: Option<&Path>) -> Result<(), u16> 
 /// Start `script` (through `interpreter` when given) with exactly `env` as its environment.
 ///
 /// argv is `[interpreter, script]` or `[script]`; the working directory is the script's
-/// directory (scripts open files relative to themselves); stdin and stdout are pipes, both
-/// ends returned non-blocking; stderr is inherited, so script diagnostics land in the
-/// server's stderr / error log.
+/// directory (scripts open files relative to themselves); stdin, stdout and stderr are pipes,
+/// the server's ends returned non-blocking (stderr is read so that a failing script's last
+/// words reach the error log with the task that ran it).
 ///
 /// std's `Command` uses `posix_spawn` (vfork-like, no page-table copy of a big server) when it
 /// can — with glibc ≥ 2.29 that includes the `chdir` via
@@ -92,13 +94,15 @@ fn spawn_child(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let missing = || io::Error::other("child pipe missing");
     let stdin: OwnedFd = child.stdin.take().ok_or_else(missing)?.into();
     let stdout: OwnedFd = child.stdout.take().ok_or_else(missing)?.into();
+    let stderr: OwnedFd = child.stderr.take().ok_or_else(missing)?.into();
     let nonblocking = backends::util::set_nonblocking(stdin.as_raw_fd())
-        .and_then(|()| backends::util::set_nonblocking(stdout.as_raw_fd()));
+        .and_then(|()| backends::util::set_nonblocking(stdout.as_raw_fd()))
+        .and_then(|()| backends::util::set_nonblocking(stderr.as_raw_fd()));
     if let Err(e) = nonblocking {
         let _ = child.kill();
         let _ = child.wait();
@@ -108,6 +112,7 @@ fn spawn_child(
         pid: child.id(),
         stdin,
         stdout,
+        stderr,
     };
     Ok((spawned, child))
 }

@@ -280,8 +280,9 @@ pub struct Location {
 }
 
 impl Location {
-    /// The file a (normalised) URI path maps to under this location's root or alias.
-    pub fn map_path(&self, uri_path: &str) -> PathBuf {
+    /// The file a (normalised) URI path maps to under this location's root or alias, without
+    /// the containment check: callers use `server::reply::map`, which adds it.
+    pub(crate) fn map_path(&self, uri_path: &str) -> PathBuf {
         match &self.docroot {
             DocRoot::Root(dir) => join_uri(dir, uri_path),
             DocRoot::Alias { dir, strip } if strip.is_empty() => dir.clone(),

@@ -161,6 +161,11 @@ impl Config {
     /// When the config has no server at all; `listen_addrs` is then empty, so no connection
     /// exists to route.
     pub fn select_server(&self, local: SocketAddr, host: Option<&str>) -> &Server {
+        &self.servers[self.server_index(local, host)]
+    }
+
+    /// The index in `servers` of [`Config::select_server`]'s answer.
+    pub fn server_index(&self, local: SocketAddr, host: Option<&str>) -> usize {
         let table = self.addrs.iter().find(|a| a.addr == local).or_else(|| {
             let any: IpAddr = if local.is_ipv6() {
                 Ipv6Addr::UNSPECIFIED.into()
@@ -171,10 +176,10 @@ impl Config {
             self.addrs.iter().find(|a| a.addr == wild)
         });
         let Some(table) = table else {
-            return &self.servers[0];
+            return 0;
         };
         let host = normalize_host(host.unwrap_or(""));
-        &self.servers[table.pick(&host)]
+        table.pick(&host)
     }
 }
 

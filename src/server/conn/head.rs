@@ -1,0 +1,289 @@
+//! A request head: parse it from the input buffer (incrementally, borrowing), build the
+//! request record, decide the route, and start the task that answers it.
+
+use super::env::Env;
+use super::request::Request;
+use super::{Conn, Phase};
+use crate::http::request::{Body, Method, Status};
+use crate::server::ident::TaskKind;
+use crate::server::reply::{self, Ctx};
+use crate::server::route::{self, Route};
+use crate::server::task::cgi::framing::Meta;
+use crate::server::task::cgi::{plan, CgiTask};
+use crate::server::task::upload::{MultipartTask, UploadTask};
+use crate::server::task::{body::BodyReader, RequestTask};
+
+impl Conn {
+    /// Parse what is buffered. Returns true when a request started (or failed).
+    pub(super) fn parse_head(&mut self, env: &mut Env) -> bool {
+        // Parse from the buffer taken out of the connection, so the request (which borrows it)
+        // and the connection can be used side by side; what remains goes back.
+        let buf = std::mem::take(&mut self.inbuf);
+        let parser = self
+            .parser
+            .get_or_insert_with(|| env.parsers.pop().unwrap_or_default());
+        let parsed = parser.parse(&buf);
+        if !matches!(parsed, Ok(Status::Partial)) {
+            // The parser reset itself (complete or failed): back to the pool.
+            if let Some(p) = self.parser.take() {
+                env.parsers.push(p);
+            }
+        }
+        let req = match parsed {
+            Ok(Status::Partial) => {
+                self.inbuf = buf;
+                if self.eof {
+                    self.close(crate::server::task::Abort::ClientGone, env);
+                    return true;
+                }
+                return false;
+            }
+            Err(e) => {
+                crate::info!(
+                    "{}: bad request: {} ({})",
+                    self.ident(),
+                    e.description(),
+                    e.status()
+                );
+                self.seq += 1;
+                self.fail(e.status(), env);
+                return true;
+            }
+            Ok(Status::Complete(req, _)) => req,
+        };
+        self.seq += 1;
+        let cfg = env.cfg.clone();
+        let head_len = req.head_len();
+        let logging = env.access.is_some();
+        let text = |name: &str| {
+            req.header(name)
+                .filter(|_| logging)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let analyzed = req.analyze();
+        let keep_alive = analyzed.as_ref().is_ok_and(|h| h.keep_alive);
+        let host = analyzed
+            .as_ref()
+            .map(|h| String::from_utf8_lossy(h.host).into_owned())
+            .unwrap_or_default();
+        let server = cfg.server_index(self.local, (!host.is_empty()).then_some(host.as_str()));
+        let close = self.last_response(keep_alive, env);
+        let meta = Meta {
+            http10: req.minor == 0,
+            head_only: req.method == Method::Head,
+            close,
+            keep_alive_10: req.minor == 0 && keep_alive && !close,
+        };
+        let norm = crate::http::path::normalize(req.path());
+        let (path, query) = match &norm {
+            Ok(n) => (n.path.clone(), n.query.map(str::to_string)),
+            Err(_) => ("/".to_string(), None),
+        };
+        self.req = Some(Box::new(Request {
+            seq: self.seq,
+            cfg: cfg.clone(),
+            server,
+            path,
+            query,
+            method: req.method,
+            meta,
+            line: if logging {
+                format!(
+                    "{} {} HTTP/1.{}",
+                    req.method.as_str(),
+                    req.target(),
+                    req.minor
+                )
+            } else {
+                String::new()
+            },
+            referer: text("Referer"),
+            user_agent: text("User-Agent"),
+            out_start: self.out.total,
+            body: None,
+            task: None,
+            deferred: None,
+        }));
+        self.set_phase(Phase::Active, env);
+        self.deadline = env.now + env.cfg.timeouts.send;
+        let head = match (analyzed, norm) {
+            (Ok(h), Ok(_)) => h,
+            (Err(e), _) | (_, Err(e)) => {
+                // Nothing after a bad head is read (fail drops the input).
+                self.fail(e.status(), env);
+                return true;
+            }
+        };
+        let rq = self.req.as_ref().expect("just set");
+        let srv = &cfg.servers[server];
+        let mut loc = srv.location_for(&rq.path);
+        // The index file is resolved before anything looks at the extension: the file that
+        // will answer (`/app/index.sh`), not the request path (`/app/`), decides whether a CGI
+        // runs it.
+        let index = reply::static_file::index_uri(loc, &rq.path).filter(|u| {
+            let l = srv.location_for(u);
+            !l.cgi.is_empty() && l.cgi_for(u).is_some()
+        });
+        let cgi_path = match &index {
+            Some(u) => {
+                loc = srv.location_for(u);
+                u.as_str()
+            }
+            None => rq.path.as_str(),
+        };
+        let cgi = plan::plan(
+            &req,
+            loc,
+            &plan::Facts {
+                path: cgi_path,
+                query: rq.query.as_deref(),
+                host: &host,
+                local: self.local,
+                peer: self.peer,
+                body: head.body,
+            },
+        );
+        let content_type = req
+            .header("Content-Type")
+            .and_then(|v| std::str::from_utf8(v).ok());
+        let h = |n: &str| req.header(n);
+        let cx = Ctx {
+            head_only: meta.head_only,
+            close,
+            keep_alive_10: meta.keep_alive_10,
+            date: env.date,
+            query: rq.query.as_deref(),
+            if_none_match: h("If-None-Match"),
+            if_modified_since: h("If-Modified-Since"),
+            range: h("Range"),
+            if_range: h("If-Range"),
+        };
+        let route = route::route(
+            route::Input {
+                cfg: &cfg,
+                server: srv,
+                loc,
+                method: req.method,
+                body: head.body,
+                path: &rq.path,
+                content_type,
+                cgi,
+                gauges: env.gauges,
+                backend: &*env.be,
+            },
+            &cx,
+            env.cache,
+        );
+        let limit = loc.client_max_body_size;
+        let (body, expect) = (head.body, head.expect_continue);
+        // The head is consumed; what follows in the buffer is the body or the next request.
+        let mut buf = buf;
+        buf.drain(..head_len);
+        self.inbuf = buf;
+        self.dispatch_route(route, body, expect, limit, env);
+        true
+    }
+
+    fn dispatch_route(
+        &mut self,
+        route: Route,
+        body: Body,
+        expect: bool,
+        limit: u64,
+        env: &mut Env,
+    ) {
+        let has_body = !matches!(body, Body::None | Body::Length(0));
+        let meta = self.req.as_ref().map(|r| r.meta).expect("request");
+        let reader = || Some(BodyReader::new(body, limit));
+        match route {
+            Route::Reply(r) => {
+                if has_body && expect {
+                    // A client waiting for `100 Continue` gets the final answer at once
+                    // instead (RFC 9110 §10.1.1) and the connection closes: its body may or
+                    // may not follow.
+                    self.close_after = true;
+                }
+                let task = self.reply_task(r, TaskKind::Reply, env);
+                if has_body && !expect {
+                    // Keep the connection in sync: read and drop the body, then answer.
+                    self.set_body(reader(), Some(task));
+                } else {
+                    self.start_task(task, env);
+                }
+            }
+            Route::Error(code, extra) => {
+                if has_body && !expect && code != 413 {
+                    self.set_body(reader(), None);
+                    let r = self.error_reply(code, &extra, env);
+                    let task = self.reply_task(r, TaskKind::ErrorPage, env);
+                    if let Some(req) = self.req.as_mut() {
+                        req.deferred = Some(task);
+                    }
+                } else {
+                    if has_body {
+                        self.close_after = true;
+                    }
+                    self.queue_error(code, &extra, env);
+                    self.finish_request(env);
+                }
+            }
+            Route::Upload {
+                file,
+                dest,
+                replace,
+                uri_dir,
+            } => {
+                let id = env.gauges.task_id();
+                let t = UploadTask::new(id, file, dest, replace, uri_dir, meta);
+                self.start_with_body(RequestTask::Upload(Box::new(t)), body, expect, limit, env);
+            }
+            Route::Multipart {
+                boundary,
+                dir,
+                uri_dir,
+            } => {
+                let id = env.gauges.task_id();
+                let t = MultipartTask::new(id, &boundary, dir, uri_dir, meta);
+                self.start_with_body(
+                    RequestTask::Multipart(Box::new(t)),
+                    body,
+                    expect,
+                    limit,
+                    env,
+                );
+            }
+            Route::Cgi(plan) => {
+                let id = env.gauges.task_id();
+                let t = CgiTask::new(id, plan, meta, has_body);
+                self.start_with_body(RequestTask::Cgi(Box::new(t)), body, expect, limit, env);
+            }
+        }
+    }
+
+    fn set_body(&mut self, reader: Option<BodyReader>, deferred: Option<RequestTask>) {
+        if let Some(req) = self.req.as_mut() {
+            req.body = reader;
+            req.deferred = deferred;
+        }
+    }
+
+    fn start_with_body(
+        &mut self,
+        task: RequestTask,
+        body: Body,
+        expect: bool,
+        limit: u64,
+        env: &mut Env,
+    ) {
+        let has_body = !matches!(body, Body::None | Body::Length(0));
+        if has_body {
+            if expect {
+                self.queue_raw(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            self.deadline = env.now + env.cfg.timeouts.body;
+            self.set_body(Some(BodyReader::new(body, limit)), None);
+        }
+        self.start_task(task, env);
+    }
+}

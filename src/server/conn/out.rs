@@ -1,0 +1,107 @@
+//! A connection's output queue: responses in request order, in memory or as file ranges.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+
+use backends::SendBuf;
+
+/// One piece of output.
+#[derive(Debug)]
+pub enum Out {
+    /// Bytes in memory (a head, a body, a chunk).
+    Buf(SendBuf),
+    /// `len` bytes of file `fd` from `offset`, sent by sendfile(2). The fd belongs to the task
+    /// that queued it, which closes it only after the queue has drained past it.
+    File { fd: RawFd, offset: u64, len: u64 },
+}
+
+/// The queue and how many in-memory bytes it holds (the back-pressure measure).
+#[derive(Default)]
+pub struct OutQueue {
+    q: VecDeque<Out>,
+    bytes: usize,
+    /// Every byte ever queued (heads, bodies, file ranges), for the access log.
+    pub total: u64,
+    /// The status of the last final response head queued, for the access log.
+    pub last_status: u16,
+    /// The length of that head.
+    pub last_head: u64,
+}
+
+/// The status code of a response head (`HTTP/1.1 200 …`), if `b` starts with one.
+fn status_of(b: &[u8]) -> Option<u16> {
+    let d = b.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+    d.iter().try_fold(0u16, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u16::from(c - b'0'))
+    })
+}
+
+impl OutQueue {
+    pub fn push(&mut self, buf: SendBuf) {
+        if buf.is_empty() {
+            return;
+        }
+        if let Some(code) = status_of(&buf.head).filter(|c| *c >= 200) {
+            self.last_status = code;
+            self.last_head = buf.head.len() as u64;
+        }
+        self.bytes += buf.len();
+        self.total += buf.len() as u64;
+        self.q.push_back(Out::Buf(buf));
+    }
+
+    pub fn push_bytes(&mut self, head: Vec<u8>) {
+        self.push(SendBuf {
+            head,
+            body: backends::Body::Empty,
+        });
+    }
+
+    pub fn push_file(&mut self, fd: RawFd, offset: u64, len: u64) {
+        if len > 0 {
+            self.total += len;
+            self.q.push_back(Out::File { fd, offset, len });
+        }
+    }
+
+    pub fn push_front(&mut self, o: Out) {
+        if let Out::Buf(b) = &o {
+            self.bytes += b.len();
+        }
+        self.q.push_front(o);
+    }
+
+    pub fn pop(&mut self) -> Option<Out> {
+        let o = self.q.pop_front()?;
+        if let Out::Buf(b) = &o {
+            self.bytes -= b.len();
+        }
+        Some(o)
+    }
+
+    /// The next in-memory buffer, if the front of the queue is one.
+    pub fn pop_buf_if(&mut self, max_total: usize, have: usize) -> Option<SendBuf> {
+        match self.q.front() {
+            Some(Out::Buf(b)) if have + b.len() <= max_total => match self.pop() {
+                Some(Out::Buf(b)) => Some(b),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// In-memory bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Drop everything queued (the connection is closing); file fds stay with their tasks.
+    pub fn clear(&mut self) {
+        self.q.clear();
+        self.bytes = 0;
+    }
+}

@@ -1,0 +1,307 @@
+//! One request on a connection: its record (what the access log and error pages need), its
+//! body reader and its task; starting, finishing and failing it.
+
+use std::sync::Arc;
+
+use super::env::Env;
+use super::{Conn, Phase};
+use crate::config::Config;
+use crate::http::request::Method;
+use crate::server::ident::TaskKind;
+use crate::server::reply::{self, Ctx, Reply};
+use crate::server::task::body::BodyReader;
+use crate::server::task::cgi::framing::Meta;
+use crate::server::task::file::FileTask;
+use crate::server::task::reply::ReplyTask;
+use crate::server::task::{Abort, RequestTask, Step, Task};
+
+/// The current request.
+pub struct Request {
+    /// Its number on the connection (from 1).
+    pub seq: u32,
+    /// The configuration it started under (a reload does not change it mid-way).
+    pub cfg: Arc<Config>,
+    pub server: usize,
+    /// Normalised path and query.
+    pub path: String,
+    pub query: Option<String>,
+    pub method: Method,
+    pub meta: Meta,
+    /// For the access log (empty when there is none).
+    pub line: String,
+    pub referer: String,
+    pub user_agent: String,
+    /// `OutQueue::total` when the request started (bytes sent for it = the difference).
+    pub out_start: u64,
+    pub body: Option<BodyReader>,
+    pub task: Option<RequestTask>,
+    /// The task to start once a body nobody needs has been read and dropped.
+    pub deferred: Option<RequestTask>,
+}
+
+impl Request {
+    pub fn body_done(&self) -> bool {
+        self.body.as_ref().is_none_or(BodyReader::is_done)
+    }
+}
+
+impl Conn {
+    /// Whether the response being built is the connection's last (RFC 9112 §9.6): the client
+    /// asked to close, `keepalive_requests` is reached, the server is stopping, or an error
+    /// already decided it.
+    pub(super) fn last_response(&self, keep_alive: bool, env: &Env) -> bool {
+        !keep_alive
+            || self.close_after
+            || self.served + 1 >= env.cfg.keepalive_requests
+            || env.stopping
+    }
+
+    /// Turn a ready reply into its task.
+    pub(super) fn reply_task(&self, r: Reply, kind: TaskKind, env: &mut Env) -> RequestTask {
+        let id = env.gauges.task_id();
+        match r {
+            Reply::Full { status, head, body } => RequestTask::Reply(ReplyTask::new(
+                kind,
+                id,
+                status,
+                backends::SendBuf { head, body },
+            )),
+            Reply::File {
+                head,
+                file,
+                offset,
+                len,
+                ..
+            } => RequestTask::File(FileTask::new(id, head, file, offset, len)),
+        }
+    }
+
+    /// The error response for `code`, with its configured error page.
+    pub(super) fn error_reply(&self, code: u16, extra: &[(String, String)], env: &Env) -> Reply {
+        let cfg = self
+            .req
+            .as_ref()
+            .map_or_else(|| env.cfg.clone(), |r| r.cfg.clone());
+        let (server_idx, path, head_only, ka10) = match &self.req {
+            Some(r) => (
+                r.server,
+                r.path.as_str(),
+                r.meta.head_only,
+                r.meta.keep_alive_10,
+            ),
+            None => (cfg.server_index(self.local, None), "/", false, false),
+        };
+        let close = self.close_after || self.req.as_ref().is_none_or(|r| r.meta.close);
+        let server = &cfg.servers[server_idx];
+        let loc = server.location_for(path);
+        let cx = Ctx {
+            head_only,
+            close,
+            ..Ctx::plain(env.date, ka10 && !close)
+        };
+        let extra: Vec<(&str, &[u8])> = extra
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        reply::error(code, server, loc, &extra, &cx)
+    }
+
+    /// Queue an error response as the current request's answer.
+    pub(super) fn queue_error(&mut self, code: u16, extra: &[(String, String)], env: &mut Env) {
+        let r = self.error_reply(code, extra, env);
+        let mut task = self.reply_task(r, TaskKind::ErrorPage, env);
+        let id = self.ident();
+        let mut cx = env.cx(id, &mut self.out);
+        let _ = task.start(&mut cx);
+    }
+
+    /// A framing or protocol error: answer `code` after the responses already queued, then
+    /// close; nothing after it is read (no desynchronisation).
+    pub(super) fn fail(&mut self, code: u16, env: &mut Env) {
+        self.abort_task(Abort::Closing, env);
+        self.close_after = true;
+        self.inbuf.clear();
+        if let Some(r) = self.req.as_mut() {
+            r.body = None;
+        }
+        self.set_phase(Phase::Active, env);
+        self.queue_error(code, &[], env);
+        self.finish_request(env);
+    }
+
+    /// Start `task` for the current request and act on what it says.
+    pub(super) fn start_task(&mut self, mut task: RequestTask, env: &mut Env) {
+        let id = self.ident().with_task(task.id());
+        crate::trace!("{id}: start");
+        let step = {
+            let mut cx = env.cx(id, &mut self.out);
+            task.start(&mut cx)
+        };
+        if let Some(r) = self.req.as_mut() {
+            r.task = Some(task);
+        }
+        // A task that takes a body, for a request without one, hears its (empty) end now.
+        let step = match step {
+            Step::Pending if self.req.as_ref().is_some_and(|r| r.body.is_none()) => {
+                self.with_task(env, |t, cx| t.on_body(&[], true, cx))
+            }
+            s => s,
+        };
+        self.handle(step, env);
+    }
+
+    /// Feed buffered body bytes to the task (or drop them for a deferred answer). Returns
+    /// true when something moved.
+    pub(super) fn feed_body(&mut self, env: &mut Env) -> bool {
+        let Some(req) = self.req.as_mut() else {
+            return false;
+        };
+        let Some(body) = req.body.as_mut() else {
+            return false;
+        };
+        if body.is_done() {
+            return false;
+        }
+        let room = match (&req.task, &req.deferred) {
+            (Some(t), _) => t.body_room(),
+            (None, Some(_)) => usize::MAX,
+            (None, None) => return false,
+        };
+        if room == 0 || self.inbuf.is_empty() {
+            if self.eof && self.inbuf.is_empty() {
+                // The client went away mid-body: nothing is stored, the task is stopped.
+                self.close(Abort::ClientGone, env);
+                return true;
+            }
+            return false;
+        }
+        self.scratch.clear();
+        let piece = match body.decode(&self.inbuf, room, &mut self.scratch) {
+            Ok(p) => p,
+            Err(code) => {
+                crate::info!("{}: bad request body ({code})", self.ident());
+                self.fail(code, env);
+                return true;
+            }
+        };
+        self.inbuf.drain(..piece.consumed);
+        self.deadline = env.now + env.cfg.timeouts.body;
+        let id = self.ident();
+        let req = self.req.as_mut().expect("checked above");
+        let step = match req.task.as_mut() {
+            Some(task) => {
+                let mut cx = env.cx(id, &mut self.out);
+                task.on_body(&self.scratch, piece.done, &mut cx)
+            }
+            None => {
+                if piece.done {
+                    if let Some(t) = req.deferred.take() {
+                        self.start_task(t, env);
+                    }
+                }
+                Step::Pending
+            }
+        };
+        self.handle(step, env);
+        piece.consumed > 0 || piece.done
+    }
+
+    /// The request is answered (its response queued): log it, then get ready for the next
+    /// one, or arrange to close once the queued bytes are out.
+    pub(super) fn finish_request(&mut self, env: &mut Env) {
+        let Some(req) = self.req.take() else {
+            return;
+        };
+        env.gauges.requests += 1;
+        self.served += 1;
+        if !req.body_done() {
+            // The answer came before the whole body: the rest cannot be told from a next request.
+            self.close_after = true;
+        }
+        self.access_log(&req, env);
+        if self.close_after
+            || req.meta.close
+            || self.served >= env.cfg.keepalive_requests
+            || env.stopping
+            || (self.eof && self.inbuf.is_empty())
+        {
+            self.close_when_flushed = true;
+        }
+        self.deadline = env.now + env.cfg.timeouts.keepalive;
+        let next = if self.inbuf.is_empty() {
+            Phase::Idle
+        } else {
+            Phase::Head
+        };
+        self.set_phase(next, env);
+    }
+
+    /// A CGI's local redirect: answer a GET of `path` instead (RFC 3875 §6.2.2).
+    pub(super) fn internal_redirect(&mut self, path: &str, env: &mut Env) {
+        self.abort_task(Abort::Finished, env);
+        let Some(req) = self.req.as_ref() else {
+            return;
+        };
+        if !req.body_done() {
+            // The rest of the body can no longer be told from a next request: close after.
+            self.close_after = true;
+        }
+        let cfg = req.cfg.clone();
+        let server = &cfg.servers[req.server];
+        let (p, q) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let close = req.meta.close || self.close_after;
+        let cx = Ctx {
+            head_only: req.meta.head_only,
+            close,
+            query: q,
+            ..Ctx::plain(env.date, req.meta.keep_alive_10 && !close)
+        };
+        let loc = server.location_for(p);
+        let r = match reply::serve_static(p, loc, &cfg, &cx, env.cache) {
+            reply::Static::Reply(r) => r,
+            reply::Static::Error(code) => reply::error(code, server, loc, &[], &cx),
+        };
+        let task = self.reply_task(r, TaskKind::Reply, env);
+        if let Some(r) = self.req.as_mut() {
+            r.body = None;
+        }
+        self.start_task(task, env);
+    }
+
+    fn access_log(&self, req: &Request, env: &mut Env) {
+        let Some(f) = env.access.as_mut() else {
+            return;
+        };
+        if req.line.is_empty() {
+            return;
+        }
+        let sent = self
+            .out
+            .total
+            .saturating_sub(req.out_start)
+            .saturating_sub(self.out.last_head);
+        let secs = crate::http::date::unix_secs(std::time::SystemTime::now());
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        let line = format!(
+            "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
+            self.peer.ip(),
+            crate::log::access_time(secs),
+            req.line.escape_debug(),
+            self.out.last_status,
+            sent,
+            dash(&req.referer),
+            dash(&req.user_agent),
+        );
+        use std::io::Write;
+        let _ = f.write_all(line.as_bytes());
+    }
+}

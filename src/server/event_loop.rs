@@ -1,0 +1,467 @@
+//! The event loop: it owns the backend, the listeners, the connections and the child
+//! registry; it waits for completions and routes each one — in [`Loop::dispatch`], the only
+//! place a completion is routed — to its owner, by its typed token. It never reaches into a
+//! task: a connection's completions go to the connection, which hands its task's to the task.
+//!
+//! Deadlines are checked by one tick a second (header, body, send, keep-alive, linger, CGI
+//! inactivity, KILL after TERM), so keeping a request alive costs no timer operation.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use backends::{Backend, Buf, Completion, Op, WAKE_TOKEN};
+
+use super::conn::env::{Env, Gauges};
+use super::conn::Conn;
+use super::control::Control;
+use super::ident::LogId;
+use super::reply::FileCache;
+use super::task::cgi::child::Children;
+use super::task::Abort;
+use super::token::{OpTag, Slab, Tok, SLOT_MASK};
+use crate::config::Config;
+
+struct Listener {
+    fd: std::os::fd::OwnedFd,
+    addr: SocketAddr,
+}
+
+/// One event loop (one per worker thread).
+pub struct Loop {
+    cfg: Arc<Config>,
+    be: Box<dyn Backend>,
+    sendfile: bool,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn>,
+    children: Children,
+    cache: FileCache,
+    gauges: Gauges,
+    date: crate::http::date::DateCache,
+    date_now: [u8; 29],
+    access: Option<std::fs::File>,
+    stopping: Option<Instant>,
+    control: Arc<Control>,
+    cfg_gen: u64,
+    /// Listeners whose accept stopped on EMFILE/ENFILE; re-armed by the tick.
+    accept_paused: Vec<u32>,
+    /// An accept error was logged and no accept has worked since (log it once, not per retry).
+    accept_failing: bool,
+    /// Connections refused at accept (each close gets its own token).
+    refused: u64,
+    /// The time of the current loop turn (read once per wait: deadlines need no finer grain).
+    now: Instant,
+    #[allow(clippy::vec_box)]
+    parsers: Vec<Box<crate::http::request::HeadParser>>,
+}
+
+/// How long a stopping server waits for CGI children to be reaped after the last connection.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Loop {
+    pub fn new(
+        cfg: Arc<Config>,
+        be: Box<dyn Backend>,
+        listeners: Vec<(SocketAddr, std::os::fd::OwnedFd)>,
+        control: Arc<Control>,
+    ) -> io::Result<Loop> {
+        let access = match &cfg.access_log {
+            Some(p) => Some(crate::log::open_append(p)?),
+            None => None,
+        };
+        Ok(Loop {
+            cfg,
+            sendfile: be.sendfile_native(),
+            be,
+            listeners: listeners
+                .into_iter()
+                .map(|(addr, fd)| Listener { fd, addr })
+                .collect(),
+            conns: Slab::default(),
+            children: Children::default(),
+            cache: FileCache::default(),
+            gauges: Gauges::default(),
+            date: crate::http::date::DateCache::default(),
+            date_now: [0; 29],
+            access,
+            stopping: None,
+            cfg_gen: control.cfg_gen.load(Ordering::SeqCst),
+            control,
+            accept_paused: Vec::new(),
+            accept_failing: false,
+            refused: 0,
+            now: Instant::now(),
+            parsers: Vec::new(),
+        })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.be.name()
+    }
+
+    /// Serve until asked to stop, then finish in-flight responses and return.
+    pub fn run(&mut self) -> io::Result<()> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            let t = Tok::new(0, i as u32, 0, OpTag::Accept).encode();
+            self.be.submit(
+                t,
+                Op::Accept {
+                    fd: l.fd.as_raw_fd(),
+                },
+            );
+            crate::info!("listening on {} ({})", l.addr, self.be.name());
+        }
+        self.arm_tick();
+        self.refresh_date();
+        let mut out = Vec::with_capacity(256);
+        loop {
+            self.be.wait(&mut out, None)?;
+            self.now = Instant::now();
+            self.cache.now = Some(self.now);
+            self.refresh_date();
+            // A child whose exit is in this batch was reaped already: its pid may be reused,
+            // so nothing dispatched before its exit may signal it.
+            for c in &out {
+                if let Some(t) = Tok::decode(c.token).filter(|t| t.op == OpTag::ChildExit) {
+                    self.children.mark_exited(t.slot, t.gen);
+                }
+            }
+            for c in out.drain(..) {
+                self.dispatch(c);
+            }
+            if self.control.stop.load(Ordering::Relaxed) && self.stopping.is_none() {
+                self.begin_stop();
+            }
+            let gen = self.control.cfg_gen.load(Ordering::Relaxed);
+            if gen != self.cfg_gen {
+                self.cfg_gen = gen;
+                self.reload();
+            }
+            if let Some(since) = self.stopping {
+                if self.conns.is_empty()
+                    && (self.children.is_empty() || self.now >= since + STOP_GRACE)
+                {
+                    crate::info!("all connections finished; exiting");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Take the new configuration for requests that start from now on; requests in flight
+    /// finish under the one they started with. Listen sockets stay as they are.
+    fn reload(&mut self) {
+        let new = self.control.config();
+        let mut old_addrs = self.cfg.listen_addrs();
+        let mut new_addrs = new.listen_addrs();
+        old_addrs.sort();
+        new_addrs.sort();
+        if old_addrs != new_addrs {
+            crate::warn!("reload: listen addresses changed; they take effect after a restart");
+        }
+        self.cfg = new;
+        crate::notice!(
+            "configuration reloaded ({} connections kept)",
+            self.conns.len()
+        );
+    }
+
+    fn refresh_date(&mut self) {
+        self.date_now = *self.date.get(SystemTime::now());
+    }
+
+    fn arm_tick(&mut self) {
+        let t = Tok::new(0, 0, 0, OpTag::Tick).encode();
+        self.be.submit(
+            t,
+            Op::Timeout {
+                deadline: Instant::now() + Duration::from_secs(1),
+            },
+        );
+    }
+
+    fn begin_stop(&mut self) {
+        crate::notice!(
+            "stopping: no new connections; finishing {} in flight",
+            self.conns.len()
+        );
+        self.stopping = Some(self.now);
+        for i in 0..self.listeners.len() as u32 {
+            let target = Tok::new(0, i, 0, OpTag::Accept).encode();
+            let t = Tok::new(0, i, 0, OpTag::AcceptCancel).encode();
+            self.be.submit(t, Op::Cancel { target });
+        }
+        // Idle keep-alive connections have nothing in flight: close them now.
+        for (slot, gen) in self.conns.keys() {
+            self.with_conn(slot, gen, |c, env| {
+                if c.is_idle() {
+                    c.close(Abort::Closing, env);
+                }
+                false
+            });
+        }
+    }
+
+    /// Run `f` on connection `slot`/`gen` with its environment; `f` returning true (its close
+    /// completed) frees the slot.
+    fn with_conn(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        f: impl FnOnce(&mut Conn, &mut Env) -> bool,
+    ) -> bool {
+        let Loop {
+            cfg,
+            be,
+            sendfile,
+            conns,
+            children,
+            cache,
+            gauges,
+            date_now,
+            access,
+            stopping,
+            now,
+            parsers,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(slot, gen) else {
+            return false;
+        };
+        let mut env = Env {
+            be: &mut **be,
+            now: *now,
+            date: date_now,
+            cfg,
+            cache,
+            children,
+            gauges,
+            access,
+            stopping: stopping.is_some(),
+            sendfile: *sendfile,
+            parsers,
+        };
+        let gone = f(conn, &mut env);
+        if gone {
+            conns.remove(slot, gen);
+            gauges.active -= 1;
+        }
+        true
+    }
+
+    /// The one place a completion is routed.
+    fn dispatch(&mut self, c: Completion) {
+        if c.token == WAKE_TOKEN {
+            return;
+        }
+        let Some(t) = Tok::decode(c.token) else {
+            crate::error!("completion with a token no op was given: {:#x}", c.token);
+            self.drop_buf(c.buf);
+            return;
+        };
+        if crate::log::tracing() {
+            self.trace(&t, &c);
+        }
+        match t.op {
+            OpTag::Accept => self.on_accept(t.slot, c),
+            OpTag::Tick => self.on_tick(),
+            OpTag::RefuseClose | OpTag::AcceptCancel => {}
+            OpTag::ChildExit => self.on_child_exit(t, c),
+            _ => {
+                let mut c = Some(c);
+                let live = self.with_conn(t.slot, t.gen, |conn, env| {
+                    let c = c.take().expect("one completion");
+                    conn.on_completion(t, c, env)
+                });
+                if !live {
+                    // Its connection is gone (a stale completion): only its buffer remains.
+                    if let Some(c) = c {
+                        self.drop_buf(c.buf);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `--debug` line for one completion: `c17.2 r3 cgi#41 stdout read: Ok(5120)`.
+    fn trace(&self, t: &Tok, c: &Completion) {
+        let id = match t.op {
+            OpTag::Accept | OpTag::Tick | OpTag::RefuseClose | OpTag::AcceptCancel => {
+                format!("loop {}", t.slot)
+            }
+            OpTag::ChildExit => format!("child {}.{}", t.slot, t.gen),
+            _ => match self.conns.get(t.slot, t.gen) {
+                Some(conn) => {
+                    let id = conn.ident();
+                    if t.op.is_task_op() && id.req as u8 != t.req {
+                        format!("{} (stale r{})", LogId::conn(t.slot, t.gen), t.req)
+                    } else {
+                        id.to_string()
+                    }
+                }
+                None => format!("{} (gone)", LogId::conn(t.slot, t.gen)),
+            },
+        };
+        let more = if c.more { " +more" } else { "" };
+        crate::trace!("{id} {}: {:?}{more}", t.op.name(), c.result);
+    }
+
+    fn drop_buf(&mut self, b: Buf) {
+        if let Buf::Recv(b) = b {
+            self.be.release(b);
+        }
+    }
+
+    fn refuse(&mut self, fd: RawFd) {
+        self.refused += 1;
+        let n = self.refused;
+        let t = Tok::new(
+            (n >> 20) as u32,
+            (n as u32) & SLOT_MASK,
+            0,
+            OpTag::RefuseClose,
+        );
+        self.be.submit(t.encode(), Op::Close { fd });
+    }
+
+    fn on_accept(&mut self, li: u32, c: Completion) {
+        let fd = match c.result {
+            Ok(fd) => fd as RawFd,
+            Err(e) => {
+                if !c.more && self.stopping.is_none() && !self.accept_paused.contains(&li) {
+                    // Out of descriptors (EMFILE/ENFILE) or memory: say so once, and let the
+                    // tick try again in a second while the connections we have go on being
+                    // served.
+                    if !self.accept_failing {
+                        crate::error!(
+                            "accept on {}: {e}; pausing accepts (retried every second)",
+                            self.listeners[li as usize].addr
+                        );
+                        self.accept_failing = true;
+                    }
+                    self.accept_paused.push(li);
+                }
+                return;
+            }
+        };
+        if self.stopping.is_some() {
+            self.refuse(fd);
+            return;
+        }
+        if self.accept_failing {
+            self.accept_failing = false;
+            crate::notice!("accepting connections again");
+        }
+        if self.conns.len() >= self.cfg.worker_connections && self.reclaim_idle(1) == 0 {
+            // At the connection limit with nothing idle to reclaim: refuse this one.
+            self.refuse(fd);
+            return;
+        }
+        let _ = backends::util::set_nodelay(fd);
+        let listen_addr = self.listeners[li as usize].addr;
+        let local = backends::util::local_addr(fd).unwrap_or(listen_addr);
+        let peer = backends::util::peer_addr(fd).unwrap_or(local);
+        let Loop {
+            cfg,
+            be,
+            sendfile,
+            conns,
+            children,
+            cache,
+            gauges,
+            date_now,
+            access,
+            stopping,
+            now,
+            parsers,
+            ..
+        } = self;
+        let mut env = Env {
+            be: &mut **be,
+            now: *now,
+            date: date_now,
+            cfg,
+            cache,
+            children,
+            gauges,
+            access,
+            stopping: stopping.is_some(),
+            sendfile: *sendfile,
+            parsers,
+        };
+        match conns.insert_with(|slot, gen| Conn::new(fd, slot, gen, local, peer, &mut env)) {
+            Some((slot, gen)) => {
+                gauges.active += 1;
+                gauges.accepted += 1;
+                crate::trace!("{}: accepted fd {fd} from {peer}", LogId::conn(slot, gen));
+            }
+            None => self.refuse(fd),
+        }
+    }
+
+    /// Close up to `n` idle keep-alive connections (between requests, nothing buffered),
+    /// oldest deadline first. Returns how many were closed.
+    fn reclaim_idle(&mut self, n: usize) -> usize {
+        let mut idle: Vec<(Instant, u32, u32)> = self
+            .conns
+            .keys()
+            .into_iter()
+            .filter_map(|(s, g)| {
+                let c = self.conns.get(s, g)?;
+                (c.is_idle() && c.served > 0).then_some((c.deadline, s, g))
+            })
+            .collect();
+        idle.sort();
+        let mut closed = 0;
+        for (_, s, g) in idle.into_iter().take(n) {
+            self.with_conn(s, g, |c, env| {
+                c.close(Abort::Closing, env);
+                false
+            });
+            closed += 1;
+        }
+        closed
+    }
+
+    fn on_tick(&mut self) {
+        self.now = Instant::now();
+        for li in std::mem::take(&mut self.accept_paused) {
+            if self.stopping.is_none() {
+                let fd = self.listeners[li as usize].fd.as_raw_fd();
+                let t = Tok::new(0, li, 0, OpTag::Accept).encode();
+                self.be.submit(t, Op::Accept { fd });
+            }
+        }
+        self.children.tick(self.now);
+        for (slot, gen) in self.conns.keys() {
+            self.with_conn(slot, gen, |c, env| {
+                c.on_tick(env);
+                false
+            });
+        }
+        self.arm_tick();
+    }
+
+    /// A child exited and was reaped: free its registry entry, and tell the task that owns it
+    /// (if it still does).
+    fn on_child_exit(&mut self, t: Tok, c: Completion) {
+        let Some((owner, pid)) = self.children.on_exit(t.slot, t.gen) else {
+            crate::trace!("child {}.{}: reaped (no task waits for it)", t.slot, t.gen);
+            return;
+        };
+        crate::trace!(
+            "{}: pid {pid} reaped",
+            LogId {
+                req: owner.req,
+                ..LogId::conn(owner.conn, owner.gen)
+            }
+        );
+        self.with_conn(owner.conn, owner.gen, |conn, env| {
+            conn.on_child_exit(owner.req, c, env);
+            false
+        });
+    }
+}

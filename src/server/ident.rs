@@ -1,0 +1,174 @@
+//! Who a log line is about: the task identity every error-log and `--debug` line starts with.
+//!
+//! The one format, documented in the README:
+//!
+//! ```text
+//! c17.2 r3 cgi#41: stdout eof after 5120 B
+//! │   │  │  │   └─ the task's id (unique in this worker since start)
+//! │   │  │  └───── the task's kind
+//! │   │  └──────── the request's sequence number on its connection (from 1)
+//! │   └─────────── the connection slot's generation
+//! └─────────────── the connection slot
+//! ```
+//!
+//! Lines about a connection with no request yet stop after `c17.2`; lines about a request with
+//! no task after `r3`. A task that fails logs its last transitions ([`Trail`]) at `error`, so the
+//! moment and the cause are visible without `--debug`.
+
+use std::fmt;
+
+/// The kinds of task (see `task/mod.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Connection I/O: accept, receive, parse heads, send, keep-alive.
+    Conn,
+    /// A response built in memory at once: a cached file, redirect, text `return`.
+    Reply,
+    /// An error response (with its configured error page).
+    ErrorPage,
+    /// The `status` page.
+    Status,
+    /// A file streamed from disk in pieces (sendfile, or reads).
+    File,
+    /// A request body read and dropped, then a prepared answer.
+    Discard,
+    /// An upload: raw POST or PUT to a temp file, renamed into place.
+    Upload,
+    /// A multipart/form-data upload.
+    Multipart,
+    /// A DELETE.
+    Delete,
+    /// A CGI script: spawn, stdin, stdout, stderr, child exit.
+    Cgi,
+    /// Lingering close after a connection's last response.
+    Linger,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Conn => "conn",
+            TaskKind::Reply => "reply",
+            TaskKind::ErrorPage => "error",
+            TaskKind::Status => "status",
+            TaskKind::File => "file",
+            TaskKind::Discard => "discard",
+            TaskKind::Upload => "upload",
+            TaskKind::Multipart => "multipart",
+            TaskKind::Delete => "delete",
+            TaskKind::Cgi => "cgi",
+            TaskKind::Linger => "linger",
+        }
+    }
+}
+
+/// A task's name: kind and a per-worker id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskId {
+    pub kind: TaskKind,
+    pub id: u32,
+}
+
+/// The identity at the start of a log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogId {
+    pub conn: u32,
+    pub gen: u32,
+    /// Request sequence number on the connection (0: none yet).
+    pub req: u32,
+    pub task: Option<TaskId>,
+}
+
+impl LogId {
+    pub fn conn(conn: u32, gen: u32) -> LogId {
+        LogId {
+            conn,
+            gen,
+            req: 0,
+            task: None,
+        }
+    }
+
+    pub fn with_task(self, task: TaskId) -> LogId {
+        LogId {
+            task: Some(task),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}.{}", self.conn, self.gen)?;
+        if self.req != 0 {
+            write!(f, " r{}", self.req)?;
+        }
+        if let Some(t) = self.task {
+            write!(f, " {}#{}", t.kind.name(), t.id)?;
+        }
+        Ok(())
+    }
+}
+
+/// The last few transitions of a task, kept without allocating, for the error log.
+#[derive(Clone, Debug, Default)]
+pub struct Trail {
+    events: [(&'static str, u64); 8],
+    next: usize,
+    len: usize,
+}
+
+impl Trail {
+    pub fn push(&mut self, what: &'static str, n: u64) {
+        self.events[self.next] = (what, n);
+        self.next = (self.next + 1) % self.events.len();
+        self.len = (self.len + 1).min(self.events.len());
+    }
+}
+
+impl fmt::Display for Trail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cap = self.events.len();
+        let start = (self.next + cap - self.len) % cap;
+        for i in 0..self.len {
+            let (what, n) = self.events[(start + i) % cap];
+            if i > 0 {
+                f.write_str(" → ")?;
+            }
+            write!(f, "{what} {n}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_shape() {
+        let id = LogId {
+            conn: 17,
+            gen: 2,
+            req: 3,
+            task: Some(TaskId {
+                kind: TaskKind::Cgi,
+                id: 41,
+            }),
+        };
+        assert_eq!(id.to_string(), "c17.2 r3 cgi#41");
+        assert_eq!(LogId::conn(4, 1).to_string(), "c4.1");
+    }
+
+    #[test]
+    fn trail_keeps_the_last_eight_in_order() {
+        let mut t = Trail::default();
+        for i in 0..10 {
+            t.push("ev", i);
+        }
+        assert_eq!(
+            t.to_string(),
+            "ev 2 → ev 3 → ev 4 → ev 5 → ev 6 → ev 7 → ev 8 → ev 9"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Responses built in memory: the [`Reply`] a task hands to its connection, the per-request
+//! facts the builders need ([`Ctx`]), error pages, redirects and text `return`s. Static files
+//! ([`static_file`]), the small-file cache ([`cache`]), directory listings ([`autoindex`]) and
+//! the URI → file mapping with its containment rule ([`map`]) live beside it.
+//!
+//! Nothing here submits an operation or knows a connection: these are functions of the request,
+//! the configuration and the file system.
+
+pub mod autoindex;
+pub mod cache;
+pub mod map;
+pub mod static_file;
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::config::{ErrorPageStatus, Location, Server};
+use crate::http::response::{error_page_html, ResponseHead};
+
+pub use cache::FileCache;
+pub use map::{map, upload_target};
+pub use static_file::{serve_static, Static};
+
+/// Files not in the cache stream in pieces of this size when they are read (not sendfile'd).
+pub const CHUNK: usize = 256 * 1024;
+
+/// What a handler decided; the loop turns it into sends.
+pub enum Reply {
+    /// A complete response in memory (head + body).
+    Full {
+        status: u16,
+        head: Vec<u8>,
+        body: backends::Body,
+    },
+    /// A head, then `len` bytes of `file` from `offset`, streamed.
+    File {
+        status: u16,
+        head: Vec<u8>,
+        file: File,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Reply {
+    pub fn status(&self) -> u16 {
+        match self {
+            Reply::Full { status, .. } | Reply::File { status, .. } => *status,
+        }
+    }
+}
+
+/// Per-request facts the builders need.
+pub struct Ctx<'a> {
+    pub head_only: bool,
+    pub close: bool,
+    /// HTTP/1.0 client that asked for keep-alive: say so explicitly.
+    pub keep_alive_10: bool,
+    pub date: &'a [u8],
+    pub query: Option<&'a str>,
+    pub if_none_match: Option<&'a [u8]>,
+    pub if_modified_since: Option<&'a [u8]>,
+    pub range: Option<&'a [u8]>,
+    /// `If-Range` (RFC 9110 §13.1.5): the range applies only if this validator still matches.
+    pub if_range: Option<&'a [u8]>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A response to a plain request: no conditionals, no range, no query, keep-alive as is.
+    pub fn plain(date: &'a [u8], keep_alive_10: bool) -> Ctx<'a> {
+        Ctx {
+            head_only: false,
+            close: false,
+            keep_alive_10,
+            date,
+            query: None,
+            if_none_match: None,
+            if_modified_since: None,
+            range: None,
+            if_range: None,
+        }
+    }
+}
+
+pub const SERVER: &[u8] = concat!("webserv/", env!("CARGO_PKG_VERSION")).as_bytes();
+
+pub(crate) fn start(out: &mut Vec<u8>, code: u16, cx: &Ctx) {
+    let mut h = ResponseHead::new(out, code);
+    h.header("Server", SERVER).header("Date", cx.date);
+    if cx.close {
+        h.header("Connection", b"close");
+    } else if cx.keep_alive_10 {
+        h.header("Connection", b"keep-alive");
+    }
+}
+
+pub(crate) fn finish(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append a header field; CR, LF and NUL in the value become SP, so no value (a path from the
+/// request, a script's output) can split the response (RFC 9110 §5.5).
+pub(crate) fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    let start = out.len();
+    out.extend_from_slice(value);
+    for b in &mut out[start..] {
+        if matches!(*b, b'\r' | b'\n' | 0) {
+            *b = b' ';
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(crate) fn header_u64(out: &mut Vec<u8>, name: &str, n: u64) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    crate::http::response::write_u64(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response with an in-memory body.
+pub fn full(
+    code: u16,
+    content_type: &str,
+    body: Vec<u8>,
+    extra: &[(&str, &[u8])],
+    cx: &Ctx,
+) -> Reply {
+    let mut head = Vec::with_capacity(256);
+    start(&mut head, code, cx);
+    // 1xx, 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6).
+    let bodyless = code == 204 || code == 304 || (100..200).contains(&code);
+    if !bodyless {
+        header(&mut head, "Content-Type", content_type.as_bytes());
+        header_u64(&mut head, "Content-Length", body.len() as u64);
+    }
+    for (n, v) in extra {
+        header(&mut head, n, v);
+    }
+    finish(&mut head);
+    let body = if cx.head_only || bodyless || body.is_empty() {
+        backends::Body::Empty
+    } else {
+        backends::Body::Owned(body)
+    };
+    Reply::Full {
+        status: code,
+        head,
+        body,
+    }
+}
+
+/// The built-in page for `code`, or the configured `error_page` (served with the original
+/// status unless the directive says otherwise).
+pub fn error(
+    code: u16,
+    server: &Server,
+    loc: &Location,
+    extra: &[(&str, &[u8])],
+    cx: &Ctx,
+) -> Reply {
+    if let Some(ep) = loc.error_page(code) {
+        let status = match ep.status {
+            ErrorPageStatus::Fixed(n) => n,
+            _ => code,
+        };
+        let target = server.location_for(&ep.uri);
+        // The same mapping (and containment rule) as any request for that URI.
+        let path = map(target, &ep.uri).unwrap_or_default();
+        if let Ok(body) = std::fs::read(&path) {
+            let ty = mime_for(&path);
+            return full(status, ty, body, extra, cx);
+        }
+        crate::warn!(
+            "error_page {} -> {}: {} not readable",
+            code,
+            ep.uri,
+            path.display()
+        );
+    }
+    full(
+        code,
+        "text/html; charset=utf-8",
+        error_page_html(code).into_bytes(),
+        extra,
+        cx,
+    )
+}
+
+fn mime_for(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html") | Some("htm") => "text/html; charset=utf-8",
+        _ => "text/plain; charset=utf-8",
+    }
+}
+
+/// `return CODE [URL|TEXT]`.
+pub fn ret(code: u16, target: Option<&str>, cx: &Ctx) -> Reply {
+    match code {
+        301 | 302 | 303 | 307 | 308 => {
+            let loc = target.unwrap_or("/");
+            let body = crate::http::response::error_page_html(code).into_bytes();
+            full(
+                code,
+                "text/html; charset=utf-8",
+                body,
+                &[("Location", loc.as_bytes())],
+                cx,
+            )
+        }
+        _ => {
+            let body = target.unwrap_or("").as_bytes().to_vec();
+            full(code, "text/plain; charset=utf-8", body, &[], cx)
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! GET and HEAD of files and directories: conditionals, ranges, index files, autoindex.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::autoindex::autoindex;
+use super::cache::{Cached, FileCache};
+use super::{finish, full, header, header_u64, map, ret, start, Ctx, Reply};
+use crate::config::Location;
+use crate::http::path::percent_encode_path;
+use crate::http::range::{self, ByteRange};
+use crate::http::response::error_page_html;
+
+/// The validators of a file representation.
+struct Validators<'a> {
+    len: u64,
+    mtime: u64,
+    etag: &'a str,
+    last_modified: &'a [u8; 29],
+}
+
+/// The head of a GET/HEAD of a file: 304 when the conditionals say so, 416 for an unsatisfiable
+/// range (both complete replies, `Err`), else 200 or 206 with the byte range to send.
+fn file_head(
+    v: &Validators,
+    uri: &str,
+    mime: &crate::config::Config,
+    cx: &Ctx,
+) -> Result<(u16, Vec<u8>, u64, u64), Reply> {
+    let mut head = Vec::with_capacity(320);
+    if range::not_modified(cx.if_none_match, cx.if_modified_since, v.etag, v.mtime) {
+        start(&mut head, 304, cx);
+        header(&mut head, "ETag", v.etag.as_bytes());
+        header(&mut head, "Last-Modified", v.last_modified);
+        finish(&mut head);
+        return Err(Reply::Full {
+            status: 304,
+            head,
+            body: backends::Body::Empty,
+        });
+    }
+    // If-Range (RFC 9110 §13.1.5): a range of a representation that changed since the client
+    // got its first part would splice two versions together; then the whole file is sent.
+    let range = cx
+        .range
+        .filter(|_| cx.if_range.is_none_or(|ir| if_range_matches(ir, v)));
+    let (status, from, count) = match range.map(|r| range::parse_range(r, v.len)) {
+        Some(r @ ByteRange::Partial { start, end }) => {
+            start_range(&mut head, cx, &range::content_range(r, v.len));
+            (206, start, end - start + 1)
+        }
+        Some(ByteRange::Unsatisfiable) => {
+            let cr = range::content_range(ByteRange::Unsatisfiable, v.len);
+            let body = error_page_html(416).into_bytes();
+            let extra = [("Content-Range", cr.as_bytes())];
+            return Err(full(416, "text/html; charset=utf-8", body, &extra, cx));
+        }
+        _ => {
+            start(&mut head, 200, cx);
+            (200, 0, v.len)
+        }
+    };
+    header(&mut head, "Content-Type", mime.mime_type(uri).as_bytes());
+    header_u64(&mut head, "Content-Length", count);
+    header(&mut head, "Last-Modified", v.last_modified);
+    header(&mut head, "ETag", v.etag.as_bytes());
+    header(&mut head, "Accept-Ranges", b"bytes");
+    finish(&mut head);
+    Ok((status, head, from, count))
+}
+
+fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -> Reply {
+    let v = Validators {
+        len: c.body.len() as u64,
+        mtime: c.mtime,
+        etag: &c.etag,
+        last_modified: &c.last_modified,
+    };
+    let (status, head, from, count) = match file_head(&v, uri, mime, cx) {
+        Ok(h) => h,
+        Err(reply) => return reply,
+    };
+    let body = if cx.head_only || count == 0 {
+        backends::Body::Empty
+    } else {
+        backends::Body::Shared(backends::Shared {
+            data: c.body.clone(),
+            start: from as usize,
+            end: (from + count) as usize,
+        })
+    };
+    Reply::Full { status, head, body }
+}
+
+/// What a GET/HEAD of a mapped path resolves to.
+pub enum Static {
+    Reply(Reply),
+    /// An error status to answer through [`error`].
+    Error(u16),
+}
+
+/// For a URI naming a directory (`/app/`), the URI of its first existing index file
+/// (`/app/index.sh`): resolved before anything else looks at the extension, so the file that
+/// will be answered — not the request path — decides whether a CGI runs it.
+pub fn index_uri(loc: &Location, path: &str) -> Option<String> {
+    if !path.ends_with('/') {
+        return None;
+    }
+    let dir = map(loc, path)?;
+    loc.index
+        .iter()
+        .find(|name| dir.join(name).is_file())
+        .map(|name| format!("{path}{name}"))
+}
+
+/// Serve a GET/HEAD for normalised URI `path` in location `loc`.
+pub fn serve_static(
+    path: &str,
+    loc: &Location,
+    mime: &crate::config::Config,
+    cx: &Ctx,
+    cache: &mut FileCache,
+) -> Static {
+    let Some(fs_path) = map(loc, path) else {
+        return Static::Error(404);
+    };
+    if !path.ends_with('/') {
+        if let Some(c) = cache.get(&fs_path) {
+            return Static::Reply(serve_cached(&c, path, mime, cx));
+        }
+    }
+    let meta = match std::fs::metadata(&fs_path) {
+        Ok(m) => m,
+        Err(e) => return Static::Error(io_status(&e)),
+    };
+    if meta.is_dir() {
+        if !path.ends_with('/') {
+            // RFC 9110 §15.4.2: the directory lives at the URI with a trailing slash.
+            let mut to = percent_encode_path(path);
+            to.push('/');
+            if let Some(q) = cx.query {
+                to.push('?');
+                to.push_str(q);
+            }
+            return Static::Reply(ret(301, Some(&to), cx));
+        }
+        for name in &loc.index {
+            let candidate = fs_path.join(name);
+            if candidate.is_file() {
+                let uri = format!("{path}{name}");
+                if let Some(c) = cache.get(&candidate) {
+                    return Static::Reply(serve_cached(&c, &uri, mime, cx));
+                }
+                return serve_file(&candidate, &uri, mime, cx);
+            }
+        }
+        if loc.autoindex {
+            return match autoindex(&fs_path, path) {
+                Ok(body) => Static::Reply(full(200, "text/html; charset=utf-8", body, &[], cx)),
+                Err(e) => Static::Error(io_status(&e)),
+            };
+        }
+        return Static::Error(403);
+    }
+    serve_file(&fs_path, path, mime, cx)
+}
+
+/// Whether an `If-Range` value still names this representation: an entity tag by strong
+/// comparison (a weak tag never matches), or a date equal to Last-Modified.
+fn if_range_matches(value: &[u8], v: &Validators) -> bool {
+    let value = value.trim_ascii();
+    if value.starts_with(b"W/") {
+        return false;
+    }
+    if value.starts_with(b"\"") {
+        return value == v.etag.as_bytes();
+    }
+    crate::http::date::parse_http_date(value) == Some(v.mtime)
+}
+
+/// The one mapping of a file-system error to a status.
+pub fn io_status(e: &std::io::Error) -> u16 {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => 404,
+        std::io::ErrorKind::PermissionDenied => 403,
+        _ => match e.raw_os_error() {
+            Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) | Some(libc::ELOOP) => 404,
+            _ => 500,
+        },
+    }
+}
+
+fn serve_file(fs_path: &Path, uri: &str, mime: &crate::config::Config, cx: &Ctx) -> Static {
+    let file = match File::open(fs_path) {
+        Ok(f) => f,
+        Err(e) => return Static::Error(io_status(&e)),
+    };
+    let meta = match file.metadata() {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Static::Error(403),
+        Err(e) => return Static::Error(io_status(&e)),
+    };
+    let len = meta.len();
+    let mtime = meta.mtime().max(0) as u64;
+    let etag = range::etag(mtime, len);
+    let last_modified = crate::http::date::format_unix(mtime);
+    let v = Validators {
+        len,
+        mtime,
+        etag: &etag,
+        last_modified: &last_modified,
+    };
+    let (status, head, offset, count) = match file_head(&v, uri, mime, cx) {
+        Ok(h) => h,
+        Err(reply) => return Static::Reply(reply),
+    };
+    if cx.head_only || count == 0 {
+        return Static::Reply(Reply::Full {
+            status,
+            head,
+            body: backends::Body::Empty,
+        });
+    }
+    // Not in the cache: the body streams through the file task (sendfile or backend reads),
+    // never a blocking read of the whole file on the loop.
+    Static::Reply(Reply::File {
+        status,
+        head,
+        file,
+        offset,
+        len: count,
+    })
+}
+
+fn start_range(head: &mut Vec<u8>, cx: &Ctx, content_range: &str) {
+    start(head, 206, cx);
+    header(head, "Content-Range", content_range.as_bytes());
+}

@@ -1,0 +1,89 @@
+//! Deciding that a request runs a CGI, and everything needed to start it — built while the
+//! request head (which the environment borrows from) is still at hand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::Location;
+use crate::http::request::{Body, Request};
+
+/// What starting the script needs.
+pub struct CgiPlan {
+    pub script: PathBuf,
+    pub interpreter: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+/// The request facts the plan needs besides the parsed head.
+pub struct Facts<'a> {
+    /// The normalised (decoded) URI path that decides the script: after index resolution.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub host: &'a str,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub body: Body,
+}
+
+/// `Some(plan)` if `loc` runs a CGI for `facts.path`.
+pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiPlan> {
+    if loc.cgi.is_empty() {
+        return None;
+    }
+    let exts: Vec<&str> = loc.cgi.iter().map(|c| c.ext.as_str()).collect();
+    let (script_uri, path_info) = crate::cgi::split_script(facts.path, &exts)?;
+    let handler = loc.cgi_for(script_uri)?;
+    let script = crate::server::reply::map(loc, script_uri)?;
+    let headers: Vec<(&[u8], &[u8])> = req.headers().collect();
+    let content_type = req
+        .header("Content-Type")
+        .and_then(|v| std::str::from_utf8(v).ok());
+    let host = facts.host;
+    // SERVER_NAME is the Host without its port (an IPv6 literal keeps its brackets).
+    let server_name = match host.rsplit_once(':') {
+        Some((h, p)) if !host.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let path_translated = if path_info.is_empty() {
+        None
+    } else {
+        crate::server::reply::map(loc, path_info)
+    };
+    let content_length = match facts.body {
+        Body::Length(n) => Some(n),
+        _ => None,
+    };
+    let params = crate::cgi::CgiParams {
+        method: req.method.as_str(),
+        request_uri: req.target(),
+        script_name: script_uri,
+        script_filename: &script,
+        path_info,
+        path_translated,
+        query: facts.query.unwrap_or(""),
+        content_length,
+        content_type,
+        server_name: if server_name.is_empty() {
+            "localhost"
+        } else {
+            server_name
+        },
+        server_port: facts.local.port(),
+        server_protocol: if req.minor == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        },
+        remote_addr: facts.peer,
+        headers: &headers,
+    };
+    let env = crate::cgi::build_env(&params);
+    Some(CgiPlan {
+        script,
+        interpreter: handler.interpreter.clone(),
+        env,
+        timeout: loc.cgi_timeout,
+    })
+}

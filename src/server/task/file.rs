@@ -1,0 +1,122 @@
+//! A file streamed from disk: the head, then the body by sendfile(2) where the backend has it
+//! (the kernel copies file to socket), else by backend reads into a buffer, one piece per
+//! drained output queue. The task owns the file's fd and closes it through the backend.
+
+use std::os::fd::{IntoRawFd, RawFd};
+
+use backends::{Body, Buf, Completion, Op, SendBuf};
+
+use super::{Abort, Cx, Step, Task};
+use crate::server::ident::{TaskId, TaskKind};
+use crate::server::token::OpTag;
+
+pub struct FileTask {
+    id: TaskId,
+    fd: Option<RawFd>,
+    head: Option<Vec<u8>>,
+    offset: u64,
+    left: u64,
+    reading: bool,
+    queued: bool,
+}
+
+impl FileTask {
+    pub fn new(id: u32, head: Vec<u8>, file: std::fs::File, offset: u64, len: u64) -> FileTask {
+        FileTask {
+            id: TaskId {
+                kind: TaskKind::File,
+                id,
+            },
+            fd: Some(file.into_raw_fd()),
+            head: Some(head),
+            offset,
+            left: len,
+            reading: false,
+            queued: false,
+        }
+    }
+
+    fn close(&mut self, cx: &mut Cx) {
+        if let Some(fd) = self.fd.take() {
+            cx.submit(OpTag::FileClose, Op::Close { fd });
+        }
+    }
+}
+
+impl Task for FileTask {
+    fn id(&self) -> TaskId {
+        self.id
+    }
+
+    fn start(&mut self, cx: &mut Cx) -> Step {
+        if let Some(h) = self.head.take() {
+            cx.out.push_bytes(h);
+        }
+        if cx.sendfile {
+            if let Some(fd) = self.fd {
+                cx.out.push_file(fd, self.offset, self.left);
+                self.queued = true;
+            }
+        }
+        Step::Pending
+    }
+
+    fn on_completion(&mut self, op: OpTag, c: Completion, cx: &mut Cx) -> Step {
+        if op != OpTag::FileRead || self.fd.is_none() {
+            return Step::Pending;
+        }
+        self.reading = false;
+        let Buf::Vec(buf) = c.buf else {
+            return Step::Pending;
+        };
+        match c.result {
+            Ok(n) if n > 0 => {
+                self.offset += n as u64;
+                self.left = self.left.saturating_sub(n as u64);
+                cx.out.push(SendBuf {
+                    head: Vec::new(),
+                    body: Body::Owned(buf),
+                });
+                Step::Pending
+            }
+            r => {
+                // The file shrank or failed under us: the head is out, so close.
+                crate::error!("{}: file read at {}: {r:?}", cx.id, self.offset);
+                self.close(cx);
+                Step::Close
+            }
+        }
+    }
+
+    fn on_drained(&mut self, cx: &mut Cx) -> Step {
+        let Some(fd) = self.fd else {
+            return Step::Done;
+        };
+        if self.queued || self.left == 0 {
+            // Everything went out (the queue drained past the file range).
+            self.close(cx);
+            return Step::Done;
+        }
+        if !self.reading {
+            self.reading = true;
+            let n = self.left.min(crate::server::reply::CHUNK as u64) as usize;
+            cx.submit(
+                OpTag::FileRead,
+                Op::Read {
+                    fd,
+                    buf: Vec::with_capacity(n),
+                    offset: Some(self.offset),
+                },
+            );
+        }
+        Step::Pending
+    }
+
+    fn abort(&mut self, _why: Abort, cx: &mut Cx) {
+        self.close(cx);
+    }
+
+    fn describe(&self) -> String {
+        format!("file at {} ({} B left)", self.offset, self.left)
+    }
+}
