@@ -31,6 +31,7 @@ mod mime;
 mod model;
 mod route;
 mod settings;
+mod template;
 mod tree;
 mod values;
 mod vhost;
@@ -43,10 +44,12 @@ use std::path::Path;
 pub use build::DEFAULT_WORKER_CONNECTIONS;
 pub use error::{ConfigError, Pos};
 pub use model::{
-    AddrServers, BackendChoice, Cgi, Config, DocRoot, ErrorLog, ErrorPage, ErrorPageStatus, Listen,
-    Location, LogLevel, Methods, Modifier, Return, Server, ServerName, Timeouts, Workers,
+    AddrServers, BackendChoice, Cgi, CgiParam, Config, DocRoot, ErrorLog, ErrorPage,
+    ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, Return, Server, ServerName,
+    Timeouts, Workers,
 };
 pub use settings::{DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE};
+pub use template::{Piece, Template, TemplateError, Variable, VARIABLES};
 pub use vhost::normalize_host;
 
 /// Reads and resolves the config file at `path`; relative paths in it resolve against `prefix`
