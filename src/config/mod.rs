@@ -37,6 +37,8 @@ mod values;
 mod vhost;
 
 #[cfg(test)]
+mod cgi_param_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
