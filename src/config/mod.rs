@@ -19,7 +19,8 @@
 //! documented default, not the text/plain of its sample config); `worker_connections` defaults to
 //! 10240; timeouts, logs and `types` are global (http level only); named (`@x`) locations and
 //! regex server names are rejected; `alias` in a regex location is used as the whole path
-//! (no `$1` substitution yet).
+//! (no `$1` substitution yet). Variables are expanded only in `cgi_param` values (`template.rs`,
+//! a fixed list); elsewhere, e.g. in a `return` URL, a `$` is literal text.
 
 mod build;
 mod directives;
