@@ -3,8 +3,8 @@
 //!
 //! nginx merges each directive separately after the whole file is read: a level's own value wins,
 //! else the enclosing level's (so a `root` written *after* a nested `location` still applies to
-//! it). Array directives (`index`, `error_page`, `cgi`, `cgi_param`) accumulate within one level, and a level
-//! that sets any of them replaces the inherited list instead of extending it
+//! it). Array directives (`index`, `error_page`, `cgi`, `cgi_param`) accumulate within one level,
+//! and a level that sets any of them replaces the inherited list instead of extending it
 //! (<https://nginx.org/en/docs/http/ngx_http_core_module.html#error_page>: "These directives are
 //! inherited from the previous configuration level if and only if there are no error_page
 //! directives defined on the current level").
@@ -179,9 +179,9 @@ impl Settings {
     }
 }
 
-/// `cgi_param NAME VALUE [if_not_empty]` (nginx's `fastcgi_param` shape). NAME must be a
-/// portable environment variable name (POSIX.1-2017 XBD §8.1: letters, digits and `_`, not
-/// starting with a digit); VALUE is a [`Template`], checked here so a typo in a variable
+/// `cgi_param NAME VALUE [if_not_empty]` (nginx's `fastcgi_param` shape). NAME must have the
+/// portable shape of an environment variable name (POSIX.1-2017 XBD §8.1: letters, digits and
+/// `_`, not starting with a digit; lower case allowed for applications); VALUE is a [`Template`], checked here so a typo in a variable
 /// name fails at load, not per request.
 fn parse_cgi_param(d: &Directive) -> Result<CgiParam, ConfigError> {
     let name = &d.args[0].text;
