@@ -181,8 +181,8 @@ impl Settings {
 
 /// `cgi_param NAME VALUE [if_not_empty]` (nginx's `fastcgi_param` shape). NAME must have the
 /// portable shape of an environment variable name (POSIX.1-2017 XBD §8.1: letters, digits and
-/// `_`, not starting with a digit; lower case allowed for applications); VALUE is a [`Template`], checked here so a typo in a variable
-/// name fails at load, not per request.
+/// `_`, not starting with a digit; lower case allowed for applications); VALUE is a
+/// [`Template`], checked here so a typo in a variable name fails at load, not per request.
 fn parse_cgi_param(d: &Directive) -> Result<CgiParam, ConfigError> {
     let name = &d.args[0].text;
     let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
