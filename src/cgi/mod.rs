@@ -12,6 +12,7 @@
 
 pub mod env;
 pub mod output;
+pub mod params;
 pub mod script;
 pub mod spawn;
 

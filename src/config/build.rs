@@ -461,6 +461,7 @@ impl Builder<'_> {
             client_max_body_size: Some(DEFAULT_CLIENT_MAX_BODY_SIZE),
             cgi: Some(Vec::new()),
             cgi_timeout: Some(DEFAULT_CGI_TIMEOUT),
+            cgi_params: Some(Vec::new()),
             upload_store: None,
         };
         http.inherit(&defaults);
@@ -611,6 +612,7 @@ fn resolve_location(
             .unwrap_or(DEFAULT_CLIENT_MAX_BODY_SIZE),
         cgi: s.cgi.clone().unwrap_or_default(),
         cgi_timeout: s.cgi_timeout.unwrap_or(DEFAULT_CGI_TIMEOUT),
+        cgi_params: s.cgi_params.clone().unwrap_or_default(),
         upload_store: s.upload_store.clone(),
         status,
         regex,

@@ -74,6 +74,7 @@ pub static SPECS: &[Spec] = &[
     d("client_max_body_size", HSL, 1, 1),
     d("cgi", HSL, 1, 2),
     d("cgi_timeout", HSL, 1, 1),
+    d("cgi_param", HSL, 2, 3),
     // server
     b("server", HTTP, 0, 0),
     d("listen", SERVER, 1, 2),

@@ -5,7 +5,9 @@
 //! - whitespace (space, tab, CR, LF) separates tokens;
 //! - `#` at the start of a token starts a comment running to the end of the line
 //!   (`a#b` is one word, as in nginx);
-//! - `;`, `{` and `}` are tokens of their own and end a bare word;
+//! - `;`, `{` and `}` are tokens of their own and end a bare word — except in `${name}`, nginx's
+//!   braced variable, which stays inside the word (nginx's reader keeps a `{` that follows `$`);
+//!   an unclosed `${name` is left for the value's own check to report;
 //! - a token that *starts* with `"` or `'` is quoted and runs to the matching quote; it may hold
 //!   whitespace, `;`, braces and `#`; a quote inside a bare word is an ordinary character;
 //! - a closing quote must be followed by whitespace, `;`, `{`, `}` or end of input (nginx rejects
@@ -19,9 +21,9 @@
 //! `ConfigError` at the token where it happened.
 
 use nom::branch::alt;
-use nom::bytes::complete::{escaped, is_not, tag, take_till, take_while1};
+use nom::bytes::complete::{escaped, is_not, tag, take_till, take_while, take_while1};
 use nom::character::complete::{anychar, char, none_of};
-use nom::combinator::{recognize, value};
+use nom::combinator::{opt, recognize, value};
 use nom::multi::many1_count;
 use nom::sequence::{delimited, preceded};
 use nom::{IResult, Parser};
@@ -86,10 +88,17 @@ fn quoted(input: &str) -> IResult<&str, &str> {
     .parse(input)
 }
 
-/// A bare word: anything up to whitespace or punctuation; a backslash protects the next char.
+/// A bare word: anything up to whitespace or punctuation; a backslash protects the next char,
+/// and `${name}` is part of the word.
 fn bare(input: &str) -> IResult<&str, &str> {
+    let braced_var = (
+        tag("${"),
+        take_while(|c: char| c.is_ascii_alphanumeric() || c == '_'),
+        opt(char('}')),
+    );
     recognize(many1_count(alt((
         recognize(preceded(char('\\'), anychar)),
+        recognize(braced_var),
         recognize(none_of(" \t\r\n;{}\\")),
     ))))
     .parse(input)
@@ -255,6 +264,25 @@ mod tests {
             ("a\"b;", &[("a\"b", 1, 1), (";", 1, 4)]),
             ("\r\n\tx\r\n;", &[("x", 2, 2), (";", 3, 1)]),
             ("é é;", &[("é", 1, 1), ("é", 1, 3), (";", 1, 4)]),
+            // nginx's braced variables stay in the word; other braces still split it.
+            ("a${uri}b;", &[("a${uri}b", 1, 1), (";", 1, 9)]),
+            ("${uri};", &[("${uri}", 1, 1), (";", 1, 7)]),
+            (
+                "${a${b}}c;",
+                &[("${a${b}", 1, 1), ("}", 1, 8), ("c", 1, 9), (";", 1, 10)],
+            ),
+            ("${uri x;", &[("${uri", 1, 1), ("x", 1, 7), (";", 1, 8)]),
+            ("${a-b};", &[("${a-b", 1, 1), ("}", 1, 6), (";", 1, 7)]),
+            (
+                "$ {x};",
+                &[
+                    ("$", 1, 1),
+                    ("{", 1, 3),
+                    ("x", 1, 4),
+                    ("}", 1, 5),
+                    (";", 1, 6),
+                ],
+            ),
             ("", &[]),
             ("# only a comment", &[]),
         ];

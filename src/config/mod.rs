@@ -19,7 +19,8 @@
 //! documented default, not the text/plain of its sample config); `worker_connections` defaults to
 //! 10240; timeouts, logs and `types` are global (http level only); named (`@x`) locations and
 //! regex server names are rejected; `alias` in a regex location is used as the whole path
-//! (no `$1` substitution yet).
+//! (no `$1` substitution yet). Variables are expanded only in `cgi_param` values (`template.rs`,
+//! a fixed list); elsewhere, e.g. in a `return` URL, a `$` is literal text.
 
 mod build;
 mod directives;
@@ -31,10 +32,13 @@ mod mime;
 mod model;
 mod route;
 mod settings;
+mod template;
 mod tree;
 mod values;
 mod vhost;
 
+#[cfg(test)]
+mod cgi_param_tests;
 #[cfg(test)]
 mod tests;
 
@@ -43,10 +47,12 @@ use std::path::Path;
 pub use build::DEFAULT_WORKER_CONNECTIONS;
 pub use error::{ConfigError, Pos};
 pub use model::{
-    AddrServers, BackendChoice, Cgi, Config, DocRoot, ErrorLog, ErrorPage, ErrorPageStatus, Listen,
-    Location, LogLevel, Methods, Modifier, Return, Server, ServerName, Timeouts, Workers,
+    AddrServers, BackendChoice, Cgi, CgiParam, Config, DocRoot, ErrorLog, ErrorPage,
+    ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, Return, Server, ServerName,
+    Timeouts, Workers,
 };
 pub use settings::{DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE};
+pub use template::{Piece, Template, TemplateError, Variable, VARIABLES};
 pub use vhost::normalize_host;
 
 /// Reads and resolves the config file at `path`; relative paths in it resolve against `prefix`

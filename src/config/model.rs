@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use regex_lite::Regex;
 
+use super::template::Template;
+
 /// Which I/O backend to run (`backend` directive); `Auto` lets the server probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendChoice {
@@ -253,6 +255,17 @@ pub struct Cgi {
     pub interpreter: Option<PathBuf>,
 }
 
+/// `cgi_param NAME VALUE [if_not_empty]`: sets (or overrides) the CGI environment variable
+/// NAME to VALUE expanded for the request (see `crate::cgi::params::apply`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgiParam {
+    /// INVARIANT: `[A-Za-z_][A-Za-z0-9_]*`.
+    pub name: String,
+    pub value: Template,
+    /// nginx's `if_not_empty`: when VALUE expands to `""`, the variable is left as it was.
+    pub if_not_empty: bool,
+}
+
 /// A resolved location: everything needed to answer a request, nothing to look up elsewhere.
 #[derive(Debug, Clone)]
 pub struct Location {
@@ -270,6 +283,10 @@ pub struct Location {
     pub client_max_body_size: u64,
     pub cgi: Vec<Cgi>,
     pub cgi_timeout: Duration,
+    /// The effective `cgi_param` list, in order: a level that has any `cgi_param` replaces the
+    /// inherited list (nginx `fastcgi_param` semantics); apply it in order, so for a NAME given
+    /// twice the later one wins.
+    pub cgi_params: Vec<CgiParam>,
     pub upload_store: Option<PathBuf>,
     /// `status`: answer with server statistics (stub_status).
     pub status: bool,

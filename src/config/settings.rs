@@ -3,8 +3,8 @@
 //!
 //! nginx merges each directive separately after the whole file is read: a level's own value wins,
 //! else the enclosing level's (so a `root` written *after* a nested `location` still applies to
-//! it). Array directives (`index`, `error_page`, `cgi`) accumulate within one level, and a level
-//! that sets any of them replaces the inherited list instead of extending it
+//! it). Array directives (`index`, `error_page`, `cgi`, `cgi_param`) accumulate within one level,
+//! and a level that sets any of them replaces the inherited list instead of extending it
 //! (<https://nginx.org/en/docs/http/ngx_http_core_module.html#error_page>: "These directives are
 //! inherited from the previous configuration level if and only if there are no error_page
 //! directives defined on the current level").
@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::model::{Cgi, DocRoot, ErrorPage, ErrorPageStatus};
+use super::model::{Cgi, CgiParam, DocRoot, ErrorPage, ErrorPageStatus};
+use super::template::Template;
 use super::tree::Directive;
 use super::values;
 
@@ -32,6 +33,7 @@ pub struct Settings {
     pub client_max_body_size: Option<u64>,
     pub cgi: Option<Vec<Cgi>>,
     pub cgi_timeout: Option<Duration>,
+    pub cgi_params: Option<Vec<CgiParam>>,
     pub upload_store: Option<PathBuf>,
 }
 
@@ -145,6 +147,10 @@ impl Settings {
                     interpreter,
                 });
             }
+            "cgi_param" => {
+                let p = parse_cgi_param(d)?;
+                self.cgi_params.get_or_insert_with(Vec::new).push(p);
+            }
             "error_page" => {
                 let pages = parse_error_page(d)?;
                 self.error_pages.get_or_insert_with(Vec::new).extend(pages);
@@ -168,8 +174,39 @@ impl Settings {
         take(&mut self.client_max_body_size, &parent.client_max_body_size);
         take(&mut self.cgi, &parent.cgi);
         take(&mut self.cgi_timeout, &parent.cgi_timeout);
+        take(&mut self.cgi_params, &parent.cgi_params);
         take(&mut self.upload_store, &parent.upload_store);
     }
+}
+
+/// `cgi_param NAME VALUE [if_not_empty]` (nginx's `fastcgi_param` shape). NAME must have the
+/// portable shape of an environment variable name (POSIX.1-2017 XBD §8.1: letters, digits and
+/// `_`, not starting with a digit; lower case allowed for applications); VALUE is a
+/// [`Template`], checked here so a typo in a variable name fails at load, not per request.
+fn parse_cgi_param(d: &Directive) -> Result<CgiParam, ConfigError> {
+    let name = &d.args[0].text;
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(bad_value(
+            d,
+            0,
+            ", a name is letters, digits and \"_\", not starting with a digit",
+        ));
+    }
+    let value = Template::parse(&d.args[1].text).map_err(|e| {
+        d.args[1].err_at_char(e.at, format!("{} in \"cgi_param\" directive", e.message))
+    })?;
+    let if_not_empty = match d.args.get(2) {
+        None => false,
+        Some(a) if a.text == "if_not_empty" => true,
+        Some(_) => return Err(bad_value(d, 2, ", it must be \"if_not_empty\"")),
+    };
+    Ok(CgiParam {
+        name: name.clone(),
+        value,
+        if_not_empty,
+    })
 }
 
 /// `error_page CODE... [=[RESPONSE]] URI`.

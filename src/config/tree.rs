@@ -18,12 +18,34 @@ use super::lexer::{tokenize, Token, TokenKind};
 pub struct Word {
     pub text: String,
     pub file: Rc<str>,
+    /// Where the word starts (its opening quote, when quoted).
     pub pos: Pos,
+    pub quoted: bool,
 }
 
 impl Word {
     pub fn err(&self, message: impl Into<String>) -> ConfigError {
         ConfigError::new(&self.file, self.pos, message)
+    }
+
+    /// An error at the `index`-th character of the word's text. The column is exact when the
+    /// word's source spelling is its text (plus quotes): no escape, quote character or line
+    /// break inside. Otherwise the source offset cannot be recovered from the text, and the
+    /// error points at the word's start instead.
+    pub fn err_at_char(&self, index: usize, message: impl Into<String>) -> ConfigError {
+        let verbatim = !self.text.contains(['\\', '"', '\'', '\t', '\r', '\n']);
+        let pos = match u32::try_from(index) {
+            Ok(i) if verbatim => Pos {
+                line: self.pos.line,
+                col: self
+                    .pos
+                    .col
+                    .saturating_add(u32::from(self.quoted))
+                    .saturating_add(i),
+            },
+            _ => self.pos,
+        };
+        ConfigError::new(&self.file, pos, message)
     }
 }
 
@@ -78,6 +100,7 @@ impl TreeParser<'_> {
             text: t.text.clone(),
             file: self.file.clone(),
             pos: t.pos,
+            quoted: t.quoted,
         }
     }
 
