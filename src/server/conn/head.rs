@@ -142,6 +142,10 @@ impl Conn {
                 local: self.local,
                 peer: self.peer,
                 body: head.body,
+                server_name: srv.names.iter().find_map(|n| match n {
+                    crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.as_str()),
+                    _ => None,
+                }),
             },
         );
         let content_type = req

@@ -25,6 +25,8 @@ pub struct Facts<'a> {
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub body: Body,
+    /// The virtual server's first exact `server_name` (nginx's `$server_name`), if any.
+    pub server_name: Option<&'a str>,
 }
 
 /// `Some(plan)` if `loc` runs a CGI for `facts.path`.
@@ -79,7 +81,36 @@ pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiP
         remote_addr: facts.peer,
         headers: &headers,
     };
-    let env = crate::cgi::build_env(&params);
+    let mut env = crate::cgi::build_env(&params);
+    if !loc.cgi_params.is_empty() {
+        // `cgi_param NAME VALUE`: added or overriding, with nginx variables expanded.
+        let document_root = match &loc.docroot {
+            crate::config::DocRoot::Root(d) => d.to_string_lossy(),
+            crate::config::DocRoot::Alias { dir, .. } => dir.to_string_lossy(),
+        };
+        let filename = script.to_string_lossy();
+        let remote = facts.peer.ip().to_string();
+        let length = content_length.map(|n| n.to_string()).unwrap_or_default();
+        let vars = crate::cgi::params::Vars {
+            uri: facts.path,
+            request_uri: req.target(),
+            args: facts.query.unwrap_or(""),
+            document_root: &document_root,
+            request_filename: &filename,
+            host: if server_name.is_empty() {
+                facts.server_name.unwrap_or("")
+            } else {
+                server_name
+            },
+            server_name: facts.server_name.unwrap_or(server_name),
+            server_port: facts.local.port(),
+            remote_addr: &remote,
+            request_method: req.method.as_str(),
+            content_type: content_type.unwrap_or(""),
+            content_length: &length,
+        };
+        crate::cgi::params::apply(&loc.cgi_params, &vars, &mut env);
+    }
     Some(CgiPlan {
         script,
         interpreter: handler.interpreter.clone(),
