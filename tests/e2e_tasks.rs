@@ -1105,6 +1105,7 @@ fn t_cgi_churn_start_exit_abort_with_grandchildren() {
             true,
         );
         let mut sib = Sibling::new(&s);
+        zombie_check_sees_a_zombie();
         let port = s.port;
         let started = Instant::now();
         let counts = std::thread::scope(|sc| {
@@ -1230,21 +1231,46 @@ fn t_cgi_churn_start_exit_abort_with_grandchildren() {
     });
 }
 
-/// The children of `pid` (all its threads) that are zombies.
+/// The zombie check can fail: a shell that execs `sleep` after starting a short child leaves
+/// that child a zombie (nobody reaps it), and `zombie_children` must see it.
+fn zombie_check_sees_a_zombie() {
+    let mut parent = std::process::Command::new("/bin/sh")
+        .args(["-c", "sleep 0 & exec sleep 2"])
+        .spawn()
+        .expect("spawn sh");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut seen = Vec::new();
+    while seen.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = zombie_children(parent.id());
+    }
+    let _ = parent.kill();
+    let _ = parent.wait();
+    assert!(
+        !seen.is_empty(),
+        "zombie_children does not see a known zombie"
+    );
+}
+
+/// The children of `pid` that are zombies, from `/proc/*/stat` (field 3 the state, field 4 the
+/// parent pid; the command name before them is in parentheses and may hold spaces).
 fn zombie_children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        for c in list
-            .split_whitespace()
-            .filter_map(|c| c.parse::<u32>().ok())
-        {
-            if proc_state(c) == Some('Z') {
-                out.push(c);
-            }
+    let procs = std::fs::read_dir("/proc").expect("read /proc");
+    for p in procs.flatten() {
+        let Some(child) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (f.next(), f.next().and_then(|v| v.parse::<u32>().ok()));
+        if ppid == Some(pid) && state == Some("Z") {
+            out.push(child);
         }
     }
     out
