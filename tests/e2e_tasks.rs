@@ -97,7 +97,7 @@ fn setup(dir: &Path) {
     // d06: silent past client_body_timeout, then answers without reading stdin.
     sh(
         "cgi-bin/late.sh",
-        format!("sleep 2.5\n{TEXT_HEAD}\necho late\n"),
+        format!("sleep 3\n{TEXT_HEAD}\necho late\n"),
     );
     // d08: the index of /app/ is a script.
     sh(
@@ -309,8 +309,10 @@ fn d02_location_head_without_blank_line_does_not_crash() {
         );
         let r = &resps[0];
         assert!(
-            (r.status == 200 && r.text() == "the index page\n") || r.status == 502,
-            "want the redirect target or 502:\n{}",
+            (r.status == 200 && r.text() == "the index page\n")
+                || r.status == 502
+                || r.status == 500,
+            "want the redirect target, 502 or 500:\n{}",
             r.dump()
         );
         assert_serving(&mut s, "Location head without a blank line");
@@ -563,8 +565,8 @@ fn d06_body_timeout_during_cgi_does_not_crash() {
         )
         .unwrap();
         let (bytes, closed) = read_until_close(&mut c, Duration::from_secs(3));
-        // The script writes at 2.5 s (the body timeout fires at 1-2 s): let it reach the server.
-        if let Some(rest) = Duration::from_millis(3200).checked_sub(started.elapsed()) {
+        // The script writes at 3 s (the body timeout fires at 1-2 s): let it reach the server.
+        if let Some(rest) = Duration::from_millis(3700).checked_sub(started.elapsed()) {
             std::thread::sleep(rest);
         }
         assert!(s.alive(), "the server died ({:?})", s.exit_status());
@@ -1138,6 +1140,9 @@ fn t_cgi_churn_start_exit_abort_with_grandchildren() {
                                     assert_eq!(r.status, 200, "{what}: {}", r.dump());
                                     let want = if kind == 0 { "q\n" } else { "g\n" };
                                     assert_eq!(r.text(), want, "{what}");
+                                    if r.header("connection") == Some("close") {
+                                        keep = None; // keepalive_requests reached
+                                    }
                                 }
                                 // A grandchild holds stdout; the client leaves within 40 ms,
                                 // before or after the script exits (reset or close).
