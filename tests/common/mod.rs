@@ -115,6 +115,21 @@ impl Server {
     /// Starts webserv with `conf` (placeholders `{PORT}`, `{PORT2}`, `{DIR}`, `{BASE}`) after
     /// `setup` has populated the prefix directory. Returns once every port it uses accepts.
     pub fn start(backend: &str, conf: &str, setup: impl FnOnce(&Path)) -> Server {
+        Server::start_opts(backend, conf, setup, &[], false)
+    }
+
+    /// Like [`Server::start`], with extra command-line arguments (e.g. `--debug`) and, when
+    /// `own_group` is set, the server in a process group of its own (`setpgid(0, 0)`): a server
+    /// that signals its whole group (`kill(0, ...)`) then hits itself and its children, never
+    /// the test runner, and [`Server::group_sibling`] can watch for such a signal.
+    pub fn start_opts(
+        backend: &str,
+        conf: &str,
+        setup: impl FnOnce(&Path),
+        args: &[&str],
+        own_group: bool,
+    ) -> Server {
+        use std::os::unix::process::CommandExt;
         let dir = temp_dir();
         setup(&dir);
         let port = free_port();
@@ -131,16 +146,21 @@ impl Server {
         fs::write(&conf_path, &conf_text).expect("write config");
         let log_path = dir.join("server.log");
         let log = fs::File::create(&log_path).expect("create log file");
-        let child = Command::new(binary())
-            .arg("-c")
+        let mut cmd = Command::new(binary());
+        cmd.arg("-c")
             .arg(&conf_path)
             .arg("-p")
             .arg(&dir)
             .arg("--backend")
             .arg(backend)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
-            .stderr(log)
+            .stderr(log);
+        if own_group {
+            cmd.process_group(0);
+        }
+        let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary()));
         let mut server = Server {
@@ -969,5 +989,23 @@ impl Conn {
         let closed = self.reader.at_eof();
         self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         closed
+    }
+}
+
+impl Server {
+    /// A `sleep 120` in the server's own process group (the server must have been started with
+    /// `own_group`). It is alive as long as nobody signalled the group: a server that sends
+    /// `kill(0, SIGTERM)` (or to `-pgid`) kills it too. The caller kills and reaps it.
+    pub fn group_sibling(&self) -> Child {
+        use std::os::unix::process::CommandExt;
+        let pgid = self.pid().expect("server running") as i32;
+        Command::new("sleep")
+            .arg("120")
+            .process_group(pgid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sleep in the server's process group")
     }
 }
