@@ -209,18 +209,21 @@ impl Conn {
     /// The request is answered (its response queued): log it, then get ready for the next
     /// one, or arrange to close once the queued bytes are out.
     pub(super) fn finish_request(&mut self, env: &mut Env) {
-        let Some(req) = self.req.take() else {
-            return;
-        };
-        env.gauges.requests += 1;
-        self.served += 1;
-        if !req.body_done() {
-            // The answer came before the whole body: the rest cannot be told from a next request.
-            self.close_after = true;
+        let req = self.req.take();
+        let mut last = false;
+        if let Some(req) = &req {
+            env.gauges.requests += 1;
+            self.served += 1;
+            if !req.body_done() {
+                // The answer came before the whole body: the rest cannot be told from a next
+                // request.
+                self.close_after = true;
+            }
+            last = req.meta.close;
+            self.access_log(req, env);
         }
-        self.access_log(&req, env);
-        if self.close_after
-            || req.meta.close
+        if last
+            || self.close_after
             || self.served >= env.cfg.keepalive_requests
             || env.stopping
             || (self.eof && self.inbuf.is_empty())
@@ -228,7 +231,7 @@ impl Conn {
             self.close_when_flushed = true;
         }
         self.deadline = env.now + env.cfg.timeouts.keepalive;
-        let next = if self.inbuf.is_empty() {
+        let next = if self.inbuf.is_empty() || self.close_when_flushed {
             Phase::Idle
         } else {
             Phase::Head
