@@ -58,8 +58,14 @@ use std::time::{Duration, Instant};
 
 pub mod pool;
 pub mod readiness;
+mod slab;
 mod sys;
+#[doc(hidden)]
+pub mod timers;
 pub mod util;
+
+#[cfg(target_os = "linux")]
+mod linux;
 
 #[cfg(target_os = "linux")]
 pub mod uring;
@@ -401,6 +407,14 @@ pub struct Options {
     /// io_uring only: use single-shot operations even where multishot is available (to test
     /// and measure the older-kernel path).
     pub force_single_shot: bool,
+    /// Test only: io_uring behaves as on a kernel without `IORING_FEAT_EXT_ARG` (before 5.11),
+    /// so the fallback wait path is tested on newer kernels.
+    #[doc(hidden)]
+    pub assume_no_ext_arg: bool,
+    /// Test only: the generation a new operation slot starts at, to test keys and tokens at
+    /// the largest generations and across their wrap.
+    #[doc(hidden)]
+    pub first_generation: u32,
 }
 
 impl Default for Options {
@@ -410,6 +424,8 @@ impl Default for Options {
             buf_count: 1024,
             buf_size: 16 * 1024,
             force_single_shot: false,
+            assume_no_ext_arg: false,
+            first_generation: 0,
         }
     }
 }
