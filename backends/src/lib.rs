@@ -371,6 +371,11 @@ pub trait Backend {
     }
 }
 
+/// Whether a wait's deadline (if any) has passed.
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
 /// Which backend to open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

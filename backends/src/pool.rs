@@ -82,8 +82,17 @@ impl BufPool {
     pub(crate) fn count(&self) -> usize {
         self.slots.len()
     }
-    pub(crate) fn lent(&self) -> usize {
-        self.lent
+    /// Whether a buffer is free (not lent, not posted to a kernel ring).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only io_uring asks
+    pub(crate) fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+    /// `stats` with this pool's counts filled in.
+    pub(crate) fn counted(&self, stats: &crate::Stats) -> crate::Stats {
+        let mut s = stats.clone();
+        s.bufs_in_use = self.lent;
+        s.bufs_total = self.count();
+        s
     }
     // Only the io_uring backend posts buffers to a kernel ring.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -123,19 +132,22 @@ impl BufPool {
             pool: self.ident,
         }
     }
-    /// Take a lent buffer back; returns its id, now owned by the pool again. A buffer of
-    /// another pool is refused (`None`; it is simply freed): it is never offered to the
-    /// kernel as one of ours, whatever its size.
-    pub(crate) fn restore(&mut self, buf: RecvBuf) -> Option<u16> {
+    /// Take a lent buffer back into the free list. A buffer of another pool is refused
+    /// (`false`; it is simply freed): it is never offered to the kernel as one of ours,
+    /// whatever its size.
+    pub(crate) fn restore(&mut self, buf: RecvBuf) -> bool {
         let RecvBuf { mut data, id, pool } = buf;
-        let slot = self.slots.get_mut(id as usize)?;
+        let Some(slot) = self.slots.get_mut(id as usize) else {
+            return false;
+        };
         if pool != self.ident || slot.is_some() || data.capacity() < self.size {
-            return None;
+            return false;
         }
         data.clear();
         *slot = Some(data);
         self.lent -= 1;
-        Some(id)
+        self.free.push(id);
+        true
     }
     /// `recv(2)` from `fd` into a free buffer, lent to the caller if data arrived.
     pub(crate) fn recv(&mut self, fd: RawFd) -> Received {

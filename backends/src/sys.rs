@@ -56,9 +56,9 @@ pub(crate) fn write_at(fd: RawFd, data: &[u8], offset: Option<u64>) -> io::Resul
     }
 }
 
-/// `sendmsg(2)` of two slices (response head and body) with `flags`.
-pub(crate) fn send2(fd: RawFd, a: &[u8], b: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    let mut iov = [
+/// The iovecs of two slices (the kernel only reads through them).
+pub(crate) fn iovecs(a: &[u8], b: &[u8]) -> [libc::iovec; 2] {
+    [
         libc::iovec {
             iov_base: a.as_ptr() as *mut _,
             iov_len: a.len(),
@@ -67,7 +67,12 @@ pub(crate) fn send2(fd: RawFd, a: &[u8], b: &[u8], flags: libc::c_int) -> io::Re
             iov_base: b.as_ptr() as *mut _,
             iov_len: b.len(),
         },
-    ];
+    ]
+}
+
+/// `sendmsg(2)` of two slices (response head and body) with `flags`.
+pub(crate) fn send2(fd: RawFd, a: &[u8], b: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    let mut iov = iovecs(a, b);
     let (start, count) = if a.is_empty() { (1, 1) } else { (0, 2) };
     // SAFETY: an all-zero msghdr is valid (no name, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };

@@ -132,6 +132,48 @@ fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
+/// Receive through `b` until the end of stream, releasing each buffer; returns the bytes.
+/// Every completion must be a successful one of `token`, and the EOF (0 bytes) its last.
+fn recv_to_eof(b: &mut dyn Backend, token: u64, limit: Duration) -> Vec<u8> {
+    let mut data = Vec::new();
+    let eof = std::cell::Cell::new(false);
+    run(
+        b,
+        limit,
+        |b, c| {
+            assert_eq!(c.token, token);
+            let n = c.result.expect("recv");
+            if let Buf::Recv(buf) = c.buf {
+                data.extend_from_slice(&buf);
+                b.release(buf);
+            }
+            if n == 0 {
+                assert!(!c.more, "EOF must end the multishot recv");
+                eof.set(true);
+            }
+        },
+        || eof.get(),
+    );
+    data
+}
+
+/// A client thread that connects to `addr`, writes `payload` and shuts down its write side
+/// while it reads everything back; joins to what it read.
+fn echo_client(addr: std::net::SocketAddr, payload: Vec<u8>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&payload).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        back
+    })
+}
+
 /// An echo server over the backend: one connection, recv → send back, in order, with at most
 /// one send in flight; closes after the peer's EOF once everything is echoed.
 fn echo_connection(b: &mut dyn Backend, fd: RawFd, limit: Duration) -> usize {
@@ -261,19 +303,7 @@ fn echo_payloads_0_to_16mib() {
             let l = listener();
             let addr = l.local_addr().unwrap();
             let data = pattern(size);
-            let sent = data.clone();
-            let client = std::thread::spawn(move || {
-                let mut s = TcpStream::connect(addr).unwrap();
-                let mut w = s.try_clone().unwrap();
-                let writer = std::thread::spawn(move || {
-                    w.write_all(&sent).unwrap();
-                    w.shutdown(Shutdown::Write).unwrap();
-                });
-                let mut back = Vec::new();
-                s.read_to_end(&mut back).unwrap();
-                writer.join().unwrap();
-                back
-            });
+            let client = echo_client(addr, data.clone());
             let fd = accept_one(b, &l);
             eprintln!("echo {} B on {}", size, b.name());
             let echoed = echo_connection(b, fd, Duration::from_secs(60));
@@ -409,25 +439,7 @@ fn half_close_mid_recv() {
         b.submit(3, Op::Recv { fd });
         s.write_all(b"abc").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
-        let mut data = Vec::new();
-        let eof = std::cell::Cell::new(false);
-        run(
-            b,
-            Duration::from_secs(5),
-            |b, c| {
-                assert_eq!(c.token, 3);
-                let n = c.result.unwrap();
-                if let Buf::Recv(buf) = c.buf {
-                    data.extend_from_slice(&buf);
-                    b.release(buf);
-                }
-                if n == 0 {
-                    assert!(!c.more, "EOF must end the multishot recv");
-                    eof.set(true);
-                }
-            },
-            || eof.get(),
-        );
+        let data = recv_to_eof(b, 3, Duration::from_secs(5));
         assert_eq!(data, b"abc");
         // The other direction still works after the peer's half-close.
         let buf = SendBuf {
@@ -754,21 +766,7 @@ fn tiny_pool_runs_dry_without_losing_data() {
             got.extend_from_slice(&buf);
             b.release(buf);
         }
-        let eof = std::cell::Cell::new(false);
-        run(
-            b,
-            Duration::from_secs(10),
-            |b, c| {
-                if let Buf::Recv(buf) = c.buf {
-                    got.extend_from_slice(&buf);
-                    b.release(buf);
-                }
-                if c.result.unwrap() == 0 {
-                    eof.set(true);
-                }
-            },
-            || eof.get(),
-        );
+        got.extend(recv_to_eof(b, 3, Duration::from_secs(10)));
         assert!(got == data, "data lost or reordered while the pool was dry");
         b.submit(4, Op::Close { fd });
         collect(b, 1);
@@ -1025,25 +1023,7 @@ fn fin_seen_while_idle_is_not_forgotten() {
         b.wait(&mut out, Some(Duration::from_millis(30))).unwrap();
         assert!(out.is_empty(), "{out:?}");
         b.submit(5, Op::Recv { fd });
-        let mut data = Vec::new();
-        let eof = std::cell::Cell::new(false);
-        run(
-            b,
-            Duration::from_secs(5),
-            |b, c| {
-                assert_eq!(c.token, 5);
-                let n = c.result.unwrap();
-                if let Buf::Recv(buf) = c.buf {
-                    data.extend_from_slice(&buf);
-                    b.release(buf);
-                }
-                if n == 0 {
-                    assert!(!c.more);
-                    eof.set(true);
-                }
-            },
-            || eof.get(),
-        );
+        let data = recv_to_eof(b, 5, Duration::from_secs(5));
         assert_eq!(data, b"abc");
         b.submit(6, Op::Close { fd });
         assert!(collect(b, 1)[0].result.is_ok());
@@ -1209,22 +1189,7 @@ fn foreign_recv_buffer_is_refused() {
             s.shutdown(Shutdown::Write).unwrap();
             s
         });
-        let mut got = Vec::new();
-        let eof = std::cell::Cell::new(false);
-        run(
-            b,
-            Duration::from_secs(10),
-            |b, c| {
-                if let Buf::Recv(buf) = c.buf {
-                    got.extend_from_slice(&buf);
-                    b.release(buf);
-                }
-                if c.result.unwrap() == 0 {
-                    eof.set(true);
-                }
-            },
-            || eof.get(),
-        );
+        let got = recv_to_eof(b, 3, Duration::from_secs(10));
         assert!(got == data, "data corrupted after a foreign release");
         b.release(own);
         assert_eq!(b.stats().bufs_in_use, 0);
@@ -1407,19 +1372,7 @@ fn drop_with_ops_in_flight() {
         let l = listener();
         let addr = l.local_addr().unwrap();
         let payload = pattern(1 << 20);
-        let sent = payload.clone();
-        let client = std::thread::spawn(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            let mut w = s.try_clone().unwrap();
-            let wr = std::thread::spawn(move || {
-                w.write_all(&sent).unwrap();
-                w.shutdown(Shutdown::Write).unwrap();
-            });
-            let mut back = Vec::new();
-            s.read_to_end(&mut back).unwrap();
-            wr.join().unwrap();
-            back
-        });
+        let client = echo_client(addr, payload.clone());
         let fd = accept_one(&mut *b, &l);
         echo_connection(&mut *b, fd, Duration::from_secs(30));
         assert!(client.join().unwrap() == payload, "{name}: echo after drop");

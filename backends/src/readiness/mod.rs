@@ -219,8 +219,7 @@ impl<P: Poller> Backend for Readiness<P> {
             }
             self.handle_events(out);
             self.run_ready(out);
-            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-            if out.len() > before || timed_out {
+            if out.len() > before || crate::passed(deadline) {
                 break;
             }
         }
@@ -229,11 +228,9 @@ impl<P: Poller> Backend for Readiness<P> {
     }
 
     fn release(&mut self, buf: RecvBuf) {
-        // A buffer of another pool is refused (and freed), never taken for one of ours.
-        let Some(id) = self.pool.restore(buf) else {
-            return;
-        };
-        self.pool.put_free(id);
+        if !self.pool.restore(buf) {
+            return; // another pool's buffer: refused (and freed), never taken for one of ours
+        }
         // Receives that found the pool dry may run again.
         for fd in std::mem::take(&mut self.starved) {
             self.fds[fd as usize].starved = false;
@@ -250,10 +247,7 @@ impl<P: Poller> Backend for Readiness<P> {
     }
 
     fn stats(&self) -> Stats {
-        let mut s = self.stats.clone();
-        s.bufs_in_use = self.pool.lent();
-        s.bufs_total = self.pool.count();
-        s
+        self.pool.counted(&self.stats)
     }
 }
 

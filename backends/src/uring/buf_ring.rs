@@ -74,7 +74,7 @@ impl Uring {
     /// released first). Returns whether the ring (or, without one, the pool) has any buffer.
     pub(super) fn top_up(&mut self) -> bool {
         let Some(br) = self.bufring.as_mut() else {
-            return self.pool.lent() < self.pool.count();
+            return self.pool.has_free();
         };
         let mut pushed = false;
         while self.posted < self.ring_target {

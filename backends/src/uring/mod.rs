@@ -228,8 +228,7 @@ impl Backend for Uring {
             self.reap(out)?;
             out.append(&mut self.early);
             self.expire_timers(out)?;
-            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-            if out.len() > before || timed_out {
+            if out.len() > before || crate::passed(deadline) {
                 break;
             }
         }
@@ -238,11 +237,9 @@ impl Backend for Uring {
     }
 
     fn release(&mut self, buf: RecvBuf) {
-        // A buffer of another pool is refused (and freed), never posted as one of ours.
-        let Some(id) = self.pool.restore(buf) else {
-            return;
-        };
-        self.pool.put_free(id);
+        if !self.pool.restore(buf) {
+            return; // another pool's buffer: refused (and freed), never taken for one of ours
+        }
         self.top_up();
         if !self.starved.is_empty() {
             self.rearm_starved();
@@ -258,10 +255,7 @@ impl Backend for Uring {
     }
 
     fn stats(&self) -> Stats {
-        let mut s = self.stats.clone();
-        s.bufs_in_use = self.pool.lent();
-        s.bufs_total = self.pool.count();
-        s
+        self.pool.counted(&self.stats)
     }
 }
 
@@ -270,7 +264,7 @@ mod size_probe {
     /// An idle connection holds one armed recv: its slot must stay small (payloads are boxed).
     #[test]
     fn slots_stay_small() {
-        let uring = std::mem::size_of::<super::Slot>() + 8;
+        let uring = std::mem::size_of::<(u32, super::Slot)>();
         let readiness = crate::readiness::slot_size();
         eprintln!("uring slot {uring} B (with its generation), readiness slot {readiness} B");
         assert!(uring <= 64, "uring slot grew to {uring} bytes");

@@ -57,16 +57,7 @@ impl Uring {
                         iov,
                     } = &mut **op;
                     let (a, b) = buf.remaining(*done);
-                    *iov = [
-                        libc::iovec {
-                            iov_base: a.as_ptr() as *mut _,
-                            iov_len: a.len(),
-                        },
-                        libc::iovec {
-                            iov_base: b.as_ptr() as *mut _,
-                            iov_len: b.len(),
-                        },
-                    ];
+                    *iov = sys::iovecs(a, b);
                     // SAFETY: an all-zero msghdr is valid (no name, no control data).
                     *msg = unsafe { std::mem::zeroed() };
                     let skip = usize::from(a.is_empty());
