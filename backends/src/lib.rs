@@ -425,6 +425,10 @@ pub struct Options {
     /// the largest generations and across their wrap.
     #[doc(hidden)]
     pub first_generation: u32,
+    /// Test only: io_uring's Drop does not wait for the kernel to let go of its ops and takes
+    /// the path of an op that could not be cancelled in time (it leaks what they may touch).
+    #[doc(hidden)]
+    pub drop_without_waiting: bool,
 }
 
 impl Default for Options {
@@ -436,6 +440,7 @@ impl Default for Options {
             force_single_shot: false,
             assume_no_ext_arg: false,
             first_generation: 0,
+            drop_without_waiting: false,
         }
     }
 }

@@ -119,7 +119,7 @@ impl Drop for Uring {
             let _ = self.push(opcode::TimeoutRemove::new(ud).build().user_data(u64::MAX));
         }
         let mut sink = Vec::new();
-        for _ in 0..100 {
+        for _ in 0..self.drop_rounds {
             if !self.slots.iter().any(|(_, s)| s.in_kernel) {
                 break;
             }

@@ -79,6 +79,8 @@ pub struct Uring {
     early: Vec<Completion>,
     /// Set by Drop: nothing is restarted any more.
     dropping: bool,
+    /// How many 10 ms rounds Drop waits for the kernel to let go (0: `drop_without_waiting`).
+    drop_rounds: u32,
 }
 
 use crate::Op;
@@ -128,6 +130,7 @@ impl Uring {
             wait_timer: None,
             early: Vec::new(),
             dropping: false,
+            drop_rounds: if opts.drop_without_waiting { 0 } else { 100 },
         };
         u.top_up();
         let wfd = u.wake.fd();
