@@ -51,7 +51,7 @@ fn run(
     while !done() {
         if Instant::now() >= end {
             eprintln!("stats at timeout: {:?}", b.stats());
-            panic!("timed out waiting for completions");
+            panic!("timed out waiting for completions on {}", b.name());
         }
         b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
         for c in out.drain(..) {
@@ -67,8 +67,9 @@ fn collect(b: &mut dyn Backend, n: usize) -> Vec<Completion> {
     while got.len() < n {
         assert!(
             Instant::now() < end,
-            "only {} of {n} completions",
-            got.len()
+            "only {} of {n} completions on {}",
+            got.len(),
+            b.name()
         );
         b.wait(&mut got, Some(Duration::from_millis(200))).unwrap();
     }
@@ -1065,7 +1066,12 @@ fn keys_hold_at_the_largest_generations() {
             let mut got: HashMap<u64, Completion> = HashMap::new();
             let end = Instant::now() + Duration::from_secs(5);
             while got.len() < 3 {
-                assert!(Instant::now() < end, "round {round}: only {:?}", got.keys());
+                assert!(
+                    Instant::now() < end,
+                    "{}: round {round}: only {:?}",
+                    b.name(),
+                    got.keys()
+                );
                 let mut out = Vec::new();
                 b.wait(&mut out, Some(Duration::from_millis(100))).unwrap();
                 for mut c in out {

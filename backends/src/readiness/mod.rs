@@ -70,7 +70,11 @@ pub trait Poller: Sized {
     const SEND_FLAGS: libc::c_int;
     fn new(events: usize) -> io::Result<Self>;
     /// Watch `fd` for both directions, edge-triggered, until `deregister`. Fails (EPERM on
-    /// epoll) for fds that are always ready, such as regular files.
+    /// epoll) for fds that are always ready, such as regular files. Called again for an fd
+    /// when it was idle: `EEXIST` says the registration (so the file) is the same, and the
+    /// adapter keeps what it knew of its readiness; `Ok` says it is new, and the adapter
+    /// believes it ready (a shim whose re-add succeeds silently, like kqueue's `EV_ADD`, must
+    /// report the current readiness again, which `EV_ADD` does).
     fn register(&mut self, fd: RawFd) -> io::Result<()>;
     fn deregister(&mut self, fd: RawFd);
     /// Accept one connection, non-blocking and close-on-exec.
