@@ -18,11 +18,13 @@
 //! 3. **Ownership passes with the op.** Every buffer the kernel may touch is moved into the [`Op`]
 //!    and moved back out in the [`Completion`] (`buf`), whatever the outcome — success, error or
 //!    cancellation. No buffer is touched by two owners, and none is freed while the kernel may
-//!    still write it. Dropping the backend with operations in flight cancels them first.
+//!    still write it. Dropping the backend with operations in flight cancels them first (and
+//!    leaks, rather than frees, whatever the kernel has not let go of).
 //! 4. **Receive buffers belong to the backend** until data lands in one: an armed [`Op::Recv`]
 //!    holds no buffer, so an idle connection holds no receive memory. A completed receive hands a
 //!    [`RecvBuf`] to the caller, who gives it back with [`Backend::release`]. When the pool runs
-//!    dry, receives wait (no data is lost: it stays in the socket) and resume on `release`.
+//!    dry, receives wait (no data is lost: it stays in the socket) and resume on `release`. A
+//!    buffer knows its pool: one released into another backend is refused (and freed).
 //! 5. **Multishot.** [`Op::Accept`] and [`Op::Recv`] stay armed after each completion: a completion
 //!    with `more == true` means the op is still live and its token still in use; `more == false`
 //!    is its last completion (end of stream — a recv of 0 bytes —, an error, or a cancellation).
@@ -35,10 +37,13 @@
 //!    number is only released to the kernel after the last of them. An fd number is therefore never
 //!    reused while an operation on it is pending. The caller may close an fd itself only when no
 //!    operation on it is in flight (the readiness backends then re-register the number afresh the
-//!    next time it is used).
+//!    next time it is used). An [`Op::SendFile`] uses its `file` as much as its socket: a Close
+//!    of either covers it. An fd that is negative or not open completes the op with `EBADF`.
 //! 8. **Cancel** completes the target (normally with `ECANCELED`, or with the result it reached
 //!    first) and itself: `Ok(0)` if the target was found, `Err(ENOENT)` if it had already
-//!    completed. The two completions may arrive in either order.
+//!    completed. The two completions may arrive in either order. What the backend restarts on
+//!    its own (the rest of a short send, a re-armed receive or single-shot accept, a retry after
+//!    EAGAIN) belongs to the same token: a Close or Cancel issued before the restart covers it.
 //! 9. **Timers and children are ops.** [`Op::Timeout`] completes with `Ok(0)` when its deadline
 //!    passes (timers complete in deadline order). [`Op::ChildExit`] completes once when the child
 //!    exits, after the backend reaped it: `Ok(raw wait status)` (decode with
@@ -58,8 +63,14 @@ use std::time::{Duration, Instant};
 
 pub mod pool;
 pub mod readiness;
+mod slab;
 mod sys;
+#[doc(hidden)]
+pub mod timers;
 pub mod util;
+
+#[cfg(target_os = "linux")]
+mod linux;
 
 #[cfg(target_os = "linux")]
 pub mod uring;
@@ -365,6 +376,11 @@ pub trait Backend {
     }
 }
 
+/// Whether a wait's deadline (if any) has passed.
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
 /// Which backend to open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -401,6 +417,18 @@ pub struct Options {
     /// io_uring only: use single-shot operations even where multishot is available (to test
     /// and measure the older-kernel path).
     pub force_single_shot: bool,
+    /// Test only: io_uring behaves as on a kernel without `IORING_FEAT_EXT_ARG` (before 5.11),
+    /// so the fallback wait path is tested on newer kernels.
+    #[doc(hidden)]
+    pub assume_no_ext_arg: bool,
+    /// Test only: the generation a new operation slot starts at, to test keys and tokens at
+    /// the largest generations and across their wrap.
+    #[doc(hidden)]
+    pub first_generation: u32,
+    /// Test only: io_uring's Drop does not wait for the kernel to let go of its ops and takes
+    /// the path of an op that could not be cancelled in time (it leaks what they may touch).
+    #[doc(hidden)]
+    pub drop_without_waiting: bool,
 }
 
 impl Default for Options {
@@ -410,6 +438,9 @@ impl Default for Options {
             buf_count: 1024,
             buf_size: 16 * 1024,
             force_single_shot: false,
+            assume_no_ext_arg: false,
+            first_generation: 0,
+            drop_without_waiting: false,
         }
     }
 }

@@ -5,7 +5,15 @@
 //! [`RecvBuf`], between a recv completion and [`crate::Backend::release`]). Buffers are
 //! allocated once, lazily by the allocator (untouched pages cost no RSS).
 
+use std::io;
 use std::ops::Deref;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::sys;
+
+/// Pool identities: each pool gets its own, and each buffer carries its pool's.
+static NEXT_POOL: AtomicU32 = AtomicU32::new(1);
 
 /// Received bytes, lent by the backend's pool. Give it back with `Backend::release`.
 #[derive(Debug)]
@@ -13,6 +21,8 @@ pub struct RecvBuf {
     // INVARIANT: `data.len()` is the number of bytes received; its capacity is the pool's size.
     data: Vec<u8>,
     id: u16,
+    /// The pool it came from: a buffer is only ever taken back by that pool.
+    pool: u32,
 }
 
 impl RecvBuf {
@@ -40,6 +50,17 @@ pub(crate) struct BufPool {
     free: Vec<u16>,
     size: usize,
     lent: usize,
+    ident: u32,
+}
+
+/// What a receive into a pool buffer gave (the readiness path and io_uring's poll-then-recv).
+pub(crate) enum Received {
+    Data(RecvBuf),
+    Eof,
+    WouldBlock,
+    Failed(io::Error),
+    /// No free buffer: the data waits in the socket.
+    Starved,
 }
 
 impl BufPool {
@@ -52,6 +73,7 @@ impl BufPool {
             free,
             size,
             lent: 0,
+            ident: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
         }
     }
     pub(crate) fn size(&self) -> usize {
@@ -60,8 +82,17 @@ impl BufPool {
     pub(crate) fn count(&self) -> usize {
         self.slots.len()
     }
-    pub(crate) fn lent(&self) -> usize {
-        self.lent
+    /// Whether a buffer is free (not lent, not posted to a kernel ring).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only io_uring asks
+    pub(crate) fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+    /// `stats` with this pool's counts filled in.
+    pub(crate) fn counted(&self, stats: &crate::Stats) -> crate::Stats {
+        let mut s = stats.clone();
+        s.bufs_in_use = self.lent;
+        s.bufs_total = self.count();
+        s
     }
     // Only the io_uring backend posts buffers to a kernel ring.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -95,15 +126,48 @@ impl BufPool {
         // SAFETY: the caller guarantees the kernel initialised `len` bytes; `len <= capacity`.
         unsafe { data.set_len(len) };
         self.lent += 1;
-        RecvBuf { data, id }
+        RecvBuf {
+            data,
+            id,
+            pool: self.ident,
+        }
     }
-    /// Take a lent buffer back; returns its id, now owned by the pool again.
-    pub(crate) fn restore(&mut self, buf: RecvBuf) -> u16 {
-        let RecvBuf { mut data, id } = buf;
-        assert!(self.slots[id as usize].is_none(), "buffer released twice");
+    /// Take a lent buffer back into the free list. A buffer of another pool is refused
+    /// (`false`; it is simply freed): it is never offered to the kernel as one of ours,
+    /// whatever its size.
+    pub(crate) fn restore(&mut self, buf: RecvBuf) -> bool {
+        let RecvBuf { mut data, id, pool } = buf;
+        let Some(slot) = self.slots.get_mut(id as usize) else {
+            return false;
+        };
+        if pool != self.ident || slot.is_some() || data.capacity() < self.size {
+            return false;
+        }
         data.clear();
-        self.slots[id as usize] = Some(data);
+        *slot = Some(data);
         self.lent -= 1;
-        id
+        self.free.push(id);
+        true
+    }
+    /// `recv(2)` from `fd` into a free buffer, lent to the caller if data arrived.
+    pub(crate) fn recv(&mut self, fd: RawFd) -> Received {
+        let Some(id) = self.take_free() else {
+            return Received::Starved;
+        };
+        let got = loop {
+            match sys::recv_spare(fd, self.spare(id)) {
+                Err(e) if sys::interrupted(&e) => {}
+                r => break r,
+            }
+        };
+        let r = match got {
+            // SAFETY: recv initialised `n` bytes of buffer `id`.
+            Ok(n) if n > 0 => return Received::Data(unsafe { self.lend(id, n) }),
+            Ok(_) => Received::Eof,
+            Err(e) if sys::would_block(&e) => Received::WouldBlock,
+            Err(e) => Received::Failed(e),
+        };
+        self.put_free(id);
+        r
     }
 }

@@ -56,9 +56,9 @@ pub(crate) fn write_at(fd: RawFd, data: &[u8], offset: Option<u64>) -> io::Resul
     }
 }
 
-/// `sendmsg(2)` of two slices (response head and body) with `flags`.
-pub(crate) fn send2(fd: RawFd, a: &[u8], b: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    let mut iov = [
+/// The iovecs of two slices (the kernel only reads through them).
+pub(crate) fn iovecs(a: &[u8], b: &[u8]) -> [libc::iovec; 2] {
+    [
         libc::iovec {
             iov_base: a.as_ptr() as *mut _,
             iov_len: a.len(),
@@ -67,7 +67,12 @@ pub(crate) fn send2(fd: RawFd, a: &[u8], b: &[u8], flags: libc::c_int) -> io::Re
             iov_base: b.as_ptr() as *mut _,
             iov_len: b.len(),
         },
-    ];
+    ]
+}
+
+/// `sendmsg(2)` of two slices (response head and body) with `flags`.
+pub(crate) fn send2(fd: RawFd, a: &[u8], b: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    let mut iov = iovecs(a, b);
     let (start, count) = if a.is_empty() { (1, 1) } else { (0, 2) };
     // SAFETY: an all-zero msghdr is valid (no name, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -105,4 +110,57 @@ pub(crate) fn canceled() -> io::Error {
 pub(crate) fn set_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl with integer arguments on an fd the caller owns.
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
+}
+
+pub(crate) fn ebadf() -> io::Error {
+    io::Error::from_raw_os_error(libc::EBADF)
+}
+
+/// Validate an fd before it indexes a per-fd table of `known` entries: negative numbers are
+/// EBADF, and a number past the table is asked about (`fcntl(F_GETFD)`, only when the table
+/// would grow) so that a wild number never makes a table of that size.
+pub(crate) fn check_fd(fd: RawFd, known: usize) -> io::Result<()> {
+    if fd < 0 {
+        return Err(ebadf());
+    }
+    if (fd as usize) < known {
+        return Ok(());
+    }
+    // SAFETY: fcntl(F_GETFD) only reads the descriptor table.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) }).map(drop)
+}
+
+/// Where a sendfile stands after [`sendfile_loop`].
+pub(crate) enum Progress {
+    /// All `len` bytes went out.
+    Done(usize),
+    /// The socket is full: wait for it to be writable, then call again.
+    WouldBlock,
+    Failed(io::Error),
+}
+
+/// Push a sendfile of `len` bytes of `file` from `offset` to `sock` forward, `done` counting
+/// what has gone out, until it is done, fails, or the socket is full. `call` is the platform's
+/// `sendfile(2)`, returning a partial count rather than EAGAIN when some bytes went.
+pub(crate) fn sendfile_loop(
+    sock: RawFd,
+    file: RawFd,
+    offset: u64,
+    len: usize,
+    done: &mut usize,
+    call: impl Fn(RawFd, RawFd, u64, usize) -> io::Result<usize>,
+) -> Progress {
+    loop {
+        if *done == len {
+            return Progress::Done(len);
+        }
+        match call(sock, file, offset + *done as u64, len - *done) {
+            // The file is shorter than promised: report, do not spin.
+            Ok(0) => return Progress::Failed(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => *done += n,
+            Err(e) if would_block(&e) => return Progress::WouldBlock,
+            Err(e) if interrupted(&e) => {}
+            Err(e) => return Progress::Failed(e),
+        }
+    }
 }

@@ -7,37 +7,25 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::timers::TimerHeap;
 use super::{Event, Poller};
+use crate::linux::{self, EventFd};
 use crate::sys::cvt;
-use crate::{Wake, Waker};
+use crate::timers::TimerHeap;
+use crate::Waker;
 
-/// epoll_event.u64 tags: fds use their number; these never collide with an fd.
+/// What an `epoll_event.u64` names. Fds and pidfds are non-negative `c_int`s, so the tag bit
+/// is never part of a number, and a child's key (which may use all 64 bits) never goes into
+/// the kernel: the pidfd's number does, and `children` maps it back.
 const WAKE_KEY: u64 = u64::MAX;
-const CHILD_TAG: u64 = 1 << 63;
+const PIDFD_TAG: u64 = 1 << 63;
 
 pub struct Epoll {
     epfd: OwnedFd,
     wake: Arc<EventFd>,
     timers: TimerHeap,
-    /// Child key → its pidfd.
-    children: HashMap<u64, OwnedFd>,
+    /// A watched child's pidfd number → its key and the pidfd.
+    children: HashMap<RawFd, (u64, OwnedFd)>,
     buf: Vec<libc::epoll_event>,
-}
-
-struct EventFd(OwnedFd);
-
-impl Wake for EventFd {
-    fn wake(&self) -> io::Result<()> {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
-        let r = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        // EAGAIN: the counter is saturated, a wake-up is pending anyway.
-        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
 }
 
 impl Epoll {
@@ -53,28 +41,17 @@ impl Poller for Epoll {
     const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 
     fn new(events: usize) -> io::Result<Self> {
-        // SAFETY: plain syscalls; each returned fd is immediately owned.
-        let (epfd, efd) = unsafe {
-            let epfd = OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?);
-            let efd = OwnedFd::from_raw_fd(cvt(libc::eventfd(
-                0,
-                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
-            ))?);
-            (epfd, efd)
-        };
+        // SAFETY: epoll_create1 returns a new fd that we immediately own.
+        let epfd = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
         let ep = Epoll {
             epfd,
-            wake: Arc::new(EventFd(efd)),
+            wake: Arc::new(EventFd::new()?),
             timers: TimerHeap::default(),
             children: HashMap::new(),
             buf: Vec::with_capacity(events.max(64)),
         };
-        ep.ctl(
-            libc::EPOLL_CTL_ADD,
-            ep.wake.0.as_raw_fd(),
-            (libc::EPOLLIN | libc::EPOLLET) as u32,
-            WAKE_KEY,
-        )?;
+        let edge_in = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        ep.ctl(libc::EPOLL_CTL_ADD, ep.wake.fd(), edge_in, WAKE_KEY)?;
         Ok(ep)
     }
 
@@ -95,9 +72,7 @@ impl Poller for Epoll {
     }
 
     fn sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
-        let mut off = offset as libc::off_t;
-        // SAFETY: plain fds and a pointer to a live off_t.
-        crate::sys::cvt_size(unsafe { libc::sendfile(sock, file, &mut off, len) })
+        linux::sendfile(sock, file, offset, len)
     }
 
     fn add_timer(&mut self, key: u64, deadline: Instant) -> io::Result<()> {
@@ -110,25 +85,22 @@ impl Poller for Epoll {
     }
 
     fn watch_child(&mut self, key: u64, pid: u32) -> io::Result<()> {
-        // SAFETY: pidfd_open(2) takes a pid and flags; the result is a new fd we own.
-        let pidfd = unsafe {
-            let r = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
-            OwnedFd::from_raw_fd(cvt(r as libc::c_int)?)
-        };
+        let pidfd = linux::pidfd_open(pid)?;
+        let n = pidfd.as_raw_fd();
         // A pidfd becomes readable when the process exits (also if it already has).
         self.ctl(
             libc::EPOLL_CTL_ADD,
-            pidfd.as_raw_fd(),
+            n,
             libc::EPOLLIN as u32,
-            CHILD_TAG | key,
+            PIDFD_TAG | n as u64,
         )?;
-        self.children.insert(key, pidfd);
+        self.children.insert(n, (key, pidfd));
         Ok(())
     }
 
     fn unwatch_child(&mut self, key: u64) {
-        // Closing the pidfd removes it from the epoll set.
-        self.children.remove(&key);
+        // Closing the pidfd removes it from the epoll set. Rare (a cancel): a scan will do.
+        self.children.retain(|_, (k, _)| *k != key);
     }
 
     fn waker(&self) -> Waker {
@@ -157,13 +129,10 @@ impl Poller for Epoll {
         for ev in &self.buf {
             let (bits, key) = (ev.events, ev.u64);
             if key == WAKE_KEY {
-                let mut v: u64 = 0;
-                // SAFETY: reads 8 bytes into a live u64 (resets the eventfd counter).
-                unsafe { libc::read(self.wake.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+                self.wake.drain();
                 events.push(Event::Wake);
-            } else if key & CHILD_TAG != 0 {
-                let key = key & !CHILD_TAG;
-                if self.children.remove(&key).is_some() {
+            } else if key & PIDFD_TAG != 0 {
+                if let Some((key, _)) = self.children.remove(&((key & !PIDFD_TAG) as RawFd)) {
                     events.push(Event::Child(key));
                 }
             } else {

@@ -247,15 +247,37 @@ impl Poller for Kqueue {
     }
 }
 
-/// `accept(2)`, then make the new fd non-blocking and close-on-exec (portable; the shims use
-/// `accept4` where the platform has it).
+/// `accept4(2)`: the new fd is non-blocking and close-on-exec from its first instant, so a
+/// child spawned by another thread in between never inherits it.
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "linux"
+))]
+fn accept_portable(fd: RawFd) -> io::Result<RawFd> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: null address pointers are allowed: we do not want the peer address here.
+    cvt(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), flags) })
+}
+
+/// macOS has no `accept4`: `accept(2)`, then non-blocking and close-on-exec. Between the two a
+/// child spawned by another thread could inherit the fd; spawners there must not rely on
+/// CLOEXEC alone (`POSIX_SPAWN_CLOEXEC_DEFAULT` with explicit file actions closes everything
+/// not named). If `fcntl` fails the new fd is closed, not leaked.
+#[cfg(any(target_os = "macos", target_os = "ios"))]
 fn accept_portable(fd: RawFd) -> io::Result<RawFd> {
     // SAFETY: null address pointers are allowed: we do not want the peer address here.
     let new = cvt(unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) })?;
-    set_nonblock_cloexec(new)?;
+    if let Err(e) = set_nonblock_cloexec(new) {
+        let _ = sys::close(new);
+        return Err(e);
+    }
     Ok(new)
 }
 
+#[cfg(any(target_os = "macos", target_os = "ios"))]
 fn set_nonblock_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on an fd we own, with integer arguments.
     unsafe {

@@ -1,5 +1,6 @@
-//! A deadline heap, for pollers without kernel timers (epoll): the nearest deadline bounds the
-//! wait, and expired keys are reported in deadline order.
+//! A deadline heap, for backends without kernel timers that order by deadline (epoll, and
+//! io_uring, whose relative timeouts fire in submission order once due): the nearest deadline
+//! bounds the wait, and expired keys are reported in deadline order.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};

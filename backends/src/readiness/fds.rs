@@ -1,0 +1,148 @@
+//! What the adapter knows per fd: its readiness, registration, and the queues of operations
+//! waiting to read and to write (intrusive lists through the slots).
+
+use std::os::fd::RawFd;
+
+use super::{Poller, Readiness};
+
+pub(super) const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct List {
+    pub(super) head: u32,
+    pub(super) tail: u32,
+}
+
+impl List {
+    const EMPTY: List = List {
+        head: NIL,
+        tail: NIL,
+    };
+    pub(super) fn is_empty(&self) -> bool {
+        self.head == NIL
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct FdState {
+    pub(super) registered: bool,
+    /// Not pollable (a regular file): always ready.
+    pub(super) always_ready: bool,
+    pub(super) readable: bool,
+    pub(super) writable: bool,
+    /// A hang-up was reported: a short read no longer means drained (the EOF is still to come).
+    pub(super) hup: bool,
+    pub(super) in_ready: bool,
+    pub(super) starved: bool,
+    /// Queued sendfiles that read this fd as their file (a close of it cancels them).
+    pub(super) files: u32,
+    pub(super) reads: List,
+    pub(super) writes: List,
+}
+
+impl FdState {
+    const NEW: FdState = FdState {
+        registered: false,
+        always_ready: false,
+        readable: true,
+        writable: true,
+        hup: false,
+        in_ready: false,
+        starved: false,
+        files: 0,
+        reads: List::EMPTY,
+        writes: List::EMPTY,
+    };
+
+    pub(super) fn idle(&self) -> bool {
+        self.reads.is_empty() && self.writes.is_empty()
+    }
+
+    /// Forget what was known of the file this number named (a new one may have it now): it
+    /// is believed ready. List memberships and the count of sendfiles using it stay truthful.
+    pub(super) fn renew(&mut self) {
+        *self = FdState {
+            in_ready: self.in_ready,
+            starved: self.starved,
+            files: self.files,
+            reads: self.reads,
+            writes: self.writes,
+            ..FdState::NEW
+        };
+    }
+}
+
+impl<P: Poller> Readiness<P> {
+    pub(super) fn fd_state(&mut self, fd: RawFd) -> &mut FdState {
+        let i = fd as usize;
+        if i >= self.fds.len() {
+            self.fds.resize_with(i + 1, || FdState::NEW);
+        }
+        &mut self.fds[i]
+    }
+
+    fn list(&mut self, fd: RawFd, write: bool) -> &mut List {
+        let st = &mut self.fds[fd as usize];
+        if write {
+            &mut st.writes
+        } else {
+            &mut st.reads
+        }
+    }
+
+    pub(super) fn push_back(&mut self, fd: RawFd, write: bool, idx: u32) {
+        let list = self.list(fd, write);
+        let old_tail = list.tail;
+        if list.is_empty() {
+            list.head = idx;
+        }
+        list.tail = idx;
+        if old_tail != NIL {
+            self.slots[old_tail].next = idx;
+        }
+    }
+
+    pub(super) fn pop_front(&mut self, fd: RawFd, write: bool) -> u32 {
+        let idx = self.list(fd, write).head;
+        let next = self.slots[idx].next;
+        let list = self.list(fd, write);
+        list.head = next;
+        if next == NIL {
+            list.tail = NIL;
+        }
+        idx
+    }
+
+    /// Unlink `idx` from whichever queue of `fd` holds it.
+    pub(super) fn unlink(&mut self, fd: RawFd, idx: u32) {
+        for write in [false, true] {
+            let (mut prev, mut cur) = (NIL, self.list(fd, write).head);
+            while cur != NIL && cur != idx {
+                prev = cur;
+                cur = self.slots[cur].next;
+            }
+            if cur == NIL {
+                continue;
+            }
+            let next = self.slots[idx].next;
+            if prev == NIL {
+                self.list(fd, write).head = next;
+            } else {
+                self.slots[prev].next = next;
+            }
+            let list = self.list(fd, write);
+            if list.tail == idx {
+                list.tail = prev;
+            }
+            return;
+        }
+    }
+
+    pub(super) fn mark_ready(&mut self, fd: RawFd) {
+        let st = &mut self.fds[fd as usize];
+        if !st.in_ready {
+            st.in_ready = true;
+            self.ready.push(fd);
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Operations in slots, and running them as far as their fd's readiness allows.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use super::fds::NIL;
+use super::{Poller, Readiness};
+use crate::pool::Received;
+use crate::sys::{self, Progress};
+use crate::{Buf, Completion, SendBuf, Token};
+
+/// Operations run on one fd per loop turn before others get their go.
+const FD_BUDGET: usize = 32;
+
+#[derive(Debug)]
+pub(super) enum State {
+    Free,
+    Accept,
+    Recv,
+    Send {
+        buf: SendBuf,
+        done: usize,
+    },
+    Read {
+        buf: Vec<u8>,
+        offset: Option<u64>,
+    },
+    Write {
+        buf: Vec<u8>,
+        done: usize,
+        offset: Option<u64>,
+    },
+    /// Queued on the socket; `file` is in use by it as much (see `FdState::files`).
+    SendFile {
+        file: RawFd,
+        offset: u64,
+        len: usize,
+        done: usize,
+    },
+    Timer {
+        deadline: Instant,
+    },
+    Child {
+        pid: u32,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) token: Token,
+    pub(super) fd: RawFd,
+    pub(super) next: u32,
+    pub(super) state: State,
+}
+
+impl Slot {
+    pub(super) fn live(&self) -> bool {
+        !matches!(self.state, State::Free)
+    }
+}
+
+/// What trying an operation once gave.
+enum Step {
+    /// A completion; `keep` when the (multishot) op stays queued.
+    Done(Completion, bool),
+    /// The fd is not ready in this direction.
+    WouldBlock,
+    /// The op completed and the fd is known drained (a short read on a stream socket).
+    DoneDrained(Completion),
+    /// No receive buffer is free.
+    Starved,
+}
+
+fn last(token: Token, result: io::Result<usize>) -> Step {
+    Step::Done(Completion::new(token, result, Buf::None, false), false)
+}
+
+impl<P: Poller> Readiness<P> {
+    pub(super) fn alloc(&mut self, token: Token, fd: RawFd, state: State) -> u32 {
+        if let State::SendFile { file, .. } = state {
+            self.fd_state(file).files += 1;
+        }
+        self.slots.alloc(Slot {
+            token,
+            fd,
+            next: NIL,
+            state,
+        })
+    }
+
+    /// Free slot `idx`, returning what it owned.
+    pub(super) fn free(&mut self, idx: u32) -> (Token, State) {
+        let s = &mut self.slots[idx];
+        let state = std::mem::replace(&mut s.state, State::Free);
+        let token = s.token;
+        self.slots.release(idx);
+        if let State::SendFile { file, .. } = state {
+            self.fds[file as usize].files -= 1;
+        }
+        (token, state)
+    }
+
+    /// The last completion of an op that is over (`result`), with every buffer it owned.
+    pub(super) fn ended(token: Token, result: io::Result<usize>, state: State) -> Completion {
+        let buf = match state {
+            State::Send { buf, .. } => Buf::Send(buf),
+            State::Read { buf, .. } | State::Write { buf, .. } => Buf::Vec(buf),
+            _ => Buf::None,
+        };
+        Completion::new(token, result, buf, false)
+    }
+
+    /// Try operation `idx` on `fd` once.
+    fn step(&mut self, fd: RawFd, idx: u32) -> Step {
+        let token = self.slots[idx].token;
+        let send_flags = P::SEND_FLAGS;
+        match &mut self.slots[idx].state {
+            State::Accept => loop {
+                match self.poller.accept(fd) {
+                    Ok(new) => {
+                        let c = Completion::new(token, Ok(new as usize), Buf::None, true);
+                        return Step::Done(c, true);
+                    }
+                    Err(e) if sys::would_block(&e) => return Step::WouldBlock,
+                    // The peer gave up before we accepted: not the listener's error.
+                    Err(e)
+                        if sys::interrupted(&e) || e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                    }
+                    Err(e) => return last(token, Err(e)),
+                }
+            },
+            State::Recv => {
+                let size = self.pool.size();
+                match self.pool.recv(fd) {
+                    Received::Starved => Step::Starved,
+                    Received::Eof => last(token, Ok(0)),
+                    Received::WouldBlock => Step::WouldBlock,
+                    Received::Failed(e) => last(token, Err(e)),
+                    Received::Data(buf) => {
+                        let n = buf.len();
+                        let c = Completion::new(token, Ok(n), Buf::Recv(buf), true);
+                        // epoll(7): a short read on a stream socket means it is drained for now.
+                        if n < size {
+                            Step::DoneDrained(c)
+                        } else {
+                            Step::Done(c, true)
+                        }
+                    }
+                }
+            }
+            State::Read { buf, offset } => loop {
+                match sys::read_spare(fd, buf, *offset) {
+                    Err(e) if sys::would_block(&e) => return Step::WouldBlock,
+                    Err(e) if sys::interrupted(&e) => {}
+                    r => return last(token, r),
+                }
+            },
+            State::Send { buf, done } => loop {
+                let (a, b) = buf.remaining(*done);
+                if a.is_empty() && b.is_empty() {
+                    return last(token, Ok(*done));
+                }
+                match sys::send2(fd, a, b, send_flags) {
+                    Ok(n) => *done += n,
+                    Err(e) if sys::would_block(&e) => return Step::WouldBlock,
+                    Err(e) if sys::interrupted(&e) => {}
+                    Err(e) => return last(token, Err(e)),
+                }
+            },
+            State::Write { buf, done, offset } => loop {
+                if *done == buf.len() {
+                    return last(token, Ok(*done));
+                }
+                let at = offset.map(|o| o + *done as u64);
+                match sys::write_at(fd, &buf[*done..], at) {
+                    Ok(n) => *done += n,
+                    Err(e) if sys::would_block(&e) => return Step::WouldBlock,
+                    Err(e) if sys::interrupted(&e) => {}
+                    Err(e) => return last(token, Err(e)),
+                }
+            },
+            State::SendFile {
+                file,
+                offset,
+                len,
+                done,
+            } => match sys::sendfile_loop(fd, *file, *offset, *len, done, P::sendfile) {
+                Progress::Done(n) => last(token, Ok(n)),
+                Progress::WouldBlock => Step::WouldBlock,
+                Progress::Failed(e) => last(token, Err(e)),
+            },
+            State::Free | State::Timer { .. } | State::Child { .. } => {
+                unreachable!("not an fd operation")
+            }
+        }
+    }
+
+    /// Run the queued operations of `fd` that its readiness allows. Returns true if the fd
+    /// still has runnable work (its budget ran out).
+    fn run_fd(&mut self, fd: RawFd, out: &mut Vec<Completion>) -> bool {
+        let mut more = false;
+        for write in [false, true] {
+            let mut budget = FD_BUDGET;
+            loop {
+                let st = &self.fds[fd as usize];
+                let (ready, list) = if write {
+                    (st.writable || st.always_ready, st.writes)
+                } else {
+                    (st.readable || st.always_ready, st.reads)
+                };
+                if !ready || list.is_empty() {
+                    break;
+                }
+                if budget == 0 {
+                    more = true;
+                    break;
+                }
+                budget -= 1;
+                let idx = list.head;
+                match self.step(fd, idx) {
+                    Step::Done(c, keep) => self.finish(fd, write, idx, c, keep, out),
+                    Step::DoneDrained(c) => {
+                        self.finish(fd, write, idx, c, true, out);
+                        let st = &mut self.fds[fd as usize];
+                        st.readable = st.hup;
+                    }
+                    Step::WouldBlock => {
+                        let st = &mut self.fds[fd as usize];
+                        if write {
+                            st.writable = false
+                        } else {
+                            st.readable = false
+                        }
+                    }
+                    Step::Starved => {
+                        let st = &mut self.fds[fd as usize];
+                        if !st.starved {
+                            st.starved = true;
+                            self.starved.push(fd);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        more
+    }
+
+    fn finish(
+        &mut self,
+        fd: RawFd,
+        write: bool,
+        idx: u32,
+        c: Completion,
+        keep: bool,
+        out: &mut Vec<Completion>,
+    ) {
+        if keep {
+            return out.push(c);
+        }
+        let head = self.pop_front(fd, write);
+        debug_assert_eq!(head, idx);
+        let (token, state) = self.free(idx);
+        let mut c = match c.buf {
+            Buf::None => Self::ended(token, c.result, state),
+            _ => c,
+        };
+        c.more = false;
+        out.push(c);
+    }
+
+    pub(super) fn run_ready(&mut self, out: &mut Vec<Completion>) {
+        let fds = std::mem::take(&mut self.ready);
+        for &fd in &fds {
+            self.fds[fd as usize].in_ready = false;
+        }
+        for fd in fds {
+            if self.run_fd(fd, out) {
+                self.mark_ready(fd);
+            }
+        }
+    }
+}

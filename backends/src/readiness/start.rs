@@ -1,0 +1,171 @@
+//! Starting operations, closing fds and cancelling by token.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::ops::State;
+use super::{Poller, Readiness};
+use crate::{sys, Buf, Completion, Op, Token};
+
+impl<P: Poller> Readiness<P> {
+    pub(super) fn start(&mut self, token: Token, op: Op, out: &mut Vec<Completion>) {
+        self.stats.submitted[op.kind() as usize] += 1;
+        let (fd, write, state) = match op {
+            Op::Accept { fd } => (fd, false, State::Accept),
+            Op::Recv { fd } => (fd, false, State::Recv),
+            Op::Read { fd, buf, offset } => (fd, false, State::Read { buf, offset }),
+            Op::Send { fd, buf } => (fd, true, State::Send { buf, done: 0 }),
+            Op::Write { fd, buf, offset } => {
+                let state = State::Write {
+                    buf,
+                    done: 0,
+                    offset,
+                };
+                (fd, true, state)
+            }
+            Op::SendFile {
+                fd,
+                file,
+                offset,
+                len,
+            } => {
+                if let Err(e) = sys::check_fd(file, self.fds.len()) {
+                    return out.push(Completion::new(token, Err(e), Buf::None, false));
+                }
+                let state = State::SendFile {
+                    file,
+                    offset,
+                    len,
+                    done: 0,
+                };
+                (fd, true, state)
+            }
+            Op::Close { fd } => {
+                let c = self.close(token, fd, out);
+                return out.push(c);
+            }
+            Op::Cancel { target } => return self.cancel(token, target, out),
+            Op::Timeout { deadline } => {
+                let idx = self.alloc(token, -1, State::Timer { deadline });
+                if let Err(e) = self.poller.add_timer(self.slots.key(idx), deadline) {
+                    self.free(idx);
+                    out.push(Completion::new(token, Err(e), Buf::None, false));
+                }
+                return;
+            }
+            Op::ChildExit { pid } => {
+                let idx = self.alloc(token, -1, State::Child { pid });
+                if let Err(e) = self.poller.watch_child(self.slots.key(idx), pid) {
+                    self.free(idx);
+                    out.push(Completion::new(token, Err(e), Buf::None, false));
+                }
+                return;
+            }
+        };
+        if let Err(e) = self.watch(fd) {
+            return out.push(Self::ended(token, Err(e), state));
+        }
+        let idx = self.alloc(token, fd, state);
+        self.push_back(fd, write, idx);
+        self.mark_ready(fd);
+    }
+
+    /// Make sure `fd` is registered before an op is queued on it.
+    fn watch(&mut self, fd: RawFd) -> io::Result<()> {
+        sys::check_fd(fd, self.fds.len())?;
+        let st = self.fd_state(fd);
+        // With nothing of ours pending on the fd, the caller may have closed it and the number
+        // may now name another file (see the contract): register afresh. If the registration
+        // is still there (EEXIST) the file is the same one, and what is known of its readiness
+        // (a hang-up already reported, say) stays true: no new edge would tell it again.
+        if !st.idle() {
+            return Ok(()); // registered when its first pending op was queued
+        }
+        match self.poller.register(fd) {
+            Ok(()) => {
+                let st = &mut self.fds[fd as usize];
+                st.renew();
+                st.registered = true;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.fds[fd as usize].registered = true;
+            }
+            // epoll refuses regular files, which are always ready.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                let st = &mut self.fds[fd as usize];
+                st.renew();
+                st.always_ready = true;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    pub(super) fn close(
+        &mut self,
+        token: Token,
+        fd: RawFd,
+        out: &mut Vec<Completion>,
+    ) -> Completion {
+        if let Err(e) = sys::check_fd(fd, self.fds.len()) {
+            return Completion::new(token, Err(e), Buf::None, false);
+        }
+        let registered = self.fd_state(fd).registered;
+        for write in [false, true] {
+            loop {
+                let st = &self.fds[fd as usize];
+                let list = if write { st.writes } else { st.reads };
+                if list.is_empty() {
+                    break;
+                }
+                let idx = self.pop_front(fd, write);
+                let (t, state) = self.free(idx);
+                out.push(Self::ended(t, Err(sys::canceled()), state));
+            }
+        }
+        if self.fds[fd as usize].files > 0 {
+            // Sendfiles reading this fd wait on their sockets: they end first (invariant 7).
+            let users: Vec<u32> = self
+                .slots
+                .iter()
+                .filter(|(_, s)| matches!(s.state, State::SendFile { file, .. } if file == fd))
+                .map(|(i, _)| i)
+                .collect();
+            for idx in users {
+                let sock = self.slots[idx].fd;
+                self.unlink(sock, idx);
+                let (t, state) = self.free(idx);
+                out.push(Self::ended(t, Err(sys::canceled()), state));
+            }
+        }
+        if registered {
+            self.poller.deregister(fd);
+        }
+        let st = &mut self.fds[fd as usize];
+        st.renew();
+        Completion::new(token, sys::close(fd).map(|()| 0), Buf::None, false)
+    }
+
+    pub(super) fn cancel(&mut self, token: Token, target: Token, out: &mut Vec<Completion>) {
+        // Cancellation is rare: a scan keeps a token index (and its memory and hashing on every
+        // operation) out of the hot path.
+        let found = self
+            .slots
+            .iter()
+            .find(|(_, s)| s.token == target && s.live());
+        let Some((idx, _)) = found else {
+            let e = io::Error::from_raw_os_error(libc::ENOENT);
+            return out.push(Completion::new(token, Err(e), Buf::None, false));
+        };
+        let key = self.slots.key(idx);
+        let fd = self.slots[idx].fd;
+        match self.slots[idx].state {
+            State::Timer { .. } => self.poller.remove_timer(key),
+            State::Child { .. } => self.poller.unwatch_child(key),
+            _ => self.unlink(fd, idx),
+        }
+        let (t, state) = self.free(idx);
+        out.push(Self::ended(t, Err(sys::canceled()), state));
+        out.push(Completion::new(token, Ok(0), Buf::None, false));
+    }
+}

@@ -1,0 +1,218 @@
+//! Turning operations into SQEs: validation, slot set-up, and the SQE that (re)starts a slot.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use io_uring::{opcode, squeue, types};
+
+use super::buf_ring::BGID;
+use super::state::{SendOp, State, WriteOp};
+use super::Uring;
+use crate::{sys, Buf, Completion, Op, Token};
+
+impl Uring {
+    pub(super) fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every pointer in `entry` refers to memory owned by a live slot (boxed or
+            // heap-allocated), which outlives the operation (freed only after its last CQE).
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return Ok(());
+            }
+            // The SQ is full: hand it to the kernel and try again.
+            self.ring.submit()?;
+        }
+    }
+
+    /// Build and queue the SQE that (re)starts slot `idx`.
+    pub(super) fn arm(&mut self, idx: u32) -> io::Result<()> {
+        let ud = self.slots.key(idx);
+        let multishot_accept = self.features.multishot_accept;
+        let slot = &mut self.slots[idx];
+        let fd = types::Fd(slot.fd);
+        let entry = if slot.polling {
+            let dir = match slot.state {
+                State::Send { .. } | State::Write { .. } | State::SendFile { .. } => libc::POLLOUT,
+                _ => libc::POLLIN,
+            };
+            opcode::PollAdd::new(fd, dir as u32).build()
+        } else {
+            match &mut slot.state {
+                State::Accept => {
+                    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+                    if multishot_accept {
+                        opcode::AcceptMulti::new(fd).flags(flags).build()
+                    } else {
+                        opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                            .flags(flags)
+                            .build()
+                    }
+                }
+                State::Recv => opcode::RecvMulti::new(fd, BGID).build(),
+                State::RecvPoll => opcode::PollAdd::new(fd, libc::POLLIN as u32).build(),
+                State::Send { op } => {
+                    let SendOp {
+                        buf,
+                        done,
+                        msg,
+                        iov,
+                    } = &mut **op;
+                    let (a, b) = buf.remaining(*done);
+                    *iov = sys::iovecs(a, b);
+                    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+                    *msg = unsafe { std::mem::zeroed() };
+                    let skip = usize::from(a.is_empty());
+                    msg.msg_iov = iov[skip..].as_mut_ptr();
+                    msg.msg_iovlen = 2 - skip;
+                    opcode::SendMsg::new(fd, msg)
+                        .flags(libc::MSG_NOSIGNAL as u32)
+                        .build()
+                }
+                State::Read { buf, offset } => {
+                    let spare = buf.spare_capacity_mut();
+                    opcode::Read::new(fd, spare.as_mut_ptr().cast(), spare.len() as u32)
+                        .offset(offset.unwrap_or(u64::MAX))
+                        .build()
+                }
+                State::Write { op } => {
+                    let rest = &op.buf[op.done..];
+                    let off = op.offset.map_or(u64::MAX, |o| o + op.done as u64);
+                    opcode::Write::new(fd, rest.as_ptr(), rest.len() as u32)
+                        .offset(off)
+                        .build()
+                }
+                State::WaitTimer { ts } => opcode::Timeout::new(&**ts as *const _).build(),
+                State::Child { pidfd, .. } => {
+                    opcode::PollAdd::new(types::Fd(pidfd.as_raw_fd()), libc::POLLIN as u32).build()
+                }
+                State::Close => opcode::Close::new(fd).build(),
+                State::Wake { val } => {
+                    opcode::Read::new(fd, (&mut **val as *mut u64).cast(), 8).build()
+                }
+                State::Free
+                | State::Timer
+                | State::Cancel { .. }
+                | State::InternalCancel
+                | State::SendFile { .. } => {
+                    unreachable!("armed separately")
+                }
+            }
+        };
+        slot.in_kernel = true;
+        self.push(entry.user_data(ud))
+    }
+
+    /// Queue a cancel SQE (of the slot named `target`, or of everything on an fd) under a new
+    /// slot `state`.
+    pub(super) fn push_cancel(
+        &mut self,
+        token: Token,
+        state: State,
+        entry: impl FnOnce() -> squeue::Entry,
+    ) -> io::Result<()> {
+        let c = self.alloc(token, -1, state);
+        let ud = self.slots.key(c);
+        self.slots[c].in_kernel = true;
+        self.push(entry().user_data(ud))
+    }
+
+    /// The fds `op` uses, each valid (EBADF otherwise, before any table is indexed with it).
+    fn check_fds(&self, op: &Op) -> io::Result<()> {
+        let known = self.fds.len();
+        match *op {
+            Op::Accept { fd }
+            | Op::Recv { fd }
+            | Op::Send { fd, .. }
+            | Op::Read { fd, .. }
+            | Op::Write { fd, .. }
+            | Op::Close { fd } => sys::check_fd(fd, known),
+            Op::SendFile { fd, file, .. } => {
+                sys::check_fd(fd, known).and_then(|()| sys::check_fd(file, known))
+            }
+            Op::Cancel { .. } | Op::Timeout { .. } | Op::ChildExit { .. } => Ok(()),
+        }
+    }
+
+    pub(super) fn start(
+        &mut self,
+        token: Token,
+        op: Op,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        self.stats.submitted[op.kind() as usize] += 1;
+        if let Err(e) = self.check_fds(&op) {
+            let buf = match op {
+                Op::Send { buf, .. } => Buf::Send(buf),
+                Op::Read { buf, .. } | Op::Write { buf, .. } => Buf::Vec(buf),
+                _ => Buf::None,
+            };
+            out.push(Completion::new(token, Err(e), buf, false));
+            return Ok(());
+        }
+        let (fd, state): (RawFd, State) = match op {
+            Op::Accept { fd } => (fd, State::Accept),
+            Op::Recv { fd } if self.multishot_recv => (fd, State::Recv),
+            Op::Recv { fd } => (fd, State::RecvPoll),
+            Op::Send { fd, buf } => {
+                if buf.is_empty() {
+                    out.push(Completion::new(token, Ok(0), Buf::Send(buf), false));
+                    return Ok(());
+                }
+                let op = Box::new(SendOp {
+                    buf,
+                    done: 0,
+                    // SAFETY: all-zero is a valid msghdr; filled in by `arm`.
+                    msg: unsafe { std::mem::zeroed() },
+                    iov: [libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    }; 2],
+                });
+                (fd, State::Send { op })
+            }
+            Op::Read { fd, buf, offset } => (fd, State::Read { buf, offset }),
+            Op::Write { fd, buf, offset } => {
+                if buf.is_empty() {
+                    out.push(Completion::new(token, Ok(0), Buf::Vec(buf), false));
+                    return Ok(());
+                }
+                let op = Box::new(WriteOp {
+                    buf,
+                    done: 0,
+                    offset,
+                });
+                (fd, State::Write { op })
+            }
+            Op::Timeout { deadline } => {
+                let idx = self.alloc(token, -1, State::Timer);
+                self.timers.add(self.slots.key(idx), deadline);
+                return Ok(());
+            }
+            Op::ChildExit { pid } => match crate::linux::pidfd_open(pid) {
+                Ok(pidfd) => (-1, State::Child { pid, pidfd }),
+                Err(e) => {
+                    out.push(Completion::new(token, Err(e), Buf::None, false));
+                    return Ok(());
+                }
+            },
+            Op::SendFile {
+                fd,
+                file,
+                offset,
+                len,
+            } => {
+                let state = State::SendFile {
+                    file,
+                    offset,
+                    len,
+                    done: 0,
+                };
+                let idx = self.alloc(token, fd, state);
+                return self.try_sendfile(idx, out);
+            }
+            Op::Close { fd } => return self.close(token, fd),
+            Op::Cancel { target } => return self.cancel(token, target, out),
+        };
+        let idx = self.alloc(token, fd, state);
+        self.arm(idx)
+    }
+}
