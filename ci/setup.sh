@@ -17,6 +17,7 @@
 #   fuzz            the nightly toolchain, cargo-fuzz, a C++ compiler (libFuzzer is C++)
 #   asan            the nightly toolchain (only when ci/asan.sh exists)
 #   kqueue          cmake, make, cc (only when ci/kqueue.sh exists: it builds libkqueue)
+#   newcomer        python3 (a free port), git, curl
 #   workflow        python3 with PyYAML (Debian: python3-yaml)
 #
 # Toolchain pieces (rustup targets, the nightly toolchain, cargo-fuzz) install for the current
@@ -63,6 +64,9 @@ have curl || need_pkg curl "curl"
 if wanted tests; then
     [ -x /usr/bin/python3 ] || need_pkg python3 "/usr/bin/python3 (CGI tests)"
     have mount || need_pkg mount "mount (full-disk test)"
+fi
+if wanted newcomer; then
+    have python3 || need_pkg python3 "python3 (newcomer step: picks a free port)"
 fi
 if wanted soak; then
     have siege || need_pkg siege "siege (soak step)"

@@ -103,6 +103,7 @@ optional_step() { # NAME SCRIPT
 summary() {
     printf '\n==> summary (%s in all; logs in %s/)\n' "$(dur $((SECONDS - T0)))" "$LOGS"
     printf '%-9s %-8s %8s  %s\n' step result time tests
+    printf '%-9s %-8s %8s\n' setup done "$SETUP_NOTE"
     local r
     for r in "${rows[@]}"; do echo "$r"; done
     for r in "${absent[@]+"${absent[@]}"}"; do echo "!!! not run: $r"; done
@@ -115,11 +116,15 @@ summary() {
 
 # ---- setup: stops everything at once when it cannot install what is missing ---------------
 printf '==> setup: bash ci/setup.sh\n'
-if ! bash ci/setup.sh; then
+setup_rc=0
+bash ci/setup.sh 2>&1 | tee "$LOGS/setup.log"
+setup_rc=${PIPESTATUS[0]}
+if [ "$setup_rc" != 0 ]; then
     echo "ci/test.sh: setup failed (see above); no step was run."
     echo "0 passed, 1 failed"
     exit 1
 fi
+SETUP_NOTE="$(dur $((SECONDS - T0)))  $(grep -E '^setup: (nothing missing|installed)' "$LOGS/setup.log" | tail -n 1 | sed 's/^setup: //')"
 
 # ---- the steps ----------------------------------------------------------------------------
 step fmt cargo fmt --all -- --check
