@@ -103,7 +103,7 @@ optional_step() { # NAME SCRIPT
 summary() {
     printf '\n==> summary (%s in all; logs in %s/)\n' "$(dur $((SECONDS - T0)))" "$LOGS"
     printf '%-9s %-8s %8s  %s\n' step result time tests
-    printf '%-9s %-8s %8s\n' setup done "$SETUP_NOTE"
+    printf '%-9s %-8s %8s  %s\n' setup done "$SETUP_TIME" "$SETUP_NOTE"
     local r
     for r in "${rows[@]}"; do echo "$r"; done
     for r in "${absent[@]+"${absent[@]}"}"; do echo "!!! not run: $r"; done
@@ -124,7 +124,8 @@ if [ "$setup_rc" != 0 ]; then
     echo "0 passed, 1 failed"
     exit 1
 fi
-SETUP_NOTE="$(dur $((SECONDS - T0)))  $(grep -E '^setup: (nothing missing|installed)' "$LOGS/setup.log" | tail -n 1 | sed 's/^setup: //')"
+SETUP_TIME="$(dur $((SECONDS - T0)))"
+SETUP_NOTE="$(grep -E '^setup: (nothing missing|installed)' "$LOGS/setup.log" | tail -n 1 | sed 's/^setup: //')"
 
 # ---- the steps ----------------------------------------------------------------------------
 step fmt cargo fmt --all -- --check
