@@ -155,8 +155,17 @@ if [ ${#pkgs[@]} -gt 0 ]; then
     fi
     # The lock timeout lets a concurrent apt (unattended upgrades, another shell) finish first.
     echo "setup: $apt_cmd"
-    apt-get -o DPkg::Lock::Timeout=600 update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${pkgs[@]}"
+    # dpkg's progress goes to a log; shown only when the install fails.
+    apt_log="$(mktemp)"
+    if ! { apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${pkgs[@]}"; } \
+        >"$apt_log" 2>&1; then
+        tail -n 40 "$apt_log" >&2
+        rm -f "$apt_log"
+        echo "setup: the apt-get install above failed" >&2
+        exit 1
+    fi
+    rm -f "$apt_log"
     installed_note="Debian packages: ${pkgs[*]}"
 fi
 
@@ -172,5 +181,7 @@ if wanted browser && ! node_ok; then
     echo "  (Debian 12 ships 18, Debian 13 ships 20). Install Node >= 20, or SKIP=browser." >&2
     status=1
 fi
-echo "setup: installed ${installed_note:-no Debian packages}${rust_todo[*]:+; ran: ${rust_todo[*]}}"
+ran=""
+for c in "${rust_todo[@]+"${rust_todo[@]}"}"; do ran="$ran; $c"; done
+echo "setup: installed ${installed_note:-no Debian packages}$ran"
 exit "$status"
