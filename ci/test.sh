@@ -83,6 +83,7 @@ step() {
     [ "$rc" = 0 ] || result="FAILED"
     rows+=("$(printf '%-9s %-8s %8s  %s' "$name" "$result" "$(dur "$took")" "$what$([ "$rc" = 0 ] || echo " (exit $rc; log: $log)")")")
     if [ "$rc" != 0 ] && [ "${FAIL_FAST:-}" = 1 ]; then
+        absent+=("the steps after $name (FAIL_FAST=1)")
         summary
         exit 1
     fi
