@@ -17,6 +17,6 @@ pub mod script;
 pub mod spawn;
 
 pub use env::{build_env, CgiParams};
-pub use output::{CgiError, CgiHead, CgiHeadParser, Location};
+pub use output::{CgiError, CgiHead, CgiHeadParser, ScriptLocation};
 pub use script::split_script;
 pub use spawn::{check_script, spawn, Spawned};

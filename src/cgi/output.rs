@@ -52,7 +52,7 @@ impl std::error::Error for CgiError {}
 
 /// The `Location` a script gave (§6.3.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
+pub enum ScriptLocation {
     /// Starts with a single `/`: a path (and query) on this server.
     Local(String),
     /// Anything else, normally an absolute URI (`http://…`), `//host/…` included.
@@ -69,7 +69,7 @@ pub struct CgiHead {
     /// The reason phrase from `Status:`, when one was given.
     pub reason: Option<String>,
     pub content_type: Option<String>,
-    pub location: Option<Location>,
+    pub location: Option<ScriptLocation>,
     pub content_length: Option<u64>,
     /// Every other field in order, to pass through. Hop-by-hop fields (Connection,
     /// Transfer-Encoding, Keep-Alive, TE, Trailer, Upgrade, Proxy-Connection) are dropped: the
@@ -84,7 +84,7 @@ impl CgiHead {
     /// a relative Location too).
     pub fn local_redirect(&self) -> Option<&str> {
         match &self.location {
-            Some(Location::Local(p)) if !self.status_explicit => Some(p),
+            Some(ScriptLocation::Local(p)) if !self.status_explicit => Some(p),
             _ => None,
         }
     }
@@ -145,9 +145,9 @@ impl CgiHead {
             once(self.location.is_some())?;
             let local = value.starts_with('/') && !value.starts_with("//");
             self.location = Some(if local {
-                Location::Local(value)
+                ScriptLocation::Local(value)
             } else {
-                Location::Url(value)
+                ScriptLocation::Url(value)
             });
         } else if name.eq_ignore_ascii_case("content-length") {
             once(self.content_length.is_some())?;
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(h.status, 302);
         assert_eq!(
             h.location,
-            Some(Location::Url("http://example.test/x".into()))
+            Some(ScriptLocation::Url("http://example.test/x".into()))
         );
         assert_eq!(h.local_redirect(), None);
 
@@ -335,10 +335,10 @@ mod tests {
         let (h, _) = parse_all(b"Status: 301 Moved\nLocation: /new\n\n").unwrap();
         assert_eq!(h.status, 301);
         assert_eq!(h.local_redirect(), None);
-        assert_eq!(h.location, Some(Location::Local("/new".into())));
+        assert_eq!(h.location, Some(ScriptLocation::Local("/new".into())));
 
         let (h, _) = parse_all(b"Location: //cdn.test/x\n\n").unwrap();
-        assert_eq!(h.location, Some(Location::Url("//cdn.test/x".into())));
+        assert_eq!(h.location, Some(ScriptLocation::Url("//cdn.test/x".into())));
     }
 
     #[test]

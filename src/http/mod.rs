@@ -23,4 +23,4 @@ pub mod response;
 
 pub use chunked::ChunkedDecoder;
 pub use error::Error;
-pub use request::{Body, HeadParser, Method, Request, RequestHead, Status};
+pub use request::{BodyKind, HeadParser, Method, Request, RequestHead, Status};

@@ -99,7 +99,7 @@ impl Method {
 
 /// How the request body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Body {
+pub enum BodyKind {
     /// No body: neither Content-Length nor Transfer-Encoding.
     None,
     /// Exactly this many bytes follow the head.
@@ -322,11 +322,11 @@ impl<'b> Request<'b> {
             if te_coding == TeCoding::Unknown {
                 return Err(Error::NotImplemented);
             }
-            Body::Chunked
+            BodyKind::Chunked
         } else {
             match content_length {
-                Some(n) => Body::Length(n),
-                None => Body::None,
+                Some(n) => BodyKind::Length(n),
+                None => BodyKind::None,
             }
         };
         if expect_other {
@@ -387,7 +387,7 @@ pub struct RequestHead<'b> {
     /// empty for an HTTP/1.0 request without Host.
     pub host: &'b [u8],
     /// How the body is framed.
-    pub body: Body,
+    pub body: BodyKind,
     /// Whether the connection may be reused after the response.
     pub keep_alive: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request: send 100 before reading the body.

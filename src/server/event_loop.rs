@@ -15,9 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use backends::{Backend, Buf, Completion, Op, WAKE_TOKEN};
 
-use super::conn::env::{Env, Gauges};
+use super::conn::env::Env;
 use super::conn::Conn;
 use super::control::Control;
+use super::gauges::Gauges;
 use super::ident::LogId;
 use super::reply::FileCache;
 use super::task::cgi::child::Children;
@@ -271,17 +272,12 @@ impl Loop {
             OpTag::RefuseClose | OpTag::AcceptCancel => {}
             OpTag::ChildExit => self.on_child_exit(t, c),
             _ => {
-                let mut c = Some(c);
-                let live = self.with_conn(t.slot, t.gen, |conn, env| {
-                    let c = c.take().expect("one completion");
-                    conn.on_completion(t, c, env)
-                });
-                if !live {
+                if self.conns.get(t.slot, t.gen).is_none() {
                     // Its connection is gone (a stale completion): only its buffer remains.
-                    if let Some(c) = c {
-                        self.drop_buf(c.buf);
-                    }
+                    self.drop_buf(c.buf);
+                    return;
                 }
+                self.with_conn(t.slot, t.gen, |conn, env| conn.on_completion(t, c, env));
             }
         }
     }

@@ -2,7 +2,7 @@
 //! requests.
 //!
 //! ```text
-//! control      serve(): bind, worker threads, stop/reload (Control)
+//! serve        bind, worker threads; control: stop/reload from the signal thread
 //!   └─ event_loop   Loop: wait, dispatch (the one router of completions), tick, accept
 //!        └─ conn/        a connection: recv/send/close, back-pressure, requests in order
 //!             ├─ route      which answer a request gets (→ a task)
@@ -19,14 +19,21 @@
 pub mod conn;
 pub mod control;
 pub mod event_loop;
+pub mod gauges;
 pub mod ident;
+pub mod out;
 pub mod reply;
 pub mod route;
+pub mod serve;
 pub mod task;
 pub mod token;
 
-pub use control::{bind, serve, worker_count, Control, RunOptions};
+#[cfg(test)]
+mod layout_tests;
+
+pub use control::Control;
 pub use event_loop::Loop;
+pub use serve::{bind, serve, worker_count, RunOptions};
 
 #[cfg(test)]
 mod size_probe {

@@ -5,12 +5,12 @@ use std::io;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use super::conn::env::Gauges;
+use super::gauges::Gauges;
 use super::reply::{self, Ctx, Reply, Static};
 use super::task::cgi::plan::CgiPlan;
 use crate::config::{Config, Location, Server};
 use crate::handlers::atomic_file::AtomicFile;
-use crate::http::request::{Body, Method};
+use crate::http::request::{BodyKind, Method};
 
 /// The decision.
 pub enum Route {
@@ -41,7 +41,7 @@ pub struct Input<'a> {
     pub server: &'a Server,
     pub loc: &'a Location,
     pub method: Method,
-    pub body: Body,
+    pub body: BodyKind,
     pub path: &'a str,
     pub content_type: Option<&'a str>,
     pub cgi: Option<CgiPlan>,
@@ -86,7 +86,7 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
             cx,
         ));
     }
-    if let Body::Length(n) = body {
+    if let BodyKind::Length(n) = body {
         let limit = loc.client_max_body_size;
         if limit != 0 && n > limit {
             return Route::Error(413, Vec::new());
@@ -102,7 +102,7 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
         },
         // RFC 9110 §15.5.12: an upload must say how long it is (Content-Length, even 0, or
         // chunked).
-        Method::Put | Method::Post if loc.upload_store.is_some() && body == Body::None => {
+        Method::Put | Method::Post if loc.upload_store.is_some() && body == BodyKind::None => {
             Route::Error(411, Vec::new())
         }
         Method::Put | Method::Post if loc.upload_store.is_some() => {

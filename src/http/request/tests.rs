@@ -420,11 +420,11 @@ fn semantics() {
         })
     };
     let cases: &[(&[u8], Result<RequestHead<'static>, Error>)] = &[
-        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ok(b"x", Body::None, true, false)),
-        (b"GET / HTTP/1.0\r\n\r\n", ok(b"", Body::None, false, false)),
-        (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", ok(b"", Body::None, true, false)),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, CLOSE\r\n\r\n", ok(b"x", Body::None, false, false)),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", ok(b"x", Body::None, false, false)),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ok(b"x", BodyKind::None, true, false)),
+        (b"GET / HTTP/1.0\r\n\r\n", ok(b"", BodyKind::None, false, false)),
+        (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", ok(b"", BodyKind::None, true, false)),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, CLOSE\r\n\r\n", ok(b"x", BodyKind::None, false, false)),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", ok(b"x", BodyKind::None, false, false)),
         // RFC 9112 §3.2: Host.
         (b"GET / HTTP/1.1\r\n\r\n", Err(Error::Host)),
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Err(Error::Host)),
@@ -439,17 +439,17 @@ fn semantics() {
         (b"GET / HTTP/1.1\r\nHost: a%2\r\n\r\n", Err(Error::Host)),
         (b"GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", Err(Error::Host)),
         (b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", Err(Error::Host)),
-        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n", ok(b"127.0.0.1:8080", Body::None, true, false)),
-        (b"GET / HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n\r\n", ok(b"[2001:db8::1]:443", Body::None, true, false)),
-        (b"GET / HTTP/1.1\r\nHost: a%41b.example\r\n\r\n", ok(b"a%41b.example", Body::None, true, false)),
-        (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", ok(b"", Body::None, true, false)),
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n", ok(b"127.0.0.1:8080", BodyKind::None, true, false)),
+        (b"GET / HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n\r\n", ok(b"[2001:db8::1]:443", BodyKind::None, true, false)),
+        (b"GET / HTTP/1.1\r\nHost: a%41b.example\r\n\r\n", ok(b"a%41b.example", BodyKind::None, true, false)),
+        (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", ok(b"", BodyKind::None, true, false)),
         // RFC 9112 §3.2.2: the absolute-form authority wins over Host.
-        (b"GET http://a.example:81/ HTTP/1.1\r\nHost: b\r\n\r\n", ok(b"a.example:81", Body::None, true, false)),
+        (b"GET http://a.example:81/ HTTP/1.1\r\nHost: b\r\n\r\n", ok(b"a.example:81", BodyKind::None, true, false)),
         (b"GET http://a/ HTTP/1.1\r\n\r\n", Err(Error::Host)),
         // RFC 9112 §6.3 / RFC 9110 §8.6: Content-Length.
-        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 42\r\n\r\n", ok(b"x", Body::Length(42), true, false)),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 007\r\n\r\n", ok(b"x", Body::Length(7), true, false)),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n", ok(b"x", Body::Length(u64::MAX), true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 42\r\n\r\n", ok(b"x", BodyKind::Length(42), true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 007\r\n\r\n", ok(b"x", BodyKind::Length(7), true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n", ok(b"x", BodyKind::Length(u64::MAX), true, false)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n", Err(Error::ContentLength)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", Err(Error::ContentLength)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\n", Err(Error::ContentLength)),
@@ -459,23 +459,23 @@ fn semantics() {
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n", Err(Error::ContentLength)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1 2\r\n\r\n", Err(Error::ContentLength)),
         // RFC 9112 §6.1: Transfer-Encoding.
-        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", ok(b"x", Body::Chunked, true, false)),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  CHUNKED \r\n\r\n", ok(b"x", Body::Chunked, true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", ok(b"x", BodyKind::Chunked, true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  CHUNKED \r\n\r\n", ok(b"x", BodyKind::Chunked, true, false)),
         // RFC 9112 §6.3 (4): chunked not the final coding → 400; §6.1: an unknown coding
         // before the final chunked → 501; RFC 9110 §5.6.1.2: empty list elements are ignored.
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", Err(Error::TransferEncoding)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Err(Error::TransferEncoding)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Err(Error::NotImplemented)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", Err(Error::TransferEncoding)),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked\r\n\r\n", ok(b"x", Body::Chunked, true, false)),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked\r\n\r\n", ok(b"x", BodyKind::Chunked, true, false)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", Err(Error::TransferEncoding)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Err(Error::TransferEncoding)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", Err(Error::TransferEncoding)),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\n", Err(Error::TransferEncoding)),
         (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Err(Error::TransferEncoding)),
         // RFC 9110 §10.1.1: Expect.
-        (b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", ok(b"x", Body::Length(5), true, true)),
-        (b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n", ok(b"", Body::None, false, false)),
+        (b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", ok(b"x", BodyKind::Length(5), true, true)),
+        (b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n", ok(b"", BodyKind::None, false, false)),
         (b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", Err(Error::ExpectationFailed)),
         (b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, x\r\n\r\n", Err(Error::ExpectationFailed)),
     ];

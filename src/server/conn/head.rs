@@ -2,9 +2,9 @@
 //! request record, decide the route, and start the task that answers it.
 
 use super::env::Env;
-use super::request::Request;
+use super::request::RequestRecord;
 use super::{Conn, Phase};
-use crate::http::request::{Body, Method, Status};
+use crate::http::request::{BodyKind, Method, Status};
 use crate::server::ident::TaskKind;
 use crate::server::reply::{self, Ctx};
 use crate::server::route::{self, Route};
@@ -80,7 +80,7 @@ impl Conn {
             Ok(n) => (n.path.clone(), n.query.map(str::to_string)),
             Err(_) => ("/".to_string(), None),
         };
-        self.req = Some(Box::new(Request {
+        self.req = Some(Box::new(RequestRecord {
             seq: self.seq,
             cfg: cfg.clone(),
             server,
@@ -115,7 +115,9 @@ impl Conn {
                 return true;
             }
         };
-        let rq = self.req.as_ref().expect("just set");
+        let Some(rq) = self.req.as_ref() else {
+            return true;
+        };
         let srv = &cfg.servers[server];
         let mut loc = srv.location_for(&rq.path);
         // The index file is resolved before anything looks at the extension: the file that
@@ -192,13 +194,15 @@ impl Conn {
     fn dispatch_route(
         &mut self,
         route: Route,
-        body: Body,
+        body: BodyKind,
         expect: bool,
         limit: u64,
         env: &mut Env,
     ) {
-        let has_body = !matches!(body, Body::None | Body::Length(0));
-        let meta = self.req.as_ref().map(|r| r.meta).expect("request");
+        let has_body = !matches!(body, BodyKind::None | BodyKind::Length(0));
+        let Some(meta) = self.req.as_ref().map(|r| r.meta) else {
+            return;
+        };
         let reader = || Some(BodyReader::new(body, limit));
         match route {
             Route::Reply(r) => {
@@ -275,12 +279,12 @@ impl Conn {
     fn start_with_body(
         &mut self,
         task: RequestTask,
-        body: Body,
+        body: BodyKind,
         expect: bool,
         limit: u64,
         env: &mut Env,
     ) {
-        let has_body = !matches!(body, Body::None | Body::Length(0));
+        let has_body = !matches!(body, BodyKind::None | BodyKind::Length(0));
         if has_body {
             if expect {
                 self.queue_raw(b"HTTP/1.1 100 Continue\r\n\r\n");

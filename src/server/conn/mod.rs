@@ -9,7 +9,7 @@
 //!   The next pipelined request starts only once the previous one's response is fully queued
 //!   and the queue is under [`OUT_HIGH`], so responses leave in request order and an error on
 //!   request N answers N after 1..N-1, then closes.
-//! - **Output**: [`out::OutQueue`], at most one send in flight; small queued responses leave
+//! - **Output**: [`OutQueue`], at most one send in flight; small queued responses leave
 //!   in one write; file ranges by sendfile in pieces.
 //! - **Closing**: after the last response, a lingering close (half-close, drain, close) so a
 //!   request already in flight does not turn into a reset (RFC 9112 §9.6).
@@ -19,7 +19,6 @@
 
 pub mod env;
 pub mod head;
-pub mod out;
 pub mod request;
 
 use std::net::SocketAddr;
@@ -28,12 +27,13 @@ use std::time::{Duration, Instant};
 
 use backends::{Buf, Completion, Op, SendBuf};
 
+use super::gauges::Gauge;
 use super::ident::LogId;
+use super::out::{Out, OutQueue};
 use super::task::{Abort, Cx, RequestTask, Step, Task};
 use super::token::{OpTag, Tok};
 use env::Env;
-use out::{Out, OutQueue};
-use request::Request;
+use request::RequestRecord;
 
 /// Unconsumed input above which no receive is armed.
 pub const IN_HIGH: usize = 64 * 1024;
@@ -60,6 +60,18 @@ pub enum Phase {
     Closing,
 }
 
+impl Phase {
+    /// The status page's counter for this phase.
+    fn gauge(self) -> Gauge {
+        match self {
+            Phase::Idle => Gauge::Idle,
+            Phase::Head => Gauge::Reading,
+            Phase::Active | Phase::Linger => Gauge::Writing,
+            Phase::Closing => Gauge::None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RecvState {
     Off,
@@ -84,7 +96,7 @@ pub struct Conn {
     sending: bool,
     pub phase: Phase,
     parser: Option<Box<crate::http::request::HeadParser>>,
-    req: Option<Box<Request>>,
+    req: Option<Box<RequestRecord>>,
     /// Requests started on this connection (the current one's number).
     seq: u32,
     pub served: u32,
@@ -126,7 +138,7 @@ impl Conn {
             close_after: false,
             close_when_flushed: false,
         };
-        env.gauges.enter(Phase::Idle);
+        env.gauges.enter(Gauge::Idle);
         c.update_recv(env);
         c
     }
@@ -149,8 +161,8 @@ impl Conn {
 
     fn set_phase(&mut self, p: Phase, env: &mut Env) {
         if self.phase != p {
-            env.gauges.leave(self.phase);
-            env.gauges.enter(p);
+            env.gauges.leave(self.phase.gauge());
+            env.gauges.enter(p.gauge());
             self.phase = p;
         }
     }
@@ -163,7 +175,7 @@ impl Conn {
             OpTag::RecvCancel => self.cancel_pending = false,
             OpTag::Send => self.on_send(c, env),
             OpTag::Close => {
-                env.gauges.leave(self.phase);
+                env.gauges.leave(self.phase.gauge());
                 return true;
             }
             _ => self.on_task_completion(t, c, env),

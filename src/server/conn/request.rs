@@ -16,7 +16,7 @@ use crate::server::task::reply::ReplyTask;
 use crate::server::task::{Abort, RequestTask, Step, Task};
 
 /// The current request.
-pub struct Request {
+pub struct RequestRecord {
     /// Its number on the connection (from 1).
     pub seq: u32,
     /// The configuration it started under (a reload does not change it mid-way).
@@ -39,7 +39,7 @@ pub struct Request {
     pub deferred: Option<RequestTask>,
 }
 
-impl Request {
+impl RequestRecord {
     pub fn body_done(&self) -> bool {
         self.body.as_ref().is_none_or(BodyReader::is_done)
     }
@@ -187,7 +187,9 @@ impl Conn {
         self.inbuf.drain(..piece.consumed);
         self.deadline = env.now + env.cfg.timeouts.body;
         let id = self.ident();
-        let req = self.req.as_mut().expect("checked above");
+        let Some(req) = self.req.as_mut() else {
+            return true;
+        };
         let step = match req.task.as_mut() {
             Some(task) => {
                 let mut cx = env.cx(id, &mut self.out);
@@ -274,7 +276,7 @@ impl Conn {
         self.start_task(task, env);
     }
 
-    fn access_log(&self, req: &Request, env: &mut Env) {
+    fn access_log(&self, req: &RequestRecord, env: &mut Env) {
         let Some(f) = env.access.as_mut() else {
             return;
         };

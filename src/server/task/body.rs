@@ -4,7 +4,7 @@
 //! and then in the socket).
 
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::request::Body;
+use crate::http::request::BodyKind;
 
 pub struct BodyReader {
     /// Bytes still expected (Content-Length), or None for chunked.
@@ -24,15 +24,15 @@ pub struct Piece {
 }
 
 impl BodyReader {
-    pub fn new(body: Body, limit: u64) -> BodyReader {
+    pub fn new(body: BodyKind, limit: u64) -> BodyReader {
         let remaining = match body {
-            Body::Length(n) => Some(n),
-            Body::Chunked => None,
-            Body::None => Some(0),
+            BodyKind::Length(n) => Some(n),
+            BodyKind::Chunked => None,
+            BodyKind::None => Some(0),
         };
         BodyReader {
             remaining,
-            chunked: matches!(body, Body::Chunked).then(ChunkedDecoder::new),
+            chunked: matches!(body, BodyKind::Chunked).then(ChunkedDecoder::new),
             received: 0,
             limit,
             done: remaining == Some(0),

@@ -31,8 +31,8 @@ use std::time::Instant;
 
 use backends::{Backend, Completion, Op};
 
-use super::conn::out::OutQueue;
 use super::ident::{LogId, TaskId};
+use super::out::OutQueue;
 use super::token::{OpTag, Tok};
 
 /// What a task tells its connection after an event.

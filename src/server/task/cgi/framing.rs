@@ -13,7 +13,7 @@
 use backends::{Body, SendBuf};
 
 use crate::cgi::CgiHead;
-use crate::server::conn::out::OutQueue;
+use crate::server::out::OutQueue;
 
 /// What the connection knows about the response's framing needs.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +53,7 @@ pub fn head_bytes(
     if let Some(ct) = &head.content_type {
         h.header("Content-Type", ct.as_bytes());
     }
-    if let Some(crate::cgi::Location::Url(u)) = &head.location {
+    if let Some(crate::cgi::ScriptLocation::Url(u)) = &head.location {
         h.header("Location", u.as_bytes());
     }
     for (n, v) in &head.headers {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Location;
-use crate::http::request::{Body, Request};
+use crate::http::request::{BodyKind, Request};
 
 /// What starting the script needs.
 pub struct CgiPlan {
@@ -24,7 +24,7 @@ pub struct Facts<'a> {
     pub host: &'a str,
     pub local: SocketAddr,
     pub peer: SocketAddr,
-    pub body: Body,
+    pub body: BodyKind,
     /// The virtual server's first exact `server_name` (nginx's `$server_name`), if any.
     pub server_name: Option<&'a str>,
 }
@@ -54,7 +54,7 @@ pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiP
         crate::server::reply::map(loc, path_info)
     };
     let content_length = match facts.body {
-        Body::Length(n) => Some(n),
+        BodyKind::Length(n) => Some(n),
         _ => None,
     };
     let params = crate::cgi::CgiParams {

@@ -1,0 +1,100 @@
+//! Starting the loops: binding, the worker threads.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::control::Control;
+use super::event_loop::Loop;
+use crate::config::Config;
+
+/// listen(2) backlog: deep enough that a burst of connects (thousands of clients reconnecting
+/// at once) is queued rather than answered with SYN drops and 1 s retransmits. The kernel caps
+/// it at net.core.somaxconn (4096 by default on current kernels).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Run-time switches from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub backend: Option<backends::Kind>,
+}
+
+/// Bind every listen address of `cfg` (errors name the address).
+pub fn bind(cfg: &Config, reuse_port: bool) -> io::Result<Vec<(SocketAddr, std::os::fd::OwnedFd)>> {
+    let mut v = Vec::new();
+    for addr in cfg.listen_addrs() {
+        let fd = backends::util::listen(addr, LISTEN_BACKLOG, reuse_port)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        v.push((addr, fd));
+    }
+    Ok(v)
+}
+
+/// How many event loops `workers` asks for.
+pub fn worker_count(w: crate::config::Workers) -> usize {
+    match w {
+        crate::config::Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        crate::config::Workers::Count(n) => n.max(1),
+    }
+}
+
+/// Serve the configuration in `control` until it says stop. With `workers N > 1`, each of N
+/// threads runs its own loop with its own backend and its own `SO_REUSEPORT` listeners, and the
+/// kernel spreads connections over them.
+pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
+    let cfg = control.config();
+    let kind = opts.backend.unwrap_or(match cfg.backend {
+        crate::config::BackendChoice::Auto => backends::Kind::Auto,
+        crate::config::BackendChoice::Uring => backends::Kind::Uring,
+        crate::config::BackendChoice::Epoll => backends::Kind::Epoll,
+        crate::config::BackendChoice::Kqueue => backends::Kind::Kqueue,
+    });
+    let n = worker_count(cfg.workers);
+    backends::util::raise_nofile_limit();
+    // Bind everything before any loop starts, so an unbindable address is reported at once.
+    let mut sets = Vec::new();
+    for _ in 0..n {
+        sets.push(bind(&cfg, n > 1)?);
+    }
+    let mut handles = Vec::new();
+    for (i, listeners) in sets.into_iter().enumerate() {
+        let control = control.clone();
+        let cfg = cfg.clone();
+        let run = move || -> io::Result<()> {
+            // The backend is opened on the thread that uses it (io_uring SINGLE_ISSUER).
+            let opened = backends::open(kind, &backends::Options::default())
+                .map_err(|e| io::Error::new(e.kind(), format!("backend {kind:?}: {e}")))?;
+            if let Some(why) = &opened.fallback {
+                crate::notice!("{why}");
+            }
+            control.add_waker(opened.backend.waker());
+            let mut lp = Loop::new(cfg, opened.backend, listeners, control)?;
+            crate::notice!(
+                "webserv {} worker {i} started, backend {}",
+                env!("CARGO_PKG_VERSION"),
+                lp.backend_name()
+            );
+            lp.run()
+        };
+        if n == 1 {
+            return run();
+        }
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(run)?,
+        );
+    }
+    let mut result = Ok(());
+    for h in handles {
+        let r = h
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
+        if let Err(e) = r {
+            // One worker failing stops the others: the server is not half up.
+            control.stop();
+            result = Err(e);
+        }
+    }
+    result
+}
