@@ -1,6 +1,10 @@
 //! The Backend conformance suite: every test body runs against every backend this machine has
-//! (io_uring — multishot and single-shot — and epoll on Linux; kqueue on the BSDs), and prints
-//! which ones it ran on. Tests talk only to 127.0.0.1.
+//! (io_uring — multishot and single-shot — and epoll on Linux, plus kqueue through libkqueue with
+//! the `libkqueue` feature; kqueue on the BSDs), and prints which ones it ran on. Tests talk only
+//! to 127.0.0.1.
+//!
+//! `BACKENDS_ONLY=kqueue` (a space- or comma-separated list of uring, epoll, kqueue) narrows a
+//! run; naming a backend this machine lacks fails rather than running nothing.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -13,13 +17,31 @@ use backends::{Backend, Body, Buf, Completion, Kind, Op, Options, SendBuf, WAKE_
 /// The backends to run on: each available kind, plus io_uring forced to single-shot ops.
 fn variants(base: &Options) -> Vec<(String, Options, Kind)> {
     let mut v = Vec::new();
-    for kind in backends::available() {
+    for kind in selected() {
         v.push((format!("{kind:?}").to_lowercase(), base.clone(), kind));
         if kind == Kind::Uring {
             let mut o = base.clone();
             o.force_single_shot = true;
             v.push(("uring-single-shot".into(), o, kind));
         }
+    }
+    v
+}
+
+/// The available backends, narrowed by `BACKENDS_ONLY` when it is set.
+fn selected() -> Vec<Kind> {
+    let all = backends::available();
+    let Ok(only) = std::env::var("BACKENDS_ONLY") else {
+        return all;
+    };
+    let mut v = Vec::new();
+    for name in only.split([' ', ',']).filter(|s| !s.is_empty()) {
+        let kind: Kind = name.parse().expect("BACKENDS_ONLY: a backend name");
+        assert!(
+            all.contains(&kind),
+            "BACKENDS_ONLY names {name}, which is not available here ({all:?})"
+        );
+        v.push(kind);
     }
     v
 }
