@@ -466,6 +466,49 @@ fn half_close_mid_recv() {
     });
 }
 
+/// Data and the peer's FIN reach a socket whose receive is already waiting: one readiness
+/// event reports both, the first read returns only the data (short), and the EOF must still be
+/// delivered — the backend may not take that short read to mean "drained" (kqueue: `EV_EOF` on
+/// the event; epoll: `EPOLLRDHUP`).
+#[test]
+fn eof_behind_data_on_a_waiting_recv() {
+    each_backend("eof_behind_data_on_a_waiting_recv", |b| {
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let mut s = TcpStream::connect(addr).unwrap();
+        let fd = accept_one(b, &l);
+        b.submit(3, Op::Recv { fd });
+        // Let the receive start and find nothing, so it waits for readiness.
+        let mut early = Vec::new();
+        b.wait(&mut early, Some(Duration::from_millis(50))).unwrap();
+        assert!(early.is_empty(), "nothing was sent yet: {early:?}");
+        // On loopback both segments are queued before the backend's next wait returns.
+        s.write_all(b"abc").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut data = Vec::new();
+        let eof = std::cell::Cell::new(false);
+        run(
+            b,
+            Duration::from_secs(5),
+            |b, c| {
+                assert_eq!(c.token, 3);
+                let n = c.result.unwrap();
+                if let Buf::Recv(buf) = c.buf {
+                    data.extend_from_slice(&buf);
+                    b.release(buf);
+                }
+                if n == 0 {
+                    eof.set(true);
+                }
+            },
+            || eof.get(),
+        );
+        assert_eq!(data, b"abc");
+        b.submit(5, Op::Close { fd });
+        collect(b, 1);
+    });
+}
+
 #[test]
 fn close_while_recv_pending() {
     each_backend("close_while_recv_pending", |b| {
@@ -564,6 +607,27 @@ fn timeouts_fire_in_deadline_order() {
         assert_eq!(order, vec![2, 4, 3, 5, 1]);
         assert!(got.iter().all(|c| c.result.as_ref().is_ok_and(|&n| n == 0)));
         assert!(now.elapsed() >= Duration::from_millis(50));
+    });
+}
+
+/// A timeout whose deadline has already passed completes at once (kqueue: a zero-length
+/// `EVFILT_TIMER` must still fire).
+#[test]
+fn past_deadline_fires() {
+    each_backend("past_deadline_fires", |b| {
+        let past = Instant::now() - Duration::from_millis(5);
+        b.submit(1, Op::Timeout { deadline: past });
+        b.submit(
+            2,
+            Op::Timeout {
+                deadline: Instant::now(),
+            },
+        );
+        let got = collect(b, 2);
+        let mut tokens: Vec<u64> = got.iter().map(|c| c.token).collect();
+        tokens.sort();
+        assert_eq!(tokens, vec![1, 2]);
+        assert!(got.iter().all(|c| c.result.as_ref().is_ok_and(|&n| n == 0)));
     });
 }
 
