@@ -48,6 +48,11 @@ else
     echo "==> libkqueue ($STAMP) already built in $ROOT"
 fi
 
+# The libkqueue FFI module compiles only with the feature: lint it here (ci/test.sh's clippy
+# runs without it).
+echo "==> clippy with --features libkqueue"
+cargo clippy --workspace --all-targets --features libkqueue -j2 -- -D warnings
+
 # Only kqueue: uring and epoll are ci/test.sh's plain run. The conformance suite prints
 # "<test>: ran on kqueue" for each test (--show-output), the e2e suites the same.
 export BACKENDS_ONLY=kqueue
