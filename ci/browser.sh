@@ -5,6 +5,7 @@
 #
 #   ci/browser.sh                       # backends: uring epoll (whichever start here)
 #   BACKENDS=epoll ci/browser.sh
+#   BACKENDS=kqueue CARGO_FEATURES=libkqueue ci/browser.sh   # what ci/kqueue.sh runs
 #   KEEP=1 ci/browser.sh                # keep the temp dir (screenshots, server log)
 #
 # Needs /usr/bin/chromium (Debian package `chromium`) and Node >= 20. When either is missing
@@ -28,7 +29,8 @@ command -v node >/dev/null || missing "node not found (Node >= 20 needed)"
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] || missing "node $node_major is too old (Node >= 20 needed)"
 
-cargo build --release --bin webserv -j2
+# CARGO_FEATURES=libkqueue (ci/kqueue.sh) builds the binary with kqueue on Linux.
+cargo build --release --bin webserv -j2 ${CARGO_FEATURES:+--features "$CARGO_FEATURES"}
 BIN="$PWD/target/release/webserv"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/webserv-browser.XXXXXX")

@@ -18,10 +18,7 @@ pub fn open(kind: Kind, opts: &Options) -> io::Result<Opened> {
             backend: Box::new(Readiness::<Epoll>::new(opts)?),
             fallback: None,
         }),
-        Kind::Kqueue => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the kqueue backend exists on macOS and the BSDs, not on Linux (use uring or epoll)",
-        )),
+        Kind::Kqueue => open_kqueue(opts),
         Kind::Auto => match Uring::new(opts) {
             Ok(b) => Ok(Opened {
                 backend: Box::new(b),
@@ -70,5 +67,33 @@ pub fn available() -> Vec<Kind> {
         v.push(Kind::Uring);
     }
     v.push(Kind::Epoll);
+    if KQUEUE {
+        v.push(Kind::Kqueue);
+    }
     v
+}
+
+/// kqueue on Linux: the BSD shim over libkqueue, compiled in by the `libkqueue` feature so the
+/// conformance and end-to-end suites can run it (see README, "kqueue on Linux").
+#[cfg(feature = "libkqueue")]
+const KQUEUE: bool = true;
+#[cfg(not(feature = "libkqueue"))]
+const KQUEUE: bool = false;
+
+#[cfg(feature = "libkqueue")]
+fn open_kqueue(opts: &Options) -> io::Result<Opened> {
+    use crate::readiness::kqueue::Kqueue;
+    Ok(Opened {
+        backend: Box::new(Readiness::<Kqueue>::new(opts)?),
+        fallback: None,
+    })
+}
+
+#[cfg(not(feature = "libkqueue"))]
+fn open_kqueue(_opts: &Options) -> io::Result<Opened> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the kqueue backend exists on macOS and the BSDs; on Linux only in a build with the \
+         `libkqueue` feature (see README)",
+    ))
 }

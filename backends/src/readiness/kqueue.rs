@@ -1,6 +1,9 @@
 //! The kqueue shim (macOS, FreeBSD and the other BSDs): `EV_CLEAR` (edge-triggered) read and
 //! write filters, `EVFILT_TIMER` for timers, `EVFILT_PROC`/`NOTE_EXIT` for children and
 //! `EVFILT_USER` for wake-ups. See `kqueue(2)`.
+//!
+//! The same code runs on Linux against libkqueue (feature `libkqueue`) so that CI executes it;
+//! only the declarations and the few platform calls in [`os`] differ.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,6 +15,10 @@ use super::{Event, Poller};
 use crate::sys::{self, cvt};
 use crate::{Wake, Waker};
 
+#[cfg_attr(target_os = "linux", path = "kqueue/libkqueue.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "kqueue/native.rs")]
+mod os;
+
 const WAKE_IDENT: usize = 0;
 
 pub struct Kqueue {
@@ -20,12 +27,12 @@ pub struct Kqueue {
     children: HashMap<u64, u32>,
     /// Children that had exited before they could be watched (ESRCH): reported next poll.
     exited: Vec<u64>,
-    buf: Vec<libc::kevent>,
+    buf: Vec<os::kevent>,
 }
 
-fn kev(ident: usize, filter: i16, flags: u16, fflags: u32, data: i64, udata: u64) -> libc::kevent {
+fn kev(ident: usize, filter: i16, flags: u16, fflags: u32, data: i64, udata: u64) -> os::kevent {
     // SAFETY: kevent is plain data; all-zero is a valid value (and zeroes FreeBSD's `ext`).
-    let mut ev: libc::kevent = unsafe { std::mem::zeroed() };
+    let mut ev: os::kevent = unsafe { std::mem::zeroed() };
     ev.ident = ident as _;
     ev.filter = filter;
     ev.flags = flags as _;
@@ -35,10 +42,10 @@ fn kev(ident: usize, filter: i16, flags: u16, fflags: u32, data: i64, udata: u64
     ev
 }
 
-fn apply(kq: RawFd, changes: &[libc::kevent]) -> io::Result<()> {
+fn apply(kq: RawFd, changes: &[os::kevent]) -> io::Result<()> {
     // SAFETY: `changes` is a live slice of kevents; no events are requested back.
     let r = unsafe {
-        libc::kevent(
+        os::kevent(
             kq,
             changes.as_ptr(),
             changes.len() as _,
@@ -54,25 +61,24 @@ struct UserTrigger(Arc<OwnedFd>);
 
 impl Wake for UserTrigger {
     fn wake(&self) -> io::Result<()> {
-        let ev = kev(WAKE_IDENT, libc::EVFILT_USER, 0, libc::NOTE_TRIGGER, 0, 0);
+        let ev = kev(WAKE_IDENT, os::EVFILT_USER, 0, os::NOTE_TRIGGER, 0, 0);
         apply(self.0.as_raw_fd(), &[ev])
     }
 }
 
 impl Poller for Kqueue {
     const NAME: &'static str = "kqueue";
-    // Accepted sockets get SO_NOSIGPIPE instead (macOS has no MSG_NOSIGNAL).
-    const SEND_FLAGS: libc::c_int = 0;
+    const SEND_FLAGS: libc::c_int = os::SEND_FLAGS;
 
     fn new(events: usize) -> io::Result<Self> {
         // SAFETY: kqueue(2) returns a new fd we immediately own.
-        let kq = unsafe { OwnedFd::from_raw_fd(cvt(libc::kqueue())?) };
+        let kq = unsafe { OwnedFd::from_raw_fd(cvt(os::kqueue())?) };
         // SAFETY: fcntl with integer arguments on our own fd.
         cvt(unsafe { libc::fcntl(kq.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
         let user = kev(
             WAKE_IDENT,
-            libc::EVFILT_USER,
-            libc::EV_ADD | libc::EV_CLEAR,
+            os::EVFILT_USER,
+            os::EV_ADD | os::EV_CLEAR,
             0,
             0,
             0,
@@ -95,17 +101,26 @@ impl Poller for Kqueue {
         if st.st_mode & libc::S_IFMT == libc::S_IFREG {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        let flags = libc::EV_ADD | libc::EV_CLEAR;
+        if os::STALE_KNOTES {
+            // The number may have been closed and reused since its last registration: forget
+            // what libkqueue still holds for it, or EV_ADD would only modify the dead knote.
+            self.deregister(fd);
+        }
+        let flags = os::EV_ADD | os::EV_CLEAR;
+        // Write before read: the order means nothing to a kernel kqueue, but libkqueue builds
+        // one epoll registration per fd and only the filter added last keeps its extra bits —
+        // read's EPOLLRDHUP, without which a FIN queued behind data never sets EV_EOF and the
+        // adapter, trusting a short read to mean "drained", waits forever for that EOF.
         let changes = [
-            kev(fd as usize, libc::EVFILT_READ, flags, 0, 0, 0),
-            kev(fd as usize, libc::EVFILT_WRITE, flags, 0, 0, 0),
+            kev(fd as usize, os::EVFILT_WRITE, flags, 0, 0, 0),
+            kev(fd as usize, os::EVFILT_READ, flags, 0, 0, 0),
         ];
         apply(self.kq.as_raw_fd(), &changes)
     }
 
     fn deregister(&mut self, fd: RawFd) {
-        for filter in [libc::EVFILT_READ, libc::EVFILT_WRITE] {
-            let ev = kev(fd as usize, filter, libc::EV_DELETE, 0, 0, 0);
+        for filter in [os::EVFILT_READ, os::EVFILT_WRITE] {
+            let ev = kev(fd as usize, filter, os::EV_DELETE, 0, 0, 0);
             // ENOENT: that filter was never added or is already gone.
             let _ = apply(self.kq.as_raw_fd(), &[ev]);
         }
@@ -113,18 +128,7 @@ impl Poller for Kqueue {
 
     fn accept(&mut self, fd: RawFd) -> io::Result<RawFd> {
         let new = accept_portable(fd)?;
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt with a pointer to a live c_int of the stated size.
-        let r = unsafe {
-            libc::setsockopt(
-                new,
-                libc::SOL_SOCKET,
-                libc::SO_NOSIGPIPE,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if let Err(e) = cvt(r) {
+        if let Err(e) = os::no_sigpipe(new) {
             let _ = sys::close(new);
             return Err(e);
         }
@@ -132,19 +136,22 @@ impl Poller for Kqueue {
     }
 
     fn sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
-        bsd_sendfile(sock, file, offset, len)
+        os::sendfile(sock, file, offset, len)
     }
 
     fn add_timer(&mut self, key: u64, deadline: Instant) -> io::Result<()> {
+        // At least 1 µs: a deadline already past must still fire, and libkqueue arms a timerfd
+        // with the value, where zero means "disarmed" (it would never fire); the BSDs fire a
+        // one-shot zero timer at once, so 1 µs means the same there.
         let us = deadline
             .saturating_duration_since(Instant::now())
             .as_micros()
-            .min(i64::MAX as u128) as i64;
+            .clamp(1, i64::MAX as u128) as i64;
         let ev = kev(
             key as usize,
-            libc::EVFILT_TIMER,
-            libc::EV_ADD | libc::EV_ONESHOT,
-            libc::NOTE_USECONDS,
+            os::EVFILT_TIMER,
+            os::EV_ADD | os::EV_ONESHOT,
+            os::NOTE_USECONDS,
             us,
             key,
         );
@@ -152,16 +159,16 @@ impl Poller for Kqueue {
     }
 
     fn remove_timer(&mut self, key: u64) {
-        let ev = kev(key as usize, libc::EVFILT_TIMER, libc::EV_DELETE, 0, 0, 0);
+        let ev = kev(key as usize, os::EVFILT_TIMER, os::EV_DELETE, 0, 0, 0);
         let _ = apply(self.kq.as_raw_fd(), &[ev]);
     }
 
     fn watch_child(&mut self, key: u64, pid: u32) -> io::Result<()> {
         let ev = kev(
             pid as usize,
-            libc::EVFILT_PROC,
-            libc::EV_ADD | libc::EV_ONESHOT,
-            libc::NOTE_EXIT,
+            os::EVFILT_PROC,
+            os::EV_ADD | os::EV_ONESHOT,
+            os::NOTE_EXIT,
             0,
             key,
         );
@@ -182,7 +189,7 @@ impl Poller for Kqueue {
     fn unwatch_child(&mut self, key: u64) {
         self.exited.retain(|&k| k != key);
         if let Some(pid) = self.children.remove(&key) {
-            let ev = kev(pid as usize, libc::EVFILT_PROC, libc::EV_DELETE, 0, 0, 0);
+            let ev = kev(pid as usize, os::EVFILT_PROC, os::EV_DELETE, 0, 0, 0);
             let _ = apply(self.kq.as_raw_fd(), &[ev]);
         }
     }
@@ -206,7 +213,7 @@ impl Poller for Kqueue {
         // SAFETY: the output buffer has `capacity()` writable kevent slots; `ts_ptr` is null or
         // points at a live timespec.
         let n = cvt(unsafe {
-            libc::kevent(
+            os::kevent(
                 self.kq.as_raw_fd(),
                 std::ptr::null(),
                 0,
@@ -223,18 +230,18 @@ impl Poller for Kqueue {
         for ev in &self.buf {
             let filter = ev.filter;
             let key = ev.udata as usize as u64;
-            if filter == libc::EVFILT_USER {
+            if filter == os::EVFILT_USER {
                 events.push(Event::Wake);
-            } else if filter == libc::EVFILT_TIMER {
+            } else if filter == os::EVFILT_TIMER {
                 events.push(Event::Timer(key));
-            } else if filter == libc::EVFILT_PROC {
+            } else if filter == os::EVFILT_PROC {
                 if self.children.remove(&key).is_some() {
                     events.push(Event::Child(key));
                 }
             } else {
                 let fd = ev.ident as RawFd;
-                let read = filter == libc::EVFILT_READ;
-                let hup = ev.flags & (libc::EV_EOF | libc::EV_ERROR) != 0;
+                let read = filter == os::EVFILT_READ;
+                let hup = ev.flags & (os::EV_EOF | os::EV_ERROR) != 0;
                 events.push(Event::Fd {
                     fd,
                     read: read || hup,
@@ -286,61 +293,4 @@ fn set_nonblock_cloexec(fd: RawFd) -> io::Result<()> {
         cvt(libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC))?;
     }
     Ok(())
-}
-
-/// macOS `sendfile(2)`: the length is in-out; on EAGAIN it holds what was sent.
-#[cfg(any(target_os = "macos", target_os = "ios"))]
-fn bsd_sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
-    let mut n = len as libc::off_t;
-    // SAFETY: plain fds, a pointer to a live off_t, no header/trailer vectors.
-    let r = unsafe {
-        libc::sendfile(
-            file,
-            sock,
-            offset as libc::off_t,
-            &mut n,
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    partial(r, n as usize)
-}
-
-/// FreeBSD and DragonFly `sendfile(2)`: bytes sent come back through `sbytes`, also on EAGAIN.
-#[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
-fn bsd_sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
-    let mut sent: libc::off_t = 0;
-    // SAFETY: plain fds, a pointer to a live off_t, no header/trailer vectors.
-    let r = unsafe {
-        libc::sendfile(
-            file,
-            sock,
-            offset as libc::off_t,
-            len,
-            std::ptr::null_mut(),
-            &mut sent,
-            0,
-        )
-    };
-    partial(r, sent as usize)
-}
-
-/// NetBSD and OpenBSD have no `sendfile(2)`.
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
-fn bsd_sendfile(_sock: RawFd, _file: RawFd, _offset: u64, _len: usize) -> io::Result<usize> {
-    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
-}
-
-/// A BSD sendfile result: bytes that went out count even when the call says EAGAIN.
-#[cfg(not(any(target_os = "netbsd", target_os = "openbsd")))]
-fn partial(r: libc::c_int, sent: usize) -> io::Result<usize> {
-    if r == 0 {
-        return Ok(sent);
-    }
-    let e = io::Error::last_os_error();
-    if (sys::would_block(&e) || sys::interrupted(&e)) && sent > 0 {
-        Ok(sent)
-    } else {
-        Err(e)
-    }
 }

@@ -29,7 +29,8 @@ pub mod epoll;
     target_os = "freebsd",
     target_os = "netbsd",
     target_os = "openbsd",
-    target_os = "dragonfly"
+    target_os = "dragonfly",
+    all(target_os = "linux", feature = "libkqueue")
 ))]
 pub mod kqueue;
 /// The deadline heap (shared with io_uring, which orders its timers the same way).
