@@ -257,14 +257,14 @@ fn debug_traces_each_task() {
         assert!(out.status.success(), "SIGTERM exit: {:?}", out.status);
         let log = String::from_utf8_lossy(&out.stderr);
         // Every line names its task in the one documented format (README, server/ident.rs):
-        // `c<slot>.<gen>[ r<request>][ <kind>#<id>]` — here the accept, the receive of the
-        // request, the reply task's start and the send, each traced by dispatch or the task.
-        let ident = r"\[debug\] \d+: c\d+\.\d+( r\d+)?( [a-z]+#\d+)?";
+        // `c<slot>.<gen> r<request> <kind>#<id>: ` — here the accept, the receive of the
+        // request, a task's start and the send, each traced by dispatch or the task.
+        let ident = r"\[debug\] \d+: c\d+\.\d+ r\d+ [a-z]+#\d+";
         for needle in [
             ": accepted fd ",
-            " recv: Ok\\(",
-            " r1 reply#\\d+: start",
-            " send: Ok\\(",
+            ": recv → Ok\\(",
+            ": start",
+            ": send → Ok\\(",
         ] {
             let re = regex_lite::Regex::new(&format!("{ident}{needle}")).unwrap();
             assert!(

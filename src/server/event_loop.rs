@@ -19,7 +19,6 @@ use super::conn::env::Env;
 use super::conn::Conn;
 use super::control::Control;
 use super::gauges::Gauges;
-use super::ident::LogId;
 use super::reply::FileCache;
 use super::task::cgi::child::Children;
 use super::task::Abort;
@@ -290,19 +289,23 @@ impl Loop {
             }
             OpTag::ChildExit => format!("child {}.{}", t.slot, t.gen),
             _ => match self.conns.get(t.slot, t.gen) {
+                Some(conn) if !t.op.is_task_op() => conn.io_ident().to_string(),
                 Some(conn) => {
                     let id = conn.ident();
-                    if t.op.is_task_op() && id.req as u8 != t.req {
-                        format!("{} (stale r{})", LogId::conn(t.slot, t.gen), t.req)
+                    if id.req as u8 != t.req {
+                        format!(
+                            "stale completion of request {} of connection {}.{}",
+                            t.req, t.slot, t.gen
+                        )
                     } else {
                         id.to_string()
                     }
                 }
-                None => format!("{} (gone)", LogId::conn(t.slot, t.gen)),
+                None => format!("stale completion of connection {}.{}", t.slot, t.gen),
             },
         };
         let more = if c.more { " +more" } else { "" };
-        crate::trace!("{id} {}: {:?}{more}", t.op.name(), c.result);
+        crate::trace!("{id}: {} → {:?}{more}", t.op.name(), c.result);
     }
 
     fn drop_buf(&mut self, b: Buf) {
@@ -390,9 +393,11 @@ impl Loop {
         };
         match conns.insert_with(|slot, gen| Conn::new(fd, slot, gen, local, peer, &mut env)) {
             Some((slot, gen)) => {
+                if let Some(c) = conns.get(slot, gen) {
+                    crate::trace!("{}: accepted fd {fd} from {peer}", c.io_ident());
+                }
                 gauges.active += 1;
                 gauges.accepted += 1;
-                crate::trace!("{}: accepted fd {fd} from {peer}", LogId::conn(slot, gen));
             }
             None => self.refuse(fd),
         }
@@ -449,11 +454,12 @@ impl Loop {
             return;
         };
         crate::trace!(
-            "{}: pid {pid} reaped",
-            LogId {
-                req: owner.req,
-                ..LogId::conn(owner.conn, owner.gen)
-            }
+            "child {}.{}: pid {pid} reaped (request {} of connection {}.{})",
+            t.slot,
+            t.gen,
+            owner.req,
+            owner.conn,
+            owner.gen
         );
         self.with_conn(owner.conn, owner.gen, |conn, env| {
             conn.on_child_exit(owner.req, c, env);

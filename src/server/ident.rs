@@ -11,8 +11,9 @@
 //! └─────────────── the connection slot
 //! ```
 //!
-//! Lines about a connection with no request yet stop after `c17.2`; lines about a request with
-//! no task after `r3`. A task that fails logs its last transitions ([`Trail`]) at `error`, so the
+//! The shape is fixed, so a line is found with one pattern: between requests the request number
+//! is `r0`, and lines about the connection's own I/O (accept, receive, send, close) name its
+//! connection task (`conn#N`, or `linger#N` while it closes). A task that fails logs its last transitions ([`Trail`]) at `error`, so the
 //! moment and the cause are visible without `--debug`.
 
 use std::fmt;
@@ -70,43 +71,32 @@ pub struct TaskId {
 }
 
 /// The identity at the start of a log line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogId {
     pub conn: u32,
     pub gen: u32,
-    /// Request sequence number on the connection (0: none yet).
+    /// Request sequence number on the connection (0: between requests).
     pub req: u32,
-    pub task: Option<TaskId>,
+    pub task: TaskId,
 }
 
 impl LogId {
-    pub fn conn(conn: u32, gen: u32) -> LogId {
-        LogId {
-            conn,
-            gen,
-            req: 0,
-            task: None,
-        }
-    }
-
     pub fn with_task(self, task: TaskId) -> LogId {
-        LogId {
-            task: Some(task),
-            ..self
-        }
+        LogId { task, ..self }
     }
 }
 
 impl fmt::Display for LogId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{}.{}", self.conn, self.gen)?;
-        if self.req != 0 {
-            write!(f, " r{}", self.req)?;
-        }
-        if let Some(t) = self.task {
-            write!(f, " {}#{}", t.kind.name(), t.id)?;
-        }
-        Ok(())
+        write!(
+            f,
+            "c{}.{} r{} {}#{}",
+            self.conn,
+            self.gen,
+            self.req,
+            self.task.kind.name(),
+            self.task.id
+        )
     }
 }
 
@@ -151,13 +141,21 @@ mod tests {
             conn: 17,
             gen: 2,
             req: 3,
-            task: Some(TaskId {
+            task: TaskId {
                 kind: TaskKind::Cgi,
                 id: 41,
-            }),
+            },
         };
         assert_eq!(id.to_string(), "c17.2 r3 cgi#41");
-        assert_eq!(LogId::conn(4, 1).to_string(), "c4.1");
+        let between = LogId {
+            req: 0,
+            task: TaskId {
+                kind: TaskKind::Conn,
+                id: 7,
+            },
+            ..id
+        };
+        assert_eq!(between.to_string(), "c17.2 r0 conn#7");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use backends::{Buf, Completion, Op, SendBuf};
 
 use super::gauges::Gauge;
-use super::ident::LogId;
+use super::ident::{LogId, TaskId, TaskKind};
 use super::out::{Out, OutQueue};
 use super::task::{Abort, Cx, RequestTask, Step, Task};
 use super::token::{OpTag, Tok};
@@ -84,6 +84,8 @@ pub struct Conn {
     pub fd: RawFd,
     pub slot: u32,
     pub gen: u32,
+    /// The id of the connection's own I/O task.
+    task: u32,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     inbuf: Vec<u8>,
@@ -120,6 +122,7 @@ impl Conn {
             fd,
             slot,
             gen,
+            task: env.gauges.task_id(),
             local,
             peer,
             inbuf: Vec::new(),
@@ -149,14 +152,29 @@ impl Conn {
 
     /// The identity for a log line about this connection (and its current request and task).
     pub fn ident(&self) -> LogId {
-        let mut id = LogId::conn(self.slot, self.gen);
-        if let Some(r) = &self.req {
-            id.req = r.seq;
-            if let Some(t) = &r.task {
-                id.task = Some(t.id());
-            }
+        let mut id = self.io_ident();
+        if let Some(t) = self.req.as_ref().and_then(|r| r.task.as_ref()) {
+            id.task = t.id();
         }
         id
+    }
+
+    /// The identity of the connection's own I/O task (accept, receive, send, close).
+    pub fn io_ident(&self) -> LogId {
+        let kind = if self.phase == Phase::Linger {
+            TaskKind::Linger
+        } else {
+            TaskKind::Conn
+        };
+        LogId {
+            conn: self.slot,
+            gen: self.gen,
+            req: self.req.as_ref().map_or(0, |r| r.seq),
+            task: TaskId {
+                kind,
+                id: self.task,
+            },
+        }
     }
 
     fn set_phase(&mut self, p: Phase, env: &mut Env) {
@@ -233,7 +251,7 @@ impl Conn {
             Ok(n) => n,
             Err(e) => {
                 if e.raw_os_error() != Some(libc::ECANCELED) && self.phase != Phase::Closing {
-                    crate::trace!("{}: recv: {e}", self.ident());
+                    crate::trace!("{}: recv: {e}", self.io_ident());
                     self.eof = true;
                     self.close(Abort::ClientGone, env);
                 }
@@ -305,7 +323,7 @@ impl Conn {
             }
             Err(e) => {
                 if self.phase != Phase::Closing {
-                    crate::trace!("{}: send: {e}", self.ident());
+                    crate::trace!("{}: send: {e}", self.io_ident());
                     self.close(Abort::ClientGone, env);
                 }
             }
@@ -459,7 +477,7 @@ impl Conn {
             self.close(Abort::Closing, env);
             return;
         }
-        crate::trace!("{}: lingering close", self.ident());
+        crate::trace!("{}: lingering close", self.io_ident());
         self.inbuf = Vec::new();
         self.deadline = env.now + LINGERING_TIMEOUT;
         self.set_phase(Phase::Linger, env);

@@ -88,19 +88,24 @@ pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiP
             crate::config::DocRoot::Root(d) => d.to_string_lossy(),
             crate::config::DocRoot::Alias { dir, .. } => dir.to_string_lossy(),
         };
-        let filename = script.to_string_lossy();
+        // nginx's $request_filename: the root or alias joined with the URI (not the script).
+        let filename = crate::server::reply::map(loc, facts.path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let remote = facts.peer.ip().to_string();
         let length = content_length.map(|n| n.to_string()).unwrap_or_default();
+        // nginx's $host: the Host without its port, lower-cased; else the server's name.
+        let host = server_name.to_ascii_lowercase();
         let vars = crate::cgi::params::Vars {
             uri: facts.path,
             request_uri: req.target(),
             args: facts.query.unwrap_or(""),
             document_root: &document_root,
             request_filename: &filename,
-            host: if server_name.is_empty() {
+            host: if host.is_empty() {
                 facts.server_name.unwrap_or("")
             } else {
-                server_name
+                &host
             },
             server_name: facts.server_name.unwrap_or(server_name),
             server_port: facts.local.port(),
