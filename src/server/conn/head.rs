@@ -232,8 +232,7 @@ impl Conn {
                     if has_body {
                         self.close_after = true;
                     }
-                    self.queue_error(code, &extra, env);
-                    self.finish_request(env);
+                    self.answer_error(code, &extra, env);
                 }
             }
             Route::Upload {

@@ -445,11 +445,14 @@ impl Conn {
             Step::Done => self.finish_request(env),
             Step::Fail(code) => {
                 self.abort_task(Abort::Closing, env);
-                if self.req.as_ref().is_some_and(|r| !r.body_done()) {
-                    self.close_after = true;
+                if let Some(r) = self.req.as_mut() {
+                    if !r.body_done() {
+                        // The rest of the body can no longer be told from a next request.
+                        self.close_after = true;
+                        r.body = None;
+                    }
                 }
-                self.queue_error(code, &[], env);
-                self.finish_request(env);
+                self.answer_error(code, &[], env);
             }
             Step::Close => {
                 self.abort_task(Abort::Closing, env);

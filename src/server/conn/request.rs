@@ -106,13 +106,38 @@ impl Conn {
         reply::error(code, server, loc, &extra, &cx)
     }
 
-    /// Queue an error response as the current request's answer.
-    pub(super) fn queue_error(&mut self, code: u16, extra: &[(String, String)], env: &mut Env) {
+    /// Answer the current request with the error response for `code` (its configured error
+    /// page streams like any file). A request that failed before its record existed gets a
+    /// bare one.
+    pub(super) fn answer_error(&mut self, code: u16, extra: &[(String, String)], env: &mut Env) {
         let r = self.error_reply(code, extra, env);
-        let mut task = self.reply_task(r, TaskKind::ErrorPage, env);
-        let id = self.ident();
-        let mut cx = env.cx(id, &mut self.out);
-        let _ = task.start(&mut cx);
+        let task = self.reply_task(r, TaskKind::ErrorPage, env);
+        if self.req.is_none() {
+            let bare = RequestRecord {
+                seq: self.seq,
+                cfg: env.cfg.clone(),
+                server: env.cfg.server_index(self.local, None),
+                path: "/".to_string(),
+                query: None,
+                method: Method::Get,
+                meta: Meta {
+                    http10: false,
+                    head_only: false,
+                    close: true,
+                    keep_alive_10: false,
+                },
+                line: String::new(),
+                referer: String::new(),
+                user_agent: String::new(),
+                out_start: self.out.total,
+                body: None,
+                task: None,
+                deferred: None,
+            };
+            self.req = Some(Box::new(bare));
+        }
+        self.set_phase(Phase::Active, env);
+        self.start_task(task, env);
     }
 
     /// A framing or protocol error: answer `code` after the responses already queued, then
@@ -124,9 +149,7 @@ impl Conn {
         if let Some(r) = self.req.as_mut() {
             r.body = None;
         }
-        self.set_phase(Phase::Active, env);
-        self.queue_error(code, &[], env);
-        self.finish_request(env);
+        self.answer_error(code, &[], env);
     }
 
     /// Start `task` for the current request and act on what it says.

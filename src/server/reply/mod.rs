@@ -169,9 +169,8 @@ pub fn error(
         let target = server.location_for(&ep.uri);
         // The same mapping (and containment rule) as any request for that URI.
         let path = map(target, &ep.uri).unwrap_or_default();
-        if let Ok(body) = std::fs::read(&path) {
-            let ty = mime_for(&path);
-            return full(status, ty, body, extra, cx);
+        if let Some(r) = error_file(status, &path, extra, cx) {
+            return r;
         }
         crate::warn!(
             "error_page {} -> {}: {} not readable",
@@ -187,6 +186,35 @@ pub fn error(
         extra,
         cx,
     )
+}
+
+/// A configured error page: its head now, its body streamed by the file task (no blocking read
+/// of the page on the loop).
+fn error_file(status: u16, path: &Path, extra: &[(&str, &[u8])], cx: &Ctx) -> Option<Reply> {
+    let file = File::open(path).ok()?;
+    let meta = file.metadata().ok().filter(|m| m.is_file())?;
+    let mut head = Vec::with_capacity(256);
+    start(&mut head, status, cx);
+    header(&mut head, "Content-Type", mime_for(path).as_bytes());
+    header_u64(&mut head, "Content-Length", meta.len());
+    for (n, v) in extra {
+        header(&mut head, n, v);
+    }
+    finish(&mut head);
+    if cx.head_only || meta.len() == 0 {
+        return Some(Reply::Full {
+            status,
+            head,
+            body: backends::Body::Empty,
+        });
+    }
+    Some(Reply::File {
+        status,
+        head,
+        file,
+        offset: 0,
+        len: meta.len(),
+    })
 }
 
 fn mime_for(path: &Path) -> &'static str {
