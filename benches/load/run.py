@@ -496,7 +496,7 @@ def render_md(results, seconds, idle_n, pin, versions, notes):
     ]
     for row in ROWS:
         rr = results.get(row, {})
-        cells = [cell(rr.get(w[0]), row.startswith("webserv")) for w in WORKLOADS]
+        cells = [cell(rr.get(w[0]), row.startswith(("webserv", "baseline"))) for w in WORKLOADS]
         cells.append(idle_cell(rr.get("idle")))
         out.append(f"| {row} | " + " | ".join(cells) + " |")
     # Ratios: CPU per request of webserv-uring over each competitor (< 1 means webserv is cheaper).
@@ -602,7 +602,11 @@ def main():
     ap.add_argument("--idle", type=int, default=int(os.environ.get("BENCH_IDLE_CONNS", "10000")))
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""), help="comma list of rows to run")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--baseline", default=os.environ.get("BENCH_BASELINE", ""),
+                    help="another webserv binary (an earlier commit's) measured in the same run as rows baseline-uring/-epoll")
     args = ap.parse_args()
+    if args.baseline:
+        ROWS[2:2] = ["baseline-uring", "baseline-epoll"]
     if args.quick:
         args.seconds, args.idle = 1, min(args.idle, 2000)
 
@@ -625,9 +629,12 @@ def main():
     for row in ROWS:
         if only and row not in only:
             continue
-        if row.startswith("webserv"):
+        if row.startswith("webserv") or row.startswith("baseline"):
             backend = row.split("-")[1]
-            rows.append((row, lambda p, b=backend: [args.webserv, "-c", cfg_webserv(tmp, www, p), "-p", tmp, "--backend", b]))
+            exe = args.webserv if row.startswith("webserv") else args.baseline
+            if row.startswith("baseline"):
+                versions["baseline"] = version([exe, "-V"])
+            rows.append((row, lambda p, b=backend, e=exe: [e, "-c", cfg_webserv(tmp, www, p), "-p", tmp, "--backend", b]))
         elif row == "nginx":
             if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
                 exe = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -646,7 +653,7 @@ def main():
     try:
         for row, argv_for in rows:
             res = results.setdefault(row, {})
-            is_ws = row.startswith("webserv")
+            is_ws = row.startswith("webserv") or row.startswith("baseline")
             port = free_port()
             try:
                 srv = Server(row, argv_for(port), port, tmp, pin)
