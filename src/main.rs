@@ -6,12 +6,14 @@ use webserv::server::{self, Control, RunOptions};
 
 const USAGE: &str = "\
 usage: webserv [CONFIG] [-c CONFIG] [-p PREFIX] [-t] [--backend auto|uring|epoll|kqueue] [--debug]
+               [--no-sendfile]
 
   CONFIG, -c CONFIG   configuration file (default: conf/default.conf)
   -p PREFIX           directory relative paths in the config resolve against (default: .)
   -t                  test the configuration and exit
   --backend KIND      override the config's `backend` (auto picks io_uring, else epoll)
   --debug             trace every task transition (connection, task, operation, result)
+  --no-sendfile       send files by reading them (the path used where sendfile(2) is missing)
   -h, --help          this help
   -V, --version       version
 ";
@@ -22,6 +24,7 @@ struct Args {
     test: bool,
     debug: bool,
     backend: Option<backends::Kind>,
+    no_sendfile: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -31,6 +34,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         test: false,
         debug: false,
         backend: None,
+        no_sendfile: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -46,6 +50,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             "-t" => a.test = true,
             "--debug" => a.debug = true,
+            "--no-sendfile" => a.no_sendfile = true,
             "-c" => a.config = PathBuf::from(value("-c")?),
             "-p" => a.prefix = PathBuf::from(value("-p")?),
             "--backend" => a.backend = Some(value("--backend")?.parse()?),
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
     }
     let opts = RunOptions {
         backend: args.backend,
+        no_sendfile: args.no_sendfile,
     };
     let control = Control::new(cfg);
     // The signals are blocked before any other thread exists; a watcher thread turns them into

@@ -108,6 +108,27 @@ fn large_file_is_sent_whole() {
     });
 }
 
+/// The read-and-send path (NetBSD and OpenBSD have no sendfile; `--no-sendfile` takes it
+/// anywhere): a whole large file, a range in its middle, and a keep-alive request after both.
+#[test]
+fn large_file_without_sendfile_is_read_and_sent() {
+    for_each_backend("large_file_without_sendfile_is_read_and_sent", |b| {
+        let s = Server::start_opts(b, CONF, setup, &["--no-sendfile"], false);
+        let want = big();
+        let mut c = Conn::open(s.port);
+        c.send(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert!(r.body == want, "big.bin bytes differ ({} B)", r.body.len());
+        c.send(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\nRange: bytes=300000-700016\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.status, 206, "{}", r.dump());
+        assert!(r.body == want[300000..=700016], "range bytes differ");
+        c.send(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        assert_eq!(c.read_response().text(), INDEX);
+    });
+}
+
 #[test]
 fn head_has_get_headers_and_no_body() {
     for_each_backend("head_has_get_headers_and_no_body", |b| {

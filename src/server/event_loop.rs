@@ -98,6 +98,11 @@ impl Loop {
         })
     }
 
+    /// Send files by reading them through the backend, not with sendfile(2).
+    pub fn disable_sendfile(&mut self) {
+        self.sendfile = false;
+    }
+
     pub fn backend_name(&self) -> &'static str {
         self.be.name()
     }

@@ -17,6 +17,9 @@ const LISTEN_BACKLOG: i32 = 4096;
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub backend: Option<backends::Kind>,
+    /// Read files and send them instead of sendfile(2) (the NetBSD/OpenBSD path, testable
+    /// anywhere).
+    pub no_sendfile: bool,
 }
 
 /// Bind every listen address of `cfg` (errors name the address).
@@ -50,6 +53,7 @@ pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
         crate::config::BackendChoice::Kqueue => backends::Kind::Kqueue,
     });
     let n = worker_count(cfg.workers);
+    let no_sendfile = opts.no_sendfile;
     backends::util::raise_nofile_limit();
     // Bind everything before any loop starts, so an unbindable address is reported at once.
     let mut sets = Vec::new();
@@ -69,6 +73,9 @@ pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
             }
             control.add_waker(opened.backend.waker());
             let mut lp = Loop::new(cfg, opened.backend, listeners, control)?;
+            if no_sendfile {
+                lp.disable_sendfile();
+            }
             crate::notice!(
                 "webserv {} worker {i} started, backend {}",
                 env!("CARGO_PKG_VERSION"),

@@ -69,6 +69,7 @@ impl Wake for UserTrigger {
 impl Poller for Kqueue {
     const NAME: &'static str = "kqueue";
     const SEND_FLAGS: libc::c_int = os::SEND_FLAGS;
+    const SENDFILE: bool = os::SENDFILE;
 
     fn new(events: usize) -> io::Result<Self> {
         // SAFETY: kqueue(2) returns a new fd we immediately own.

@@ -69,6 +69,9 @@ pub trait Poller: Sized {
     /// Flags for `sendmsg`: `MSG_NOSIGNAL` where it exists (else the shim sets `SO_NOSIGPIPE`
     /// on accepted sockets).
     const SEND_FLAGS: libc::c_int;
+    /// Whether the platform has `sendfile(2)` (NetBSD and OpenBSD do not: files are then read
+    /// and sent by the caller, see [`crate::Backend::sendfile_native`]).
+    const SENDFILE: bool;
     fn new(events: usize) -> io::Result<Self>;
     /// Watch `fd` for both directions, edge-triggered, until `deregister`. Fails (EPERM on
     /// epoll) for fds that are always ready, such as regular files. Called again for an fd
@@ -248,7 +251,7 @@ impl<P: Poller> Backend for Readiness<P> {
     }
 
     fn sendfile_native(&self) -> bool {
-        true
+        P::SENDFILE
     }
 
     fn stats(&self) -> Stats {

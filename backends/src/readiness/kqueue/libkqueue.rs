@@ -64,6 +64,8 @@ pub const STALE_KNOTES: bool = true;
 
 /// Linux has `MSG_NOSIGNAL` (and no `SO_NOSIGPIPE`).
 pub const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+/// Linux has `sendfile(2)`.
+pub const SENDFILE: bool = true;
 
 /// Nothing to do on an accepted socket: sends carry `MSG_NOSIGNAL`.
 pub fn no_sigpipe(_fd: RawFd) -> io::Result<()> {

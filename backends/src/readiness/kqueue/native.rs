@@ -70,6 +70,9 @@ pub fn sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result
     partial(r, sent as usize)
 }
 
+/// Whether this BSD has `sendfile(2)`.
+pub const SENDFILE: bool = !cfg!(any(target_os = "netbsd", target_os = "openbsd"));
+
 /// NetBSD and OpenBSD have no `sendfile(2)`.
 #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
 pub fn sendfile(_sock: RawFd, _file: RawFd, _offset: u64, _len: usize) -> io::Result<usize> {
