@@ -14,8 +14,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -193,31 +192,6 @@ fn assert_serving(s: &mut Server, what: &str) {
     let r = get(s.port, "/a.txt");
     assert_eq!(r.status, 200, "{what}: after it, {}", r.dump());
     assert_eq!(r.text(), "a", "{what}");
-}
-
-/// Reads until the server closes or `idle` passes without a byte. Returns every byte received
-/// and whether the server closed (EOF or reset).
-fn read_until_close(s: &mut TcpStream, idle: Duration) -> (Vec<u8>, bool) {
-    s.set_read_timeout(Some(idle)).unwrap();
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let closed = loop {
-        match s.read(&mut chunk) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(0) => break true,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break false
-            }
-            Err(_) => break true,
-        }
-    };
-    (out, closed)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -597,19 +571,7 @@ fn d07_pipelined_error_keeps_earlier_answers_in_order() {
         );
         let (bytes, _) = exchange(s.port, req.as_bytes(), Duration::from_secs(3));
         let (resps, err) = try_parse_responses(&bytes);
-        let got: Vec<(u16, String)> = resps
-            .iter()
-            .map(|r| {
-                (
-                    r.status,
-                    if r.status == 200 {
-                        r.text()
-                    } else {
-                        String::new()
-                    },
-                )
-            })
-            .collect();
+        let got = statuses_and_bodies(&resps);
         assert_eq!(
             got,
             vec![
@@ -1032,19 +994,7 @@ fn t_pipeline_error_answers_in_order_then_closes() {
         );
         let (bytes, closed) = exchange(s.port, req.as_bytes(), Duration::from_secs(3));
         let (resps, err) = try_parse_responses(&bytes);
-        let got: Vec<(u16, String)> = resps
-            .iter()
-            .map(|r| {
-                (
-                    r.status,
-                    if r.status == 200 {
-                        r.text()
-                    } else {
-                        String::new()
-                    },
-                )
-            })
-            .collect();
+        let got = statuses_and_bodies(&resps);
         assert_eq!(
             got,
             vec![
@@ -1282,6 +1232,23 @@ fn zombie_children(pid: u32) -> Vec<u32> {
 }
 
 /// The documented identity at the start of a log message: `c<conn>.<gen> r<req> <kind>#<id>: `.
+/// (status, body of a 200) for each response, in order.
+fn statuses_and_bodies(resps: &[Response]) -> Vec<(u16, String)> {
+    resps
+        .iter()
+        .map(|r| {
+            (
+                r.status,
+                if r.status == 200 {
+                    r.text()
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect()
+}
+
 fn identity_re() -> regex_lite::Regex {
     regex_lite::Regex::new(r"^c(\d+)\.(\d+) r(\d+) ([a-z][a-z0-9_-]*)#(\d+): \S").unwrap()
 }

@@ -218,6 +218,19 @@ impl Loop {
         gen: u32,
         f: impl FnOnce(&mut Conn, &mut Env) -> bool,
     ) -> bool {
+        let (conns, mut env) = self.split();
+        let Some(conn) = conns.get_mut(slot, gen) else {
+            return false;
+        };
+        if f(conn, &mut env) {
+            conns.remove(slot, gen);
+            env.gauges.active -= 1;
+        }
+        true
+    }
+
+    /// The connections, and the environment they are lent (disjoint borrows of the loop).
+    fn split(&mut self) -> (&mut Slab<Conn>, Env<'_>) {
         let Loop {
             cfg,
             be,
@@ -233,10 +246,7 @@ impl Loop {
             parsers,
             ..
         } = self;
-        let Some(conn) = conns.get_mut(slot, gen) else {
-            return false;
-        };
-        let mut env = Env {
+        let env = Env {
             be: &mut **be,
             now: *now,
             date: date_now,
@@ -249,12 +259,7 @@ impl Loop {
             sendfile: *sendfile,
             parsers,
         };
-        let gone = f(conn, &mut env);
-        if gone {
-            conns.remove(slot, gen);
-            gauges.active -= 1;
-        }
-        true
+        (conns, env)
     }
 
     /// The one place a completion is routed.
@@ -368,41 +373,14 @@ impl Loop {
         let listen_addr = self.listeners[li as usize].addr;
         let local = backends::util::local_addr(fd).unwrap_or(listen_addr);
         let peer = backends::util::peer_addr(fd).unwrap_or(local);
-        let Loop {
-            cfg,
-            be,
-            sendfile,
-            conns,
-            children,
-            cache,
-            gauges,
-            date_now,
-            access,
-            stopping,
-            now,
-            parsers,
-            ..
-        } = self;
-        let mut env = Env {
-            be: &mut **be,
-            now: *now,
-            date: date_now,
-            cfg,
-            cache,
-            children,
-            gauges,
-            access,
-            stopping: stopping.is_some(),
-            sendfile: *sendfile,
-            parsers,
-        };
+        let (conns, mut env) = self.split();
         match conns.insert_with(|slot, gen| Conn::new(fd, slot, gen, local, peer, &mut env)) {
             Some((slot, gen)) => {
                 if let Some(c) = conns.get(slot, gen) {
                     crate::trace!("{}: accepted fd {fd} from {peer}", c.io_ident());
                 }
-                gauges.active += 1;
-                gauges.accepted += 1;
+                env.gauges.active += 1;
+                env.gauges.accepted += 1;
             }
             None => self.refuse(fd),
         }

@@ -748,8 +748,14 @@ pub fn connect_with_timeout(port: u16, timeout: Duration) -> TcpStream {
 /// request); what was received is still returned.
 pub fn exchange(port: u16, req: &[u8], wait: Duration) -> (Vec<u8>, bool) {
     let mut s = connect(port);
-    s.set_read_timeout(Some(wait)).unwrap();
     let _ = s.write_all(req);
+    read_until_close(&mut s, wait)
+}
+
+/// Reads until the server closes or `idle` passes without a byte. Returns every byte received
+/// and whether the server closed (EOF or reset).
+pub fn read_until_close(s: &mut TcpStream, idle: Duration) -> (Vec<u8>, bool) {
+    s.set_read_timeout(Some(idle)).unwrap();
     let mut out = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let closed = loop {
