@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -94,21 +93,6 @@ fn setup(dir: &Path) {
 
 fn start(backend: &str) -> Server {
     Server::start(backend, CONF, setup)
-}
-
-/// `NAME=value` lines into a map (a name seen twice is a failure).
-fn parse_env(text: &str) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    for line in text.lines() {
-        if let Some((k, v)) = line.split_once('=') {
-            let old = map.insert(k.to_string(), v.to_string());
-            assert!(
-                old.is_none(),
-                "{k} set twice in the CGI environment:\n{text}"
-            );
-        }
-    }
-    map
 }
 
 /// Sends `req` and returns the response and the client's own port (for REMOTE_PORT).

@@ -851,21 +851,6 @@ fn t_head_on_cgi_matches_get_without_body() {
     });
 }
 
-/// `NAME=value` lines into a map (a name seen twice is a failure).
-fn parse_env(text: &str) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    for line in text.lines() {
-        if let Some((k, v)) = line.split_once('=') {
-            let old = map.insert(k.to_string(), v.to_string());
-            assert!(
-                old.is_none(),
-                "{k} set twice in the CGI environment:\n{text}"
-            );
-        }
-    }
-    map
-}
-
 const PARAM_CONF: &str = "http {
 {BASE}
     cgi_param X_HTTP_LEVEL from-http;

@@ -1015,3 +1015,18 @@ impl Server {
             .expect("spawn sleep in the server's process group")
     }
 }
+
+/// `NAME=value` lines into a map (a name seen twice is a failure).
+pub fn parse_env(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            let old = map.insert(k.to_string(), v.to_string());
+            assert!(
+                old.is_none(),
+                "{k} set twice in the CGI environment:\n{text}"
+            );
+        }
+    }
+    map
+}
