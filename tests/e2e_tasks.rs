@@ -1326,7 +1326,8 @@ fn t_failing_cgi_logs_an_error_with_its_identity() {
     for_each_backend("t_failing_cgi_logs_an_error_with_its_identity", |b| {
         let s = start(b);
         let r = get(s.port, "/cgi-bin/fail3.sh");
-        assert!(r.status >= 500, "{}", r.dump());
+        // No output and exit status 3: the script failed (500), not a bad gateway (502).
+        assert_eq!(r.status, 500, "{}", r.dump());
         std::thread::sleep(Duration::from_millis(300));
         let log = s.log();
         let id = identity_re();
@@ -1337,6 +1338,12 @@ fn t_failing_cgi_logs_an_error_with_its_identity() {
             found,
             "no `[error] ... c<N>.<gen> r<N> cgi#<id>: ` line for a script that exited 3 \
              without output:\n{log}"
+        );
+        assert!(
+            log_messages(&log)
+                .iter()
+                .any(|(l, m)| l == "error" && m.contains("fail3-stderr")),
+            "the script's stderr tail is not in the error log:\n{log}"
         );
         assert!(
             !log_messages(&log).iter().any(|(l, _)| l == "debug"),

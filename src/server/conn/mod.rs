@@ -438,8 +438,28 @@ impl Conn {
         }
     }
 
+    /// A task failed: say so with its identity and its last transitions — at `error` when the
+    /// server is at fault (5xx, or a response cut short), at `info` for a client's error.
+    fn log_failure(&self, step: &Step) {
+        let Some(t) = self.req.as_ref().and_then(|r| r.task.as_ref()) else {
+            return;
+        };
+        let (server_fault, what) = match step {
+            Step::Fail(code) => (*code >= 500, format!("failed with {code}")),
+            Step::Close => (true, "cut short; closing".to_string()),
+            _ => return,
+        };
+        let id = self.ident();
+        if server_fault {
+            crate::error!("{id}: {what}: {}", t.describe());
+        } else {
+            crate::info!("{id}: {what}: {}", t.describe());
+        }
+    }
+
     /// What a task said.
     fn handle(&mut self, step: Step, env: &mut Env) {
+        self.log_failure(&step);
         match step {
             Step::Pending => {}
             Step::Done => self.finish_request(env),

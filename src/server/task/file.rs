@@ -7,7 +7,7 @@ use std::os::fd::{IntoRawFd, RawFd};
 use backends::{Body, Buf, Completion, Op, SendBuf};
 
 use super::{Abort, Cx, Step, Task};
-use crate::server::ident::{TaskId, TaskKind};
+use crate::server::ident::{TaskId, TaskKind, Trail};
 use crate::server::token::OpTag;
 
 pub struct FileTask {
@@ -18,6 +18,7 @@ pub struct FileTask {
     left: u64,
     reading: bool,
     queued: bool,
+    trail: Trail,
 }
 
 impl FileTask {
@@ -33,6 +34,7 @@ impl FileTask {
             left: len,
             reading: false,
             queued: false,
+            trail: Trail::default(),
         }
     }
 
@@ -56,6 +58,7 @@ impl Task for FileTask {
             if let Some(fd) = self.fd {
                 cx.out.push_file(fd, self.offset, self.left);
                 self.queued = true;
+                self.trail.push("sendfile queued", self.left);
             }
         }
         Step::Pending
@@ -71,6 +74,7 @@ impl Task for FileTask {
         };
         match c.result {
             Ok(n) if n > 0 => {
+                self.trail.push("read", n as u64);
                 self.offset += n as u64;
                 self.left = self.left.saturating_sub(n as u64);
                 cx.out.push(SendBuf {
@@ -81,6 +85,7 @@ impl Task for FileTask {
             }
             r => {
                 // The file shrank or failed under us: the head is out, so close.
+                self.trail.push("read failed at", self.offset);
                 crate::error!("{}: file read at {}: {r:?}", cx.id, self.offset);
                 self.close(cx);
                 Step::Close
@@ -100,6 +105,7 @@ impl Task for FileTask {
         if !self.reading {
             self.reading = true;
             let n = self.left.min(crate::server::reply::CHUNK as u64) as usize;
+            self.trail.push("read submitted at", self.offset);
             cx.submit(
                 OpTag::FileRead,
                 Op::Read {
@@ -117,6 +123,9 @@ impl Task for FileTask {
     }
 
     fn describe(&self) -> String {
-        format!("file at {} ({} B left)", self.offset, self.left)
+        format!(
+            "at {} ({} B left); last: {}",
+            self.offset, self.left, self.trail
+        )
     }
 }

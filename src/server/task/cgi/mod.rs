@@ -59,6 +59,8 @@ pub struct CgiTask {
     held: Vec<u8>,
     framing: Option<Framing>,
     exit: Option<i32>,
+    /// The output ended without a valid head (502 unless the exit status says 500).
+    bad_head: Option<u16>,
     timeout: Duration,
     deadline: Instant,
     out_bytes: u64,
@@ -92,6 +94,7 @@ impl CgiTask {
             held: Vec::new(),
             framing: None,
             exit: None,
+            bad_head: None,
             deadline: Instant::now(),
             out_bytes: 0,
             trail: Trail::default(),
@@ -250,7 +253,9 @@ impl CgiTask {
                         return step;
                     }
                 }
-                Err(e) => return self.fail(cx, e.status(), "no valid CGI header"),
+                // Which failure it is (a script that died: 500; one that printed no head:
+                // 502) is known once it has exited.
+                Err(e) => self.bad_head = Some(e.status()),
             }
         }
         if self.framing.is_none() {
@@ -288,6 +293,9 @@ impl CgiTask {
             );
             return self.fail(cx, 500, "script failed");
         }
+        if let Some(code) = self.bad_head {
+            return self.fail(cx, code, "no valid CGI header");
+        }
         let len = self.held.len() as u64;
         let step = self.commit(Some(len), cx);
         self.abort(Abort::Finished, cx);
@@ -305,8 +313,9 @@ impl CgiTask {
         }
     }
 
-    fn fail(&mut self, cx: &mut Cx, status: u16, why: &str) -> Step {
-        crate::error!("{}: {why} ({status}); {}", cx.id, self.trail);
+    /// Fail the request; the connection logs it with this task's trail, which ends with `why`.
+    fn fail(&mut self, cx: &mut Cx, status: u16, why: &'static str) -> Step {
+        self.trail.push(why, u64::from(status));
         self.abort(Abort::Closing, cx);
         if self.framing.is_some() {
             Step::Close
@@ -488,10 +497,9 @@ impl Task for CgiTask {
 
     fn on_deadline(&mut self, cx: &mut Cx) -> Step {
         crate::error!(
-            "{}: cgi_timeout ({:?} without progress); {}",
+            "{}: cgi_timeout ({:?} without progress)",
             cx.id,
-            self.timeout,
-            self.trail
+            self.timeout
         );
         let committed = self.framing.is_some();
         self.abort(Abort::Timeout, cx);
@@ -532,11 +540,12 @@ impl Task for CgiTask {
 
     fn describe(&self) -> String {
         format!(
-            "cgi pid {} stdout {} B, committed {}, exit {:?}",
+            "pid {}, stdout {} B, head committed: {}, exit {:?}; last: {}",
             self.pid,
             self.out_bytes,
             self.framing.is_some(),
-            self.exit
+            self.exit,
+            self.trail
         )
     }
 }
