@@ -17,19 +17,21 @@
 //! Everything here sees the loop only through [`env::Env`]; the request's task only through
 //! its `Cx`.
 
+mod close;
 pub mod env;
+mod flow;
 pub mod head;
 pub mod request;
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use backends::{Buf, Completion, Op, SendBuf};
+use backends::{Buf, Completion, SendBuf};
 
 use super::gauges::Gauge;
 use super::ident::{LogId, TaskId, TaskKind};
-use super::out::{Out, OutQueue};
+use super::out::OutQueue;
 use super::task::{Abort, Cx, RequestTask, Step, Task};
 use super::token::{OpTag, Tok};
 use env::Env;
@@ -39,12 +41,6 @@ use request::RequestRecord;
 pub const IN_HIGH: usize = 64 * 1024;
 /// Unsent output above which no receive is armed and no further request is started.
 pub const OUT_HIGH: usize = 64 * 1024;
-/// Small queued buffers are merged into one send up to this size.
-const COALESCE: usize = 64 * 1024;
-/// A file range goes out by sendfile in pieces of this size (each restarts send_timeout).
-const SENDFILE_PIECE: u64 = 4 << 20;
-/// How long a lingering close waits for the client to close its side.
-const LINGERING_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -328,251 +324,6 @@ impl Conn {
                 }
             }
         }
-    }
-
-    /// Make all the progress possible: parse, feed bodies, send; then (re)arm the receive.
-    pub fn drive(&mut self, env: &mut Env) {
-        for _ in 0..64 {
-            let a = self.advance(env);
-            let p = self.pump(env);
-            if !a && !p {
-                break;
-            }
-        }
-        self.update_recv(env);
-    }
-
-    fn advance(&mut self, env: &mut Env) -> bool {
-        match self.phase {
-            Phase::Closing | Phase::Linger => false,
-            Phase::Active => self.feed_body(env),
-            Phase::Idle | Phase::Head => {
-                if self.close_after || self.close_when_flushed || self.out.bytes() > OUT_HIGH {
-                    return false;
-                }
-                if self.inbuf.is_empty() {
-                    if self.eof && self.out.is_empty() && !self.sending {
-                        self.close(Abort::ClientGone, env);
-                        return true;
-                    }
-                    return false;
-                }
-                self.parse_head(env)
-            }
-        }
-    }
-
-    /// Keep one send in flight; when the queue is empty, let the task produce more.
-    fn pump(&mut self, env: &mut Env) -> bool {
-        if self.sending || matches!(self.phase, Phase::Closing | Phase::Linger) {
-            return false;
-        }
-        if let Some(o) = self.out.pop() {
-            let op = match o {
-                Out::Buf(mut buf) => {
-                    // Coalesce small queued pieces into one send (pipelining: one write).
-                    while let Some(next) = self.out.pop_buf_if(COALESCE, buf.len()) {
-                        let body = std::mem::take(&mut buf.body);
-                        buf.head.extend_from_slice(body.as_slice());
-                        buf.head.extend_from_slice(&next.head);
-                        buf.head.extend_from_slice(next.body.as_slice());
-                    }
-                    Op::Send { fd: self.fd, buf }
-                }
-                Out::File { fd, offset, len } => {
-                    let piece = len.min(SENDFILE_PIECE);
-                    if len > piece {
-                        self.out.push_front(Out::File {
-                            fd,
-                            offset: offset + piece,
-                            len: len - piece,
-                        });
-                    }
-                    Op::SendFile {
-                        fd: self.fd,
-                        file: fd,
-                        offset,
-                        len: piece as usize,
-                    }
-                }
-            };
-            self.sending = true;
-            env.be.submit(self.tok(OpTag::Send), op);
-            return true;
-        }
-        if self.phase == Phase::Active {
-            let before = self.phase;
-            let step = self.with_task(env, |task, cx| task.on_drained(cx));
-            let moved = step != Step::Pending;
-            self.handle(step, env);
-            return moved || !self.out.is_empty() || self.phase != before;
-        }
-        if self.close_when_flushed {
-            self.linger(env);
-            return true;
-        }
-        false
-    }
-
-    fn update_recv(&mut self, env: &mut Env) {
-        let want = match self.phase {
-            Phase::Closing => false,
-            Phase::Linger => !self.eof,
-            _ => !self.eof && self.inbuf.len() < IN_HIGH && self.out.bytes() < OUT_HIGH,
-        };
-        match (want, self.recv) {
-            (true, RecvState::Off) => {
-                self.recv = RecvState::Armed;
-                env.be
-                    .submit(self.tok(OpTag::Recv), Op::Recv { fd: self.fd });
-            }
-            (false, RecvState::Armed) if !self.cancel_pending => {
-                // Back-pressure: no buffer is posted for this connection until it catches up.
-                self.recv = RecvState::Cancelling;
-                self.cancel_pending = true;
-                let target = self.tok(OpTag::Recv);
-                env.be
-                    .submit(self.tok(OpTag::RecvCancel), Op::Cancel { target });
-            }
-            _ => {}
-        }
-    }
-
-    /// A task failed: say so with its identity and its last transitions — at `error` when the
-    /// server is at fault (5xx, or a response cut short), at `info` for a client's error.
-    fn log_failure(&self, step: &Step) {
-        let Some(t) = self.req.as_ref().and_then(|r| r.task.as_ref()) else {
-            return;
-        };
-        let (server_fault, what) = match step {
-            Step::Fail(code) => (*code >= 500, format!("failed with {code}")),
-            Step::Close => (true, "cut short; closing".to_string()),
-            _ => return,
-        };
-        let id = self.ident();
-        if server_fault {
-            crate::error!("{id}: {what}: {}", t.describe());
-        } else {
-            crate::info!("{id}: {what}: {}", t.describe());
-        }
-    }
-
-    /// What a task said.
-    fn handle(&mut self, step: Step, env: &mut Env) {
-        self.log_failure(&step);
-        match step {
-            Step::Pending => {}
-            Step::Done => self.finish_request(env),
-            Step::Fail(code) => {
-                self.abort_task(Abort::Closing, env);
-                if let Some(r) = self.req.as_mut() {
-                    if !r.body_done() {
-                        // The rest of the body can no longer be told from a next request.
-                        self.close_after = true;
-                        r.body = None;
-                    }
-                }
-                self.answer_error(code, &[], env);
-            }
-            Step::Close => {
-                self.abort_task(Abort::Closing, env);
-                self.close_after = true;
-                self.finish_request(env);
-            }
-            Step::Internal(path) => self.internal_redirect(&path, env),
-        }
-    }
-
-    fn abort_task(&mut self, why: Abort, env: &mut Env) {
-        let id = self.ident();
-        if let Some(req) = self.req.as_mut() {
-            if let Some(mut task) = req.task.take() {
-                let mut cx = env.cx(id, &mut self.out);
-                task.abort(why, &mut cx);
-            }
-            req.deferred = None;
-        }
-    }
-
-    /// Close after the last response the way RFC 9112 §9.6 asks.
-    fn linger(&mut self, env: &mut Env) {
-        if self.eof || backends::util::shutdown_write(self.fd).is_err() {
-            self.close(Abort::Closing, env);
-            return;
-        }
-        crate::trace!("{}: lingering close", self.io_ident());
-        self.inbuf = Vec::new();
-        self.deadline = env.now + LINGERING_TIMEOUT;
-        self.set_phase(Phase::Linger, env);
-    }
-
-    /// Close the connection now: abort the request's task, cancel everything on the socket.
-    pub fn close(&mut self, why: Abort, env: &mut Env) {
-        if self.phase == Phase::Closing {
-            return;
-        }
-        self.abort_task(why, env);
-        if let Some(req) = self.req.take() {
-            if req.task.is_none() && why != Abort::Closing {
-                crate::trace!("{}: closed mid-request ({why:?})", self.ident());
-            }
-        }
-        self.out.clear();
-        self.inbuf = Vec::new();
-        self.set_phase(Phase::Closing, env);
-        env.be
-            .submit(self.tok(OpTag::Close), Op::Close { fd: self.fd });
-    }
-
-    /// Deadlines, checked once a second by the loop's tick.
-    pub fn on_tick(&mut self, env: &mut Env) {
-        let now = env.now;
-        if self.phase == Phase::Active {
-            let due = self
-                .req
-                .as_ref()
-                .and_then(|r| r.task.as_ref())
-                .and_then(|t| t.deadline())
-                .is_some_and(|d| d <= now);
-            if due {
-                let step = self.with_task(env, |task, cx| task.on_deadline(cx));
-                self.handle(step, env);
-                self.drive(env);
-                return;
-            }
-        }
-        if self.deadline > now {
-            return;
-        }
-        let id = self.ident();
-        match self.phase {
-            Phase::Closing => {}
-            Phase::Idle => {
-                crate::trace!("{id}: keepalive timeout");
-                self.close(Abort::Timeout, env);
-            }
-            Phase::Linger => self.close(Abort::Timeout, env),
-            Phase::Head => {
-                // Mid-request: 408 while a response is still possible (RFC 9110 §15.5.9).
-                crate::info!("{id}: client_header_timeout");
-                self.fail(408, env);
-            }
-            Phase::Active => {
-                if self.req.as_ref().is_some_and(|r| !r.body_done()) {
-                    crate::info!("{id}: client_body_timeout");
-                    self.abort_task(Abort::Timeout, env);
-                    self.fail(408, env);
-                } else if self.sending || !self.out.is_empty() {
-                    crate::info!("{id}: send_timeout");
-                    self.close(Abort::Timeout, env);
-                    return;
-                } else {
-                    // A task at work (a CGI): its own deadline applies.
-                    return;
-                }
-            }
-        }
-        self.drive(env);
     }
 
     /// Idle between requests with nothing buffered (for reclaiming and stopping).

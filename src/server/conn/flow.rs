@@ -1,0 +1,125 @@
+//! Making progress on a connection: parse and feed what is buffered, keep one send in flight,
+//! and arm or cancel the receive by the back-pressure bounds.
+
+use backends::Op;
+
+use super::env::Env;
+use super::{Conn, Phase, RecvState, IN_HIGH, OUT_HIGH};
+use crate::server::out::Out;
+use crate::server::task::{Abort, Step, Task};
+use crate::server::token::OpTag;
+
+/// Small queued buffers are merged into one send up to this size.
+const COALESCE: usize = 64 * 1024;
+/// A file range goes out by sendfile in pieces of this size (each restarts send_timeout).
+const SENDFILE_PIECE: u64 = 4 << 20;
+
+impl Conn {
+    /// Make all the progress possible: parse, feed bodies, send; then (re)arm the receive.
+    pub fn drive(&mut self, env: &mut Env) {
+        for _ in 0..64 {
+            let a = self.advance(env);
+            let p = self.pump(env);
+            if !a && !p {
+                break;
+            }
+        }
+        self.update_recv(env);
+    }
+
+    pub(super) fn advance(&mut self, env: &mut Env) -> bool {
+        match self.phase {
+            Phase::Closing | Phase::Linger => false,
+            Phase::Active => self.feed_body(env),
+            Phase::Idle | Phase::Head => {
+                if self.close_after || self.close_when_flushed || self.out.bytes() > OUT_HIGH {
+                    return false;
+                }
+                if self.inbuf.is_empty() {
+                    if self.eof && self.out.is_empty() && !self.sending {
+                        self.close(Abort::ClientGone, env);
+                        return true;
+                    }
+                    return false;
+                }
+                self.parse_head(env)
+            }
+        }
+    }
+
+    /// Keep one send in flight; when the queue is empty, let the task produce more.
+    pub(super) fn pump(&mut self, env: &mut Env) -> bool {
+        if self.sending || matches!(self.phase, Phase::Closing | Phase::Linger) {
+            return false;
+        }
+        if let Some(o) = self.out.pop() {
+            let op = match o {
+                Out::Buf(mut buf) => {
+                    // Coalesce small queued pieces into one send (pipelining: one write).
+                    while let Some(next) = self.out.pop_buf_if(COALESCE, buf.len()) {
+                        let body = std::mem::take(&mut buf.body);
+                        buf.head.extend_from_slice(body.as_slice());
+                        buf.head.extend_from_slice(&next.head);
+                        buf.head.extend_from_slice(next.body.as_slice());
+                    }
+                    Op::Send { fd: self.fd, buf }
+                }
+                Out::File { fd, offset, len } => {
+                    let piece = len.min(SENDFILE_PIECE);
+                    if len > piece {
+                        self.out.push_front(Out::File {
+                            fd,
+                            offset: offset + piece,
+                            len: len - piece,
+                        });
+                    }
+                    Op::SendFile {
+                        fd: self.fd,
+                        file: fd,
+                        offset,
+                        len: piece as usize,
+                    }
+                }
+            };
+            self.sending = true;
+            env.be.submit(self.tok(OpTag::Send), op);
+            return true;
+        }
+        if self.phase == Phase::Active {
+            let before = self.phase;
+            let step = self.with_task(env, |task, cx| task.on_drained(cx));
+            let moved = step != Step::Pending;
+            self.handle(step, env);
+            return moved || !self.out.is_empty() || self.phase != before;
+        }
+        if self.close_when_flushed {
+            self.linger(env);
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn update_recv(&mut self, env: &mut Env) {
+        let want = match self.phase {
+            Phase::Closing => false,
+            Phase::Linger => !self.eof,
+            _ => !self.eof && self.inbuf.len() < IN_HIGH && self.out.bytes() < OUT_HIGH,
+        };
+        match (want, self.recv) {
+            (true, RecvState::Off) => {
+                self.recv = RecvState::Armed;
+                env.be
+                    .submit(self.tok(OpTag::Recv), Op::Recv { fd: self.fd });
+            }
+            (false, RecvState::Armed) if !self.cancel_pending => {
+                // Back-pressure: no buffer is posted for this connection until it catches up.
+                self.recv = RecvState::Cancelling;
+                self.cancel_pending = true;
+                let target = self.tok(OpTag::Recv);
+                env.be
+                    .submit(self.tok(OpTag::RecvCancel), Op::Cancel { target });
+            }
+            _ => {}
+        }
+    }
+}
