@@ -1,0 +1,623 @@
+//! Review of the rebuilt `src/server` (issue 9), as a hostile client, a buggy CGI script, an
+//! anonymous uploader and a racing kernel would try it. Each `r..` test pins one finding and
+//! fails on the code it was written against; the `h..` tests pin attacks that held (so they keep
+//! holding). Every test runs on every backend, checks the server is still alive and answering
+//! after the attack, and is bounded in time.
+
+mod common;
+
+use common::*;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CONF: &str = "{BASE}
+keepalive_timeout 30s;
+server {
+    listen 127.0.0.1:{PORT};
+    server_name localhost;
+    root www;
+    location / { }
+    location /cgi-bin/ {
+        allow_methods GET HEAD POST;
+        cgi .sh /bin/sh;
+        cgi_timeout 30s;
+        client_max_body_size 0;
+    }
+    location /fast/ {
+        allow_methods GET HEAD POST;
+        cgi .sh /bin/sh;
+        cgi_timeout 2s;
+    }
+    location /private/ {
+        return 403;
+    }
+    location /uploads/ {
+        allow_methods GET HEAD POST PUT DELETE;
+        upload_store www/uploads;
+        client_max_body_size 0;
+    }
+}
+";
+
+/// `printf` of a CGI head with a text/plain body, for scripts.
+const TEXT_HEAD: &str = "printf 'Content-Type: text/plain\\r\\n\\r\\n'";
+
+fn setup(dir: &Path) {
+    let d = dir.display();
+    write_file(dir, "www/a.txt", "a");
+    write_file(dir, "www/index.html", "the index page\n");
+    write_file(dir, "www/private/secret.txt", "TOP-SECRET\n");
+    std::fs::create_dir_all(dir.join("www/uploads/adir")).unwrap();
+    let sh = |path: &str, body: String| write_file(dir, &format!("www/{path}"), body);
+    // A local redirect to a script (itself): RFC 3875 §6.2.2 says the server answers it as a
+    // GET of that URI, which runs the script; its source must never be sent.
+    sh(
+        "cgi-bin/self.sh",
+        "# SCRIPT-SOURCE-MARKER\nprintf 'Location: /cgi-bin/self.sh\\r\\n\\r\\n'\n".into(),
+    );
+    sh(
+        "cgi-bin/to_hello.sh",
+        "# SCRIPT-SOURCE-MARKER\nprintf 'Location: /cgi-bin/hello.sh\\r\\n\\r\\n'\n".into(),
+    );
+    sh(
+        "cgi-bin/hello.sh",
+        format!("# SCRIPT-SOURCE-MARKER\n{TEXT_HEAD}\necho hello\n"),
+    );
+    // A local redirect into a location that answers 403 to everyone.
+    sh(
+        "cgi-bin/to_private.sh",
+        "printf 'Location: /private/secret.txt\\r\\n\\r\\n'\n".into(),
+    );
+    // Streams more than the first buffer (so its head is committed), closes its output, and
+    // lives on (a "finish the request, then clean up" script).
+    sh(
+        "cgi-bin/linger.sh",
+        format!(
+            "echo $$ > '{d}/linger.pid'\n{TEXT_HEAD}\nhead -c 200000 /dev/zero | tr '\\000' x\n\
+             exec >&- 2>&-\nexec sleep 30\n"
+        ),
+    );
+    // A small complete answer, then stdout and stderr closed while the script lives on.
+    sh(
+        "fast/closes_stdout.sh",
+        format!(
+            "{TEXT_HEAD}\necho answered\nexec >&- 2>&-\necho $$ > '{d}/closes.pid'\nexec sleep 6\n"
+        ),
+    );
+    // Answers, then leaves a background grandchild that inherited stdout, and exits.
+    sh(
+        "fast/grandchild.sh",
+        format!(
+            "{TEXT_HEAD}\necho parent-answer\nsleep 30 &\necho $! > '{d}/grandchild.pid'\nexit 0\n"
+        ),
+    );
+    sh(
+        "cgi-bin/s204.sh",
+        "printf 'Status: 204 No Content\\r\\n\\r\\n'\necho body-that-must-not-go\n".into(),
+    );
+    sh(
+        "cgi-bin/big.sh",
+        format!("{TEXT_HEAD}\nhead -c 300000 /dev/zero | tr '\\000' q\n"),
+    );
+    sh(
+        "cgi-bin/hugehead.sh",
+        "i=0\nwhile [ $i -lt 2000 ]; do echo \"X-Filler-$i: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"; i=$((i+1)); done\necho\necho body\n".into(),
+    );
+    sh("cgi-bin/garbage.sh", "head -c 5000 /dev/urandom\n".into());
+    sh(
+        "cgi-bin/errflood.sh",
+        format!("head -c 5000000 /dev/zero >&2\n{TEXT_HEAD}\necho after-flood\n"),
+    );
+    sh("cgi-bin/early.sh", format!("{TEXT_HEAD}\necho early\n"));
+    sh(
+        "cgi-bin/slowstream.sh",
+        format!("{TEXT_HEAD}\nfor i in 1 2 3 4 5; do echo line$i; sleep 0.2; done\n"),
+    );
+    sh(
+        "cgi-bin/sleep1.sh",
+        format!("echo $$ >> '{d}/sleep1.pids'\nsleep 1\n{TEXT_HEAD}\necho slept\n"),
+    );
+    // Never reads its stdin.
+    sh(
+        "cgi-bin/deaf.sh",
+        format!("echo $$ > '{d}/deaf.pid'\nexec sleep 30\n"),
+    );
+}
+
+fn start(backend: &str) -> Server {
+    Server::start(backend, CONF, setup)
+}
+
+/// The server process is running and answers a fresh GET.
+fn assert_serving(s: &mut Server, what: &str) {
+    assert!(s.alive(), "{what}: the server died ({:?})", s.exit_status());
+    let r = get(s.port, "/a.txt");
+    assert_eq!(r.status, 200, "{what}: after it, {}", r.dump());
+    assert_eq!(r.text(), "a", "{what}");
+}
+
+/// Reads until the server closes or `idle` passes without a byte.
+#[allow(dead_code)]
+fn read_until_close(s: &mut TcpStream, idle: Duration) -> (Vec<u8>, bool) {
+    s.set_read_timeout(Some(idle)).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let closed = loop {
+        match s.read(&mut chunk) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(_) => break true,
+        }
+    };
+    (out, closed)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The pid a script wrote into `name` in the prefix.
+fn pid_file(s: &Server, name: &str) -> u32 {
+    let text = wait_for_file(&s.dir.join(name), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{name} was never written"));
+    text.parse().unwrap_or_else(|_| panic!("{name}: {text:?}"))
+}
+
+/// Kills a leftover process the test caused (by its pid), so a failing test leaves nothing.
+fn kill_leftover(pid: u32) {
+    if proc_state(pid).is_some() {
+        let _ = backends::util::kill(pid, libc::SIGKILL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Findings
+// ---------------------------------------------------------------------------------------------
+
+/// A CGI's local redirect to a CGI URI (here: itself, and a sibling script) is served as a
+/// static file: the client receives the script's source. `internal_redirect` calls
+/// `serve_static` instead of routing the new path.
+#[test]
+fn r01_local_redirect_to_a_script_never_discloses_its_source() {
+    for_each_backend("r01", |b| {
+        let mut s = start(b);
+        for path in ["/cgi-bin/self.sh", "/cgi-bin/to_hello.sh"] {
+            let (bytes, _) = exchange(
+                s.port,
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+                Duration::from_secs(5),
+            );
+            assert!(
+                !contains(&bytes, b"SCRIPT-SOURCE-MARKER"),
+                "[{b}] GET {path}: a local redirect sent a script's source:\n{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        assert_serving(&mut s, "local redirects to scripts");
+    });
+}
+
+/// A local redirect into a location configured `return 403` serves the file there: the
+/// redirect skips the route (server/location `return`, `allow_methods`, the status page, CGI).
+#[test]
+fn r02_local_redirect_does_not_bypass_a_locations_return() {
+    for_each_backend("r02", |b| {
+        let mut s = start(b);
+        assert_eq!(
+            get(s.port, "/private/secret.txt").status,
+            403,
+            "[{b}] direct"
+        );
+        let r = get(s.port, "/cgi-bin/to_private.sh");
+        assert!(
+            !r.text().contains("TOP-SECRET"),
+            "[{b}] a local redirect reached a `return 403` location's file:\n{}",
+            r.dump()
+        );
+        assert_serving(&mut s, "local redirect to a forbidden location");
+    });
+}
+
+/// SIGTERM after a CGI has answered but is still alive (it closed its output and went on): the
+/// server stops and leaves the script running, reparented to init. The released child's KILL is
+/// due only at `cgi_timeout`; the loop exits after `STOP_GRACE` without signalling it.
+#[test]
+fn r03_sigterm_leaves_no_cgi_child_behind() {
+    for_each_backend("r03", |b| {
+        let mut s = start(b);
+        let r = get(s.port, "/cgi-bin/linger.sh");
+        assert_eq!(r.status, 200, "[{b}] {}", r.dump());
+        assert_eq!(r.body.len(), 200_000, "[{b}] whole streamed body");
+        let pid = pid_file(&s, "linger.pid");
+        assert!(proc_state(pid).is_some(), "[{b}] the script lives on");
+        s.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(12);
+        while s.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let server_gone = !s.alive();
+        let child = wait_process_gone(pid, Duration::from_secs(2));
+        kill_leftover(pid);
+        assert!(
+            server_gone,
+            "[{b}] SIGTERM did not stop the server within 12 s"
+        );
+        assert!(
+            child.is_ok(),
+            "[{b}] the server exited and left its CGI child {pid} running (state {:?})",
+            child.err()
+        );
+    });
+}
+
+/// A client that sends a large body to a CGI that never reads it, then resets the connection:
+/// the input is back-pressured (no receive armed), so nobody sees the reset, and the script runs
+/// on until `cgi_timeout` (30 s here) instead of being stopped.
+#[test]
+fn r04_client_gone_during_back_pressure_stops_the_cgi() {
+    for_each_backend("r04", |b| {
+        let mut s = start(b);
+        let mut c = connect_with_timeout(s.port, Duration::from_secs(2));
+        c.write_all(
+            b"POST /cgi-bin/deaf.sh HTTP/1.1\r\nHost: localhost\r\nContent-Length: 8000000\r\n\r\n",
+        )
+        .unwrap();
+        let pid = pid_file(&s, "deaf.pid");
+        // Push body until the server stops taking it (the write times out), bounded.
+        let piece = vec![b'z'; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 8_000_000 {
+            match c.write(&piece) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        assert!(
+            sent < 8_000_000,
+            "[{b}] the whole body was taken by a deaf script"
+        );
+        reset_connection(c);
+        let gone = wait_process_gone(pid, Duration::from_secs(4));
+        kill_leftover(pid);
+        assert!(
+            gone.is_ok(),
+            "[{b}] the client left ({sent} B of body sent, then RST) but its CGI {pid} still \
+             runs 4 s later (state {:?})",
+            gone.err()
+        );
+        assert_serving(&mut s, "reset under back-pressure");
+    });
+}
+
+/// A script that writes its whole answer, closes stdout and stderr, and lives on: the server
+/// waits for its exit status until `cgi_timeout` and then answers 504, discarding a complete,
+/// well-formed answer.
+#[test]
+fn r05_answer_complete_at_stdout_eof_is_not_a_504() {
+    for_each_backend("r05", |b| {
+        let mut s = start(b);
+        let r = get(s.port, "/fast/closes_stdout.sh");
+        let pid = pid_file(&s, "closes.pid");
+        kill_leftover(pid);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "answered\n"),
+            "[{b}] the script's complete answer was replaced:\n{}",
+            r.dump()
+        );
+        assert_serving(&mut s, "stdout closed early");
+    });
+}
+
+/// A script that answers and exits, leaving a background grandchild that holds its stdout:
+/// the response waits for an EOF that never comes (504 at `cgi_timeout`), and the grandchild
+/// is never signalled (only the reaped direct child is), so it outlives the request.
+#[test]
+fn r06_grandchild_holding_stdout_is_stopped_with_the_request() {
+    for_each_backend("r06", |b| {
+        let mut s = start(b);
+        let r = get(s.port, "/fast/grandchild.sh");
+        let gc = pid_file(&s, "grandchild.pid");
+        let gone = wait_process_gone(gc, Duration::from_secs(3));
+        kill_leftover(gc);
+        assert!(
+            gone.is_ok(),
+            "[{b}] answered {} and left the script's grandchild {gc} running (state {:?})",
+            r.status,
+            gone.err()
+        );
+        assert_serving(&mut s, "grandchild");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks that held (kept so they keep holding)
+// ---------------------------------------------------------------------------------------------
+
+fn put(port: u16, path: &str, body: &[u8]) -> Response {
+    let mut req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    request(port, &req)
+}
+
+/// Chunked edge cases: trailers, extensions, leading zeros are accepted; an overflowing size,
+/// a non-hex size, data not followed by CRLF and a negative size are 400 and close.
+#[test]
+fn h01_chunked_edge_cases() {
+    for_each_backend("h01", |b| {
+        let mut s = start(b);
+        let ok =
+            b"PUT /uploads/t.txt HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+                   Connection: close\r\n\r\n005;ext=1\r\nhello\r\n0\r\nX-Trailer: y\r\n\r\n";
+        let r = request(s.port, ok);
+        assert_eq!(r.status, 201, "[{b}] {}", r.dump());
+        assert_eq!(
+            std::fs::read(s.dir.join("www/uploads/t.txt")).unwrap(),
+            b"hello"
+        );
+        for bad in [
+            "ffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+            "zz\r\nhello\r\n0\r\n\r\n",
+            "5\r\nhelloXX0\r\n\r\n",
+            "-5\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let req = format!(
+                "PUT /uploads/bad.txt HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n{bad}"
+            );
+            let (bytes, closed) = exchange(s.port, req.as_bytes(), Duration::from_secs(3));
+            let (rs, err) = try_parse_responses(&bytes);
+            assert!(
+                err.is_none() && rs.len() == 1,
+                "[{b}] {bad:?}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert!(
+                matches!(rs[0].status, 400 | 413),
+                "[{b}] {bad:?}: {}",
+                rs[0].dump()
+            );
+            assert!(closed, "[{b}] {bad:?}: not closed");
+        }
+        assert!(
+            !s.dir.join("www/uploads/bad.txt").exists(),
+            "[{b}] a bad body was stored"
+        );
+        assert_serving(&mut s, "chunked edge cases");
+    });
+}
+
+/// Anonymous uploads: zero length, over a directory, an absurd Content-Length, and eight
+/// concurrent PUTs of different bodies to one name (the file ends as exactly one of them, no
+/// temp file stays).
+#[test]
+fn h02_uploader_edge_cases() {
+    for_each_backend("h02", |b| {
+        let mut s = start(b);
+        let r = put(s.port, "/uploads/zero.txt", b"");
+        assert_eq!(r.status, 201, "[{b}] zero-length PUT: {}", r.dump());
+        assert_eq!(
+            std::fs::read(s.dir.join("www/uploads/zero.txt")).unwrap(),
+            b""
+        );
+        let r = put(s.port, "/uploads/adir", b"x");
+        assert_eq!(r.status, 409, "[{b}] PUT over a directory: {}", r.dump());
+        assert!(s.dir.join("www/uploads/adir").is_dir());
+        let (bytes, _) = exchange(
+            s.port,
+            b"PUT /uploads/huge HTTP/1.1\r\nHost: localhost\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            Duration::from_secs(3),
+        );
+        let rs = parse_responses(&bytes);
+        assert!(
+            matches!(rs[0].status, 400 | 413),
+            "[{b}] huge CL: {}",
+            rs[0].dump()
+        );
+        let port = s.port;
+        let bodies: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'a' + i; 300_000]).collect();
+        std::thread::scope(|sc| {
+            for body in &bodies {
+                sc.spawn(move || {
+                    let r = put(port, "/uploads/same.bin", body);
+                    assert!(
+                        matches!(r.status, 201 | 204),
+                        "concurrent PUT: {}",
+                        r.dump()
+                    );
+                });
+            }
+        });
+        let got = std::fs::read(s.dir.join("www/uploads/same.bin")).unwrap();
+        assert!(
+            bodies.contains(&got),
+            "[{b}] the file is a mix of concurrent PUTs"
+        );
+        let names: Vec<_> = std::fs::read_dir(s.dir.join("www/uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut names = names;
+        names.sort();
+        assert_eq!(names, ["adir", "same.bin", "zero.txt"], "[{b}] leftovers");
+        assert_serving(&mut s, "uploads");
+    });
+}
+
+/// Keep-alive stays in sync through CGI responses whose framing is special: `Status: 204` with
+/// a body, HEAD on a streamed (>64 KiB) output, a 5 MB stderr flood, an oversized head, binary
+/// garbage; each followed on the same connection by a GET whose answer must be exact.
+#[test]
+fn h03_cgi_framing_keeps_keep_alive_in_sync() {
+    for_each_backend("h03", |b| {
+        let mut s = start(b);
+        let mut c = Conn::open(s.port);
+        let next = |c: &mut Conn, what: &str| {
+            c.send(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            let r = c.read_response();
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "a"),
+                "[{b}] after {what}: {}",
+                r.dump()
+            );
+        };
+        c.send(b"GET /cgi-bin/s204.sh HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.status, 204, "[{b}] {}", r.dump());
+        assert!(r.header("content-length").is_none_or(|v| v == "0"));
+        next(&mut c, "204 with a body");
+        c.send(b"HEAD /cgi-bin/big.sh HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let r = c.read_response_head(true);
+        assert_eq!(r.status, 200, "[{b}] HEAD big: {}", r.dump());
+        next(&mut c, "HEAD on a streamed CGI");
+        c.send(b"GET /cgi-bin/errflood.sh HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "after-flood\n"),
+            "[{b}] {}",
+            r.dump()
+        );
+        next(&mut c, "stderr flood");
+        c.send(b"GET /cgi-bin/hugehead.sh HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.status, 502, "[{b}] oversized CGI head: {}", r.dump());
+        next(&mut c, "oversized head");
+        c.send(b"GET /cgi-bin/garbage.sh HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.status, 502, "[{b}] garbage: {}", r.dump());
+        next(&mut c, "garbage");
+        assert_serving(&mut s, "framing");
+    });
+}
+
+/// Pipelining around CGIs: a GET pipelined behind a streaming CGI, a CGI that answers before
+/// reading an `Expect: 100-continue` body, and an Expect on a request without a body; every
+/// answer in order, nothing answered out of a body.
+#[test]
+fn h04_pipelines_and_expect_around_cgis() {
+    for_each_backend("h04", |b| {
+        let mut s = start(b);
+        let mut c = Conn::open(s.port);
+        c.send(
+            b"GET /cgi-bin/slowstream.sh HTTP/1.1\r\nHost: localhost\r\n\r\n\
+              GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n\
+              GET /cgi-bin/early.sh HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\r\n",
+        );
+        let r = c.read_response();
+        assert_eq!(
+            r.text(),
+            "line1\nline2\nline3\nline4\nline5\n",
+            "[{b}] {}",
+            r.dump()
+        );
+        let r = c.read_response();
+        assert_eq!(r.text(), "a", "[{b}] {}", r.dump());
+        let r = c.read_response();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "early\n"),
+            "[{b}] {}",
+            r.dump()
+        );
+        // A body the script never reads, announced with Expect, with a request inside it.
+        let smuggle = b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        c.send(
+            format!(
+                "POST /cgi-bin/early.sh HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\
+                 Content-Length: {}\r\n\r\n",
+                smuggle.len()
+            )
+            .as_bytes(),
+        );
+        let r = c.read_response();
+        let r = if r.status == 100 {
+            c.read_response()
+        } else {
+            r
+        };
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "early\n"),
+            "[{b}] {}",
+            r.dump()
+        );
+        let _ = c.try_send(smuggle);
+        let more = c.try_read_response();
+        assert!(
+            more.as_ref().is_err(),
+            "[{b}] the unread body was answered as a request: {:?}",
+            more.map(|r| r.dump())
+        );
+        assert_serving(&mut s, "pipelines");
+    });
+}
+
+/// The racing kernel: 40 connections each start a 1 s CGI and reset at once (half of them
+/// after a SIGHUP reload mid-flight); then every child is gone, no zombie stays, the descriptor
+/// count is back to where it was, and the server answers.
+#[test]
+fn h05_mass_resets_during_cgis_leave_nothing_behind() {
+    for_each_backend("h05", |b| {
+        let mut s = start(b);
+        let pid = s.pid().unwrap();
+        assert_serving(&mut s, "warm-up");
+        let fds_before = fd_count(pid).unwrap();
+        let rss_before = vm_rss_kib(pid).unwrap();
+        let mut conns = Vec::new();
+        for i in 0..40 {
+            let mut c = connect_with_timeout(s.port, Duration::from_secs(2));
+            c.write_all(b"GET /cgi-bin/sleep1.sh HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            conns.push(c);
+            if i == 20 {
+                s.signal(libc::SIGHUP);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for c in conns.drain(..) {
+            reset_connection(c);
+        }
+        let pids: Vec<u32> = wait_for_file(&s.dir.join("sleep1.pids"), Duration::from_secs(3))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        assert!(!pids.is_empty(), "[{b}] no CGI ran");
+        for p in &pids {
+            let gone = wait_process_gone(*p, Duration::from_secs(4));
+            kill_leftover(*p);
+            assert!(gone.is_ok(), "[{b}] CGI {p} left behind ({:?})", gone.err());
+        }
+        assert_serving(&mut s, "mass resets");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut fds = fd_count(pid).unwrap();
+        while fds > fds_before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            fds = fd_count(pid).unwrap();
+        }
+        assert!(fds <= fds_before, "[{b}] descriptors {fds_before} → {fds}");
+        let rss = vm_rss_kib(pid).unwrap();
+        eprintln!("[{b}] VmRSS {rss_before} → {rss} KiB, fds {fds_before} → {fds}");
+        assert!(
+            rss < rss_before + 20_000,
+            "[{b}] VmRSS {rss_before} → {rss} KiB"
+        );
+    });
+}
