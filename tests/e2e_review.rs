@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 const CONF: &str = "{BASE}
 keepalive_timeout 30s;
+client_header_timeout 2s;
 server {
     listen 127.0.0.1:{PORT};
     server_name localhost;
@@ -30,6 +31,7 @@ server {
         cgi .sh /bin/sh;
         cgi_timeout 2s;
     }
+    location /list/ { autoindex on; }
     location /private/ {
         return 403;
     }
@@ -47,6 +49,8 @@ const TEXT_HEAD: &str = "printf 'Content-Type: text/plain\\r\\n\\r\\n'";
 fn setup(dir: &Path) {
     let d = dir.display();
     write_file(dir, "www/a.txt", "a");
+    write_file(dir, "www/list/x.txt", "x");
+    write_file(dir, "www/large.bin", vec![b'L'; 3 << 20]);
     write_file(dir, "www/index.html", "the index page\n");
     write_file(dir, "www/private/secret.txt", "TOP-SECRET\n");
     std::fs::create_dir_all(dir.join("www/uploads/adir")).unwrap();
@@ -118,6 +122,18 @@ fn setup(dir: &Path) {
     sh(
         "cgi-bin/sleep1.sh",
         format!("echo $$ >> '{d}/sleep1.pids'\nsleep 1\n{TEXT_HEAD}\necho slept\n"),
+    );
+    // Silent past cgi_timeout (504), while a grandchild holds stdout and writes a whole CGI
+    // answer to it 5 s after the start.
+    sh(
+        "fast/holdout.sh",
+        "( sleep 5; printf 'Content-Type: text/plain\\r\\n\\r\\nINJECTED-BY-AN-OLD-SCRIPT\\n' ) &\n\
+         echo $! > holdout.pid\nexec sleep 30\n"
+            .into(),
+    );
+    sh(
+        "cgi-bin/fresh.sh",
+        format!("sleep 4\n{TEXT_HEAD}\necho fresh\n"),
     );
     // Never reads its stdin.
     sh(
@@ -619,5 +635,152 @@ fn h05_mass_resets_during_cgis_leave_nothing_behind() {
             rss < rss_before + 20_000,
             "[{b}] VmRSS {rss_before} → {rss} KiB"
         );
+    });
+}
+
+/// The token's request field is the request number mod 256. Tried: a CGI stdout read of
+/// request 1 kept pending by a grandchild holding the pipe (its script timed out with 504),
+/// completing while request 257 of the same connection runs a CGI. Held: closing the pipe
+/// cancels the read at once (the backend contract), so nothing stale survives to request 257.
+#[test]
+fn h06_stale_cgi_output_never_reaches_request_257() {
+    for_each_backend("h06", |b| {
+        let mut s = start(b);
+        let mut c = Conn::open(s.port);
+        c.send(b"GET /fast/holdout.sh HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.status, 504, "[{b}] request 1: {}", r.dump());
+        let mut burst = Vec::new();
+        for _ in 2..=256 {
+            burst.extend_from_slice(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        }
+        c.send(&burst);
+        for i in 2..=256 {
+            let r = c.read_response();
+            assert_eq!(r.text(), "a", "[{b}] request {i}: {}", r.dump());
+        }
+        c.send(b"GET /cgi-bin/fresh.sh HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let r = c.try_read_response();
+        let gc = wait_for_file(&s.dir.join("www/fast/holdout.pid"), Duration::from_secs(1));
+        if let Some(p) = gc.and_then(|p| p.parse().ok()) {
+            kill_leftover(p);
+        }
+        let r = r.unwrap_or_else(|e| panic!("[{b}] request 257: no response ({e})"));
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "fresh\n"),
+            "[{b}] request 257 was answered with another request's output:\n{}",
+            r.dump()
+        );
+        assert_serving(&mut s, "stale completion");
+    });
+}
+
+/// Slowloris behind a pipelined request: a complete request followed by the start of a second
+/// one, the rest dripped a byte every 400 ms. After the first response `finish_request` moves
+/// to `Head` with the keep-alive deadline (30 s here), and input in `Head` never sets the
+/// header deadline, so `client_header_timeout` (2 s) never applies to that second head.
+#[test]
+fn r07_pipelined_partial_head_gets_the_header_timeout() {
+    for_each_backend("r07", |b| {
+        let mut s = start(b);
+        let mut c = connect_with_timeout(s.port, Duration::from_secs(2));
+        c.write_all(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\nGET /a.txt HTTP/1.1\r\n")
+            .unwrap();
+        c.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let started = Instant::now();
+        let mut closed_at = None;
+        // Drip a harmless header byte by byte for up to 7 s (over 3x the header timeout).
+        let drip = b"X-Drip: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        for byte in drip.iter() {
+            if poll_peer(&mut c, &mut got) == PeerState::Closed {
+                closed_at = Some(started.elapsed());
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(7) {
+                break;
+            }
+            let _ = c.write(&[*byte]);
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        assert!(
+            closed_at.is_some(),
+            "[{b}] a second head dripped for {:?} under client_header_timeout 2s is still \
+             open; received:\n{}",
+            started.elapsed(),
+            String::from_utf8_lossy(&got)
+        );
+        assert_serving(&mut s, "pipelined slowloris");
+    });
+}
+
+/// HEAD on every kind of response, on one keep-alive connection: a small file, a 3 MiB file
+/// (sendfile path), an autoindex, a directory redirect, an error page, a small and a streamed
+/// CGI, a CGI 204 and a local redirect. No body bytes follow any of them (the GET after each
+/// is answered exactly).
+#[test]
+fn h07_head_on_every_kind_of_response() {
+    for_each_backend("h07", |b| {
+        let mut s = start(b);
+        let mut c = Conn::open(s.port);
+        for path in [
+            "/a.txt",
+            "/large.bin",
+            "/list/",
+            "/list",
+            "/missing",
+            "/cgi-bin/hello.sh",
+            "/cgi-bin/big.sh",
+            "/cgi-bin/s204.sh",
+            "/cgi-bin/to_hello.sh",
+        ] {
+            c.send(format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+            let r = c.read_response_head(true);
+            assert!(r.status >= 200, "[{b}] HEAD {path}: {}", r.dump());
+            c.send(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            let r = c.read_response();
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "a"),
+                "[{b}] after HEAD {path}, body bytes leaked: {}",
+                r.dump()
+            );
+        }
+        assert_serving(&mut s, "HEAD on everything");
+    });
+}
+
+/// SIGTERM with a streaming CGI in flight and an idle keep-alive connection: the idle one is
+/// closed, the CGI's response completes with its last chunk, and the server exits 0 with no
+/// child left.
+#[test]
+fn h08_sigterm_finishes_the_streaming_cgi_in_flight() {
+    for_each_backend("h08", |b| {
+        let mut s = start(b);
+        let mut idle = Conn::open(s.port);
+        idle.send(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert_eq!(idle.read_response().text(), "a");
+        let mut c = Conn::open(s.port);
+        c.send(b"GET /cgi-bin/slowstream.sh HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(300));
+        s.signal(libc::SIGTERM);
+        let r = c.read_response();
+        assert_eq!(
+            r.text(),
+            "line1\nline2\nline3\nline4\nline5\n",
+            "[{b}] {}",
+            r.dump()
+        );
+        assert!(
+            idle.is_closed_within(Duration::from_secs(3)),
+            "[{b}] idle not closed"
+        );
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while s.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let st = s.exit_status();
+        assert!(st.is_some_and(|st| st.success()), "[{b}] exit {st:?}");
     });
 }
