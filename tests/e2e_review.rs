@@ -203,9 +203,11 @@ fn kill_leftover(pid: u32) {
 
 /// A CGI's local redirect to a CGI URI (here: itself, and a sibling script) is served as a
 /// static file: the client receives the script's source. `internal_redirect` calls
-/// `serve_static` instead of routing the new path.
+/// `serve_static` instead of routing the new path. RFC 3875 §6.2.2: the server answers the
+/// redirect as a GET of that URI, so `to_hello.sh` must answer what `hello.sh` answers, and
+/// the self-redirect must end (a bounded number of internal redirects, then 500, as nginx).
 #[test]
-fn r01_local_redirect_to_a_script_never_discloses_its_source() {
+fn r01_local_redirect_to_a_script_runs_it_and_never_discloses_its_source() {
     for_each_backend("r01", |b| {
         let mut s = start(b);
         for path in ["/cgi-bin/self.sh", "/cgi-bin/to_hello.sh"] {
@@ -220,6 +222,17 @@ fn r01_local_redirect_to_a_script_never_discloses_its_source() {
                 "[{b}] GET {path}: a local redirect sent a script's source:\n{}",
                 String::from_utf8_lossy(&bytes)
             );
+            let (rs, err) = try_parse_responses(&bytes);
+            assert!(err.is_none() && rs.len() == 1, "[{b}] GET {path}: {err:?}");
+            if path.ends_with("self.sh") {
+                assert!(rs[0].status >= 500, "[{b}] redirect loop: {}", rs[0].dump());
+            } else {
+                assert_eq!(
+                    (rs[0].status, rs[0].text().as_str()),
+                    (200, "hello\n"),
+                    "[{b}]"
+                );
+            }
         }
         assert_serving(&mut s, "local redirects to scripts");
     });
