@@ -851,3 +851,40 @@ fn r08_idle_connections_do_not_keep_request_buffers() {
         assert_serving(&mut s, "idle memory");
     });
 }
+
+/// Half-closes at every phase: mid-head (closed, nothing stored or answered), after two
+/// pipelined complete requests (both answered, then closed), mid-body of a PUT (no file, no
+/// temp file), and an `Expect: 100-continue` GET without a body (answered at once, no 100).
+#[test]
+fn h09_half_close_at_every_phase() {
+    for_each_backend("h09", |b| {
+        let mut s = start(b);
+        let mut c = Conn::open(s.port);
+        c.send(b"GET /a.txt HTTP/1.1\r\nHost: loc");
+        c.shutdown_write();
+        assert!(c.is_closed(), "[{b}] mid-head half-close: not closed");
+        let mut c = Conn::open(s.port);
+        c.send(
+            b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\nHEAD /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        );
+        c.shutdown_write();
+        assert_eq!(c.read_response().text(), "a", "[{b}]");
+        assert_eq!(c.read_response_head(true).status, 200, "[{b}]");
+        assert!(c.is_closed(), "[{b}] after the pipeline: not closed");
+        let mut c = Conn::open(s.port);
+        c.send(b"PUT /uploads/half.bin HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n");
+        c.send(&[b'h'; 50_000]);
+        c.shutdown_write();
+        assert!(c.is_closed(), "[{b}] mid-body half-close: not closed");
+        let left: Vec<_> = std::fs::read_dir(s.dir.join("www/uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["adir"], "[{b}] an unfinished PUT left files");
+        let mut c = Conn::open(s.port);
+        c.send(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!((r.status, r.text().as_str()), (200, "a"), "[{b}] {}", r.dump());
+        assert_serving(&mut s, "half-closes");
+    });
+}
