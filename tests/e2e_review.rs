@@ -888,3 +888,41 @@ fn h09_half_close_at_every_phase() {
         assert_serving(&mut s, "half-closes");
     });
 }
+
+/// SIGHUP with a new `access_log` path (or after a log rotation): the loop keeps writing to the
+/// file it opened at start. `Loop::reload` swaps `cfg` but never reopens `Loop::access`, so
+/// the new path stays empty and a rotated log keeps growing under its old name.
+#[test]
+fn r09_sighup_reopens_the_access_log() {
+    for_each_backend("r09", |b| {
+        let conf = |log: &str| {
+            format!(
+                "error_log stderr info;\naccess_log {log};\ndefault_type text/plain;\n\
+                 server {{\n    listen 127.0.0.1:{{PORT}};\n    root www;\n    location / {{ }}\n}}\n"
+            )
+        };
+        let mut s = Server::start(b, &conf("logs/one.log"), |d| {
+            write_file(d, "www/a.txt", "a");
+            std::fs::create_dir_all(d.join("logs")).unwrap();
+        });
+        assert_eq!(get(s.port, "/a.txt?first").status, 200);
+        let conf_path = s.dir.join("webserv.conf");
+        let text = std::fs::read_to_string(&conf_path).unwrap();
+        std::fs::write(&conf_path, text.replace("logs/one.log", "logs/two.log")).unwrap();
+        s.signal(libc::SIGHUP);
+        // The reload is asynchronous: ask until the log says it happened (bounded).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !s.log().contains("configuration reloaded") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(s.log().contains("configuration reloaded"), "[{b}] no reload:\n{}", s.log());
+        assert_eq!(get(s.port, "/a.txt?second").status, 200);
+        let two = wait_for_file(&s.dir.join("logs/two.log"), Duration::from_secs(2));
+        let one = std::fs::read_to_string(s.dir.join("logs/one.log")).unwrap_or_default();
+        assert!(
+            two.as_deref().is_some_and(|t| t.contains("?second")),
+            "[{b}] after SIGHUP to access_log logs/two.log, the request went to one.log:\n{one}"
+        );
+        assert_serving(&mut s, "access log reload");
+    });
+}
