@@ -32,6 +32,11 @@ server {
         cgi_timeout 2s;
     }
     location /list/ { autoindex on; }
+    location /limited/ {
+        allow_methods GET POST;
+        cgi .sh /bin/sh;
+        client_max_body_size 100k;
+    }
     location /private/ {
         return 403;
     }
@@ -135,6 +140,13 @@ fn setup(dir: &Path) {
         "cgi-bin/fresh.sh",
         format!("sleep 4\n{TEXT_HEAD}\necho fresh\n"),
     );
+    // Streams past the first buffer (its head is committed), then reads its whole stdin.
+    sh(
+        "limited/readall.sh",
+        format!(
+            "{TEXT_HEAD}\nhead -c 100000 /dev/zero | tr '\\000' r\ncat > /dev/null\necho done\n"
+        ),
+    );
     // Never reads its stdin.
     sh(
         "cgi-bin/deaf.sh",
@@ -155,7 +167,6 @@ fn assert_serving(s: &mut Server, what: &str) {
 }
 
 /// Reads until the server closes or `idle` passes without a byte.
-#[allow(dead_code)]
 fn read_until_close(s: &mut TcpStream, idle: Duration) -> (Vec<u8>, bool) {
     s.set_read_timeout(Some(idle)).unwrap();
     let mut out = Vec::new();
@@ -872,7 +883,9 @@ fn h09_half_close_at_every_phase() {
         assert_eq!(c.read_response_head(true).status, 200, "[{b}]");
         assert!(c.is_closed(), "[{b}] after the pipeline: not closed");
         let mut c = Conn::open(s.port);
-        c.send(b"PUT /uploads/half.bin HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n");
+        c.send(
+            b"PUT /uploads/half.bin HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n",
+        );
         c.send(&[b'h'; 50_000]);
         c.shutdown_write();
         assert!(c.is_closed(), "[{b}] mid-body half-close: not closed");
@@ -884,7 +897,12 @@ fn h09_half_close_at_every_phase() {
         let mut c = Conn::open(s.port);
         c.send(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\r\n");
         let r = c.read_response();
-        assert_eq!((r.status, r.text().as_str()), (200, "a"), "[{b}] {}", r.dump());
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "a"),
+            "[{b}] {}",
+            r.dump()
+        );
         assert_serving(&mut s, "half-closes");
     });
 }
@@ -915,7 +933,11 @@ fn r09_sighup_reopens_the_access_log() {
         while !s.log().contains("configuration reloaded") && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(s.log().contains("configuration reloaded"), "[{b}] no reload:\n{}", s.log());
+        assert!(
+            s.log().contains("configuration reloaded"),
+            "[{b}] no reload:\n{}",
+            s.log()
+        );
         assert_eq!(get(s.port, "/a.txt?second").status, 200);
         let two = wait_for_file(&s.dir.join("logs/two.log"), Duration::from_secs(2));
         let one = std::fs::read_to_string(s.dir.join("logs/one.log")).unwrap_or_default();
@@ -924,5 +946,60 @@ fn r09_sighup_reopens_the_access_log() {
             "[{b}] after SIGHUP to access_log logs/two.log, the request went to one.log:\n{one}"
         );
         assert_serving(&mut s, "access log reload");
+    });
+}
+
+/// An error found in the request body after a CGI's response head went out: a chunked body
+/// passes `client_max_body_size` while the script streams. `Conn::fail` queues a complete
+/// `413` response behind the half-sent chunked one, so the client reads `HTTP/1.1 413 ...`
+/// where the next chunk-size line should be. Once a head is committed an error can only close
+/// the connection.
+#[test]
+fn r10_body_error_after_a_committed_cgi_head_only_closes() {
+    for_each_backend("r10", |b| {
+        let mut s = start(b);
+        let mut c = connect_with_timeout(s.port, Duration::from_secs(5));
+        c.write_all(
+            b"POST /limited/readall.sh HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+        // Wait for the committed head (and some of the streamed body) before sending a byte.
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        while !contains(&got, b"\r\n\r\n") {
+            let n = c.read(&mut chunk).expect("response head");
+            assert!(n > 0, "[{b}] closed before the head");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "[{b}] {}",
+            String::from_utf8_lossy(&got)
+        );
+        let mut reader = c.try_clone().unwrap();
+        let t = std::thread::spawn(move || read_until_close(&mut reader, Duration::from_secs(4)));
+        let piece = format!("4000\r\n{}\r\n", "p".repeat(0x4000));
+        for _ in 0..40 {
+            if c.write_all(piece.as_bytes()).is_err() {
+                break;
+            }
+        }
+        let _ = c.write_all(b"0\r\n\r\n");
+        let (rest, _) = t.join().unwrap();
+        got.extend_from_slice(&rest);
+        let heads = got.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+        let tail: String = String::from_utf8_lossy(&got)
+            .chars()
+            .rev()
+            .take(300)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        assert_eq!(
+            heads, 1,
+            "[{b}] a second status line was sent inside a committed response; its end:\n{tail}"
+        );
+        assert_serving(&mut s, "body error after commit");
     });
 }
