@@ -147,6 +147,11 @@ fn setup(dir: &Path) {
             "{TEXT_HEAD}\nhead -c 100000 /dev/zero | tr '\\000' r\ncat > /dev/null\necho done\n"
         ),
     );
+    // The usual "redirect after POST": an explicit 302 with a path-only Location.
+    sh(
+        "cgi-bin/found.sh",
+        "printf 'Status: 302 Found\\r\\nLocation: /index.html\\r\\nContent-Type: text/plain\\r\\n\\r\\nmoved\\n'\n".into(),
+    );
     // Never reads its stdin.
     sh(
         "cgi-bin/deaf.sh",
@@ -1001,5 +1006,25 @@ fn r10_body_error_after_a_committed_cgi_head_only_closes() {
             "[{b}] a second status line was sent inside a committed response; its end:\n{tail}"
         );
         assert_serving(&mut s, "body error after commit");
+    });
+}
+
+/// A script answering `Status: 302` with `Location: /index.html` (what most frameworks emit
+/// for "redirect after POST"): the response is a 302 without any Location header. The parser
+/// files a path-only Location as `ScriptLocation::Local`, and with an explicit Status it is not
+/// a local redirect, but `framing::head_bytes` writes `Location` only for `ScriptLocation::Url`.
+#[test]
+fn r11_cgi_redirect_with_status_keeps_its_location() {
+    for_each_backend("r11", |b| {
+        let mut s = start(b);
+        let r = get(s.port, "/cgi-bin/found.sh");
+        assert_eq!(r.status, 302, "[{b}] {}", r.dump());
+        assert_eq!(
+            r.header("location"),
+            Some("/index.html"),
+            "[{b}] a 302 the client cannot follow:\n{}",
+            r.dump()
+        );
+        assert_serving(&mut s, "302 with a path Location");
     });
 }
