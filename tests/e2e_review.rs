@@ -152,6 +152,11 @@ fn setup(dir: &Path) {
         "cgi-bin/found.sh",
         "printf 'Status: 302 Found\\r\\nLocation: /index.html\\r\\nContent-Type: text/plain\\r\\n\\r\\nmoved\\n'\n".into(),
     );
+    // Streams past the first buffer, then dies by a signal mid-output.
+    sh(
+        "cgi-bin/crash.sh",
+        format!("{TEXT_HEAD}\nhead -c 100000 /dev/zero | tr '\\000' c\nkill -KILL $$\n"),
+    );
     // Never reads its stdin.
     sh(
         "cgi-bin/deaf.sh",
@@ -1026,5 +1031,35 @@ fn r11_cgi_redirect_with_status_keeps_its_location() {
             r.dump()
         );
         assert_serving(&mut s, "302 with a path Location");
+    });
+}
+
+/// A script that streams past the first buffer (head committed, chunked) and is then killed by
+/// a signal: the client gets the terminating `0\r\n\r\n` and a keep-alive connection, i.e. a
+/// complete-looking response it cannot tell from a success. `finish_stream` ends the chunked
+/// body at stdout EOF without waiting for the exit status. As for `cgi_timeout` after commit
+/// (issue 9), a script that fails after committing must end with a close, not a clean end.
+#[test]
+fn r12_script_killed_mid_stream_is_not_a_clean_end() {
+    for_each_backend("r12", |b| {
+        let mut s = start(b);
+        let (bytes, closed) = exchange(
+            s.port,
+            b"GET /cgi-bin/crash.sh HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            Duration::from_secs(3),
+        );
+        assert!(
+            bytes.starts_with(b"HTTP/1.1 200"),
+            "[{b}] {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        );
+        let clean = bytes.ends_with(b"\r\n0\r\n\r\n");
+        assert!(
+            !clean && closed,
+            "[{b}] a script killed by SIGKILL mid-output got a clean chunked end ({} B, closed: \
+             {closed})",
+            bytes.len()
+        );
+        assert_serving(&mut s, "crash mid-stream");
     });
 }
