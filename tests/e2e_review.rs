@@ -1086,7 +1086,8 @@ fn h10_cgi_churn_leaks_no_memory_fds_or_children() {
         let round = |n: usize| {
             for i in 0..n {
                 let line = kinds[i % kinds.len()];
-                let req = format!("{line} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+                let req =
+                    format!("{line} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
                 let (bytes, _) = exchange(s.port, req.as_bytes(), Duration::from_secs(5));
                 assert!(bytes.starts_with(b"HTTP/1.1 "), "[{b}] {line}: no answer");
             }
@@ -1106,7 +1107,11 @@ fn h10_cgi_churn_leaks_no_memory_fds_or_children() {
             while !children().is_empty() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            assert!(children().is_empty(), "[{b}] {what}: children left: {:?}", children());
+            assert!(
+                children().is_empty(),
+                "[{b}] {what}: children left: {:?}",
+                children()
+            );
         };
         round(80);
         settle("warm-up");
@@ -1120,5 +1125,55 @@ fn h10_cgi_churn_leaks_no_memory_fds_or_children() {
         assert_eq!(fds1, fds0, "[{b}] descriptors leaked");
         assert!(rss1 < rss0 + 4096, "[{b}] VmRSS {rss0} → {rss1} KiB");
         assert_serving(&mut s, "churn");
+    });
+}
+
+/// RST at every phase: mid-head, waiting for `100 Continue`'s body, mid-body of a PUT and of a
+/// CGI's stdin, mid-sendfile of a 3 MiB file, mid-stream of a CGI, and during a lingering close.
+/// The server stays up, no temp file, child or descriptor is left.
+#[test]
+fn h11_reset_at_every_phase() {
+    for_each_backend("h11", |b| {
+        let mut s = start(b);
+        let pid = s.pid().unwrap();
+        assert_serving(&mut s, "warm-up");
+        let fds0 = fd_count(pid).unwrap();
+        let phases: [&[u8]; 7] = [
+            b"GET /a.txt HTTP/1.1\r\nHost: loc",
+            b"PUT /uploads/e.bin HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+            b"PUT /uploads/m.bin HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nhalf",
+            b"POST /cgi-bin/deaf.sh HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nhalf",
+            b"GET /large.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            b"GET /cgi-bin/slowstream.sh HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            b"GET /nope HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000000\r\n\r\nxx",
+        ];
+        for (i, p) in phases.iter().enumerate() {
+            let mut c = connect_with_timeout(s.port, Duration::from_secs(2));
+            c.write_all(p).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            if i == 4 {
+                let mut some = [0u8; 1000];
+                let _ = c.read(&mut some);
+            }
+            reset_connection(c);
+        }
+        if let Some(p) = wait_for_file(&s.dir.join("deaf.pid"), Duration::from_secs(1))
+            .and_then(|p| p.parse().ok())
+        {
+            let gone = wait_process_gone(p, Duration::from_secs(3));
+            kill_leftover(p);
+            assert!(gone.is_ok(), "[{b}] CGI {p} left after a reset");
+        }
+        assert_serving(&mut s, "resets");
+        let names: Vec<_> = std::fs::read_dir(s.dir.join("www/uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["adir"], "[{b}] leftovers in the upload store");
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while fd_count(pid).unwrap() > fds0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(fd_count(pid).unwrap(), fds0, "[{b}] descriptors leaked");
     });
 }
