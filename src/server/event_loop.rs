@@ -302,10 +302,10 @@ impl Loop {
                 Some(conn) if !t.op.is_task_op() => conn.io_ident().to_string(),
                 Some(conn) => {
                     let id = conn.ident();
-                    if id.req as u8 != t.req {
+                    if conn.task_seq() as u8 != t.task {
                         format!(
-                            "stale completion of request {} of connection {}.{}",
-                            t.req, t.slot, t.gen
+                            "stale completion of task {} of connection {}.{}",
+                            t.task, t.slot, t.gen
                         )
                     } else {
                         id.to_string()
@@ -437,15 +437,15 @@ impl Loop {
             return;
         };
         crate::trace!(
-            "child {}.{}: pid {pid} reaped (request {} of connection {}.{})",
+            "child {}.{}: pid {pid} reaped (task {} of connection {}.{})",
             t.slot,
             t.gen,
-            owner.req,
+            owner.tseq,
             owner.conn,
             owner.gen
         );
         self.with_conn(owner.conn, owner.gen, |conn, env| {
-            conn.on_child_exit(owner.req, c, env);
+            conn.on_child_exit(owner.tseq, c, env);
             false
         });
     }

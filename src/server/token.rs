@@ -3,9 +3,9 @@
 //! Every operation the loop submits carries a [`Tok`] packed into the backend's `u64` token:
 //!
 //! ```text
-//!  63        36 35        16 15     8 7      0
-//! +------------+------------+--------+--------+
-//! | gen (28)   | slot (20)  | req (8)| op (8) |
+//!  63        36 35        16 15      8 7      0
+//! +------------+------------+---------+--------+
+//! | gen (28)   | slot (20)  | task (8)| op (8) |
 //! +------------+------------+--------+--------+
 //! ```
 //!
@@ -14,8 +14,9 @@
 //! - `slot` + `gen` name the owner: a connection slot and its generation, a child-registry slot
 //!   and its generation, or a listener index (generation 0). A slot's generation changes every
 //!   time it is reused, so a completion that outlived its owner never reaches the next one.
-//! - `req` is the owning request's sequence number on its connection (mod 256): an op of a task
-//!   of request 3 that completes after request 4 started is recognised as stale.
+//! - `task` is the owning task's sequence number on its connection (mod 256): an op of a task
+//!   that completes after the next task started (the next request, or the GET a CGI's local
+//!   redirect turned into) is recognised as stale.
 //!
 //! The fields do not share a bit, and [`Tok::decode`] refuses any value no [`Tok::encode`] made
 //! (unknown op, [`backends::WAKE_TOKEN`]).
@@ -120,16 +121,16 @@ impl OpTag {
 pub struct Tok {
     pub gen: u32,
     pub slot: u32,
-    pub req: u8,
+    pub task: u8,
     pub op: OpTag,
 }
 
 impl Tok {
-    pub fn new(gen: u32, slot: u32, req: u32, op: OpTag) -> Tok {
+    pub fn new(gen: u32, slot: u32, task: u32, op: OpTag) -> Tok {
         Tok {
             gen: gen & GEN_MASK,
             slot: slot & SLOT_MASK,
-            req: req as u8,
+            task: task as u8,
             op,
         }
     }
@@ -137,7 +138,7 @@ impl Tok {
     pub fn encode(self) -> u64 {
         (u64::from(self.gen & GEN_MASK) << 36)
             | (u64::from(self.slot & SLOT_MASK) << 16)
-            | (u64::from(self.req) << 8)
+            | (u64::from(self.task) << 8)
             | u64::from(self.op as u8)
     }
 
@@ -149,7 +150,7 @@ impl Tok {
         Some(Tok {
             gen: ((t >> 36) as u32) & GEN_MASK,
             slot: ((t >> 16) as u32) & SLOT_MASK,
-            req: ((t >> 8) & 0xff) as u8,
+            task: ((t >> 8) & 0xff) as u8,
             op,
         })
     }

@@ -62,7 +62,7 @@ impl Conn {
         let id = self.ident();
         if let Some(req) = self.req.as_mut() {
             if let Some(mut task) = req.task.take() {
-                let mut cx = env.cx(id, &mut self.out);
+                let mut cx = env.cx(id, req.tseq, &mut self.out);
                 task.abort(why, &mut cx);
             }
             req.deferred = None;

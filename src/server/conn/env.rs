@@ -33,12 +33,13 @@ pub struct Env<'a> {
 
 impl Env<'_> {
     /// The context for a task of this connection.
-    pub fn cx<'b>(&'b mut self, id: LogId, out: &'b mut OutQueue) -> Cx<'b> {
+    pub fn cx<'b>(&'b mut self, id: LogId, tseq: u32, out: &'b mut OutQueue) -> Cx<'b> {
         Cx {
             be: &mut *self.be,
             now: self.now,
             date: self.date,
             id,
+            tseq,
             out,
             children: &mut *self.children,
             sendfile: self.sendfile,

@@ -87,6 +87,9 @@ impl Conn {
             path,
             query,
             method: req.method,
+            host: host.clone(),
+            hops: 0,
+            tseq: 0,
             meta,
             line: if logging {
                 format!(
@@ -115,10 +118,30 @@ impl Conn {
                 return true;
             }
         };
+        let (route, limit) = self.route_parsed(&req, head.body, &host, env);
+        let (body, expect) = (head.body, head.expect_continue);
+        // The head is consumed; what follows in the buffer is the body or the next request.
+        let mut buf = buf;
+        buf.drain(..head_len);
+        self.inbuf = buf;
+        self.dispatch_route(route, body, expect, limit, env);
+        true
+    }
+
+    /// Decide the route for a parsed request (a client's, or a CGI's local redirect), from
+    /// the current request record's path; returns it with the body-size limit that applies.
+    pub(super) fn route_parsed(
+        &self,
+        req: &crate::http::request::Request<'_>,
+        body: BodyKind,
+        host: &str,
+        env: &mut Env,
+    ) -> (Route, u64) {
         let Some(rq) = self.req.as_ref() else {
-            return true;
+            return (Route::Error(500, Vec::new()), 0);
         };
-        let srv = &cfg.servers[server];
+        let cfg = rq.cfg.clone();
+        let srv = &cfg.servers[rq.server];
         let mut loc = srv.location_for(&rq.path);
         // The index file is resolved before anything looks at the extension: the file that
         // will answer (`/app/index.sh`), not the request path (`/app/`), decides whether a CGI
@@ -135,15 +158,15 @@ impl Conn {
             None => rq.path.as_str(),
         };
         let cgi = plan::plan(
-            &req,
+            req,
             loc,
             &plan::Facts {
                 path: cgi_path,
                 query: rq.query.as_deref(),
-                host: &host,
+                host,
                 local: self.local,
                 peer: self.peer,
-                body: head.body,
+                body,
                 server_name: srv.names.iter().find_map(|n| match n {
                     crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.as_str()),
                     _ => None,
@@ -154,9 +177,10 @@ impl Conn {
             .header("Content-Type")
             .and_then(|v| std::str::from_utf8(v).ok());
         let h = |n: &str| req.header(n);
+        let meta = rq.meta;
         let cx = Ctx {
             head_only: meta.head_only,
-            close,
+            close: meta.close,
             keep_alive_10: meta.keep_alive_10,
             date: env.date,
             query: rq.query.as_deref(),
@@ -171,7 +195,7 @@ impl Conn {
                 server: srv,
                 loc,
                 method: req.method,
-                body: head.body,
+                body,
                 path: &rq.path,
                 content_type,
                 cgi,
@@ -181,17 +205,10 @@ impl Conn {
             &cx,
             env.cache,
         );
-        let limit = loc.client_max_body_size;
-        let (body, expect) = (head.body, head.expect_continue);
-        // The head is consumed; what follows in the buffer is the body or the next request.
-        let mut buf = buf;
-        buf.drain(..head_len);
-        self.inbuf = buf;
-        self.dispatch_route(route, body, expect, limit, env);
-        true
+        (route, loc.client_max_body_size)
     }
 
-    fn dispatch_route(
+    pub(super) fn dispatch_route(
         &mut self,
         route: Route,
         body: BodyKind,

@@ -97,6 +97,8 @@ pub struct Conn {
     req: Option<Box<RequestRecord>>,
     /// Requests started on this connection (the current one's number).
     seq: u32,
+    /// Tasks started on this connection (the last one's number, in its tokens).
+    tseq: u32,
     pub served: u32,
     pub deadline: Instant,
     /// No further request is read on this connection.
@@ -132,6 +134,7 @@ impl Conn {
             parser: None,
             req: None,
             seq: 0,
+            tseq: 0,
             served: 0,
             deadline: env.now + env.cfg.timeouts.header,
             close_after: false,
@@ -153,6 +156,14 @@ impl Conn {
             id.task = t.id();
         }
         id
+    }
+
+    /// The sequence number of the current request's task (0: none).
+    pub fn task_seq(&self) -> u32 {
+        self.req
+            .as_ref()
+            .filter(|r| r.task.is_some())
+            .map_or(0, |r| r.tseq)
     }
 
     /// The identity of the connection's own I/O task (accept, receive, send, close).
@@ -202,7 +213,7 @@ impl Conn {
         let live = self
             .req
             .as_ref()
-            .is_some_and(|r| r.seq as u8 == t.req && r.task.is_some());
+            .is_some_and(|r| r.tseq as u8 == t.task && r.task.is_some());
         if !live {
             // A late completion of a task that is gone (a close, a cancelled read): its
             // buffer is dropped here, nothing else refers to it.
@@ -214,8 +225,8 @@ impl Conn {
     }
 
     /// The child of this connection's current CGI exited (routed by the registry).
-    pub fn on_child_exit(&mut self, req: u32, c: Completion, env: &mut Env) {
-        if self.req.as_ref().is_some_and(|r| r.seq == req) {
+    pub fn on_child_exit(&mut self, tseq: u32, c: Completion, env: &mut Env) {
+        if self.req.as_ref().is_some_and(|r| r.tseq == tseq) {
             let step = self.with_task(env, |task, cx| task.on_completion(OpTag::ChildExit, c, cx));
             self.handle(step, env);
             self.drive(env);
@@ -235,7 +246,7 @@ impl Conn {
         let Some(task) = req.task.as_mut() else {
             return Step::Pending;
         };
-        let mut cx = env.cx(id, &mut self.out);
+        let mut cx = env.cx(id, req.tseq, &mut self.out);
         f(task, &mut cx)
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::env::Env;
 use super::{Conn, Phase};
 use crate::config::Config;
-use crate::http::request::Method;
+use crate::http::request::{BodyKind, Method};
 use crate::server::ident::TaskKind;
 use crate::server::reply::{self, Ctx, Reply};
 use crate::server::task::body::BodyReader;
@@ -14,6 +14,9 @@ use crate::server::task::cgi::framing::Meta;
 use crate::server::task::file::FileTask;
 use crate::server::task::reply::ReplyTask;
 use crate::server::task::{Abort, RequestTask, Step, Task};
+
+/// Local redirects followed in a row before the request fails with 500 (nginx's limit).
+pub const MAX_REDIRECTS: u8 = 10;
 
 /// The current request.
 pub struct RequestRecord {
@@ -26,6 +29,12 @@ pub struct RequestRecord {
     pub path: String,
     pub query: Option<String>,
     pub method: Method,
+    /// The Host it named (for a CGI's local redirect, which is answered as a new GET).
+    pub host: String,
+    /// Local redirects followed so far.
+    pub hops: u8,
+    /// The sequence number of its current task on the connection (in the task's tokens).
+    pub tseq: u32,
     pub meta: Meta,
     /// For the access log (empty when there is none).
     pub line: String,
@@ -120,6 +129,9 @@ impl Conn {
                 path: "/".to_string(),
                 query: None,
                 method: Method::Get,
+                host: String::new(),
+                hops: 0,
+                tseq: 0,
                 meta: Meta {
                     http10: false,
                     head_only: false,
@@ -156,12 +168,17 @@ impl Conn {
     pub(super) fn start_task(&mut self, mut task: RequestTask, env: &mut Env) {
         let id = self.ident().with_task(task.id());
         crate::trace!("{id}: start");
+        // Each task gets its own sequence number in its tokens: completions of an earlier task
+        // of this connection (even of this request, before a local redirect) never reach it.
+        self.tseq = self.tseq.wrapping_add(1);
+        let tseq = self.tseq;
         let step = {
-            let mut cx = env.cx(id, &mut self.out);
+            let mut cx = env.cx(id, tseq, &mut self.out);
             task.start(&mut cx)
         };
         if let Some(r) = self.req.as_mut() {
             r.task = Some(task);
+            r.tseq = tseq;
         }
         // A task that takes a body, for a request without one, hears its (empty) end now.
         let step = match step {
@@ -215,7 +232,7 @@ impl Conn {
         };
         let step = match req.task.as_mut() {
             Some(task) => {
-                let mut cx = env.cx(id, &mut self.out);
+                let mut cx = env.cx(id, req.tseq, &mut self.out);
                 task.on_body(&self.scratch, piece.done, &mut cx)
             }
             None => {
@@ -264,39 +281,44 @@ impl Conn {
         self.set_phase(next, env);
     }
 
-    /// A CGI's local redirect: answer a GET of `path` instead (RFC 3875 §6.2.2).
+    /// A CGI's local redirect: answer a GET of `path` instead (RFC 3875 §6.2.2), routed like
+    /// any request — a location's `return`, `allow_methods` or CGI apply to it (a script is run,
+    /// never served as a file). The new request carries only its Host. At most
+    /// [`MAX_REDIRECTS`] in a row (nginx's limit for internal redirects), then 500.
     pub(super) fn internal_redirect(&mut self, path: &str, env: &mut Env) {
         self.abort_task(Abort::Finished, env);
-        let Some(req) = self.req.as_ref() else {
+        let id = self.ident();
+        let Some(req) = self.req.as_mut() else {
             return;
         };
         if !req.body_done() {
             // The rest of the body can no longer be told from a next request: close after.
             self.close_after = true;
         }
-        let cfg = req.cfg.clone();
-        let server = &cfg.servers[req.server];
-        let (p, q) = match path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path, None),
+        req.body = None;
+        req.hops += 1;
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", req.host);
+        let parsed = crate::http::request::HeadParser::new().parse(head.as_bytes());
+        let norm = match &parsed {
+            Ok(crate::http::request::Status::Complete(r, _)) if req.hops <= MAX_REDIRECTS => {
+                crate::http::path::normalize(r.path()).ok()
+            }
+            _ => None,
         };
-        let close = req.meta.close || self.close_after;
-        let cx = Ctx {
-            head_only: req.meta.head_only,
-            close,
-            query: q,
-            ..Ctx::plain(env.date, req.meta.keep_alive_10 && !close)
+        let (Some(n), Ok(crate::http::request::Status::Complete(r, _))) = (norm, &parsed) else {
+            crate::error!(
+                "{id}: local redirect to {path:?} refused (hop {})",
+                req.hops
+            );
+            self.answer_error(500, &[], env);
+            return;
         };
-        let loc = server.location_for(p);
-        let r = match reply::serve_static(p, loc, &cfg, &cx, env.cache) {
-            reply::Static::Reply(r) => r,
-            reply::Static::Error(code) => reply::error(code, server, loc, &[], &cx),
-        };
-        let task = self.reply_task(r, TaskKind::Reply, env);
-        if let Some(r) = self.req.as_mut() {
-            r.body = None;
-        }
-        self.start_task(task, env);
+        crate::trace!("{id}: local redirect to {path}");
+        req.path = n.path;
+        req.query = n.query.map(str::to_string);
+        let host = req.host.clone();
+        let (route, _) = self.route_parsed(r, BodyKind::None, &host, env);
+        self.dispatch_route(route, BodyKind::None, false, 0, env);
     }
 
     fn access_log(&self, req: &RequestRecord, env: &mut Env) {

@@ -71,6 +71,8 @@ pub struct Cx<'a> {
     pub date: &'a [u8; 29],
     /// The task's identity for log lines (`c17.2 r3 cgi#41`).
     pub id: LogId,
+    /// The task's sequence number on its connection (in its tokens).
+    pub tseq: u32,
     /// The connection's output queue, in request order.
     pub out: &'a mut OutQueue,
     pub children: &'a mut cgi::child::Children,
@@ -81,7 +83,7 @@ pub struct Cx<'a> {
 impl Cx<'_> {
     /// The token of this task's op `op`.
     pub fn token(&self, op: OpTag) -> u64 {
-        Tok::new(self.id.gen, self.id.conn, self.id.req, op).encode()
+        Tok::new(self.id.gen, self.id.conn, self.tseq, op).encode()
     }
 
     /// Submit one of this task's ops.

@@ -23,7 +23,8 @@ pub const KILL_AFTER: Duration = Duration::from_secs(1);
 pub struct Owner {
     pub conn: u32,
     pub gen: u32,
-    pub req: u32,
+    /// The task's sequence number on the connection.
+    pub tseq: u32,
 }
 
 /// A task's handle on its child.

@@ -353,7 +353,7 @@ impl Task for CgiTask {
         let owner = Owner {
             conn: cx.id.conn,
             gen: cx.id.gen,
-            req: cx.id.req,
+            tseq: cx.tseq,
         };
         self.child = cx.children.register(sp.pid, owner, cx.be);
         self.stdin = Some(sp.stdin.into_raw_fd());
