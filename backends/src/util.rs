@@ -66,10 +66,52 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Send `signal` to process `pid` (ESRCH — already gone — is not an error).
+/// Make `cmd`'s child start with no signal blocked. The server blocks HUP, INT and TERM in its
+/// threads (a watcher thread takes them with `sigwait`), and a child inherits that mask through
+/// `fork`/`posix_spawn` as std runs them: a script would then never see the TERM the server sends
+/// it. (This makes std fork and exec instead of `posix_spawn`.)
+pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // functions may be called: sigemptyset and pthread_sigmask (sigprocmask) are; it touches no
+    // memory shared with the parent but its own stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            match libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) {
+                0 => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e)),
+            }
+        });
+    }
+}
+
+/// Send `signal` to process `pid` (ESRCH — already gone — is not an error). A pid that is not
+/// a single real process (0 and values that are negative as a `pid_t` name groups; 1 is init)
+/// is refused with EINVAL.
 pub fn kill(pid: u32, signal: libc::c_int) -> io::Result<()> {
-    // SAFETY: kill(2) takes plain integers.
-    match cvt(unsafe { libc::kill(pid as libc::pid_t, signal) }) {
+    send_signal(pid, signal, false)
+}
+
+/// Send `signal` to every process of process group `pgid` (ESRCH is not an error); the same
+/// values as in [`kill`] are refused.
+pub fn kill_group(pgid: u32, signal: libc::c_int) -> io::Result<()> {
+    send_signal(pgid, signal, true)
+}
+
+fn send_signal(id: u32, signal: libc::c_int, group: bool) -> io::Result<()> {
+    if id <= 1 || id > libc::pid_t::MAX as u32 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let target = if group {
+        -(id as libc::pid_t)
+    } else {
+        id as libc::pid_t
+    };
+    // SAFETY: kill(2) takes plain integers; `target` names one process or one group, never
+    // every process (-1) or the caller's own group (0).
+    match cvt(unsafe { libc::kill(target, signal) }) {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
         r => r.map(drop),
     }
@@ -238,4 +280,39 @@ pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: shutdown(2) on an fd the caller owns.
     cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(drop)
+}
+
+#[cfg(test)]
+mod child_mask {
+    /// A child made with [`super::unblock_signals_in_child`] starts with no signal blocked,
+    /// even when its parent thread blocks TERM (as the server's threads do).
+    #[test]
+    fn child_starts_unblocked() {
+        let out = std::thread::spawn(|| {
+            // SAFETY: plain sigset operations on a local set, for this thread only.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            let run = |unblock: bool| {
+                // grep leaves its mask as it found it (a shell would reset its own).
+                let mut cmd = std::process::Command::new("grep");
+                cmd.args(["SigBlk", "/proc/self/status"]);
+                if unblock {
+                    super::unblock_signals_in_child(&mut cmd);
+                }
+                String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+            };
+            (run(false), run(true))
+        })
+        .join()
+        .unwrap();
+        // Without it the mask is inherited (why it exists); with it, nothing is blocked.
+        if cfg!(target_os = "linux") {
+            assert!(!out.0.contains("0000000000000000"), "{out:?}");
+            assert!(out.1.contains("SigBlk:\t0000000000000000"), "{out:?}");
+        }
+    }
 }

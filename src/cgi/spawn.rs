@@ -52,13 +52,14 @@ pub fn check_script(path: &Path, interpreter: Option<&Path>) -> Result<(), u16> 
 /// the server's ends returned non-blocking (stderr is read so that a failing script's last
 /// words reach the error log with the task that ran it).
 ///
-/// std's `Command` uses `posix_spawn` (vfork-like, no page-table copy of a big server) when it
-/// can — with glibc ≥ 2.29 that includes the `chdir` via
-/// `posix_spawn_file_actions_addchdir_np` — and fork+exec otherwise. Either way it resets the
-/// child's signal mask and SIGPIPE disposition, so a server that blocks signals for
-/// `sigwait` does not hand that mask to scripts, and exec failures (ENOENT, EACCES, ENOEXEC)
-/// come back here as the `Err`. The pipes std creates are close-on-exec in the parent, so
-/// other children never inherit them.
+/// The child leads its own process group and starts with no signal blocked: std resets the
+/// SIGPIPE disposition but hands on the signal mask, and the server blocks HUP, INT and TERM for
+/// its `sigwait` thread — a script would never see the TERM it is sent (`strace` showed the
+/// spawned child restoring `[HUP INT TERM]`). Unblocking takes a `pre_exec` step, so std forks
+/// and execs rather than using `posix_spawn` (a page-table copy per script; a spawn of our own
+/// through `posix_spawn` with an empty mask is the cheaper way, not done yet). Exec failures
+/// (ENOENT, EACCES, ENOEXEC) come back here as the `Err`. The pipes std creates are
+/// close-on-exec in the parent, so other children never inherit them.
 pub fn spawn(
     interpreter: Option<&Path>,
     script: &Path,
@@ -90,6 +91,11 @@ fn spawn_child(
     if let Some(dir) = script.parent() {
         cmd.current_dir(dir);
     }
+    // Its own process group (pgid = its pid): what the script starts in the background can be
+    // stopped with it (the server signals the group), and a terminal's signals to the server's
+    // group do not reach scripts mid-request.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    backends::util::unblock_signals_in_child(&mut cmd);
     cmd.env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())

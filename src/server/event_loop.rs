@@ -56,6 +56,8 @@ pub struct Loop {
     now: Instant,
     #[allow(clippy::vec_box)]
     parsers: Vec<Box<crate::http::request::HeadParser>>,
+    /// Input buffers lent to connections while they read a request.
+    bufs: Vec<Vec<u8>>,
 }
 
 /// How long a stopping server waits for CGI children to be reaped after the last connection.
@@ -95,6 +97,7 @@ impl Loop {
             refused: 0,
             now: Instant::now(),
             parsers: Vec::new(),
+            bufs: Vec::new(),
         })
     }
 
@@ -167,6 +170,18 @@ impl Loop {
         if old_addrs != new_addrs {
             crate::warn!("reload: listen addresses changed; they take effect after a restart");
         }
+        // The access log is opened anew (a changed path, or a rotated file); if it cannot be,
+        // the old one is kept and the reason logged.
+        match &new.access_log {
+            Some(p) => match crate::log::open_append(p) {
+                Ok(f) => self.access = Some(f),
+                Err(e) => crate::error!(
+                    "reload: access_log {}: {e}; keeping the old one",
+                    p.display()
+                ),
+            },
+            None => self.access = None,
+        }
         self.cfg = new;
         crate::notice!(
             "configuration reloaded ({} connections kept)",
@@ -194,6 +209,9 @@ impl Loop {
             self.conns.len()
         );
         self.stopping = Some(self.now);
+        // Scripts that finished their answers but still run are stopped now (requests in
+        // flight keep theirs until they end; their children are stopped then, by the tick).
+        self.children.stop_unowned(self.now);
         for i in 0..self.listeners.len() as u32 {
             let target = Tok::new(0, i, 0, OpTag::Accept).encode();
             let t = Tok::new(0, i, 0, OpTag::AcceptCancel).encode();
@@ -244,6 +262,7 @@ impl Loop {
             stopping,
             now,
             parsers,
+            bufs,
             ..
         } = self;
         let env = Env {
@@ -258,6 +277,7 @@ impl Loop {
             stopping: stopping.is_some(),
             sendfile: *sendfile,
             parsers,
+            bufs,
         };
         (conns, env)
     }
@@ -304,14 +324,14 @@ impl Loop {
                     let id = conn.ident();
                     if conn.task_seq() as u8 != t.task {
                         format!(
-                            "stale completion of task {} of connection {}.{}",
+                            "stale completion (sequence {} on c{}.{})",
                             t.task, t.slot, t.gen
                         )
                     } else {
                         id.to_string()
                     }
                 }
-                None => format!("stale completion of connection {}.{}", t.slot, t.gen),
+                None => format!("stale completion (c{}.{} is gone)", t.slot, t.gen),
             },
         };
         let more = if c.more { " +more" } else { "" };
@@ -419,6 +439,9 @@ impl Loop {
                 self.be.submit(t, Op::Accept { fd });
             }
         }
+        if self.stopping.is_some() {
+            self.children.stop_unowned(self.now);
+        }
         self.children.tick(self.now);
         for (slot, gen) in self.conns.keys() {
             self.with_conn(slot, gen, |c, env| {
@@ -437,7 +460,7 @@ impl Loop {
             return;
         };
         crate::trace!(
-            "child {}.{}: pid {pid} reaped (task {} of connection {}.{})",
+            "child {}.{}: pid {pid} reaped (for sequence {} on c{}.{})",
             t.slot,
             t.gen,
             owner.tseq,

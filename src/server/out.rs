@@ -26,6 +26,8 @@ pub struct OutQueue {
     pub last_status: u16,
     /// The length of that head.
     pub last_head: u64,
+    /// Final response heads ever queued (a request whose count moved has committed its answer).
+    pub heads: u64,
 }
 
 /// The status code of a response head (`HTTP/1.1 200 …`), if `b` starts with one.
@@ -44,6 +46,7 @@ impl OutQueue {
         if let Some(code) = status_of(&buf.head).filter(|c| *c >= 200) {
             self.last_status = code;
             self.last_head = buf.head.len() as u64;
+            self.heads += 1;
         }
         self.bytes += buf.len();
         self.total += buf.len() as u64;

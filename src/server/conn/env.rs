@@ -29,6 +29,8 @@ pub struct Env<'a> {
     /// Request-head parsers not lent to a connection (none allocated per request).
     #[allow(clippy::vec_box)]
     pub parsers: &'a mut Vec<Box<crate::http::request::HeadParser>>,
+    /// Input buffers not lent to a connection.
+    pub bufs: &'a mut Vec<Vec<u8>>,
 }
 
 impl Env<'_> {

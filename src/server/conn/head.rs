@@ -104,6 +104,7 @@ impl Conn {
             referer: text("Referer"),
             user_agent: text("User-Agent"),
             out_start: self.out.total,
+            heads_at_start: self.out.heads,
             body: None,
             task: None,
             deferred: None,

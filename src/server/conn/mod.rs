@@ -278,6 +278,10 @@ impl Conn {
                     self.deadline = env.now + env.cfg.timeouts.header;
                     self.set_phase(Phase::Head, env);
                 }
+                if self.inbuf.capacity() == 0 {
+                    // Idle connections hold no input buffer; the loop lends one.
+                    self.inbuf = env.bufs.pop().unwrap_or_default();
+                }
                 self.inbuf.extend_from_slice(&b);
             }
             env.be.release(b);
@@ -319,14 +323,16 @@ impl Conn {
         self.sending = false;
         match c.result {
             Ok(_) => {
-                // Progress restarts send_timeout; a connection that has sent everything and
-                // waits for its next request gets keepalive_timeout.
-                let t = if self.phase == Phase::Idle && self.out.is_empty() {
-                    env.cfg.timeouts.keepalive
-                } else {
-                    env.cfg.timeouts.send
-                };
-                self.deadline = env.now + t;
+                // Progress restarts send_timeout while output remains; once everything is
+                // out, a connection waiting for its next request gets keepalive_timeout, and
+                // one with a next head already started keeps that head's deadline.
+                let t = env.cfg.timeouts;
+                match self.phase {
+                    Phase::Idle if self.out.is_empty() => self.deadline = env.now + t.keepalive,
+                    Phase::Head if self.out.is_empty() => {}
+                    Phase::Head => self.deadline = self.deadline.max(env.now + t.send),
+                    _ => self.deadline = env.now + t.send,
+                }
             }
             Err(e) => {
                 if self.phase != Phase::Closing {

@@ -15,6 +15,11 @@ use crate::server::task::file::FileTask;
 use crate::server::task::reply::ReplyTask;
 use crate::server::task::{Abort, RequestTask, Step, Task};
 
+/// Input buffers the loop keeps for connections that start a request: at most this many, of at
+/// most this capacity.
+const BUF_POOL_LEN: usize = 256;
+const BUF_POOL_MAX: usize = 64 * 1024;
+
 /// Local redirects followed in a row before the request fails with 500 (nginx's limit).
 pub const MAX_REDIRECTS: u8 = 10;
 
@@ -42,6 +47,8 @@ pub struct RequestRecord {
     pub user_agent: String,
     /// `OutQueue::total` when the request started (bytes sent for it = the difference).
     pub out_start: u64,
+    /// `OutQueue::heads` when it started: once the count moves, its answer is committed.
+    pub heads_at_start: u64,
     pub body: Option<BodyReader>,
     pub task: Option<RequestTask>,
     /// The task to start once a body nobody needs has been read and dropped.
@@ -142,6 +149,7 @@ impl Conn {
                 referer: String::new(),
                 user_agent: String::new(),
                 out_start: self.out.total,
+                heads_at_start: self.out.heads,
                 body: None,
                 task: None,
                 deferred: None,
@@ -158,8 +166,19 @@ impl Conn {
         self.abort_task(Abort::Closing, env);
         self.close_after = true;
         self.inbuf.clear();
+        let committed = self
+            .req
+            .as_ref()
+            .is_some_and(|r| self.out.heads > r.heads_at_start);
         if let Some(r) = self.req.as_mut() {
             r.body = None;
+        }
+        if committed {
+            // Its response head is already out (a CGI streaming while the body broke): a
+            // second response cannot follow; the answer is cut and the connection closes.
+            crate::info!("{}: {code} after the response head; closing", self.ident());
+            self.finish_request(env);
+            return;
         }
         self.answer_error(code, &[], env);
     }
@@ -272,10 +291,22 @@ impl Conn {
         {
             self.close_when_flushed = true;
         }
-        self.deadline = env.now + env.cfg.timeouts.keepalive;
         let next = if self.inbuf.is_empty() || self.close_when_flushed {
+            // Nothing of a next request yet: the buffers go back to the loop (an idle
+            // connection holds none), and keepalive_timeout runs.
+            self.deadline = env.now + env.cfg.timeouts.keepalive;
+            let buf = std::mem::take(&mut self.inbuf);
+            if buf.capacity() > 0 && buf.capacity() <= BUF_POOL_MAX && env.bufs.len() < BUF_POOL_LEN
+            {
+                let mut buf = buf;
+                buf.clear();
+                env.bufs.push(buf);
+            }
+            self.scratch = Vec::new();
             Phase::Idle
         } else {
+            // A next head has started arriving (pipelined): its header timeout runs from now.
+            self.deadline = env.now + env.cfg.timeouts.header;
             Phase::Head
         };
         self.set_phase(next, env);

@@ -53,8 +53,13 @@ pub fn head_bytes(
     if let Some(ct) = &head.content_type {
         h.header("Content-Type", ct.as_bytes());
     }
-    if let Some(crate::cgi::ScriptLocation::Url(u)) = &head.location {
-        h.header("Location", u.as_bytes());
+    // A URL, or a path given with an explicit Status (a redirect after a POST): the client
+    // follows it. (A path without Status is a local redirect and never gets here.)
+    match &head.location {
+        Some(crate::cgi::ScriptLocation::Url(u)) | Some(crate::cgi::ScriptLocation::Local(u)) => {
+            h.header("Location", u.as_bytes());
+        }
+        None => {}
     }
     for (n, v) in &head.headers {
         if !n.is_empty() && n.bytes().all(crate::http::request::is_tchar) {

@@ -36,6 +36,8 @@ pub const STDIN_HIGH_WATER: usize = 64 * 1024;
 pub const BUFFER: usize = 64 * 1024;
 /// Size of each stdout read.
 const READ_SIZE: usize = 64 * 1024;
+/// After stdout's EOF, how long the exit status is awaited before the answer goes out anyway.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// The stderr bytes kept for the error log.
 const STDERR_TAIL: usize = 1024;
 
@@ -61,6 +63,8 @@ pub struct CgiTask {
     exit: Option<i32>,
     /// The output ended without a valid head (502 unless the exit status says 500).
     bad_head: Option<u16>,
+    /// Stdout ended and the exit status was awaited for [`EXIT_GRACE`] in vain.
+    exit_waited: bool,
     timeout: Duration,
     deadline: Instant,
     out_bytes: u64,
@@ -95,6 +99,7 @@ impl CgiTask {
             framing: None,
             exit: None,
             bad_head: None,
+            exit_waited: false,
             deadline: Instant::now(),
             out_bytes: 0,
             trail: Trail::default(),
@@ -258,14 +263,40 @@ impl CgiTask {
                 Err(e) => self.bad_head = Some(e.status()),
             }
         }
+        // The answer is complete; how the script ended decides how it goes out. Its exit
+        // status is awaited for a short grace (a script that closes stdout and stays alive is
+        // then taken at its word).
+        self.deadline = cx.now + EXIT_GRACE.min(self.timeout);
+        self.after_output_end(cx)
+    }
+
+    /// Stdout is at EOF: answer if the exit status is known (or no longer awaited).
+    fn after_output_end(&mut self, cx: &mut Cx) -> Step {
+        if self.exit.is_none() && !self.exit_waited {
+            return Step::Pending;
+        }
         if self.framing.is_none() {
-            // Everything is held: answer once the exit status is known.
             return self.finish_small(cx);
         }
         self.finish_stream(cx)
     }
 
+    fn failed_exit(&self) -> Option<std::process::ExitStatus> {
+        self.exit
+            .map(std::process::ExitStatus::from_raw)
+            .filter(|st| !st.success())
+    }
+
     fn finish_stream(&mut self, cx: &mut Cx) -> Step {
+        if let Some(st) = self.failed_exit() {
+            // A script that died mid-stream (killed, crashed) did not finish its answer: no
+            // clean end, so the client can tell it was cut short.
+            crate::error!(
+                "{}: script exited with {st} after its head was sent; response cut",
+                cx.id
+            );
+            return self.close(cx);
+        }
         let whole = self.framing.as_mut().is_some_and(|f| f.end(cx.out));
         if !whole {
             crate::info!("{}: output shorter than its Content-Length; closing", cx.id);
@@ -280,11 +311,7 @@ impl CgiTask {
     }
 
     fn finish_small(&mut self, cx: &mut Cx) -> Step {
-        let Some(status) = self.exit else {
-            return Step::Pending; // the exit op comes
-        };
-        let st = std::process::ExitStatus::from_raw(status);
-        if !st.success() {
+        if let Some(st) = self.failed_exit() {
             let tail = String::from_utf8_lossy(&self.err_tail);
             crate::error!(
                 "{}: script exited with {st} before its response was sent; stderr: {:?}",
@@ -475,10 +502,12 @@ impl Task for CgiTask {
                 self.trail.push("exit status", status as u64);
                 crate::trace!("{}: pid {} exited ({status:#x})", cx.id, self.pid);
                 self.child = None; // reaped: nothing to signal any more
-                if self.out_eof && self.framing.is_none() {
-                    return self.finish_small(cx);
+                if !self.out_eof {
+                    // Something it started still holds its stdout: stop that group.
+                    cx.children.stop_group_of_exited(self.pid, cx.now);
+                    return Step::Pending;
                 }
-                Step::Pending
+                self.after_output_end(cx)
             }
             _ => Step::Pending,
         }
@@ -496,6 +525,12 @@ impl Task for CgiTask {
     }
 
     fn on_deadline(&mut self, cx: &mut Cx) -> Step {
+        if self.out_eof {
+            // The answer is complete; the script has not exited within the grace: take it.
+            self.exit_waited = true;
+            self.trail.push("exit not awaited", 0);
+            return self.after_output_end(cx);
+        }
         crate::error!(
             "{}: cgi_timeout ({:?} without progress)",
             cx.id,
