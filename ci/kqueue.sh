@@ -62,7 +62,7 @@ echo "==> conformance + end-to-end suites on kqueue (libkqueue)"
 out=$(mktemp "${TMPDIR:-/tmp}/webserv-kqueue.XXXXXX")
 trap 'rm -f "$out"' EXIT
 set +e
-cargo test --release --workspace --features libkqueue -j2 -- --test-threads=2 --show-output 2>&1 | tee "$out"
+cargo test --release --workspace --features libkqueue --no-fail-fast -j2 -- --test-threads=2 --show-output 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e
 ran=$(grep -c ': ran on kqueue$' "$out" || true)

@@ -143,7 +143,7 @@ cross() {
 }
 step cross cross
 
-step tests cargo test --workspace --release -- --test-threads=2
+step tests cargo test --workspace --release --no-fail-fast -- --test-threads=2
 
 # AddressSanitizer over the backends crate, and kqueue on Linux through libkqueue.
 optional_step asan ci/asan.sh
