@@ -90,6 +90,9 @@ pub struct Conn {
     scratch: Vec<u8>,
     recv: RecvState,
     cancel_pending: bool,
+    /// The hang-up watch (flow.rs), and whether a cancel of it is in flight.
+    hangup: RecvState,
+    hangup_cancel: bool,
     eof: bool,
     sending: bool,
     pub phase: Phase,
@@ -128,6 +131,8 @@ impl Conn {
             scratch: Vec::new(),
             recv: RecvState::Off,
             cancel_pending: false,
+            hangup: RecvState::Off,
+            hangup_cancel: false,
             eof: false,
             sending: false,
             phase: Phase::Idle,
@@ -198,6 +203,8 @@ impl Conn {
         match t.op {
             OpTag::Recv => self.on_recv(c, env),
             OpTag::RecvCancel => self.cancel_pending = false,
+            OpTag::Hangup => self.on_hangup(c, env),
+            OpTag::HangupCancel => self.hangup_cancel = false,
             OpTag::Send => self.on_send(c, env),
             OpTag::Close => {
                 env.gauges.leave(self.phase.gauge());
