@@ -3,8 +3,8 @@
 //! - **Input**: one multishot receive, armed only while the unconsumed input and the unsent
 //!   output are under [`IN_HIGH`] / [`OUT_HIGH`] (cancelled above them and re-armed below), so
 //!   per-connection memory is bounded whatever the client sends. While a request runs the
-//!   receive stays armed (within those bounds), so a client that leaves is seen and a CGI
-//!   working for it is stopped.
+//!   receive stays armed (within those bounds; above them a hang-up watch stands in for it),
+//!   so a client that leaves is seen and a CGI working for it is stopped.
 //! - **Requests**: one at a time, in order ([`head`] parses, [`request`] starts and finishes).
 //!   The next pipelined request starts only once the previous one's response is fully queued
 //!   and the queue is under [`OUT_HIGH`], so responses leave in request order and an error on
