@@ -49,7 +49,15 @@
 //!    exits, after the backend reaped it: `Ok(raw wait status)` (decode with
 //!    [`std::os::unix::process::ExitStatusExt::from_raw`]). Nothing blocks the loop: no blocking
 //!    `waitpid`, no sleeping.
-//! 10. **Single thread.** A backend is used by one thread; [`Backend::waker`] gives a handle that
+//! 10. **Hang-up watch.** [`Op::Hangup`] completes once, with `Ok(0)`, when the peer of a
+//!     connected socket has closed its side or the connection failed (`POLLRDHUP`, `POLLHUP` or
+//!     `POLLERR`; kqueue: `EV_EOF` or `EV_ERROR` on the read filter) — also when that happened
+//!     before the op was submitted. It does not consume data and holds no buffer: data waiting
+//!     in the socket neither completes it nor is lost. It is an op on its fd like any other:
+//!     [`Op::Cancel`] ends it with `ECANCELED`, and an [`Op::Close`] of the fd ends it (before
+//!     the close completes). It lets a caller that stopped receiving (back-pressure) still
+//!     learn that the client left.
+//! 11. **Single thread.** A backend is used by one thread; [`Backend::waker`] gives a handle that
 //!     other threads (a signal thread, say) use to interrupt `wait`.
 //!
 //! The platform is chosen once, in [`platform`]; no function body contains `cfg`.
@@ -195,6 +203,9 @@ pub enum Op {
     Timeout { deadline: Instant },
     /// Complete once when child `pid` exits, after reaping it.
     ChildExit { pid: u32 },
+    /// Complete once when the peer of socket `fd` hung up or the connection failed
+    /// (invariant 10).
+    Hangup { fd: RawFd },
     /// Send `len` bytes of regular file `file` from `offset` to socket `fd` without copying
     /// them through user space (`sendfile(2)`), whole (invariant 6). io_uring has no sendfile
     /// opcode: that backend calls it on the non-blocking socket and polls out EAGAIN. Where
@@ -220,6 +231,7 @@ impl Op {
             Op::Timeout { .. } => OpKind::Timeout,
             Op::ChildExit { .. } => OpKind::ChildExit,
             Op::SendFile { .. } => OpKind::SendFile,
+            Op::Hangup { .. } => OpKind::Hangup,
         }
     }
 }
@@ -238,10 +250,11 @@ pub enum OpKind {
     Timeout,
     ChildExit,
     SendFile,
+    Hangup,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 10] = [
+    pub const ALL: [OpKind; 11] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -252,6 +265,7 @@ impl OpKind {
         OpKind::Timeout,
         OpKind::ChildExit,
         OpKind::SendFile,
+        OpKind::Hangup,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -265,6 +279,7 @@ impl OpKind {
             OpKind::Timeout => "timeout",
             OpKind::ChildExit => "child_exit",
             OpKind::SendFile => "sendfile",
+            OpKind::Hangup => "hangup",
         }
     }
 }
@@ -307,7 +322,7 @@ impl Completion {
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     /// Operations submitted, by [`OpKind`] (index with `kind as usize`).
-    pub submitted: [u64; 10],
+    pub submitted: [u64; OpKind::ALL.len()],
     /// Kernel entries made to wait: `io_uring_enter`, `epoll_wait` or `kevent` calls.
     pub enters: u64,
     /// Calls of [`Backend::wait`] that returned completions, and how many in all.

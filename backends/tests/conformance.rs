@@ -1446,6 +1446,7 @@ fn drop_with_ops_in_flight() {
             .spawn()
             .unwrap();
         b.submit(5, Op::ChildExit { pid: child.id() });
+        b.submit(6, Op::Hangup { fd: fd1 });
         s2.write_all(b"held").unwrap();
         let mut held = None;
         let end = Instant::now() + Duration::from_secs(5);
@@ -1486,4 +1487,212 @@ fn drop_with_ops_in_flight() {
         assert!(client.join().unwrap() == payload, "{name}: echo after drop");
         println!("drop_with_ops_in_flight: {name} ok");
     }
+}
+
+// ---- Hang-up watch (invariant 10): a peer's FIN or reset is seen with no receive armed. ----
+
+/// Reset the connection: linger 0, then close (an RST instead of a FIN).
+fn reset(s: TcpStream) {
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a pointer to a live linger struct.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&lg as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    drop(s);
+}
+
+/// Nothing completes within `ms` milliseconds (several waits, so a late event is not missed).
+fn quiet_for(b: &mut dyn Backend, ms: u64, what: &str) {
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut out = Vec::new();
+    while Instant::now() < end {
+        b.wait(&mut out, Some(Duration::from_millis(20))).unwrap();
+        assert!(out.is_empty(), "{what} on {}: {out:?}", b.name());
+    }
+}
+
+/// The single completion of a hang-up watch `token`: Ok(0), last, no buffer.
+fn expect_hangup(b: &mut dyn Backend, token: u64) {
+    let c = collect(b, 1).pop().unwrap();
+    assert_eq!(c.token, token, "{:?}", c);
+    assert_eq!(c.result.as_ref().ok(), Some(&0), "hang-up: {:?}", c.result);
+    assert!(!c.more);
+    assert!(matches!(c.buf, Buf::None));
+}
+
+#[test]
+fn hangup_completes_on_peer_fin() {
+    each_backend("hangup_completes_on_peer_fin", |b| {
+        let (_l, s, fd) = connected(b);
+        b.submit(3, Op::Hangup { fd });
+        quiet_for(b, 50, "a hang-up watch completed with the peer still there");
+        s.shutdown(Shutdown::Write).unwrap();
+        expect_hangup(b, 3);
+        quiet_for(b, 50, "more after the hang-up");
+        b.submit(4, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+    });
+}
+
+#[test]
+fn hangup_completes_on_peer_reset() {
+    each_backend("hangup_completes_on_peer_reset", |b| {
+        let (_l, s, fd) = connected(b);
+        b.submit(3, Op::Hangup { fd });
+        quiet_for(b, 50, "a hang-up watch completed with the peer still there");
+        reset(s);
+        expect_hangup(b, 3);
+        b.submit(4, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+    });
+}
+
+/// Data alone is no hang-up, and the watch takes none of it: a cancel ends the watch with
+/// ECANCELED, and a receive afterwards gets every byte.
+#[test]
+fn hangup_ignores_data_and_cancels() {
+    each_backend("hangup_ignores_data_and_cancels", |b| {
+        let (_l, mut s, fd) = connected(b);
+        b.submit(3, Op::Hangup { fd });
+        s.write_all(b"pending data").unwrap();
+        quiet_for(b, 200, "a hang-up watch completed on data");
+        b.submit(4, Op::Cancel { target: 3 });
+        let (hangup, cancel) = target_and_cancel(b, 3, 4);
+        assert_eq!(errno_of(&hangup), Some(libc::ECANCELED), "{hangup:?}");
+        assert!(cancel.is_ok(), "cancel: {cancel:?}");
+        b.submit(5, Op::Recv { fd });
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(recv_to_eof(b, 5, Duration::from_secs(5)), b"pending data");
+        b.submit(6, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+    });
+}
+
+/// A watch cancelled (or its fd closed) in the batch that starts it ends with ECANCELED: the
+/// cancel finds it, the close completes after it.
+#[test]
+fn hangup_cancelled_or_closed_in_its_batch() {
+    each_backend("hangup_cancelled_or_closed_in_its_batch", |b| {
+        let (_l, _s, fd) = connected(b);
+        b.submit(3, Op::Hangup { fd });
+        b.submit(4, Op::Cancel { target: 3 });
+        let (hangup, cancel) = target_and_cancel(b, 3, 4);
+        assert_eq!(errno_of(&hangup), Some(libc::ECANCELED), "{hangup:?}");
+        assert!(cancel.is_ok(), "cancel: {cancel:?}");
+        b.submit(5, Op::Hangup { fd });
+        b.submit(6, Op::Close { fd });
+        let got = collect(b, 2);
+        let order: Vec<u64> = got.iter().map(|c| c.token).collect();
+        assert_eq!(
+            order,
+            vec![5, 6],
+            "the watch must complete before the close"
+        );
+        assert_eq!(errno_of(&got[0].result), Some(libc::ECANCELED));
+        assert!(got[1].result.is_ok(), "close: {:?}", got[1].result);
+    });
+}
+
+#[test]
+fn close_with_a_hangup_pending_completes_it_first() {
+    each_backend("close_with_a_hangup_pending_completes_it_first", |b| {
+        let (_l, _s, fd) = connected(b);
+        b.submit(3, Op::Hangup { fd });
+        quiet_for(b, 30, "a hang-up watch completed with the peer still there");
+        b.submit(4, Op::Close { fd });
+        let got = collect(b, 2);
+        let order: Vec<u64> = got.iter().map(|c| c.token).collect();
+        assert_eq!(
+            order,
+            vec![3, 4],
+            "the watch must complete before the close"
+        );
+        assert_eq!(errno_of(&got[0].result), Some(libc::ECANCELED));
+        assert!(!got[0].more);
+        assert!(got[1].result.is_ok(), "close: {:?}", got[1].result);
+    });
+}
+
+/// A FIN that arrived before the watch was submitted: on a fd the backend never watched, and
+/// on one whose receive was cancelled and that took the news in while nothing was queued.
+/// Either way the watch completes, and the data in front of the FIN is still there.
+#[test]
+fn hangup_after_the_fin_arrived_completes() {
+    each_backend("hangup_after_the_fin_arrived_completes", |b| {
+        // Never watched: the FIN is there before the backend first sees the fd.
+        let (_l, mut s, fd) = connected(b);
+        s.write_all(b"abc").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        b.submit(3, Op::Hangup { fd });
+        expect_hangup(b, 3);
+        b.submit(4, Op::Recv { fd });
+        assert_eq!(recv_to_eof(b, 4, Duration::from_secs(5)), b"abc");
+        b.submit(5, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+
+        // Seen while idle: a receive took data, was cancelled, then the FIN came.
+        let (_l, mut s, fd) = connected(b);
+        b.submit(6, Op::Recv { fd });
+        s.write_all(b"x").unwrap();
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.token, 6);
+        if let Buf::Recv(buf) = c.buf {
+            b.release(buf);
+        }
+        b.submit(7, Op::Cancel { target: 6 });
+        let (_, cancel) = target_and_cancel(b, 6, 7);
+        assert!(cancel.is_ok(), "cancel: {cancel:?}");
+        s.write_all(b"def").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let mut out = Vec::new();
+        b.wait(&mut out, Some(Duration::from_millis(30))).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        b.submit(8, Op::Hangup { fd });
+        expect_hangup(b, 8);
+        b.submit(9, Op::Recv { fd });
+        assert_eq!(recv_to_eof(b, 9, Duration::from_secs(5)), b"def");
+        b.submit(10, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+    });
+}
+
+/// A watch and a receive on the same fd do not stand in each other's way: data completes the
+/// receive only; the FIN completes both.
+#[test]
+fn hangup_beside_a_recv() {
+    each_backend("hangup_beside_a_recv", |b| {
+        let (_l, mut s, fd) = connected(b);
+        b.submit(3, Op::Recv { fd });
+        b.submit(4, Op::Hangup { fd });
+        s.write_all(b"abc").unwrap();
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.token, 3, "{c:?}");
+        if let Buf::Recv(buf) = c.buf {
+            assert_eq!(&buf[..], b"abc");
+            b.release(buf);
+        }
+        quiet_for(b, 100, "data completed the hang-up watch");
+        s.shutdown(Shutdown::Write).unwrap();
+        let got = collect(b, 2);
+        let mut by: Vec<(u64, Option<usize>, bool)> = got
+            .iter()
+            .map(|c| (c.token, c.result.as_ref().ok().copied(), c.more))
+            .collect();
+        by.sort();
+        assert_eq!(by, vec![(3, Some(0), false), (4, Some(0), false)]);
+        b.submit(5, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+    });
 }

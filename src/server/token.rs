@@ -43,6 +43,10 @@ pub enum OpTag {
     RecvCancel = 11,
     Send = 12,
     Close = 13,
+    /// The hang-up watch armed while the receive is off for back-pressure during a request
+    /// (issue 9), and its cancel.
+    Hangup = 14,
+    HangupCancel = 15,
     /// A file task: read of the next piece, and the close of its fd.
     FileRead = 20,
     FileClose = 21,
@@ -71,6 +75,8 @@ impl OpTag {
             11 => RecvCancel,
             12 => Send,
             13 => Close,
+            14 => Hangup,
+            15 => HangupCancel,
             20 => FileRead,
             21 => FileClose,
             25 => UploadWrite,
@@ -97,6 +103,8 @@ impl OpTag {
             RecvCancel => "recv-cancel",
             Send => "send",
             Close => "close",
+            Hangup => "hangup",
+            HangupCancel => "hangup-cancel",
             FileRead => "file read",
             FileClose => "file close",
             UploadWrite => "upload write",

@@ -1,11 +1,26 @@
 //! What the adapter knows per fd: its readiness, registration, and the queues of operations
-//! waiting to read and to write (intrusive lists through the slots).
+//! waiting to read, to write, and for the peer's hang-up (intrusive lists through the slots).
 
 use std::os::fd::RawFd;
 
 use super::{Poller, Readiness};
 
 pub(super) const NIL: u32 = u32::MAX;
+
+/// Which of an fd's queues an operation waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Queue {
+    /// Accept, recv, read: run while the fd is readable.
+    Read,
+    /// Send, write, sendfile: run while the fd is writable.
+    Write,
+    /// Hang-up watches: complete once a hang-up or error is known (they never do I/O).
+    Hangup,
+}
+
+impl Queue {
+    pub(super) const ALL: [Queue; 3] = [Queue::Read, Queue::Write, Queue::Hangup];
+}
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct List {
@@ -30,7 +45,9 @@ pub(super) struct FdState {
     pub(super) always_ready: bool,
     pub(super) readable: bool,
     pub(super) writable: bool,
-    /// A hang-up was reported: a short read no longer means drained (the EOF is still to come).
+    /// A hang-up or error was reported: a short read no longer means drained (the EOF is still
+    /// to come), and hang-up watches complete. Cleared only when the number is registered
+    /// afresh (a new file; the registration then reports its current state again).
     pub(super) hup: bool,
     pub(super) in_ready: bool,
     pub(super) starved: bool,
@@ -38,6 +55,7 @@ pub(super) struct FdState {
     pub(super) files: u32,
     pub(super) reads: List,
     pub(super) writes: List,
+    pub(super) hangups: List,
 }
 
 impl FdState {
@@ -52,10 +70,11 @@ impl FdState {
         files: 0,
         reads: List::EMPTY,
         writes: List::EMPTY,
+        hangups: List::EMPTY,
     };
 
     pub(super) fn idle(&self) -> bool {
-        self.reads.is_empty() && self.writes.is_empty()
+        self.reads.is_empty() && self.writes.is_empty() && self.hangups.is_empty()
     }
 
     /// Forget what was known of the file this number named (a new one may have it now): it
@@ -67,6 +86,7 @@ impl FdState {
             files: self.files,
             reads: self.reads,
             writes: self.writes,
+            hangups: self.hangups,
             ..FdState::NEW
         };
     }
@@ -81,17 +101,17 @@ impl<P: Poller> Readiness<P> {
         &mut self.fds[i]
     }
 
-    fn list(&mut self, fd: RawFd, write: bool) -> &mut List {
+    fn list(&mut self, fd: RawFd, q: Queue) -> &mut List {
         let st = &mut self.fds[fd as usize];
-        if write {
-            &mut st.writes
-        } else {
-            &mut st.reads
+        match q {
+            Queue::Read => &mut st.reads,
+            Queue::Write => &mut st.writes,
+            Queue::Hangup => &mut st.hangups,
         }
     }
 
-    pub(super) fn push_back(&mut self, fd: RawFd, write: bool, idx: u32) {
-        let list = self.list(fd, write);
+    pub(super) fn push_back(&mut self, fd: RawFd, q: Queue, idx: u32) {
+        let list = self.list(fd, q);
         let old_tail = list.tail;
         if list.is_empty() {
             list.head = idx;
@@ -102,10 +122,10 @@ impl<P: Poller> Readiness<P> {
         }
     }
 
-    pub(super) fn pop_front(&mut self, fd: RawFd, write: bool) -> u32 {
-        let idx = self.list(fd, write).head;
+    pub(super) fn pop_front(&mut self, fd: RawFd, q: Queue) -> u32 {
+        let idx = self.list(fd, q).head;
         let next = self.slots[idx].next;
-        let list = self.list(fd, write);
+        let list = self.list(fd, q);
         list.head = next;
         if next == NIL {
             list.tail = NIL;
@@ -115,8 +135,8 @@ impl<P: Poller> Readiness<P> {
 
     /// Unlink `idx` from whichever queue of `fd` holds it.
     pub(super) fn unlink(&mut self, fd: RawFd, idx: u32) {
-        for write in [false, true] {
-            let (mut prev, mut cur) = (NIL, self.list(fd, write).head);
+        for q in Queue::ALL {
+            let (mut prev, mut cur) = (NIL, self.list(fd, q).head);
             while cur != NIL && cur != idx {
                 prev = cur;
                 cur = self.slots[cur].next;
@@ -126,11 +146,11 @@ impl<P: Poller> Readiness<P> {
             }
             let next = self.slots[idx].next;
             if prev == NIL {
-                self.list(fd, write).head = next;
+                self.list(fd, q).head = next;
             } else {
                 self.slots[prev].next = next;
             }
-            let list = self.list(fd, write);
+            let list = self.list(fd, q);
             if list.tail == idx {
                 list.tail = prev;
             }

@@ -242,11 +242,15 @@ impl Poller for Kqueue {
             } else {
                 let fd = ev.ident as RawFd;
                 let read = filter == os::EVFILT_READ;
-                let hup = ev.flags & (os::EV_EOF | os::EV_ERROR) != 0;
+                let ended = ev.flags & (os::EV_EOF | os::EV_ERROR) != 0;
+                // Only the read filter speaks of the peer: EV_EOF on the write filter also
+                // follows our own shutdown(SHUT_WR), which is no hang-up (invariant 10). A peer's
+                // FIN or reset always sets EV_EOF on the read filter too.
+                let hup = ev.flags & os::EV_ERROR != 0 || (read && ended);
                 events.push(Event::Fd {
                     fd,
-                    read: read || hup,
-                    write: !read || hup,
+                    read: read || ended,
+                    write: !read || ended,
                     hup,
                 });
             }

@@ -1,7 +1,8 @@
 //! Completions emulated over readiness: the logic epoll and kqueue share.
 //!
-//! The adapter keeps, per fd, a queue of operations waiting to read (accept, recv, read) and a
-//! queue waiting to write (send, write), and what it knows of the fd's readiness. Registration is
+//! The adapter keeps, per fd, a queue of operations waiting to read (accept, recv, read), a
+//! queue waiting to write (send, write), a queue of hang-up watches, and what it knows of the
+//! fd's readiness (a hang-up, once reported, is remembered until the number names a new file). Registration is
 //! edge-triggered and made once per fd (both directions), so no `epoll_ctl`/`kevent` call is
 //! needed to arm or disarm an operation. An operation is tried as soon as its fd is believed
 //! ready (a new fd is believed ready in both directions); `EWOULDBLOCK` clears the belief and the
@@ -52,7 +53,8 @@ pub enum Event {
         fd: RawFd,
         read: bool,
         write: bool,
-        /// The peer hung up or the fd has an error: reads must go on until they say so.
+        /// The peer hung up (closed its side) or the fd has an error: reads must go on until
+        /// they say so, and hang-up watches complete. Not our own half-close.
         hup: bool,
     },
     /// The timer added with this key expired.

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use super::fds::NIL;
+use super::fds::{Queue, NIL};
 use super::{Poller, Readiness};
 use crate::pool::Received;
 use crate::sys::{self, Progress};
@@ -44,6 +44,8 @@ pub(super) enum State {
     Child {
         pid: u32,
     },
+    /// Waits in the fd's hang-up queue until a hang-up or error is known (`FdState::hup`).
+    Hangup,
 }
 
 #[derive(Debug)]
@@ -190,8 +192,8 @@ impl<P: Poller> Readiness<P> {
                 Progress::WouldBlock => Step::WouldBlock,
                 Progress::Failed(e) => last(token, Err(e)),
             },
-            State::Free | State::Timer { .. } | State::Child { .. } => {
-                unreachable!("not an fd operation")
+            State::Free | State::Timer { .. } | State::Child { .. } | State::Hangup => {
+                unreachable!("not an fd operation that does I/O")
             }
         }
     }
@@ -199,8 +201,15 @@ impl<P: Poller> Readiness<P> {
     /// Run the queued operations of `fd` that its readiness allows. Returns true if the fd
     /// still has runnable work (its budget ran out).
     fn run_fd(&mut self, fd: RawFd, out: &mut Vec<Completion>) -> bool {
+        // Hang-up watches do no I/O: once a hang-up is known they all complete.
+        while self.fds[fd as usize].hup && !self.fds[fd as usize].hangups.is_empty() {
+            let idx = self.pop_front(fd, Queue::Hangup);
+            let (token, state) = self.free(idx);
+            out.push(Self::ended(token, Ok(0), state));
+        }
         let mut more = false;
-        for write in [false, true] {
+        for q in [Queue::Read, Queue::Write] {
+            let write = q == Queue::Write;
             let mut budget = FD_BUDGET;
             loop {
                 let st = &self.fds[fd as usize];
@@ -219,9 +228,9 @@ impl<P: Poller> Readiness<P> {
                 budget -= 1;
                 let idx = list.head;
                 match self.step(fd, idx) {
-                    Step::Done(c, keep) => self.finish(fd, write, idx, c, keep, out),
+                    Step::Done(c, keep) => self.finish(fd, q, idx, c, keep, out),
                     Step::DoneDrained(c) => {
-                        self.finish(fd, write, idx, c, true, out);
+                        self.finish(fd, q, idx, c, true, out);
                         let st = &mut self.fds[fd as usize];
                         st.readable = st.hup;
                     }
@@ -250,7 +259,7 @@ impl<P: Poller> Readiness<P> {
     fn finish(
         &mut self,
         fd: RawFd,
-        write: bool,
+        q: Queue,
         idx: u32,
         c: Completion,
         keep: bool,
@@ -259,7 +268,7 @@ impl<P: Poller> Readiness<P> {
         if keep {
             return out.push(c);
         }
-        let head = self.pop_front(fd, write);
+        let head = self.pop_front(fd, q);
         debug_assert_eq!(head, idx);
         let (token, state) = self.free(idx);
         let mut c = match c.buf {

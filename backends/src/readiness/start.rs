@@ -3,6 +3,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
+use super::fds::Queue;
 use super::ops::State;
 use super::{Poller, Readiness};
 use crate::{sys, Buf, Completion, Op, Token};
@@ -10,18 +11,19 @@ use crate::{sys, Buf, Completion, Op, Token};
 impl<P: Poller> Readiness<P> {
     pub(super) fn start(&mut self, token: Token, op: Op, out: &mut Vec<Completion>) {
         self.stats.submitted[op.kind() as usize] += 1;
-        let (fd, write, state) = match op {
-            Op::Accept { fd } => (fd, false, State::Accept),
-            Op::Recv { fd } => (fd, false, State::Recv),
-            Op::Read { fd, buf, offset } => (fd, false, State::Read { buf, offset }),
-            Op::Send { fd, buf } => (fd, true, State::Send { buf, done: 0 }),
+        let (fd, q, state) = match op {
+            Op::Accept { fd } => (fd, Queue::Read, State::Accept),
+            Op::Recv { fd } => (fd, Queue::Read, State::Recv),
+            Op::Read { fd, buf, offset } => (fd, Queue::Read, State::Read { buf, offset }),
+            Op::Send { fd, buf } => (fd, Queue::Write, State::Send { buf, done: 0 }),
+            Op::Hangup { fd } => (fd, Queue::Hangup, State::Hangup),
             Op::Write { fd, buf, offset } => {
                 let state = State::Write {
                     buf,
                     done: 0,
                     offset,
                 };
-                (fd, true, state)
+                (fd, Queue::Write, state)
             }
             Op::SendFile {
                 fd,
@@ -38,7 +40,7 @@ impl<P: Poller> Readiness<P> {
                     len,
                     done: 0,
                 };
-                (fd, true, state)
+                (fd, Queue::Write, state)
             }
             Op::Close { fd } => {
                 let c = self.close(token, fd, out);
@@ -66,7 +68,8 @@ impl<P: Poller> Readiness<P> {
             return out.push(Self::ended(token, Err(e), state));
         }
         let idx = self.alloc(token, fd, state);
-        self.push_back(fd, write, idx);
+        self.push_back(fd, q, idx);
+        // Run it at the next turn: a hang-up may be known already (invariant 10).
         self.mark_ready(fd);
     }
 
@@ -111,14 +114,18 @@ impl<P: Poller> Readiness<P> {
             return Completion::new(token, Err(e), Buf::None, false);
         }
         let registered = self.fd_state(fd).registered;
-        for write in [false, true] {
+        for q in Queue::ALL {
             loop {
                 let st = &self.fds[fd as usize];
-                let list = if write { st.writes } else { st.reads };
+                let list = match q {
+                    Queue::Read => st.reads,
+                    Queue::Write => st.writes,
+                    Queue::Hangup => st.hangups,
+                };
                 if list.is_empty() {
                     break;
                 }
-                let idx = self.pop_front(fd, write);
+                let idx = self.pop_front(fd, q);
                 let (t, state) = self.free(idx);
                 out.push(Self::ended(t, Err(sys::canceled()), state));
             }

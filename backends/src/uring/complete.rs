@@ -171,6 +171,12 @@ impl Uring {
                     }
                 }
             }
+            State::Hangup => {
+                // The poll's result is the event mask; ECANCELED when a cancel or close hit it.
+                let result = if res >= 0 { Ok(0) } else { Err(errno(res)) };
+                let c = self.finish(idx, result)?;
+                out.push(c);
+            }
             State::Send { .. } | State::Write { .. } => {
                 return self.progress(idx, res, eagain, out);
             }

@@ -50,6 +50,9 @@ pub(super) enum State {
         len: usize,
         done: usize,
     },
+    /// A single-shot poll for the peer's hang-up (`POLLRDHUP | POLLHUP | POLLERR`); never
+    /// restarted: it fires only on the event it waits for, or is cancelled.
+    Hangup,
     /// In the timer heap, not in the kernel: timers complete in deadline order.
     Timer,
     Child {
@@ -88,6 +91,7 @@ impl State {
                 | State::Read { .. }
                 | State::Write { .. }
                 | State::SendFile { .. }
+                | State::Hangup
         )
     }
 

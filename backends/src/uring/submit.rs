@@ -49,6 +49,11 @@ impl Uring {
                 }
                 State::Recv => opcode::RecvMulti::new(fd, BGID).build(),
                 State::RecvPoll => opcode::PollAdd::new(fd, libc::POLLIN as u32).build(),
+                State::Hangup => {
+                    // POLLHUP and POLLERR are always reported; POLLRDHUP is the peer's FIN.
+                    let mask = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
+                    opcode::PollAdd::new(fd, mask as u32).build()
+                }
                 State::Send { op } => {
                     let SendOp {
                         buf,
@@ -124,7 +129,8 @@ impl Uring {
             | Op::Send { fd, .. }
             | Op::Read { fd, .. }
             | Op::Write { fd, .. }
-            | Op::Close { fd } => sys::check_fd(fd, known),
+            | Op::Close { fd }
+            | Op::Hangup { fd } => sys::check_fd(fd, known),
             Op::SendFile { fd, file, .. } => {
                 sys::check_fd(fd, known).and_then(|()| sys::check_fd(file, known))
             }
@@ -152,6 +158,7 @@ impl Uring {
             Op::Accept { fd } => (fd, State::Accept),
             Op::Recv { fd } if self.multishot_recv => (fd, State::Recv),
             Op::Recv { fd } => (fd, State::RecvPoll),
+            Op::Hangup { fd } => (fd, State::Hangup),
             Op::Send { fd, buf } => {
                 if buf.is_empty() {
                     out.push(Completion::new(token, Ok(0), Buf::Send(buf), false));

@@ -1,7 +1,8 @@
 //! Making progress on a connection: parse and feed what is buffered, keep one send in flight,
-//! and arm or cancel the receive by the back-pressure bounds.
+//! and arm or cancel the receive by the back-pressure bounds (and, while it is off during a
+//! request, the hang-up watch that still sees the client leave).
 
-use backends::Op;
+use backends::{Completion, Op};
 
 use super::env::Env;
 use super::{Conn, Phase, RecvState, IN_HIGH, OUT_HIGH};
@@ -120,6 +121,39 @@ impl Conn {
                     .submit(self.tok(OpTag::RecvCancel), Op::Cancel { target });
             }
             _ => {}
+        }
+        // Issue 9: while a request runs with the receive off (back-pressure), the socket is
+        // still watched for the client's FIN or reset; the watch goes when the receive is back.
+        let watch = self.phase == Phase::Active && !self.eof && self.recv != RecvState::Armed;
+        match (watch, self.hangup) {
+            (true, RecvState::Off) if !self.hangup_cancel => {
+                self.hangup = RecvState::Armed;
+                env.be
+                    .submit(self.tok(OpTag::Hangup), Op::Hangup { fd: self.fd });
+            }
+            // A close covers the watch itself.
+            (false, RecvState::Armed) if self.phase != Phase::Closing => {
+                self.hangup = RecvState::Cancelling;
+                self.hangup_cancel = true;
+                let target = self.tok(OpTag::Hangup);
+                env.be
+                    .submit(self.tok(OpTag::HangupCancel), Op::Cancel { target });
+            }
+            _ => {}
+        }
+    }
+
+    /// The hang-up watch completed. Unless it was cancelled (or the receive saw the end of
+    /// stream first), the client closed or reset the connection with input still unread:
+    /// its request is abandoned and a CGI working for it is stopped.
+    pub(super) fn on_hangup(&mut self, c: Completion, env: &mut Env) {
+        let armed = self.hangup == RecvState::Armed;
+        self.hangup = RecvState::Off;
+        let cancelled = matches!(&c.result, Err(e) if e.raw_os_error() == Some(libc::ECANCELED));
+        if armed && !cancelled && !self.eof && self.phase != Phase::Closing {
+            crate::info!("{}: client closed the connection", self.ident());
+            self.eof = true;
+            self.close(Abort::ClientGone, env);
         }
     }
 }

@@ -3,8 +3,8 @@
 //! - **Input**: one multishot receive, armed only while the unconsumed input and the unsent
 //!   output are under [`IN_HIGH`] / [`OUT_HIGH`] (cancelled above them and re-armed below), so
 //!   per-connection memory is bounded whatever the client sends. While a request runs the
-//!   receive stays armed (within those bounds), so a client that leaves is seen and a CGI
-//!   working for it is stopped.
+//!   receive stays armed (within those bounds; above them a hang-up watch stands in for it),
+//!   so a client that leaves is seen and a CGI working for it is stopped.
 //! - **Requests**: one at a time, in order ([`head`] parses, [`request`] starts and finishes).
 //!   The next pipelined request starts only once the previous one's response is fully queued
 //!   and the queue is under [`OUT_HIGH`], so responses leave in request order and an error on
@@ -90,6 +90,9 @@ pub struct Conn {
     scratch: Vec<u8>,
     recv: RecvState,
     cancel_pending: bool,
+    /// The hang-up watch (flow.rs), and whether a cancel of it is in flight.
+    hangup: RecvState,
+    hangup_cancel: bool,
     eof: bool,
     sending: bool,
     pub phase: Phase,
@@ -128,6 +131,8 @@ impl Conn {
             scratch: Vec::new(),
             recv: RecvState::Off,
             cancel_pending: false,
+            hangup: RecvState::Off,
+            hangup_cancel: false,
             eof: false,
             sending: false,
             phase: Phase::Idle,
@@ -198,6 +203,8 @@ impl Conn {
         match t.op {
             OpTag::Recv => self.on_recv(c, env),
             OpTag::RecvCancel => self.cancel_pending = false,
+            OpTag::Hangup => self.on_hangup(c, env),
+            OpTag::HangupCancel => self.hangup_cancel = false,
             OpTag::Send => self.on_send(c, env),
             OpTag::Close => {
                 env.gauges.leave(self.phase.gauge());
