@@ -254,17 +254,18 @@ fn fifo_under_root_is_refused_without_blocking() {
             "GET of a FIFO: {:?}",
             String::from_utf8_lossy(&got)
         );
-        // A listing of the directory with the FIFO does not open it either.
-        let r = get(s.port, "/");
-        assert_eq!(r.status, 200, "{}", r.dump());
-        assert!(r.text().contains("pipe"), "{}", r.text());
         assert_eq!(get(s.port, "/index.html").text(), "index");
-        // Also through the upload store's DELETE and PUT: not a regular file, refused.
+        // A listing of a directory with a FIFO does not open it either; DELETE and PUT in the
+        // store refuse it (not a regular file).
         std::process::Command::new("mkfifo")
             .arg(s.dir.join("www/uploads/p"))
             .status()
             .unwrap();
+        let r = get(s.port, "/uploads/");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert!(r.text().contains("<a href=\"p\">p</a>"), "{}", r.text());
         assert_eq!(get(s.port, "/uploads/p").status, 403);
+        assert_eq!(put(s.port, "/uploads/p", b"x").status, 403);
         assert_eq!(method(s.port, "DELETE", "/uploads/p", "").status, 403);
     });
 }
@@ -343,8 +344,8 @@ fn deep_nesting_is_an_error_and_reload_survives() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "-t at depth {depth}: {err}");
             assert!(err.contains("nest"), "{err}");
-            // The 17th level opens on line 18 (`server` is line 1), column 12.
-            assert!(err.contains(":18:12:"), "no line:col in {err}");
+            // Line n opens level n (`server` is line 1): the 17th level's `{` is at 17:12.
+            assert!(err.contains(":17:12:"), "no line:col in {err}");
         }
         let conf = s.dir.join("webserv.conf");
         let good = fs::read_to_string(&conf).unwrap();

@@ -1,23 +1,25 @@
 //! nginx-style directory listings.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::fd::RawFd;
 
 use crate::http::path::{html_escape, percent_encode_path};
 
-/// An nginx-style directory listing: names escaped for HTML and percent-encoded in links.
-pub fn autoindex(dir: &Path, uri: &str) -> std::io::Result<Vec<u8>> {
+/// An nginx-style directory listing of the open directory `dir`: names escaped for HTML and
+/// percent-encoded in links, at most `max` entries read (then a line says the listing was
+/// truncated). Entries are `fstatat`'d in the directory (following a symlink only when
+/// `follow`), never opened, so a FIFO in it costs nothing.
+pub fn autoindex(dir: RawFd, uri: &str, max: usize, follow: bool) -> std::io::Result<Vec<u8>> {
     let mut entries: Vec<(String, bool, u64, u64)> = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
+    let (names, truncated) = backends::util::read_dir_fd(dir, max)?;
+    for os in names {
+        let name = os.to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
-        let Ok(m) = std::fs::metadata(e.path()) else {
+        let Ok(m) = backends::util::fstatat(dir, &os, follow) else {
             continue;
         };
-        entries.push((name, m.is_dir(), m.len(), m.mtime().max(0) as u64));
+        entries.push((name, m.is_dir(), m.size, m.mtime.0.max(0) as u64));
     }
     entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let title = html_escape(uri);
@@ -51,6 +53,11 @@ pub fn autoindex(dir: &Path, uri: &str) -> std::io::Result<Vec<u8>> {
             when,
             size,
             pad = pad
+        ));
+    }
+    if truncated {
+        out.push_str(&format!(
+            "</pre><p>listing truncated at {max} entries (autoindex_max_entries)</p><pre>\r\n"
         ));
     }
     out.push_str("</pre><hr></body>\r\n</html>\r\n");

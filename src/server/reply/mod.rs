@@ -18,7 +18,7 @@ use crate::config::{ErrorPageStatus, Location, Server};
 use crate::http::response::{error_page_html, ResponseHead};
 
 pub use cache::FileCache;
-pub use map::{map, upload_target};
+pub use map::{map, resolve, upload_rel, upload_target};
 pub use static_file::{serve_static, Static};
 
 /// Files not in the cache stream in pieces of this size when they are read (not sendfile'd).
