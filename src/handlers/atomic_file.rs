@@ -34,9 +34,14 @@ impl StoreDir {
     /// symlink on the way (a symlinked directory in a store is refused, `ELOOP`).
     pub fn open(store: &Path, rel: &str) -> io::Result<StoreDir> {
         let anchor = util::open_dir(store)?;
+        StoreDir::open_at(anchor.as_raw_fd(), rel)
+    }
+
+    /// Like [`open`](Self::open), beneath an already open store directory.
+    pub fn open_at(anchor: RawFd, rel: &str) -> io::Result<StoreDir> {
         let rel = if rel.is_empty() { "." } else { rel };
         let fd = util::open_beneath(
-            anchor.as_raw_fd(),
+            anchor,
             OsStr::new(rel),
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,

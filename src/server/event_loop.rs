@@ -163,6 +163,8 @@ impl Loop {
             crate::warn!("reload: listen addresses changed; they take effect after a restart");
         }
         self.cfg = new;
+        // Roots and stores are opened again under the new configuration's names.
+        self.cache.reset_anchors();
         crate::notice!(
             "configuration reloaded ({} connections kept)",
             self.conns.len()

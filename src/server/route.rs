@@ -2,7 +2,8 @@
 //! once the head is parsed. It returns a [`Route`]; the connection turns it into a task.
 
 use std::io;
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::gauges::Gauges;
@@ -112,11 +113,11 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("multipart/form-data"));
             match (method, crate::handlers::multipart::boundary(ct)) {
-                (Method::Post, Some(b)) => multipart_route(loc, path, b),
+                (Method::Post, Some(b)) => multipart_route(loc, path, b, cache),
                 // RFC 7578 §4.1: the boundary parameter is required (RFC 2046 §5.1.1: 1–70
                 // characters); a form without a usable one cannot be split into its parts.
                 (Method::Post, None) if is_form => Route::Error(400, Vec::new()),
-                _ => upload_route(loc, method, path),
+                _ => upload_route(loc, method, path, cache),
             }
         }
         // DELETE changes files: only where uploads are enabled or the location lists DELETE
@@ -125,7 +126,7 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
             if loc.upload_store.is_some()
                 || loc.allow_methods.is_some_and(|m| m.allows("DELETE")) =>
         {
-            delete(loc, path, cx)
+            delete(loc, path, cx, cache)
         }
         _ => {
             let allow = loc
@@ -156,6 +157,12 @@ fn store_status(e: &io::Error) -> u16 {
     }
 }
 
+/// Directory `rel` beneath the store (or root) `anchor`, whose fd the cache keeps open.
+fn open_store(cache: &mut reply::FileCache, anchor: &Path, rel: &str) -> io::Result<StoreDir> {
+    let fd = cache.anchor(anchor)?;
+    StoreDir::open_at(fd.as_raw_fd(), rel)
+}
+
 /// `rel` split into its directory part and its last component.
 fn split_last(rel: &str) -> (&str, &str) {
     match rel.rfind('/') {
@@ -164,7 +171,7 @@ fn split_last(rel: &str) -> (&str, &str) {
     }
 }
 
-fn upload_route(loc: &Location, method: Method, path: &str) -> Route {
+fn upload_route(loc: &Location, method: Method, path: &str, cache: &mut reply::FileCache) -> Route {
     // upload_store is set here, so no target means the path would leave the store.
     let Some((store, rel)) = reply::upload_rel(loc, path) else {
         return Route::Error(404, Vec::new());
@@ -189,7 +196,7 @@ fn upload_route(loc: &Location, method: Method, path: &str) -> Route {
             dir_uri(path),
         )
     };
-    let dir = match StoreDir::open(&store, &dir_rel) {
+    let dir = match open_store(cache, &store, &dir_rel) {
         Ok(d) => d,
         Err(e) => return Route::Error(store_status(&e), Vec::new()),
     };
@@ -220,11 +227,16 @@ fn upload_route(loc: &Location, method: Method, path: &str) -> Route {
     }
 }
 
-fn multipart_route(loc: &Location, path: &str, boundary: String) -> Route {
+fn multipart_route(
+    loc: &Location,
+    path: &str,
+    boundary: String,
+    cache: &mut reply::FileCache,
+) -> Route {
     let Some((store, rel)) = reply::upload_rel(loc, path) else {
         return Route::Error(404, Vec::new());
     };
-    match StoreDir::open(&store, rel.trim_end_matches('/')) {
+    match open_store(cache, &store, rel.trim_end_matches('/')) {
         Ok(dir) => Route::Multipart {
             boundary,
             dir,
@@ -234,7 +246,7 @@ fn multipart_route(loc: &Location, path: &str, boundary: String) -> Route {
     }
 }
 
-fn delete(loc: &Location, path: &str, cx: &Ctx) -> Route {
+fn delete(loc: &Location, path: &str, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
     // Through the upload store where there is one, else the same mapping as GET; a path that
     // would leave either maps to nothing. Resolved beneath the directory with no symlink
     // followed, and a symlink itself is not removed either (403): one policy for writes and
@@ -251,7 +263,7 @@ fn delete(loc: &Location, path: &str, cx: &Ctx) -> Route {
     if name.is_empty() || name == "." {
         return Route::Error(403, Vec::new());
     }
-    let dir = match StoreDir::open(&anchor, dir_rel) {
+    let dir = match open_store(cache, &anchor, dir_rel) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Route::Error(404, Vec::new()),
         Err(e) => return Route::Error(store_status(&e), Vec::new()),

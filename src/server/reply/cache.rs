@@ -8,6 +8,7 @@
 //! `chmod` changes the ctime.
 
 use std::fs::File;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +65,9 @@ pub struct Cached {
 #[derive(Default)]
 pub struct FileCache {
     map: std::collections::HashMap<PathBuf, std::rc::Rc<Cached>>,
+    /// Directory fds of roots, aliases and upload stores, opened on first use and dropped at
+    /// reload: every path under them is resolved beneath one of these.
+    anchors: std::collections::HashMap<PathBuf, std::rc::Rc<OwnedFd>>,
     bytes: usize,
     /// The loop turn's time (set by the loop: no clock read per request); `None` reads it.
     pub now: Option<std::time::Instant>,
@@ -72,6 +76,50 @@ pub struct FileCache {
 impl FileCache {
     fn now(&self) -> std::time::Instant {
         self.now.unwrap_or_else(std::time::Instant::now)
+    }
+
+    /// The directory fd of `dir` (a root, alias or upload store), opened once.
+    pub fn anchor(&mut self, dir: &Path) -> std::io::Result<std::rc::Rc<OwnedFd>> {
+        if let Some(fd) = self.anchors.get(dir) {
+            return Ok(fd.clone());
+        }
+        let fd = std::rc::Rc::new(backends::util::open_dir(dir)?);
+        // Bounded: one entry per configured directory (and per alias target).
+        self.anchors.insert(dir.to_path_buf(), fd.clone());
+        Ok(fd)
+    }
+
+    /// A reload may have changed what the configured paths name: open them again.
+    pub fn reset_anchors(&mut self) {
+        self.anchors.clear();
+    }
+
+    /// An expired entry checked without opening the file: `fstatat` of `rel` in `anchor`. The
+    /// entry is kept only for the very same inode and times, i.e. the file that a contained open
+    /// read before, unchanged — so serving it needs no descriptor even when none is left.
+    pub(super) fn revalidate(
+        &mut self,
+        path: &Path,
+        anchor: RawFd,
+        rel: &str,
+        follow: bool,
+    ) -> Option<std::rc::Rc<Cached>> {
+        let st = backends::util::fstatat(anchor, std::ffi::OsStr::new(rel), follow).ok()?;
+        let e = self.map.get_mut(path)?;
+        if e.stat != st {
+            return None;
+        }
+        let fresh = std::rc::Rc::new(Cached {
+            body: e.body.clone(),
+            mtime: e.mtime,
+            etag: e.etag.clone(),
+            last_modified: e.last_modified,
+            stat: st,
+            checked: self.now.unwrap_or_else(std::time::Instant::now),
+            gen: writes(),
+        });
+        *e = fresh.clone();
+        Some(fresh)
     }
 
     /// The entry for `path` if it may be used without looking at the file at all.

@@ -36,10 +36,17 @@ pub enum Reply {
     File {
         status: u16,
         head: Vec<u8>,
-        file: File,
+        file: Stream,
         offset: u64,
         len: u64,
     },
+}
+
+/// Where a streamed body comes from: a file on disk (sendfile or reads), or a directory
+/// listing rendered a piece at a time.
+pub enum Stream {
+    Disk(File),
+    Listing(Box<autoindex::Listing>),
 }
 
 impl Reply {

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use backends::util::{self, FileStat};
 
-use super::autoindex::autoindex;
+use super::autoindex::Listing;
 use super::cache::{Cached, FileCache};
-use super::{finish, full, header, header_u64, map, ret, start, Ctx, Reply};
+use super::{finish, full, header, header_u64, map, ret, start, Ctx, Reply, Stream};
 use crate::config::{Location, Symlinks};
 use crate::http::path::percent_encode_path;
 use crate::http::range::{self, ByteRange};
@@ -148,24 +148,22 @@ fn same_owner_links(anchor: RawFd, rel: &str) -> std::io::Result<()> {
 /// once (it is then refused by its type), and `openat2(RESOLVE_BENEATH)` keeps the resolution
 /// beneath the root. Returns the file with its `fstat`.
 fn open_read(
-    anchor: &Path,
+    anchor: RawFd,
     rel: &str,
     policy: Symlinks,
 ) -> std::io::Result<(OwnedFd, RawFd, FileStat)> {
-    let a = util::open_dir(anchor)?;
     let fd = util::open_beneath(
-        a.as_raw_fd(),
+        anchor,
         OsStr::new(rel),
         libc::O_RDONLY | libc::O_NONBLOCK,
         0,
         policy == Symlinks::Refuse,
     )?;
     if policy == Symlinks::IfSameOwner {
-        same_owner_links(a.as_raw_fd(), rel)?;
+        same_owner_links(anchor, rel)?;
     }
     let st = util::fstat(fd.as_raw_fd())?;
     let raw = fd.as_raw_fd();
-    drop(a);
     Ok((fd, raw, st))
 }
 
@@ -188,7 +186,17 @@ pub fn serve_static(
     let Some((anchor, rel)) = super::map::resolve(loc, path) else {
         return Static::Error(404);
     };
-    let (fd, raw, st) = match open_read(&anchor, &rel, loc.disable_symlinks) {
+    let anchor = match cache.anchor(&anchor) {
+        Ok(a) => a,
+        Err(e) => return Static::Error(open_status(&e)),
+    };
+    let follow = loc.disable_symlinks != Symlinks::Refuse;
+    if !path.ends_with('/') && loc.disable_symlinks != Symlinks::IfSameOwner {
+        if let Some(c) = cache.revalidate(&fs_path, anchor.as_raw_fd(), &rel, follow) {
+            return Static::Reply(serve_cached(&c, path, mime, cx));
+        }
+    }
+    let (fd, raw, st) = match open_read(anchor.as_raw_fd(), &rel, loc.disable_symlinks) {
         Ok(x) => x,
         Err(e) => return Static::Error(open_status(&e)),
     };
@@ -228,8 +236,8 @@ pub fn serve_static(
         }
         if loc.autoindex {
             let max = usize::try_from(loc.autoindex_max_entries).unwrap_or(usize::MAX);
-            return match autoindex(raw, path, max, !nofollow) {
-                Ok(body) => Static::Reply(full(200, "text/html; charset=utf-8", body, &[], cx)),
+            return match Listing::read(raw, path, max, !nofollow) {
+                Ok(listing) => Static::Reply(listing_reply(listing, cx)),
                 Err(e) => Static::Error(io_status(&e)),
             };
         }
@@ -305,10 +313,34 @@ fn serve_file(
     Static::Reply(Reply::File {
         status,
         head,
-        file,
+        file: Stream::Disk(file),
         offset,
         len: count,
     })
+}
+
+/// A directory listing: its head now, its body streamed by the file task in pieces.
+fn listing_reply(listing: Listing, cx: &Ctx) -> Reply {
+    let mut head = Vec::with_capacity(256);
+    start(&mut head, 200, cx);
+    header(&mut head, "Content-Type", b"text/html; charset=utf-8");
+    header_u64(&mut head, "Content-Length", listing.len());
+    finish(&mut head);
+    if cx.head_only {
+        return Reply::Full {
+            status: 200,
+            head,
+            body: backends::Body::Empty,
+        };
+    }
+    let len = listing.len();
+    Reply::File {
+        status: 200,
+        head,
+        file: Stream::Listing(Box::new(listing)),
+        offset: 0,
+        len,
+    }
 }
 
 fn start_range(head: &mut Vec<u8>, cx: &Ctx, content_range: &str) {
