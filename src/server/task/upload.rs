@@ -228,14 +228,24 @@ impl Task for UploadTask {
 /// A multipart/form-data upload: each file part to its own temp file; all of them are committed
 /// only when the whole body has arrived and parsed (all or nothing: a failure at any point
 /// removes every part, committed ones included).
+///
+/// Part contents are written through backend write ops at explicit offsets, one in flight;
+/// while writes are queued or in flight `body_room` is 0, so at most one body piece
+/// ([`WRITE_MAX`]) waits in memory. Creating a part's temp file (`openat`) runs on the loop.
 pub struct MultipartTask {
     id: TaskId,
     parser: crate::handlers::multipart::MultipartParser,
     dir: StoreDir,
     uri_dir: String,
-    current: Option<(AtomicFile, String)>,
-    /// Complete parts, not yet under their names.
-    ready: Vec<(AtomicFile, String)>,
+    /// Every file part so far, with its final name and the offset its next write goes to.
+    files: Vec<(AtomicFile, String, u64)>,
+    /// The part being received (an index into `files`), if it is a file part.
+    current: Option<usize>,
+    /// Writes not yet submitted: (file index, offset, bytes).
+    pending: std::collections::VecDeque<(usize, u64, Vec<u8>)>,
+    /// The file index of the write in flight.
+    writing: Option<usize>,
+    body_done: bool,
     saved: Vec<String>,
     meta: Meta,
     failed: bool,
@@ -251,8 +261,11 @@ impl MultipartTask {
             parser: crate::handlers::multipart::MultipartParser::new(boundary),
             dir,
             uri_dir,
+            files: Vec::new(),
             current: None,
-            ready: Vec::new(),
+            pending: std::collections::VecDeque::new(),
+            writing: None,
+            body_done: false,
             saved: Vec::new(),
             meta,
             failed: false,
@@ -264,8 +277,9 @@ impl MultipartTask {
         let MultipartTask {
             parser,
             dir,
+            files,
             current,
-            ready,
+            pending,
             ..
         } = self;
         parser
@@ -281,35 +295,66 @@ impl MultipartTask {
                                 let name = sanitize_filename(raw).unwrap_or_else(|| {
                                     format!("upload-{:08x}", atomic_file::random_u32())
                                 });
-                                Some((AtomicFile::create_in(dir)?, name))
+                                files.push((AtomicFile::create_in(dir)?, name, 0));
+                                Some(files.len() - 1)
                             }
                         };
                     }
                     Part::Data(d) => {
-                        if let Some((f, _)) = current.as_mut() {
-                            f.write_all(d)?;
+                        if let Some(i) = *current {
+                            let at = files[i].2;
+                            files[i].2 += d.len() as u64;
+                            match pending.back_mut() {
+                                Some((j, _, buf)) if *j == i && buf.len() < WRITE_MAX => {
+                                    buf.extend_from_slice(d)
+                                }
+                                _ => pending.push_back((i, at, d.to_vec())),
+                            }
                         }
                     }
-                    Part::End => {
-                        if let Some(done) = current.take() {
-                            ready.push(done);
-                        }
-                    }
+                    Part::End => *current = None,
                 }
                 Ok(())
             })
             .map_err(|e| e.status())
     }
 
+    /// Submit the next queued write, or — all written and the body complete — commit.
+    fn pump(&mut self, cx: &mut Cx) -> Step {
+        if self.writing.is_some() {
+            return Step::Pending;
+        }
+        if let Some((i, offset, buf)) = self.pending.pop_front() {
+            self.writing = Some(i);
+            let fd = self.files[i].0.fd();
+            cx.submit(
+                OpTag::UploadWrite,
+                backends::Op::Write {
+                    fd,
+                    buf,
+                    offset: Some(offset),
+                },
+            );
+            return Step::Pending;
+        }
+        if !self.body_done {
+            return Step::Pending;
+        }
+        if let Err(code) = self.commit_all(cx) {
+            return self.fail(code, cx);
+        }
+        self.reply(cx);
+        Step::Done
+    }
+
     /// Every complete part under its name, or none: a commit that fails removes those that
     /// went before.
     fn commit_all(&mut self, cx: &mut Cx) -> Result<(), u16> {
-        for (f, name) in std::mem::take(&mut self.ready) {
+        for (f, name, _) in std::mem::take(&mut self.files) {
             match f.commit(&name, false) {
                 Ok((landed, _)) => self.saved.push(landed),
                 Err(e) => {
                     crate::error!("{}: multipart commit of {name:?}: {e}", cx.id);
-                    self.rollback();
                     return Err(commit_status(&e));
                 }
             }
@@ -318,12 +363,30 @@ impl MultipartTask {
         Ok(())
     }
 
-    fn rollback(&mut self) {
+    fn fail(&mut self, code: u16, cx: &mut Cx) -> Step {
+        crate::info!("{}: multipart upload failed ({code})", cx.id);
+        self.rollback(cx);
+        Step::Fail(code)
+    }
+
+    /// Undo everything: committed names removed, temp files removed; the fd of a write still
+    /// in flight is closed through the backend.
+    fn rollback(&mut self, cx: &mut Cx) {
+        self.failed = true;
         for name in std::mem::take(&mut self.saved) {
             let _ = atomic_file::remove(&self.dir, &name);
         }
-        self.ready.clear(); // dropping them removes their temp files
+        self.pending.clear();
         self.current = None;
+        let busy = self.writing.take();
+        for (i, (f, _, _)) in std::mem::take(&mut self.files).into_iter().enumerate() {
+            if Some(i) == busy {
+                let fd = f.abandon();
+                if fd >= 0 {
+                    cx.submit(OpTag::UploadClose, backends::Op::Close { fd });
+                }
+            } // else: dropping it removes its temp file and closes its fd
+        }
     }
 
     fn reply(&self, cx: &mut Cx) {
@@ -375,47 +438,62 @@ impl Task for MultipartTask {
         Step::Pending
     }
     fn body_room(&self) -> usize {
-        if self.failed {
+        if self.failed || self.body_done || self.writing.is_some() || !self.pending.is_empty() {
             0
         } else {
-            usize::MAX
+            WRITE_MAX
         }
     }
     fn on_body(&mut self, data: &[u8], done: bool, cx: &mut Cx) -> Step {
-        if self.failed {
+        if self.failed || self.body_done {
             return Step::Pending;
         }
         let mut r = self.feed(data);
         if r.is_ok() && done {
             r = self.parser.finish().map_err(|e| e.status());
         }
-        if r.is_ok() && done {
-            r = self.commit_all(cx);
-        }
         if let Err(code) = r {
-            crate::info!("{}: multipart upload failed ({code})", cx.id);
-            self.failed = true;
-            self.rollback();
-            return Step::Fail(code);
+            return self.fail(code, cx);
         }
-        if done {
-            self.reply(cx);
-            return Step::Done;
+        self.body_done = done;
+        self.pump(cx)
+    }
+    fn on_completion(&mut self, op: OpTag, c: Completion, cx: &mut Cx) -> Step {
+        if op != OpTag::UploadWrite {
+            return Step::Pending;
         }
-        Step::Pending
+        let Some(i) = self.writing.take() else {
+            return Step::Pending;
+        };
+        match c.result {
+            Ok(n) => {
+                if let Some((f, _, _)) = self.files.get_mut(i) {
+                    f.advance(n as u64);
+                }
+                self.pump(cx)
+            }
+            Err(e) => {
+                crate::error!("{}: multipart write: {e}", cx.id);
+                self.fail(storage_status(&e), cx)
+            }
+        }
     }
-    fn on_completion(&mut self, _op: OpTag, _c: Completion, _cx: &mut Cx) -> Step {
-        Step::Pending
-    }
-    fn abort(&mut self, _why: Abort, _cx: &mut Cx) {
-        self.failed = true;
-        if !self.saved.is_empty() && self.ready.is_empty() && self.current.is_none() {
-            // Everything was committed and answered: nothing to undo.
+    fn abort(&mut self, _why: Abort, cx: &mut Cx) {
+        if self.files.is_empty() && self.writing.is_none() && self.pending.is_empty() {
+            // Nothing in progress: either everything was committed and answered, or it was
+            // already rolled back.
+            if self.failed || !self.body_done {
+                self.rollback(cx);
+            }
             return;
         }
-        self.rollback();
+        self.rollback(cx);
     }
     fn describe(&self) -> String {
-        format!("multipart: {} file(s) saved", self.saved.len())
+        format!(
+            "multipart: {} part(s) written, {} saved",
+            self.files.len(),
+            self.saved.len()
+        )
     }
 }
