@@ -26,6 +26,8 @@ server {
         autoindex on;
         autoindex_max_entries 50;
     }
+    location /on/ { disable_symlinks on; }
+    location /owner/ { disable_symlinks if_not_owner; }
 }
 ";
 
@@ -543,4 +545,41 @@ fn reload_reports_and_store_symlinks_are_never_followed() {
             assert_eq!(get(s.port, "/index.html").text(), "index");
         },
     );
+}
+
+/// `disable_symlinks`: `off` follows links within the root (never out of it), `on` refuses
+/// any, `if_not_owner` follows a link only to a target of the link's owner.
+#[test]
+fn disable_symlinks_policies() {
+    for_each_backend("disable_symlinks_policies", |be| {
+        let s = start(be);
+        let w = s.dir.join("www");
+        for d in ["on", "owner"] {
+            write_file(&w, &format!("{d}/real.txt"), "REAL");
+            std::os::unix::fs::symlink("real.txt", w.join(format!("{d}/l.txt"))).unwrap();
+        }
+        std::os::unix::fs::symlink("on/real.txt", w.join("in.txt")).unwrap();
+        std::os::unix::fs::symlink("../outside/victim.txt", w.join("out.txt")).unwrap();
+        assert_eq!(get(s.port, "/in.txt").text(), "REAL");
+        assert_eq!(get(s.port, "/out.txt").status, 403);
+        assert_eq!(get(s.port, "/on/real.txt").text(), "REAL");
+        assert_eq!(get(s.port, "/on/l.txt").status, 403);
+        assert_eq!(get(s.port, "/owner/l.txt").text(), "REAL");
+        // A target owned by someone else than the link (only root can arrange that here).
+        write_file(&w, "owner/theirs.txt", "THEIRS");
+        let chowned = std::process::Command::new("chown")
+            .arg("65534")
+            .arg(w.join("owner/theirs.txt"))
+            .status()
+            .is_ok_and(|st| st.success());
+        std::os::unix::fs::symlink("theirs.txt", w.join("owner/t.txt")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        // Only root can give a file away; as root this part must run.
+        assert!(chowned || !root, "chown as root failed");
+        if chowned {
+            assert_eq!(get(s.port, "/owner/t.txt").status, 403);
+            assert_eq!(get(s.port, "/owner/theirs.txt").text(), "THEIRS");
+        }
+    });
 }

@@ -55,12 +55,13 @@ impl StoreDir {
     }
 }
 
-/// A random 32-bit value (OS-seeded once per process, perturbed per call).
+/// A random 32-bit value: `RandomState`'s keys are seeded from the OS once per thread and
+/// perturbed per instance; a process-wide counter makes every call's input distinct. No
+/// system call.
 pub fn random_u32() -> u32 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
     h.finish() as u32
 }
 

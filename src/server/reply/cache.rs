@@ -104,6 +104,9 @@ impl FileCache {
         rel: &str,
         follow: bool,
     ) -> Option<std::rc::Rc<Cached>> {
+        if !self.map.contains_key(path) {
+            return None;
+        }
         let st = backends::util::fstatat(anchor, std::ffi::OsStr::new(rel), follow).ok()?;
         let e = self.map.get_mut(path)?;
         if e.stat != st {
