@@ -413,7 +413,24 @@ fn openat2_beneath(
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
-#[cfg(not(target_os = "linux"))]
+/// FreeBSD ≥ 13: `O_RESOLVE_BENEATH` gives the same containment to a plain `openat`. With
+/// `no_symlinks` the component walk (O_NOFOLLOW at every step, `..` refused) is used instead.
+/// Only compile-checked here (no FreeBSD machine); FreeBSD before 13 does not know the flag.
+#[cfg(target_os = "freebsd")]
+fn openat2_beneath(
+    dir: RawFd,
+    path: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+    no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    if no_symlinks {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    openat(dir, path, flags | libc::O_RESOLVE_BENEATH, mode)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
 fn openat2_beneath(
     _dir: RawFd,
     _path: &OsStr,
