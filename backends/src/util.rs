@@ -557,3 +557,83 @@ pub fn read_dir_fd(fd: RawFd, max: usize) -> io::Result<(Vec<OsString>, bool)> {
     unsafe { libc::closedir(d) };
     Ok((names, more))
 }
+
+#[cfg(test)]
+mod beneath_tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn tree() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("backends-beneath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("root/sub")).unwrap();
+        std::fs::write(d.join("root/sub/f"), b"in").unwrap();
+        std::fs::write(d.join("secret"), b"out").unwrap();
+        std::os::unix::fs::symlink("sub/f", d.join("root/inlink")).unwrap();
+        std::os::unix::fs::symlink("../secret", d.join("root/outlink")).unwrap();
+        std::os::unix::fs::symlink("/etc", d.join("root/abs")).unwrap();
+        d
+    }
+
+    fn read(fd: OwnedFd) -> String {
+        std::io::read_to_string(std::fs::File::from(fd)).unwrap()
+    }
+
+    #[test]
+    fn open_beneath_contains_and_honours_the_symlink_policy() {
+        let d = tree();
+        let root = open_dir(&d.join("root")).unwrap();
+        let r = root.as_raw_fd();
+        let os = |s: &str| OsStr::new(s).to_os_string();
+        // Both the kernel path and the portable walk.
+        type Opener = fn(RawFd, &OsStr, libc::c_int, u32, bool) -> io::Result<OwnedFd>;
+        for (which, open) in [
+            ("open_beneath", open_beneath as Opener),
+            ("walk", walk_beneath as Opener),
+        ] {
+            let o = |p: &str, nofollow: bool| open(r, &os(p), libc::O_RDONLY, 0, nofollow);
+            assert_eq!(read(o("sub/f", true).unwrap()), "in", "{which}");
+            assert!(o("../secret", false).is_err(), "{which}: .. escaped");
+            assert!(o("sub/../../secret", false).is_err(), "{which}: .. escaped");
+            assert!(o("inlink", true).is_err(), "{which}: followed a symlink");
+            assert!(o("outlink", true).is_err(), "{which}: followed a symlink");
+            assert!(
+                o("abs/passwd", true).is_err(),
+                "{which}: followed a symlink"
+            );
+            if which == "open_beneath" {
+                // Followed within the root, refused out of it (RESOLVE_BENEATH).
+                assert_eq!(read(o("inlink", false).unwrap()), "in");
+                let e = o("outlink", false).unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
+                assert!(o("abs/passwd", false).is_err());
+            }
+        }
+        let st = fstatat(r, OsStr::new("outlink"), false).unwrap();
+        assert!(st.is_symlink());
+        // No-clobber rename and unlink by name.
+        let f = openat(
+            r,
+            OsStr::new("a"),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        );
+        drop(f.unwrap());
+        std::fs::write(d.join("root/b"), b"b").unwrap();
+        let e = renameat(r, OsStr::new("a"), OsStr::new("b"), true).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        renameat(r, OsStr::new("a"), OsStr::new("c"), true).unwrap();
+        unlinkat(r, OsStr::new("c")).unwrap();
+        let (names, more) = read_dir_fd(r, 100).unwrap();
+        assert!(!more);
+        let mut names: Vec<String> = names
+            .into_iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["abs", "b", "inlink", "outlink", "sub"]);
+        let (two, more) = read_dir_fd(r, 2).unwrap();
+        assert_eq!((two.len(), more), (2, true));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
