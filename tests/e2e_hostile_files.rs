@@ -165,6 +165,16 @@ fn hostile_upload_names_stay_in_the_store() {
             );
         }
         assert_eq!(get(s.port, "/-1").status, 404);
+        // A dot-file by PUT or DELETE (the store's temp files are `.upload-*.tmp`): 400.
+        assert_eq!(put(s.port, "/uploads/.htaccess", b"x").status, 400);
+        fs::write(s.dir.join("www/uploads/.upload-0.tmp"), b"busy").unwrap();
+        let r = method(s.port, "DELETE", "/uploads/.upload-0.tmp", "");
+        assert_eq!(r.status, 400);
+        assert_eq!(put(s.port, "/uploads/.upload-0.tmp", b"x").status, 400);
+        assert_eq!(
+            fs::read(s.dir.join("www/uploads/.upload-0.tmp")).unwrap(),
+            b"busy"
+        );
     });
 }
 
@@ -581,5 +591,49 @@ fn disable_symlinks_policies() {
             assert_eq!(get(s.port, "/owner/t.txt").status, 403);
             assert_eq!(get(s.port, "/owner/theirs.txt").text(), "THEIRS");
         }
+    });
+}
+
+/// Defect 8, memory: 25 clients that ask for the listing of a 50,000-entry directory and never
+/// read do not make the server hold 25 whole listings (6 MB each before: 160 MB). The listing
+/// is capped (10,000 entries by default) and produced piece by piece as each client drains.
+#[test]
+fn listings_to_clients_that_never_read_stay_small() {
+    for_each_backend("listings_to_clients_that_never_read_stay_small", |be| {
+        let s = Server::start(be, CONF, |d| {
+            setup(d);
+            let flood = d.join("www/flood");
+            fs::create_dir_all(&flood).unwrap();
+            for i in 0..50_000u32 {
+                fs::write(flood.join(format!("upload-1764590000-{i:08x}")), b"").unwrap();
+            }
+        });
+        let pid = s.pid().unwrap();
+        // Warm up (allocator arenas, the directory in the page cache), then measure.
+        let r = get(s.port, "/flood/");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text().matches("<a href=\"upload-").count(), 10_000);
+        assert!(r.text().contains("listing truncated at 10000 entries"));
+        let before = vm_rss_kib(pid).unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..25 {
+            let mut c = Conn::open(s.port);
+            c.send(b"GET /flood/ HTTP/1.1\r\nHost: x\r\n\r\n");
+            idle.push(c);
+        }
+        // Every request has been taken in by the time a later one is answered (one worker).
+        assert_eq!(get(s.port, "/index.html").text(), "index");
+        let mut peak = before;
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(50));
+            peak = peak.max(vm_rss_kib(pid).unwrap());
+        }
+        let grown_mib = peak.saturating_sub(before) / 1024;
+        eprintln!("RSS grew by {grown_mib} MiB");
+        assert!(
+            grown_mib < 64,
+            "RSS grew by {grown_mib} MiB for 25 listings nobody reads"
+        );
+        drop(idle);
     });
 }

@@ -163,6 +163,13 @@ fn open_store(cache: &mut reply::FileCache, anchor: &Path, rel: &str) -> io::Res
     StoreDir::open_at(fd.as_raw_fd(), rel)
 }
 
+/// Whether a path in an upload store names a dot-file (or goes through a dot-directory): the
+/// store's temp files are `.upload-*.tmp`, so a PUT or DELETE of such a name could replace or
+/// remove another upload in flight, and hidden files are not listed. Refused with 400.
+fn hidden(rel: &str) -> bool {
+    rel.split('/').any(|c| c.starts_with('.'))
+}
+
 /// `rel` split into its directory part and its last component.
 fn split_last(rel: &str) -> (&str, &str) {
     match rel.rfind('/') {
@@ -176,6 +183,9 @@ fn upload_route(loc: &Location, method: Method, path: &str, cache: &mut reply::F
     let Some((store, rel)) = reply::upload_rel(loc, path) else {
         return Route::Error(404, Vec::new());
     };
+    if hidden(&rel) {
+        return Route::Error(400, Vec::new());
+    }
     let (dir_rel, name, replace, uri_dir) = if method == Method::Put {
         if path.ends_with('/') || rel.is_empty() {
             return Route::Error(409, Vec::new());
@@ -236,6 +246,9 @@ fn multipart_route(
     let Some((store, rel)) = reply::upload_rel(loc, path) else {
         return Route::Error(404, Vec::new());
     };
+    if hidden(&rel) {
+        return Route::Error(400, Vec::new());
+    }
     match open_store(cache, &store, rel.trim_end_matches('/')) {
         Ok(dir) => Route::Multipart {
             boundary,
@@ -259,6 +272,9 @@ fn delete(loc: &Location, path: &str, cx: &Ctx, cache: &mut reply::FileCache) ->
     let Some((anchor, rel)) = found else {
         return Route::Error(404, Vec::new());
     };
+    if loc.upload_store.is_some() && hidden(&rel) {
+        return Route::Error(400, Vec::new());
+    }
     let (dir_rel, name) = split_last(rel.trim_end_matches('/'));
     if name.is_empty() || name == "." {
         return Route::Error(403, Vec::new());
