@@ -15,6 +15,7 @@ workers 1;
 server {
     listen 127.0.0.1:{PORT};
     root www;
+    error_page 404 /err404.html;
     location / { autoindex on; }
     location /uploads/ {
         allow_methods GET HEAD POST PUT DELETE;
@@ -267,6 +268,21 @@ fn fifo_under_root_is_refused_without_blocking() {
             String::from_utf8_lossy(&got)
         );
         assert_eq!(get(s.port, "/index.html").text(), "index");
+        // An error page that is a FIFO: the built-in page instead, no stall.
+        std::process::Command::new("mkfifo")
+            .arg(s.dir.join("www/err404.html"))
+            .status()
+            .unwrap();
+        let (got, _) = exchange(
+            s.port,
+            b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        );
+        assert!(
+            got.starts_with(b"HTTP/1.1 404"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
         // A listing of a directory with a FIFO does not open it either; DELETE and PUT in the
         // store refuse it (not a regular file).
         std::process::Command::new("mkfifo")

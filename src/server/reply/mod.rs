@@ -176,7 +176,7 @@ pub fn error(
         let target = server.location_for(&ep.uri);
         // The same mapping (and containment rule) as any request for that URI.
         let path = map(target, &ep.uri).unwrap_or_default();
-        if let Ok(body) = std::fs::read(&path) {
+        if let Some(body) = read_regular(&path) {
             let ty = mime_for(&path);
             return full(status, ty, body, extra, cx);
         }
@@ -194,6 +194,22 @@ pub fn error(
         extra,
         cx,
     )
+}
+
+/// The content of a regular file, opened `O_NONBLOCK` so that a FIFO in its place cannot stall
+/// the loop (it is not a regular file, so `None`).
+fn read_regular(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok().filter(|m| m.is_file())?;
+    let mut body = Vec::with_capacity(meta.len().min(1 << 20) as usize);
+    f.read_to_end(&mut body).ok()?;
+    Some(body)
 }
 
 fn mime_for(path: &Path) -> &'static str {
