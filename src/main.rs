@@ -62,6 +62,22 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(a))
 }
 
+/// The settings a reload cannot apply to a running server: the worker threads and their
+/// backends exist already, and each loop opened its access log at start.
+fn not_live(old: &webserv::config::Config, new: &webserv::config::Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.workers != new.workers {
+        v.push("workers");
+    }
+    if old.backend != new.backend {
+        v.push("backend");
+    }
+    if old.access_log != new.access_log {
+        v.push("access_log");
+    }
+    v
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(a)) => a,
@@ -116,6 +132,11 @@ fn main() -> ExitCode {
             match webserv::config::load(&config_path, &prefix) {
                 Ok(cfg) => {
                     webserv::notice!("SIGHUP: reloading {}", config_path.display());
+                    for what in not_live(&ctl.config(), &cfg) {
+                        webserv::warn!(
+                            "reload: \"{what}\" changed; the running value is kept until a restart"
+                        );
+                    }
                     ctl.reload(cfg);
                 }
                 Err(e) => webserv::error!("SIGHUP: {e}; keeping the running configuration"),

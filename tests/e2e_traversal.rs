@@ -14,7 +14,7 @@
 //! site/drop/                upload store of `location /drop` (no trailing slash: off-by-slash)
 //! site/data/images/pic.txt  `location /img { alias site/data/images/; }` (off-by-slash)
 //! site/data/secret          the secret, reachable only by escaping the alias
-//! site/linked/linked.txt    outside the root, reached through the root's symlinks
+//! site/linked/linked.txt    outside the root; the root's symlinks to it are refused (403)
 //! ```
 //!
 //! Path rules under test: RFC 3986 §2.1 (percent-encoding, decoded once), §5.2.4 (dot-segment
@@ -443,29 +443,41 @@ fn alias_off_by_slash_does_not_escape() {
     });
 }
 
-/// Symlink policy. The server follows symlinks inside the root wherever they point, like
-/// nginx's default `disable_symlinks off`: the root is a *name* space, not a sandbox, and a
-/// link placed in it by whoever controls the file system is trusted. These assertions pin that
-/// policy as it is today; change them together with the policy.
+/// Symlink policy (issue 16). With nginx's default `disable_symlinks off` the server follows
+/// symlinks, but resolution never leaves the root (`openat2(RESOLVE_BENEATH)`): a link to a
+/// file inside the root is served, one leading out of it is refused with 403 (nginx would
+/// follow it: see the README's differences from nginx).
 ///
-/// DELETE is different: it never follows a symlink (it checks `symlink_metadata` and refuses
-/// anything that is not a regular file with 403), so a link in the store cannot be used to
-/// delete its target — nor is the link itself removed.
+/// DELETE never follows a symlink and never removes one either (403), so a link in the store
+/// cannot be used to delete its target.
 #[test]
 fn symlinks_inside_root_are_followed_delete_is_not() {
     for_each_backend("symlinks_inside_root_are_followed_delete_is_not", |be| {
         let s = Server::start(be, CONF, setup);
-        let r = get(s.port, "/link.txt");
-        assert_eq!(r.status, 200, "[{be}] symlinked file:\n{}", r.dump());
-        assert_eq!(r.text(), "LINKED-OUTSIDE-ROOT");
-        let r = get(s.port, "/linkdir/linked.txt");
+        write_file(&s.dir, "site/www/sub/real.txt", "REAL");
+        std::os::unix::fs::symlink("sub/real.txt", s.dir.join("site/www/inroot.txt")).unwrap();
+        let r = get(s.port, "/inroot.txt");
         assert_eq!(
             r.status,
             200,
-            "[{be}] file in a symlinked dir:\n{}",
+            "[{be}] symlink within the root:\n{}",
             r.dump()
         );
-        assert_eq!(r.text(), "LINKED-OUTSIDE-ROOT");
+        assert_eq!(r.text(), "REAL");
+        let r = get(s.port, "/link.txt");
+        assert_eq!(
+            r.status,
+            403,
+            "[{be}] symlink out of the root:\n{}",
+            r.dump()
+        );
+        let r = get(s.port, "/linkdir/linked.txt");
+        assert_eq!(
+            r.status,
+            403,
+            "[{be}] file in a symlinked dir out of the root:\n{}",
+            r.dump()
+        );
 
         let r = request(
             s.port,

@@ -316,3 +316,401 @@ mod child_mask {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Files beneath a directory fd (issue 16): containment by the kernel, not by string checks.
+// ---------------------------------------------------------------------------------------------
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+fn cstr(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// What `fstat(2)` says about a file, in the units the server needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// `S_IFMT` bits of the mode.
+    pub kind: u32,
+    pub uid: u32,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+// The `stat` field types differ between platforms (mode_t is u16 on macOS, dev_t i32): the
+// casts are identities on Linux only.
+#[allow(clippy::unnecessary_cast)]
+impl FileStat {
+    pub fn is_file(&self) -> bool {
+        self.kind == libc::S_IFREG as u32
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind == libc::S_IFDIR as u32
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.kind == libc::S_IFLNK as u32
+    }
+    fn from(st: &libc::stat) -> FileStat {
+        FileStat {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            kind: st.st_mode as u32 & libc::S_IFMT as u32,
+            uid: st.st_uid as u32,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+}
+
+/// `fstat(2)`.
+pub fn fstat(fd: RawFd) -> io::Result<FileStat> {
+    // SAFETY: all-zero `stat` is valid; fstat writes into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a live out-pointer.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(FileStat::from(&st))
+}
+
+/// `fstatat(2)` of one name in `dir`; `follow` false stats a symlink itself.
+pub fn fstatat(dir: RawFd, name: &OsStr, follow: bool) -> io::Result<FileStat> {
+    let c = cstr(name)?;
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    // SAFETY: all-zero `stat` is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated name and a live out-pointer.
+    cvt(unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, flags) })?;
+    Ok(FileStat::from(&st))
+}
+
+/// `openat(2)` of one name (or relative path) in `dir`, close-on-exec.
+pub fn openat(dir: RawFd, path: &OsStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: a NUL-terminated path; the returned fd is new and owned here.
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir,
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by openat and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open a directory by absolute (or cwd-relative) path: the anchor of a root or store.
+pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
+    openat(
+        libc::AT_FDCWD,
+        path.as_os_str(),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )
+}
+
+/// Open `path` (relative, no `..` needed) beneath `dir`: resolution never leaves `dir`, and
+/// with `no_symlinks` no symbolic link is followed on the way or at the end.
+///
+/// Linux ≥ 5.6: one `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` (plus
+/// `RESOLVE_NO_SYMLINKS`). Elsewhere, or when the kernel lacks openat2, components are walked
+/// one `openat` at a time: `..` is refused, and with `no_symlinks` every step has
+/// `O_NOFOLLOW`; without it the walk follows symlinks as `openat` does (not contained: see the
+/// README).
+pub fn open_beneath(
+    dir: RawFd,
+    path: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+    no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    match openat2_beneath(dir, path, flags, mode, no_symlinks) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            walk_beneath(dir, path, flags, mode, no_symlinks)
+        }
+        r => r,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn openat2_beneath(
+    dir: RawFd,
+    path: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+    no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static MISSING: AtomicBool = AtomicBool::new(false);
+    if MISSING.load(Ordering::Relaxed) {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+    const RESOLVE_BENEATH: u64 = 0x08;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let c = cstr(path)?;
+    let creating = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        // openat2 refuses a mode without O_CREAT/O_TMPFILE.
+        mode: if creating { u64::from(mode) } else { 0 },
+        resolve: RESOLVE_BENEATH
+            | RESOLVE_NO_MAGICLINKS
+            | if no_symlinks { RESOLVE_NO_SYMLINKS } else { 0 },
+    };
+    // SAFETY: openat2(2) with a NUL-terminated path and a live `open_how` of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            MISSING.store(true, Ordering::Relaxed);
+        }
+        return Err(e);
+    }
+    // SAFETY: `r` is a new fd returned by openat2 and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// FreeBSD ≥ 13: `O_RESOLVE_BENEATH` gives the same containment to a plain `openat`. With
+/// `no_symlinks` the component walk (O_NOFOLLOW at every step, `..` refused) is used instead.
+/// Only compile-checked here (no FreeBSD machine); FreeBSD before 13 does not know the flag.
+#[cfg(target_os = "freebsd")]
+fn openat2_beneath(
+    dir: RawFd,
+    path: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+    no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    if no_symlinks {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    openat(dir, path, flags | libc::O_RESOLVE_BENEATH, mode)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn openat2_beneath(
+    _dir: RawFd,
+    _path: &OsStr,
+    _flags: libc::c_int,
+    _mode: u32,
+    _no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// The portable walk behind [`open_beneath`].
+fn walk_beneath(
+    dir: RawFd,
+    path: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+    no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    let nofollow = if no_symlinks { libc::O_NOFOLLOW } else { 0 };
+    let parts: Vec<&[u8]> = path
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .collect();
+    if parts.iter().any(|p| *p == b"..") {
+        return Err(io::Error::from_raw_os_error(libc::EXDEV));
+    }
+    let Some((last, dirs)) = parts.split_last() else {
+        return openat(dir, OsStr::new("."), flags, mode);
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for d in dirs {
+        let at = cur.as_ref().map_or(dir, |f| f.as_raw_fd());
+        let next = openat(
+            at,
+            OsStr::from_bytes(d),
+            libc::O_RDONLY | libc::O_DIRECTORY | nofollow,
+            0,
+        )?;
+        cur = Some(next);
+    }
+    let at = cur.as_ref().map_or(dir, |f| f.as_raw_fd());
+    openat(at, OsStr::from_bytes(last), flags | nofollow, mode)
+}
+
+/// `unlinkat(2)` of one name in `dir` (a symlink is removed, never followed).
+pub fn unlinkat(dir: RawFd, name: &OsStr) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: a NUL-terminated name.
+    cvt(unsafe { libc::unlinkat(dir, c.as_ptr(), 0) }).map(drop)
+}
+
+/// `renameat(2)` within one directory; `noreplace` fails with EEXIST rather than replace
+/// (Linux `renameat2(RENAME_NOREPLACE)`; elsewhere `linkat` + `unlinkat`, which is also atomic
+/// for the new name).
+pub fn renameat(dir: RawFd, from: &OsStr, to: &OsStr, noreplace: bool) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    if noreplace {
+        return rename_noreplace(dir, &f, &t);
+    }
+    // SAFETY: NUL-terminated names.
+    cvt(unsafe { libc::renameat(dir, f.as_ptr(), dir, t.as_ptr()) }).map(drop)
+}
+
+#[cfg(target_os = "linux")]
+fn rename_noreplace(dir: RawFd, f: &CString, t: &CString) -> io::Result<()> {
+    // SAFETY: NUL-terminated names; RENAME_NOREPLACE is a plain flag.
+    let r =
+        cvt(unsafe { libc::renameat2(dir, f.as_ptr(), dir, t.as_ptr(), libc::RENAME_NOREPLACE) });
+    match r {
+        // File systems without RENAME_NOREPLACE: link + unlink.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => link_unlink(dir, f, t),
+        r => r.map(drop),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(dir: RawFd, f: &CString, t: &CString) -> io::Result<()> {
+    link_unlink(dir, f, t)
+}
+
+fn link_unlink(dir: RawFd, f: &CString, t: &CString) -> io::Result<()> {
+    // SAFETY: NUL-terminated names.
+    cvt(unsafe { libc::linkat(dir, f.as_ptr(), dir, t.as_ptr(), 0) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::unlinkat(dir, f.as_ptr(), 0) }).map(drop)
+}
+
+/// The names in directory `fd` (without `.` and `..`), at most `max` of them; the bool says
+/// whether more were left unread. `fd` is duplicated: the caller keeps its own.
+pub fn read_dir_fd(fd: RawFd, max: usize) -> io::Result<(Vec<OsString>, bool)> {
+    // SAFETY: dup of a live fd; the new fd is handed to fdopendir, which owns it from then on.
+    let dup = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `dup` is a directory fd we own.
+    let d = unsafe { libc::fdopendir(dup) };
+    if d.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `dup` is still ours to close.
+        unsafe { libc::close(dup) };
+        return Err(e);
+    }
+    // SAFETY: the stream starts at the beginning whatever the fd's offset was.
+    unsafe { libc::rewinddir(d) };
+    let mut names = Vec::new();
+    let mut more = false;
+    loop {
+        // SAFETY: `d` is a live DIR*; the entry is read before the next readdir call.
+        let e = unsafe { libc::readdir(d) };
+        if e.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated within the entry.
+        let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) }.to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        if names.len() >= max {
+            more = true;
+            break;
+        }
+        names.push(OsString::from_vec(name.to_vec()));
+    }
+    // SAFETY: `d` is live and closed once (this also closes `dup`).
+    unsafe { libc::closedir(d) };
+    Ok((names, more))
+}
+
+#[cfg(test)]
+mod beneath_tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn tree() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("backends-beneath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("root/sub")).unwrap();
+        std::fs::write(d.join("root/sub/f"), b"in").unwrap();
+        std::fs::write(d.join("secret"), b"out").unwrap();
+        std::os::unix::fs::symlink("sub/f", d.join("root/inlink")).unwrap();
+        std::os::unix::fs::symlink("../secret", d.join("root/outlink")).unwrap();
+        std::os::unix::fs::symlink("/etc", d.join("root/abs")).unwrap();
+        d
+    }
+
+    fn read(fd: OwnedFd) -> String {
+        std::io::read_to_string(std::fs::File::from(fd)).unwrap()
+    }
+
+    #[test]
+    fn open_beneath_contains_and_honours_the_symlink_policy() {
+        let d = tree();
+        let root = open_dir(&d.join("root")).unwrap();
+        let r = root.as_raw_fd();
+        let os = |s: &str| OsStr::new(s).to_os_string();
+        // Both the kernel path and the portable walk.
+        type Opener = fn(RawFd, &OsStr, libc::c_int, u32, bool) -> io::Result<OwnedFd>;
+        for (which, open) in [
+            ("open_beneath", open_beneath as Opener),
+            ("walk", walk_beneath as Opener),
+        ] {
+            let o = |p: &str, nofollow: bool| open(r, &os(p), libc::O_RDONLY, 0, nofollow);
+            assert_eq!(read(o("sub/f", true).unwrap()), "in", "{which}");
+            assert!(o("../secret", false).is_err(), "{which}: .. escaped");
+            assert!(o("sub/../../secret", false).is_err(), "{which}: .. escaped");
+            assert!(o("inlink", true).is_err(), "{which}: followed a symlink");
+            assert!(o("outlink", true).is_err(), "{which}: followed a symlink");
+            assert!(
+                o("abs/passwd", true).is_err(),
+                "{which}: followed a symlink"
+            );
+            if which == "open_beneath" {
+                // Followed within the root, refused out of it (RESOLVE_BENEATH).
+                assert_eq!(read(o("inlink", false).unwrap()), "in");
+                let e = o("outlink", false).unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
+                assert!(o("abs/passwd", false).is_err());
+            }
+        }
+        let st = fstatat(r, OsStr::new("outlink"), false).unwrap();
+        assert!(st.is_symlink());
+        // No-clobber rename and unlink by name.
+        let f = openat(
+            r,
+            OsStr::new("a"),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        );
+        drop(f.unwrap());
+        std::fs::write(d.join("root/b"), b"b").unwrap();
+        let e = renameat(r, OsStr::new("a"), OsStr::new("b"), true).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        renameat(r, OsStr::new("a"), OsStr::new("c"), true).unwrap();
+        unlinkat(r, OsStr::new("c")).unwrap();
+        let (names, more) = read_dir_fd(r, 100).unwrap();
+        assert!(!more);
+        let mut names: Vec<String> = names
+            .into_iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["abs", "b", "inlink", "outlink", "sub"]);
+        let (two, more) = read_dir_fd(r, 2).unwrap();
+        assert_eq!((two.len(), more), (2, true));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

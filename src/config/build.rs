@@ -16,7 +16,8 @@ use super::error::ConfigError;
 use super::listen;
 use super::model::{
     BackendChoice, Config, DocRoot, ErrorLog, Listen, Location, LocationTree, LogLevel, Methods,
-    Modifier, Return, Server, ServerName, Timeouts, Workers,
+    Modifier, Return, Server, ServerName, Symlinks, Timeouts, Workers,
+    DEFAULT_AUTOINDEX_MAX_ENTRIES,
 };
 use super::settings::{
     bad_value, resolve, Settings, DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE,
@@ -457,6 +458,8 @@ impl Builder<'_> {
             docroot: Some(DocRoot::Root(prefix.join("html"))),
             index: Some(vec!["index.html".to_string()]),
             autoindex: Some(false),
+            autoindex_max_entries: Some(DEFAULT_AUTOINDEX_MAX_ENTRIES),
+            disable_symlinks: Some(Symlinks::Follow),
             error_pages: Some(Vec::new()),
             client_max_body_size: Some(DEFAULT_CLIENT_MAX_BODY_SIZE),
             cgi: Some(Vec::new()),
@@ -604,6 +607,10 @@ fn resolve_location(
         docroot: s.docroot.clone().unwrap_or(DocRoot::Root("html".into())),
         index: s.index.clone().unwrap_or_default(),
         autoindex: s.autoindex.unwrap_or(false),
+        autoindex_max_entries: s
+            .autoindex_max_entries
+            .unwrap_or(DEFAULT_AUTOINDEX_MAX_ENTRIES),
+        disable_symlinks: s.disable_symlinks.unwrap_or(Symlinks::Follow),
         allow_methods,
         ret,
         error_pages: s.error_pages.clone().unwrap_or_default(),

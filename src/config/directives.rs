@@ -70,6 +70,8 @@ pub static SPECS: &[Spec] = &[
     d("root", HSL, 1, 1),
     d("index", HSL, 1, ANY),
     d("autoindex", HSL, 1, 1),
+    d("autoindex_max_entries", HSL, 1, 1),
+    d("disable_symlinks", HSL, 1, 1),
     d("error_page", HSL, 2, ANY),
     d("client_max_body_size", HSL, 1, 1),
     d("cgi", HSL, 1, 2),

@@ -129,27 +129,45 @@ fn unescape(raw: &str) -> String {
 }
 
 /// Maps byte offsets to (line, column); columns count chars, not bytes.
+///
+/// Offsets are asked for in increasing order (token starts), so the cursor only moves forward
+/// over each byte once: linear in the input however long a line is (issue 16: counting from the
+/// line start for every token made a 1 MB one-line file quadratic). An offset behind the cursor
+/// restarts the count from the beginning (never happens in `tokenize`).
 struct Lines<'a> {
     text: &'a str,
-    starts: Vec<usize>,
+    /// The cursor: a byte offset and its position.
+    at: usize,
+    line: u32,
+    col: u32,
 }
 
 impl<'a> Lines<'a> {
     fn new(text: &'a str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Lines { text, starts }
+        Lines {
+            text,
+            at: 0,
+            line: 1,
+            col: 1,
+        }
     }
 
-    fn pos(&self, offset: usize) -> Pos {
-        let line = match self.starts.binary_search(&offset) {
-            Ok(i) => i,
-            Err(i) => i - 1,
-        };
-        let col = self.text[self.starts[line]..offset].chars().count() + 1;
+    fn pos(&mut self, offset: usize) -> Pos {
+        if offset < self.at {
+            *self = Lines::new(self.text);
+        }
+        let span = &self.text[self.at..offset];
+        match span.rfind('\n') {
+            Some(nl) => {
+                self.line += span.bytes().filter(|&b| b == b'\n').count() as u32;
+                self.col = span[nl + 1..].chars().count() as u32 + 1;
+            }
+            None => self.col += span.chars().count() as u32,
+        }
+        self.at = offset;
         Pos {
-            line: line as u32 + 1,
-            col: col as u32,
+            line: self.line,
+            col: self.col,
         }
     }
 }
@@ -157,7 +175,7 @@ impl<'a> Lines<'a> {
 /// Splits `text` into tokens. `file` only labels errors. Also returns the end-of-input position,
 /// which "unexpected end of file" errors point at.
 pub fn tokenize(text: &str, file: &str) -> Result<(Vec<Token>, Pos), ConfigError> {
-    let lines = Lines::new(text);
+    let mut lines = Lines::new(text);
     let offset = |rest: &str| text.len() - rest.len();
     let mut tokens = Vec::new();
     let mut rest = text;

@@ -49,7 +49,7 @@ pub use error::{ConfigError, Pos};
 pub use model::{
     AddrServers, BackendChoice, Cgi, CgiParam, Config, DocRoot, ErrorLog, ErrorPage,
     ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, Return, Server, ServerName,
-    Timeouts, Workers,
+    Symlinks, Timeouts, Workers, DEFAULT_AUTOINDEX_MAX_ENTRIES,
 };
 pub use settings::{DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE};
 pub use template::{Piece, Template, TemplateError, Variable, VARIABLES};

@@ -266,6 +266,22 @@ pub struct CgiParam {
     pub if_not_empty: bool,
 }
 
+/// nginx's `disable_symlinks`: whether reads under a root or alias follow symbolic links.
+/// Whatever the setting, resolution never leaves the root (the kernel's `RESOLVE_BENEATH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Symlinks {
+    /// `off` (the default): symlinks are followed, within the root.
+    #[default]
+    Follow,
+    /// `on`: any symlink on the way is refused (403).
+    Refuse,
+    /// `if_not_owner`: a symlink is followed only when it and its target have the same owner.
+    IfSameOwner,
+}
+
+/// Entries an autoindex listing shows when `autoindex_max_entries` is not set.
+pub const DEFAULT_AUTOINDEX_MAX_ENTRIES: u64 = 10_000;
+
 /// A resolved location: everything needed to answer a request, nothing to look up elsewhere.
 #[derive(Debug, Clone)]
 pub struct Location {
@@ -274,6 +290,10 @@ pub struct Location {
     pub docroot: DocRoot,
     pub index: Vec<String>,
     pub autoindex: bool,
+    /// `autoindex_max_entries N`: a listing shows at most N entries (nginx has no cap).
+    pub autoindex_max_entries: u64,
+    /// `disable_symlinks off|on|if_not_owner` for reads under the root or alias.
+    pub disable_symlinks: Symlinks,
     /// `None` = every implemented method is allowed.
     pub allow_methods: Option<Methods>,
     pub ret: Option<Return>,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::model::{Cgi, CgiParam, DocRoot, ErrorPage, ErrorPageStatus};
+use super::model::{Cgi, CgiParam, DocRoot, ErrorPage, ErrorPageStatus, Symlinks};
 use super::template::Template;
 use super::tree::Directive;
 use super::values;
@@ -29,6 +29,8 @@ pub struct Settings {
     pub docroot: Option<DocRoot>,
     pub index: Option<Vec<String>>,
     pub autoindex: Option<bool>,
+    pub autoindex_max_entries: Option<u64>,
+    pub disable_symlinks: Option<Symlinks>,
     pub error_pages: Option<Vec<ErrorPage>>,
     pub client_max_body_size: Option<u64>,
     pub cgi: Option<Vec<Cgi>>,
@@ -116,6 +118,29 @@ impl Settings {
                     .ok_or_else(|| bad_value(d, 0, ", it must be \"on\" or \"off\""))?;
                 set_once(&mut self.autoindex, v, d)?;
             }
+            "autoindex_max_entries" => {
+                let v = arg(0)
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad_value(d, 0, ", it must be a positive number"))?;
+                set_once(&mut self.autoindex_max_entries, v, d)?;
+            }
+            "disable_symlinks" => {
+                let v = match arg(0) {
+                    "off" => Symlinks::Follow,
+                    "on" => Symlinks::Refuse,
+                    "if_not_owner" => Symlinks::IfSameOwner,
+                    _ => {
+                        return Err(bad_value(
+                            d,
+                            0,
+                            ", it must be \"off\", \"on\" or \"if_not_owner\"",
+                        ))
+                    }
+                };
+                set_once(&mut self.disable_symlinks, v, d)?;
+            }
             "client_max_body_size" => {
                 let v = values::size(arg(0)).ok_or_else(|| bad_value(d, 0, ""))?;
                 set_once(&mut self.client_max_body_size, v, d)?;
@@ -170,6 +195,11 @@ impl Settings {
         take(&mut self.docroot, &parent.docroot);
         take(&mut self.index, &parent.index);
         take(&mut self.autoindex, &parent.autoindex);
+        take(
+            &mut self.autoindex_max_entries,
+            &parent.autoindex_max_entries,
+        );
+        take(&mut self.disable_symlinks, &parent.disable_symlinks);
         take(&mut self.error_pages, &parent.error_pages);
         take(&mut self.client_max_body_size, &parent.client_max_body_size);
         take(&mut self.cgi, &parent.cgi);

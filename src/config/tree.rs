@@ -60,11 +60,16 @@ pub struct Directive {
 
 /// Nested includes deeper than this are taken as an include cycle.
 const MAX_INCLUDE_DEPTH: usize = 16;
+/// Blocks nested deeper than this are an error (issue 16: a config nested thousands deep must
+/// not exhaust the stack of `-t` or of a reload). nginx's own contexts need at most a handful
+/// (`http { server { location { location { … } } } }`). Includes count: an included file's
+/// blocks continue the depth of the block the `include` stands in.
+pub const MAX_NESTING: usize = 16;
 
 /// Parses `text` (the content of `file`) into directives, expanding includes relative to
 /// `base_dir`.
 pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Vec<Directive>, ConfigError> {
-    parse_at_depth(text, file, base_dir, 0)
+    parse_at_depth(text, file, base_dir, 0, 0)
 }
 
 fn parse_at_depth(
@@ -72,6 +77,7 @@ fn parse_at_depth(
     file: &str,
     base_dir: &Path,
     depth: usize,
+    nesting: usize,
 ) -> Result<Vec<Directive>, ConfigError> {
     let (tokens, eof) = tokenize(text, file)?;
     let mut p = TreeParser {
@@ -81,6 +87,7 @@ fn parse_at_depth(
         eof,
         base_dir,
         depth,
+        nesting,
     };
     p.block(false)
 }
@@ -92,6 +99,9 @@ struct TreeParser<'a> {
     eof: Pos,
     base_dir: &'a Path,
     depth: usize,
+    /// Blocks open around the current position. INVARIANT: at most [`MAX_NESTING`], checked
+    /// before `block` recurses, so recursion depth is bounded whatever the input.
+    nesting: usize,
 }
 
 impl TreeParser<'_> {
@@ -159,7 +169,16 @@ impl TreeParser<'_> {
                     return Ok(());
                 }
                 TokenKind::Open => {
-                    let block = self.block(true)?;
+                    if self.nesting >= MAX_NESTING {
+                        return Err(self.err_at(
+                            tok.pos,
+                            format!("blocks nested more than {MAX_NESTING} levels deep"),
+                        ));
+                    }
+                    self.nesting += 1;
+                    let block = self.block(true);
+                    self.nesting -= 1;
+                    let block = block?;
                     out.push(Directive {
                         name,
                         args,
@@ -192,7 +211,13 @@ impl TreeParser<'_> {
                 .map_err(|e| pattern.err(format!("cannot read \"{}\": {e}", path.display())))?;
             let dir: PathBuf = path.parent().unwrap_or(Path::new("")).to_path_buf();
             let label = path.to_string_lossy();
-            out.extend(parse_at_depth(&text, &label, &dir, self.depth + 1)?);
+            out.extend(parse_at_depth(
+                &text,
+                &label,
+                &dir,
+                self.depth + 1,
+                self.nesting,
+            )?);
         }
         Ok(())
     }
@@ -253,5 +278,20 @@ mod tests {
             let err = parse(text, "t", Path::new(".")).unwrap_err();
             assert_eq!(err.to_string(), want, "input {text:?}");
         }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let ok = format!("{}{}", "a {".repeat(16), "}".repeat(16));
+        assert!(parse(&ok, "t", Path::new(".")).is_ok());
+        let deep = format!("{}{}", "a {".repeat(17), "}".repeat(17));
+        let err = parse(&deep, "t", Path::new(".")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t:1:51: blocks nested more than 16 levels deep"
+        );
+        // Far deeper than any stack would take recursively: still just an error.
+        let huge = format!("{}{}", "a{".repeat(200_000), "}".repeat(200_000));
+        assert!(parse(&huge, "t", Path::new(".")).is_err());
     }
 }

@@ -363,14 +363,32 @@ fn part_start(block: &[u8]) -> Result<Part<'static>, MultipartError> {
     })
 }
 
+/// Unicode general category Cf (format characters: bidi overrides, zero-width spaces and
+/// joiners, BOM, tags…), as of Unicode 15. They are invisible, so a name holding one shows as
+/// something else (`invoice\u{202e}fdp.exe` reads "invoiceexe.pdf").
+fn is_format(c: char) -> bool {
+    matches!(c as u32,
+        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x890..=0x891 | 0x8E2 | 0x180E
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF
+        | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
 /// A safe file name from a client-supplied one: the base name only (after the last `/` or
-/// `\`, since Windows clients send full paths), control characters removed, leading dots
-/// removed (no hidden files, no `..`), at most 255 bytes keeping a short extension.
-/// `None` when nothing usable is left.
+/// `\`, since Windows clients send full paths), control and format (Cf) characters removed,
+/// then every leading dot *and* white space (Unicode, so U+3000 too) removed — repeatedly, so
+/// `" .."` or `". ."` cannot leave a `..` or a dot-file — and trailing white space; at most
+/// 255 bytes keeping a short extension. `None` when nothing usable is left: the caller then
+/// generates a name (never joins the raw one).
 pub fn sanitize_filename(raw: &str) -> Option<String> {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
-    let clean: String = base.chars().filter(|c| !c.is_control()).collect();
-    let clean = clean.trim_start_matches('.').trim();
+    let clean: String = base
+        .chars()
+        .filter(|&c| !c.is_control() && !is_format(c))
+        .collect();
+    let clean = clean
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end();
     if clean.is_empty() {
         return None;
     }
@@ -645,6 +663,15 @@ mod tests {
             ("a\u{0}b\r\nc.txt", Some("abc.txt")),
             ("\u{7f}", None),
             ("réssumé 1.pdf", Some("réssumé 1.pdf")),
+            (" ..", None),
+            (" .", None),
+            ("\u{3000}..", None),
+            ("x/ ..", None),
+            (". .", None),
+            ("\u{200b}..", None),
+            (" .htaccess", Some("htaccess")),
+            ("invoice\u{202e}fdp.exe", Some("invoicefdp.exe")),
+            ("a\u{feff}b\u{200d}.txt ", Some("ab.txt")),
         ];
         for (raw, want) in cases {
             assert_eq!(sanitize_filename(raw).as_deref(), *want, "{raw:?}");

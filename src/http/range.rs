@@ -69,14 +69,17 @@ fn satisfiable(start: u64, end: u64, len: u64) -> ByteRange {
     }
 }
 
-/// `1*DIGIT` as a u64; `None` if empty, not digits, or too large.
+/// `1*DIGIT` as a u64; `None` if empty or not digits. A number too large for u64 is still a
+/// valid position (RFC 9110 §14.1.1 sets no limit) and saturates at `u64::MAX`: a last-pos
+/// past the end then clamps, a first-pos past it is unsatisfiable (416), as for any other
+/// number beyond the length.
 fn digits(s: &[u8]) -> Option<u64> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.iter().try_fold(0u64, |n, &b| {
-        n.checked_mul(10)?.checked_add((b - b'0') as u64)
-    })
+    Some(s.iter().fold(0u64, |n, &b| {
+        n.saturating_mul(10).saturating_add((b - b'0') as u64)
+    }))
 }
 
 /// The `Content-Range` value for a 206 (`bytes 0-99/1000`) or 416 (`bytes */1000`).
@@ -165,7 +168,10 @@ mod tests {
             ("bytes=1", 1000, Full),
             ("bytes=+1-2", 1000, Full),
             ("bytes=1 - 2", 1000, Full),
-            ("bytes=18446744073709551616-", 1000, Full),
+            // Past u64: saturates, so a first-pos is past the end and a last-pos clamps.
+            ("bytes=18446744073709551616-", 1000, Unsatisfiable),
+            ("bytes=0-99999999999999999999", 1000, p(0, 999)),
+            ("bytes=-99999999999999999999", 1000, p(0, 999)),
             ("items=0-1", 1000, Full),
             ("bytes 0-1", 1000, Full),
             ("", 1000, Full),

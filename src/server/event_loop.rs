@@ -183,6 +183,8 @@ impl Loop {
             None => self.access = None,
         }
         self.cfg = new;
+        // Roots and stores are opened again under the new configuration's names.
+        self.cache.reset_anchors();
         crate::notice!(
             "configuration reloaded ({} connections kept)",
             self.conns.len()

@@ -2,14 +2,15 @@
 //! once the head is parsed. It returns a [`Route`]; the connection turns it into a task.
 
 use std::io;
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::gauges::Gauges;
 use super::reply::{self, Ctx, Reply, Static};
 use super::task::cgi::plan::CgiPlan;
 use crate::config::{Config, Location, Server};
-use crate::handlers::atomic_file::AtomicFile;
+use crate::handlers::atomic_file::{AtomicFile, StoreDir};
 use crate::http::request::{BodyKind, Method};
 
 /// The decision.
@@ -28,7 +29,7 @@ pub enum Route {
     /// A multipart/form-data upload into `dir`.
     Multipart {
         boundary: String,
-        dir: PathBuf,
+        dir: StoreDir,
         uri_dir: String,
     },
     /// Run a CGI.
@@ -106,12 +107,17 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
             Route::Error(411, Vec::new())
         }
         Method::Put | Method::Post if loc.upload_store.is_some() => {
-            let multipart = x
-                .content_type
-                .and_then(crate::handlers::multipart::boundary);
-            match (method, multipart) {
-                (Method::Post, Some(b)) => multipart_route(loc, path, b),
-                _ => upload_route(loc, method, path),
+            let ct = x.content_type.unwrap_or("");
+            let is_form = ct
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("multipart/form-data"));
+            match (method, crate::handlers::multipart::boundary(ct)) {
+                (Method::Post, Some(b)) => multipart_route(loc, path, b, cache),
+                // RFC 7578 §4.1: the boundary parameter is required (RFC 2046 §5.1.1: 1–70
+                // characters); a form without a usable one cannot be split into its parts.
+                (Method::Post, None) if is_form => Route::Error(400, Vec::new()),
+                _ => upload_route(loc, method, path, cache),
             }
         }
         // DELETE changes files: only where uploads are enabled or the location lists DELETE
@@ -120,7 +126,7 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
             if loc.upload_store.is_some()
                 || loc.allow_methods.is_some_and(|m| m.allows("DELETE")) =>
         {
-            delete(loc, path, cx)
+            delete(loc, path, cx, cache)
         }
         _ => {
             let allow = loc
@@ -140,29 +146,80 @@ fn dir_uri(path: &str) -> String {
     uri
 }
 
-fn upload_route(loc: &Location, method: Method, path: &str) -> Route {
+/// The status for a failure to open a directory in an upload store: a symlink on the way
+/// (`ELOOP`, never followed in a store) or an escape (`EXDEV`) is 403, a missing or non-directory
+/// parent 409 (as nginx's DAV module), the rest as any file error.
+fn store_status(e: &io::Error) -> u16 {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::EPERM) => 403,
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::EISDIR) => 409,
+        _ => reply::static_file::io_status(e),
+    }
+}
+
+/// Directory `rel` beneath the store (or root) `anchor`, whose fd the cache keeps open.
+fn open_store(cache: &mut reply::FileCache, anchor: &Path, rel: &str) -> io::Result<StoreDir> {
+    let fd = cache.anchor(anchor)?;
+    StoreDir::open_at(fd.as_raw_fd(), rel)
+}
+
+/// Whether a path in an upload store names a dot-file (or goes through a dot-directory): the
+/// store's temp files are `.upload-*.tmp`, so a PUT or DELETE of such a name could replace or
+/// remove another upload in flight, and hidden files are not listed. Refused with 400.
+fn hidden(rel: &str) -> bool {
+    rel.split('/').any(|c| c.starts_with('.'))
+}
+
+/// `rel` split into its directory part and its last component.
+fn split_last(rel: &str) -> (&str, &str) {
+    match rel.rfind('/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => ("", rel),
+    }
+}
+
+fn upload_route(loc: &Location, method: Method, path: &str, cache: &mut reply::FileCache) -> Route {
     // upload_store is set here, so no target means the path would leave the store.
-    let Some(target) = reply::upload_target(loc, path) else {
+    let Some((store, rel)) = reply::upload_rel(loc, path) else {
         return Route::Error(404, Vec::new());
     };
-    let (dest, replace, dir, uri_dir) = if method == Method::Put {
-        if path.ends_with('/') {
+    if hidden(&rel) {
+        return Route::Error(400, Vec::new());
+    }
+    let (dir_rel, name, replace, uri_dir) = if method == Method::Put {
+        if path.ends_with('/') || rel.is_empty() {
             return Route::Error(409, Vec::new());
         }
-        let dir = target.parent().map(PathBuf::from).unwrap_or_default();
-        (target, true, dir, String::new())
+        let (d, n) = split_last(&rel);
+        (d.to_string(), n.to_string(), true, String::new())
     } else {
         // POST: a generated name in the directory the URI names.
         let name = format!(
-            "upload-{}-{:x}",
+            "upload-{}-{:08x}",
             crate::http::date::unix_secs(SystemTime::now()),
-            rand_u64() & 0xffff_ffff
+            crate::handlers::atomic_file::random_u32()
         );
-        (target.join(name), false, target, dir_uri(path))
+        (
+            rel.trim_end_matches('/').to_string(),
+            name,
+            false,
+            dir_uri(path),
+        )
     };
-    if !dir.is_dir() || dest.is_dir() {
-        return Route::Error(409, Vec::new());
+    let dir = match open_store(cache, &store, &dir_rel) {
+        Ok(d) => d,
+        Err(e) => return Route::Error(store_status(&e), Vec::new()),
+    };
+    if replace {
+        // Only a regular file is replaced: a directory is 409, a symlink or a special file
+        // 403 — checked now so the client is not asked for a body it cannot store.
+        match backends::util::fstatat(dir.fd(), std::ffi::OsStr::new(&name), false) {
+            Ok(st) if st.is_dir() => return Route::Error(409, Vec::new()),
+            Ok(st) if !st.is_file() => return Route::Error(403, Vec::new()),
+            _ => {}
+        }
     }
+    let dest = store.join(&dir_rel).join(&name);
     match AtomicFile::create_in(&dir) {
         Ok(file) => Route::Upload {
             file,
@@ -171,43 +228,72 @@ fn upload_route(loc: &Location, method: Method, path: &str) -> Route {
             uri_dir,
         },
         Err(e) => {
-            crate::error!("upload temp file in {}: {e}", dir.display());
-            Route::Error(500, Vec::new())
+            crate::error!(
+                "upload temp file in {}: {e}",
+                store.join(&dir_rel).display()
+            );
+            Route::Error(store_status(&e), Vec::new())
         }
     }
 }
 
-fn multipart_route(loc: &Location, path: &str, boundary: String) -> Route {
-    let Some(dir) = reply::upload_target(loc, path) else {
+fn multipart_route(
+    loc: &Location,
+    path: &str,
+    boundary: String,
+    cache: &mut reply::FileCache,
+) -> Route {
+    let Some((store, rel)) = reply::upload_rel(loc, path) else {
         return Route::Error(404, Vec::new());
     };
-    if !dir.is_dir() {
-        return Route::Error(409, Vec::new());
+    if hidden(&rel) {
+        return Route::Error(400, Vec::new());
     }
-    Route::Multipart {
-        boundary,
-        dir,
-        uri_dir: dir_uri(path),
+    match open_store(cache, &store, rel.trim_end_matches('/')) {
+        Ok(dir) => Route::Multipart {
+            boundary,
+            dir,
+            uri_dir: dir_uri(path),
+        },
+        Err(e) => Route::Error(store_status(&e), Vec::new()),
     }
 }
 
-fn delete(loc: &Location, path: &str, cx: &Ctx) -> Route {
+fn delete(loc: &Location, path: &str, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
     // Through the upload store where there is one, else the same mapping as GET; a path that
-    // would leave either maps to nothing.
-    let target = if loc.upload_store.is_some() {
-        reply::upload_target(loc, path)
+    // would leave either maps to nothing. Resolved beneath the directory with no symlink
+    // followed, and a symlink itself is not removed either (403): one policy for writes and
+    // deletes.
+    let found = if loc.upload_store.is_some() {
+        reply::upload_rel(loc, path)
     } else {
-        reply::map(loc, path)
+        reply::resolve(loc, path)
     };
-    let Some(target) = target else {
+    let Some((anchor, rel)) = found else {
         return Route::Error(404, Vec::new());
     };
-    match std::fs::symlink_metadata(&target) {
+    if loc.upload_store.is_some() && hidden(&rel) {
+        return Route::Error(400, Vec::new());
+    }
+    let (dir_rel, name) = split_last(rel.trim_end_matches('/'));
+    if name.is_empty() || name == "." {
+        return Route::Error(403, Vec::new());
+    }
+    let dir = match open_store(cache, &anchor, dir_rel) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Route::Error(404, Vec::new()),
+        Err(e) => return Route::Error(store_status(&e), Vec::new()),
+    };
+    let name = std::ffi::OsStr::new(name);
+    match backends::util::fstatat(dir.fd(), name, false) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Route::Error(404, Vec::new()),
         Err(_) => Route::Error(403, Vec::new()),
-        Ok(m) if !m.is_file() => Route::Error(403, Vec::new()),
-        Ok(_) => match std::fs::remove_file(&target) {
-            Ok(()) => Route::Reply(reply::full(204, "text/plain", Vec::new(), &[], cx)),
+        Ok(st) if !st.is_file() => Route::Error(403, Vec::new()),
+        Ok(_) => match backends::util::unlinkat(dir.fd(), name) {
+            Ok(()) => {
+                reply::cache::note_write();
+                Route::Reply(reply::full(204, "text/plain", Vec::new(), &[], cx))
+            }
             Err(e) => Route::Error(reply::static_file::io_status(&e), Vec::new()),
         },
     }
@@ -240,16 +326,4 @@ fn status_page(g: &Gauges, be: &dyn backends::Backend, json: bool) -> (&'static 
         );
         ("text/plain; charset=utf-8", body)
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }

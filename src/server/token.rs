@@ -52,6 +52,8 @@ pub enum OpTag {
     FileClose = 21,
     /// An upload task: write to its temp file.
     UploadWrite = 25,
+    /// An upload task: close of its temp file's fd while a write may be in flight.
+    UploadClose = 26,
     /// CGI pipes (write end of stdin, read ends of stdout and stderr) and their closes.
     CgiStdin = 30,
     CgiStdout = 31,
@@ -80,6 +82,7 @@ impl OpTag {
             20 => FileRead,
             21 => FileClose,
             25 => UploadWrite,
+            26 => UploadClose,
             30 => CgiStdin,
             31 => CgiStdout,
             32 => CgiStderr,
@@ -108,6 +111,7 @@ impl OpTag {
             FileRead => "file read",
             FileClose => "file close",
             UploadWrite => "upload write",
+            UploadClose => "upload close",
             CgiStdin => "stdin write",
             CgiStdout => "stdout read",
             CgiStderr => "stderr read",

@@ -1,17 +1,54 @@
 //! The small-file cache: files up to [`CACHE_FILE_MAX`] kept in memory with their validators.
+//!
+//! An entry is trusted without any system call for [`CACHE_VALID`] — unless a write through
+//! webserv (PUT, upload, DELETE, in any worker) happened since, which bumps a process-wide
+//! generation ([`note_write`]). Past that, the file is opened again (beneath its root, as any
+//! request) and the entry kept only if (device, inode, size, mtime with nanoseconds, ctime) all
+//! match: a same-size rewrite in the same second changes the nanoseconds or the inode, and a
+//! `chmod` changes the ctime.
 
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::http::range;
+use backends::util::FileStat;
 
 /// Files at most this large are kept in memory by the [`FileCache`].
 pub const CACHE_FILE_MAX: u64 = 64 * 1024;
 /// The cache's total size; past it, it starts over.
 pub const CACHE_TOTAL_MAX: usize = 32 * 1024 * 1024;
-/// How long a cached file is trusted before its size and mtime are checked again (nginx's
+/// How long a cached file is trusted before it is checked again (nginx's
 /// `open_file_cache_valid`, much shorter).
 pub const CACHE_VALID: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Bumped by every change webserv makes to a file (all workers share it).
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// A file was created, replaced or removed through webserv: every cached entry is checked again
+/// before its next use.
+pub fn note_write() {
+    WRITES.fetch_add(1, Ordering::Release);
+}
+
+fn writes() -> u64 {
+    WRITES.load(Ordering::Acquire)
+}
+
+/// The entity tag of a file version: inode, mtime (seconds and nanoseconds) and size, so a
+/// same-size rewrite within one second still gets a new tag. The inode matters: file times
+/// advance by the kernel's tick (a few ms), so two uploads renamed into place one after the
+/// other can share every time stamp, but never the inode.
+pub fn etag_of(st: &FileStat) -> String {
+    format!(
+        "\"{:x}-{:x}.{:x}-{:x}\"",
+        st.ino,
+        st.mtime.0.max(0),
+        st.mtime.1.max(0),
+        st.size
+    )
+}
 
 /// A small file in memory with what its responses need, shared by every send of it.
 pub struct Cached {
@@ -19,68 +56,138 @@ pub struct Cached {
     pub(super) mtime: u64,
     pub(super) etag: String,
     pub(super) last_modified: [u8; 29],
+    stat: FileStat,
     checked: std::time::Instant,
+    gen: u64,
 }
 
-/// Small static files kept in memory (content + validators), revalidated by size and mtime at
-/// most once per [`CACHE_VALID`]: a hit costs no system call at all.
+/// Small static files kept in memory (content + validators).
 #[derive(Default)]
 pub struct FileCache {
     map: std::collections::HashMap<PathBuf, std::rc::Rc<Cached>>,
+    /// Directory fds of roots, aliases and upload stores, opened on first use and dropped at
+    /// reload: every path under them is resolved beneath one of these.
+    anchors: std::collections::HashMap<PathBuf, std::rc::Rc<OwnedFd>>,
     bytes: usize,
     /// The loop turn's time (set by the loop: no clock read per request); `None` reads it.
     pub now: Option<std::time::Instant>,
 }
 
 impl FileCache {
-    /// A fresh cached copy of `path`, if it is a small regular file.
-    pub(super) fn get(&mut self, path: &Path) -> Option<std::rc::Rc<Cached>> {
-        let now = self.now.unwrap_or_else(std::time::Instant::now);
-        if let Some(e) = self.map.get(path) {
-            if now.duration_since(e.checked) < CACHE_VALID {
-                return Some(e.clone());
-            }
+    fn now(&self) -> std::time::Instant {
+        self.now.unwrap_or_else(std::time::Instant::now)
+    }
+
+    /// The directory fd of `dir` (a root, alias or upload store), opened once.
+    pub fn anchor(&mut self, dir: &Path) -> std::io::Result<std::rc::Rc<OwnedFd>> {
+        if let Some(fd) = self.anchors.get(dir) {
+            return Ok(fd.clone());
         }
-        let meta = std::fs::metadata(path).ok().filter(|m| m.is_file());
-        let Some(meta) = meta.filter(|m| m.len() <= CACHE_FILE_MAX) else {
-            if let Some(old) = self.map.remove(path) {
-                self.bytes -= old.body.len();
-            }
+        let fd = std::rc::Rc::new(backends::util::open_dir(dir)?);
+        // Bounded: one entry per configured directory (and per alias target).
+        self.anchors.insert(dir.to_path_buf(), fd.clone());
+        Ok(fd)
+    }
+
+    /// A reload may have changed what the configured paths name: open them again.
+    pub fn reset_anchors(&mut self) {
+        self.anchors.clear();
+    }
+
+    /// An expired entry checked without opening the file: `fstatat` of `rel` in `anchor`. The
+    /// entry is kept only for the very same inode and times, i.e. the file that a contained open
+    /// read before, unchanged — so serving it needs no descriptor even when none is left.
+    pub(super) fn revalidate(
+        &mut self,
+        path: &Path,
+        anchor: RawFd,
+        rel: &str,
+        follow: bool,
+    ) -> Option<std::rc::Rc<Cached>> {
+        if !self.map.contains_key(path) {
             return None;
-        };
-        let mtime = meta.mtime().max(0) as u64;
+        }
+        let st = backends::util::fstatat(anchor, std::ffi::OsStr::new(rel), follow).ok()?;
+        let e = self.map.get_mut(path)?;
+        if e.stat != st {
+            return None;
+        }
+        let fresh = std::rc::Rc::new(Cached {
+            body: e.body.clone(),
+            mtime: e.mtime,
+            etag: e.etag.clone(),
+            last_modified: e.last_modified,
+            stat: st,
+            checked: self.now.unwrap_or_else(std::time::Instant::now),
+            gen: writes(),
+        });
+        *e = fresh.clone();
+        Some(fresh)
+    }
+
+    /// The entry for `path` if it may be used without looking at the file at all.
+    pub(super) fn fresh(&self, path: &Path) -> Option<std::rc::Rc<Cached>> {
+        let e = self.map.get(path)?;
+        (e.gen == writes() && self.now().duration_since(e.checked) < CACHE_VALID).then(|| e.clone())
+    }
+
+    /// After `file` was opened (beneath its root) and found to be `st`: the cached copy when its
+    /// validators still match, else a fresh one read now when the file is small; `None` for a
+    /// file to stream.
+    pub(super) fn load(
+        &mut self,
+        path: &Path,
+        file: &File,
+        st: &FileStat,
+    ) -> Option<std::rc::Rc<Cached>> {
+        let now = self.now();
+        let gen = writes();
+        if !st.is_file() || st.size > CACHE_FILE_MAX {
+            self.forget(path);
+            return None;
+        }
         if let Some(e) = self.map.get_mut(path) {
-            if e.mtime == mtime && e.body.len() as u64 == meta.len() {
+            if e.stat == *st {
                 let fresh = std::rc::Rc::new(Cached {
                     body: e.body.clone(),
-                    mtime,
+                    mtime: e.mtime,
                     etag: e.etag.clone(),
                     last_modified: e.last_modified,
+                    stat: *st,
                     checked: now,
+                    gen,
                 });
                 *e = fresh.clone();
                 return Some(fresh);
             }
         }
-        let body = std::fs::read(path).ok()?;
-        if body.len() as u64 != meta.len() {
-            return None; // changing under us: serve it uncached
-        }
+        self.forget(path);
+        let mut body = vec![0u8; st.size as usize];
+        // Regular files only (checked above): a read of at most 64 KiB from the page cache.
+        // A file that shrank under us fails here: it is then served uncached.
+        file.read_exact_at(&mut body, 0).ok()?;
         if self.bytes + body.len() > CACHE_TOTAL_MAX {
             self.map.clear();
             self.bytes = 0;
         }
+        let mtime = st.mtime.0.max(0) as u64;
         let entry = std::rc::Rc::new(Cached {
-            etag: range::etag(mtime, body.len() as u64),
+            etag: etag_of(st),
             last_modified: crate::http::date::format_unix(mtime),
             body: body.into(),
             mtime,
+            stat: *st,
             checked: now,
+            gen,
         });
         self.bytes += entry.body.len();
-        if let Some(old) = self.map.insert(path.to_path_buf(), entry.clone()) {
+        self.map.insert(path.to_path_buf(), entry.clone());
+        Some(entry)
+    }
+
+    fn forget(&mut self, path: &Path) {
+        if let Some(old) = self.map.remove(path) {
             self.bytes -= old.body.len();
         }
-        Some(entry)
     }
 }

@@ -40,3 +40,47 @@ pub fn upload_target(loc: &Location, uri: &str) -> Option<PathBuf> {
         store.join(rest)
     })
 }
+
+/// The directory a location's files are resolved beneath (its root, or its alias) and the
+/// relative path of `uri` in it: the kernel then keeps resolution beneath the directory
+/// (`openat2(RESOLVE_BENEATH)`), whatever the relative part or a symlink says. `None` when the
+/// string check above already refuses it.
+pub fn resolve(loc: &Location, uri: &str) -> Option<(PathBuf, String)> {
+    let (anchor, rest) = match &loc.docroot {
+        crate::config::DocRoot::Root(dir) => (dir.clone(), uri),
+        crate::config::DocRoot::Alias { dir, strip } if strip.is_empty() => {
+            // A regex location's alias names the file itself: resolve its last component in
+            // its parent.
+            let parent = dir.parent()?.to_path_buf();
+            let name = dir.file_name()?.to_string_lossy().into_owned();
+            return Some((parent, name));
+        }
+        crate::config::DocRoot::Alias { dir, strip } => {
+            (dir.clone(), uri.strip_prefix(strip.as_str()).unwrap_or(uri))
+        }
+    };
+    if !contained(rest) {
+        return None;
+    }
+    let rel = rest.trim_start_matches('/');
+    Some((
+        anchor,
+        if rel.is_empty() {
+            ".".into()
+        } else {
+            rel.into()
+        },
+    ))
+}
+
+/// Like [`upload_target`], split into the store and the relative path in it (`""`: the store
+/// itself).
+pub fn upload_rel(loc: &Location, uri: &str) -> Option<(PathBuf, String)> {
+    let store = loc.upload_store.as_ref()?;
+    let prefix = loc.pattern.trim_end_matches('/');
+    let rest = uri.strip_prefix(prefix).unwrap_or(uri);
+    if !contained(rest) {
+        return None;
+    }
+    Some((store.clone(), rest.trim_start_matches('/').to_string()))
+}

@@ -18,7 +18,7 @@ use crate::config::{ErrorPageStatus, Location, Server};
 use crate::http::response::{error_page_html, ResponseHead};
 
 pub use cache::FileCache;
-pub use map::{map, upload_target};
+pub use map::{map, resolve, upload_rel, upload_target};
 pub use static_file::{serve_static, Static};
 
 /// Files not in the cache stream in pieces of this size when they are read (not sendfile'd).
@@ -36,10 +36,17 @@ pub enum Reply {
     File {
         status: u16,
         head: Vec<u8>,
-        file: File,
+        file: Stream,
         offset: u64,
         len: u64,
     },
+}
+
+/// Where a streamed body comes from: a file on disk (sendfile or reads), or a directory
+/// listing rendered a piece at a time.
+pub enum Stream {
+    Disk(File),
+    Listing(Box<autoindex::Listing>),
 }
 
 impl Reply {
@@ -189,9 +196,15 @@ pub fn error(
 }
 
 /// A configured error page: its head now, its body streamed by the file task (no blocking read
-/// of the page on the loop).
+/// of the page on the loop). Opened `O_NONBLOCK`, so a FIFO in its place cannot stall the loop
+/// (it is not a regular file: `None`, and the built-in page is sent).
 fn error_file(status: u16, path: &Path, extra: &[(&str, &[u8])], cx: &Ctx) -> Option<Reply> {
-    let file = File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
     let meta = file.metadata().ok().filter(|m| m.is_file())?;
     let mut head = Vec::with_capacity(256);
     start(&mut head, status, cx);
@@ -211,7 +224,7 @@ fn error_file(status: u16, path: &Path, extra: &[(&str, &[u8])], cx: &Ctx) -> Op
     Some(Reply::File {
         status,
         head,
-        file,
+        file: Stream::Disk(file),
         offset: 0,
         len: meta.len(),
     })

@@ -1,13 +1,16 @@
 //! GET and HEAD of files and directories: conditionals, ranges, index files, autoindex.
 
+use std::ffi::OsStr;
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use super::autoindex::autoindex;
+use backends::util::{self, FileStat};
+
+use super::autoindex::Listing;
 use super::cache::{Cached, FileCache};
-use super::{finish, full, header, header_u64, map, ret, start, Ctx, Reply};
-use crate::config::Location;
+use super::{finish, full, header, header_u64, map, ret, start, Ctx, Reply, Stream};
+use crate::config::{Location, Symlinks};
 use crate::http::path::percent_encode_path;
 use crate::http::range::{self, ByteRange};
 use crate::http::response::error_page_html;
@@ -114,6 +117,56 @@ pub fn index_uri(loc: &Location, path: &str) -> Option<String> {
         .map(|name| format!("{path}{name}"))
 }
 
+/// The status for a failed open beneath a root: a symlink refused by `disable_symlinks`
+/// (`ELOOP`) or one leading out of the root (`EXDEV`) is 403, as nginx answers a refused link.
+fn open_status(e: &std::io::Error) -> u16 {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::EXDEV) => 403,
+        _ => io_status(e),
+    }
+}
+
+/// `if_not_owner`: every symlink on the way to `rel` must have the owner of what it points to.
+/// (The open itself already stayed beneath the root; this only decides whether to answer.)
+fn same_owner_links(anchor: RawFd, rel: &str) -> std::io::Result<()> {
+    let mut prefix = String::new();
+    for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        let at = OsStr::new(&prefix);
+        let link = util::fstatat(anchor, at, false)?;
+        if link.is_symlink() && util::fstatat(anchor, at, true)?.uid != link.uid {
+            return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+        }
+    }
+    Ok(())
+}
+
+/// Open `rel` beneath `anchor` for reading, never blocking: `O_NONBLOCK` makes a FIFO open at
+/// once (it is then refused by its type), and `openat2(RESOLVE_BENEATH)` keeps the resolution
+/// beneath the root. Returns the file with its `fstat`.
+fn open_read(
+    anchor: RawFd,
+    rel: &str,
+    policy: Symlinks,
+) -> std::io::Result<(OwnedFd, RawFd, FileStat)> {
+    let fd = util::open_beneath(
+        anchor,
+        OsStr::new(rel),
+        libc::O_RDONLY | libc::O_NONBLOCK,
+        0,
+        policy == Symlinks::Refuse,
+    )?;
+    if policy == Symlinks::IfSameOwner {
+        same_owner_links(anchor, rel)?;
+    }
+    let st = util::fstat(fd.as_raw_fd())?;
+    let raw = fd.as_raw_fd();
+    Ok((fd, raw, st))
+}
+
 /// Serve a GET/HEAD for normalised URI `path` in location `loc`.
 pub fn serve_static(
     path: &str,
@@ -126,15 +179,28 @@ pub fn serve_static(
         return Static::Error(404);
     };
     if !path.ends_with('/') {
-        if let Some(c) = cache.get(&fs_path) {
+        if let Some(c) = cache.fresh(&fs_path) {
             return Static::Reply(serve_cached(&c, path, mime, cx));
         }
     }
-    let meta = match std::fs::metadata(&fs_path) {
-        Ok(m) => m,
-        Err(e) => return Static::Error(io_status(&e)),
+    let Some((anchor, rel)) = super::map::resolve(loc, path) else {
+        return Static::Error(404);
     };
-    if meta.is_dir() {
+    let anchor = match cache.anchor(&anchor) {
+        Ok(a) => a,
+        Err(e) => return Static::Error(open_status(&e)),
+    };
+    let follow = loc.disable_symlinks != Symlinks::Refuse;
+    if !path.ends_with('/') && loc.disable_symlinks != Symlinks::IfSameOwner {
+        if let Some(c) = cache.revalidate(&fs_path, anchor.as_raw_fd(), &rel, follow) {
+            return Static::Reply(serve_cached(&c, path, mime, cx));
+        }
+    }
+    let (fd, raw, st) = match open_read(anchor.as_raw_fd(), &rel, loc.disable_symlinks) {
+        Ok(x) => x,
+        Err(e) => return Static::Error(open_status(&e)),
+    };
+    if st.is_dir() {
         if !path.ends_with('/') {
             // RFC 9110 §15.4.2: the directory lives at the URI with a trailing slash.
             let mut to = percent_encode_path(path);
@@ -145,25 +211,43 @@ pub fn serve_static(
             }
             return Static::Reply(ret(301, Some(&to), cx));
         }
+        let nofollow = loc.disable_symlinks == Symlinks::Refuse;
         for name in &loc.index {
-            let candidate = fs_path.join(name);
-            if candidate.is_file() {
-                let uri = format!("{path}{name}");
-                if let Some(c) = cache.get(&candidate) {
-                    return Static::Reply(serve_cached(&c, &uri, mime, cx));
-                }
-                return serve_file(&candidate, &uri, mime, cx);
+            let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+            let Ok(f) = util::open_beneath(raw, OsStr::new(name), flags, 0, nofollow) else {
+                continue;
+            };
+            let Ok(ist) = util::fstat(f.as_raw_fd()) else {
+                continue;
+            };
+            if !ist.is_file() {
+                continue;
             }
+            let uri = format!("{path}{name}");
+            return serve_file(
+                File::from(f),
+                &ist,
+                &fs_path.join(name),
+                &uri,
+                mime,
+                cx,
+                cache,
+            );
         }
         if loc.autoindex {
-            return match autoindex(&fs_path, path) {
-                Ok(body) => Static::Reply(full(200, "text/html; charset=utf-8", body, &[], cx)),
+            let max = usize::try_from(loc.autoindex_max_entries).unwrap_or(usize::MAX);
+            return match Listing::read(raw, path, max, !nofollow) {
+                Ok(listing) => Static::Reply(listing_reply(listing, cx)),
                 Err(e) => Static::Error(io_status(&e)),
             };
         }
         return Static::Error(403);
     }
-    serve_file(&fs_path, path, mime, cx)
+    if !st.is_file() {
+        // A FIFO, socket or device under the root: never read (a FIFO would block).
+        return Static::Error(403);
+    }
+    serve_file(File::from(fd), &st, &fs_path, path, mime, cx, cache)
 }
 
 /// Whether an `If-Range` value still names this representation: an entity tag by strong
@@ -191,19 +275,21 @@ pub fn io_status(e: &std::io::Error) -> u16 {
     }
 }
 
-fn serve_file(fs_path: &Path, uri: &str, mime: &crate::config::Config, cx: &Ctx) -> Static {
-    let file = match File::open(fs_path) {
-        Ok(f) => f,
-        Err(e) => return Static::Error(io_status(&e)),
-    };
-    let meta = match file.metadata() {
-        Ok(m) if m.is_file() => m,
-        Ok(_) => return Static::Error(403),
-        Err(e) => return Static::Error(io_status(&e)),
-    };
-    let len = meta.len();
-    let mtime = meta.mtime().max(0) as u64;
-    let etag = range::etag(mtime, len);
+fn serve_file(
+    file: File,
+    st: &FileStat,
+    fs_path: &Path,
+    uri: &str,
+    mime: &crate::config::Config,
+    cx: &Ctx,
+    cache: &mut FileCache,
+) -> Static {
+    if let Some(c) = cache.load(fs_path, &file, st) {
+        return Static::Reply(serve_cached(&c, uri, mime, cx));
+    }
+    let len = st.size;
+    let mtime = st.mtime.0.max(0) as u64;
+    let etag = super::cache::etag_of(st);
     let last_modified = crate::http::date::format_unix(mtime);
     let v = Validators {
         len,
@@ -227,10 +313,34 @@ fn serve_file(fs_path: &Path, uri: &str, mime: &crate::config::Config, cx: &Ctx)
     Static::Reply(Reply::File {
         status,
         head,
-        file,
+        file: Stream::Disk(file),
         offset,
         len: count,
     })
+}
+
+/// A directory listing: its head now, its body streamed by the file task in pieces.
+fn listing_reply(listing: Listing, cx: &Ctx) -> Reply {
+    let mut head = Vec::with_capacity(256);
+    start(&mut head, 200, cx);
+    header(&mut head, "Content-Type", b"text/html; charset=utf-8");
+    header_u64(&mut head, "Content-Length", listing.len());
+    finish(&mut head);
+    if cx.head_only {
+        return Reply::Full {
+            status: 200,
+            head,
+            body: backends::Body::Empty,
+        };
+    }
+    let len = listing.len();
+    Reply::File {
+        status: 200,
+        head,
+        file: Stream::Listing(Box::new(listing)),
+        offset: 0,
+        len,
+    }
 }
 
 fn start_range(head: &mut Vec<u8>, cx: &Ctx, content_range: &str) {

@@ -1,6 +1,8 @@
-//! A file streamed from disk: the head, then the body by sendfile(2) where the backend has it
-//! (the kernel copies file to socket), else by backend reads into a buffer, one piece per
-//! drained output queue. The task owns the file's fd and closes it through the backend.
+//! A body streamed: a file from disk — the head, then the body by sendfile(2) where the backend
+//! has it (the kernel copies file to socket), else by backend reads into a buffer, one piece
+//! per drained output queue — or a directory listing rendered one piece per drained queue (its
+//! back-pressure: nothing more is produced while the client has not taken the last piece). The
+//! task owns the file's fd and closes it through the backend.
 
 use std::os::fd::{IntoRawFd, RawFd};
 
@@ -8,11 +10,16 @@ use backends::{Body, Buf, Completion, Op, SendBuf};
 
 use super::{Abort, Cx, Step, Task};
 use crate::server::ident::{TaskId, TaskKind, Trail};
+use crate::server::reply::Stream;
 use crate::server::token::OpTag;
+
+/// A listing's pieces are about this large.
+const LISTING_PIECE: usize = 64 * 1024;
 
 pub struct FileTask {
     id: TaskId,
     fd: Option<RawFd>,
+    listing: Option<Box<crate::server::reply::autoindex::Listing>>,
     head: Option<Vec<u8>>,
     offset: u64,
     left: u64,
@@ -22,13 +29,18 @@ pub struct FileTask {
 }
 
 impl FileTask {
-    pub fn new(id: u32, head: Vec<u8>, file: std::fs::File, offset: u64, len: u64) -> FileTask {
+    pub fn new(id: u32, head: Vec<u8>, file: Stream, offset: u64, len: u64) -> FileTask {
+        let (fd, listing) = match file {
+            Stream::Disk(f) => (Some(f.into_raw_fd()), None),
+            Stream::Listing(l) => (None, Some(l)),
+        };
         FileTask {
             id: TaskId {
                 kind: TaskKind::File,
                 id,
             },
-            fd: Some(file.into_raw_fd()),
+            fd,
+            listing,
             head: Some(head),
             offset,
             left: len,
@@ -53,6 +65,9 @@ impl Task for FileTask {
     fn start(&mut self, cx: &mut Cx) -> Step {
         if let Some(h) = self.head.take() {
             cx.out.push_bytes(h);
+        }
+        if self.listing.is_some() {
+            return self.on_drained(cx);
         }
         if cx.sendfile {
             if let Some(fd) = self.fd {
@@ -94,6 +109,20 @@ impl Task for FileTask {
     }
 
     fn on_drained(&mut self, cx: &mut Cx) -> Step {
+        if let Some(l) = self.listing.as_mut() {
+            return match l.next_piece(LISTING_PIECE) {
+                Some(piece) => {
+                    self.offset += piece.len() as u64;
+                    self.left = self.left.saturating_sub(piece.len() as u64);
+                    cx.out.push_bytes(piece);
+                    Step::Pending
+                }
+                None => {
+                    self.listing = None;
+                    Step::Done
+                }
+            };
+        }
         let Some(fd) = self.fd else {
             return Step::Done;
         };
@@ -119,6 +148,7 @@ impl Task for FileTask {
     }
 
     fn abort(&mut self, _why: Abort, cx: &mut Cx) {
+        self.listing = None;
         self.close(cx);
     }
 

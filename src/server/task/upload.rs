@@ -2,8 +2,9 @@
 //! complete (atomic: a failed upload leaves nothing), and multipart/form-data with one temp
 //! file per file part.
 //!
-//! The writes are plain `write(2)` calls on the loop (regular files; see the README's list of
-//! what still blocks).
+//! A raw upload writes through backend write ops (one in flight, at explicit offsets); a
+//! multipart upload's parts are written with plain `write(2)` calls on the loop while the parser
+//! runs (regular files; see the README's list of what still blocks).
 
 use std::path::PathBuf;
 
@@ -11,7 +12,7 @@ use backends::Completion;
 
 use super::cgi::framing::Meta;
 use super::{Abort, Cx, Step, Task};
-use crate::handlers::atomic_file::AtomicFile;
+use crate::handlers::atomic_file::{self, AtomicFile, StoreDir};
 use crate::server::ident::{TaskId, TaskKind};
 use crate::server::reply::{self, Ctx};
 use crate::server::token::OpTag;
@@ -37,16 +38,25 @@ fn storage_status(e: &std::io::Error) -> u16 {
     }
 }
 
-/// A raw POST (stored under a generated name) or a PUT (to its path).
+/// Most body bytes one write op carries.
+const WRITE_MAX: usize = 256 * 1024;
+
+/// A raw POST (stored under a generated name) or a PUT (to its path). The body goes to the temp
+/// file through backend write ops at explicit offsets, one in flight: `body_room` is 0 while it
+/// is, which is the back-pressure on the client.
 pub struct UploadTask {
     id: TaskId,
     file: Option<AtomicFile>,
+    /// For the log and the final name (its last component).
     dest: PathBuf,
     replace: bool,
     /// POST: the URI of the directory the file lands in (for `Location`).
     uri_dir: String,
     meta: Meta,
     bytes: u64,
+    writing: bool,
+    /// The last body byte has been handed over.
+    body_done: bool,
 }
 
 impl UploadTask {
@@ -69,6 +79,8 @@ impl UploadTask {
             uri_dir,
             meta,
             bytes: 0,
+            writing: false,
+            body_done: false,
         }
     }
 
@@ -76,13 +88,19 @@ impl UploadTask {
         let Some(file) = self.file.take() else {
             return Step::Fail(500);
         };
-        let (landed, created) = match file.commit(&self.dest, self.replace) {
+        let name = self
+            .dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (landed, created) = match file.commit(&name, self.replace) {
             Ok(x) => x,
             Err(e) => {
                 crate::error!("{}: upload into {}: {e}", cx.id, self.dest.display());
-                return Step::Fail(storage_status(&e));
+                return Step::Fail(commit_status(&e));
             }
         };
+        crate::server::reply::cache::note_write();
         let date = *cx.date;
         let c = ctx(&self.meta, &date);
         let r = if self.replace {
@@ -98,16 +116,12 @@ impl UploadTask {
                 reply::full(204, "text/plain", Vec::new(), &[], &c)
             }
         } else {
-            let name = landed
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
             // The Location is a URI: every part percent-encoded, the request's directory too.
-            let uri = crate::http::path::percent_encode_path(&format!("{}{name}", self.uri_dir));
+            let uri = crate::http::path::percent_encode_path(&format!("{}{landed}", self.uri_dir));
             let body = format!(
                 "<!doctype html><title>201 Created</title><p>Saved <a href=\"{0}\">{1}</a></p>\n",
                 crate::http::path::html_escape(&uri),
-                crate::http::path::html_escape(&name)
+                crate::http::path::html_escape(&landed)
             );
             reply::full(
                 201,
@@ -120,6 +134,25 @@ impl UploadTask {
         queue(r, cx);
         Step::Done
     }
+
+    /// Drop the temp file; its fd is closed through the backend (a write may be in flight).
+    fn release(&mut self, cx: &mut Cx) {
+        if let Some(f) = self.file.take() {
+            let fd = f.abandon();
+            if fd >= 0 {
+                cx.submit(OpTag::UploadClose, backends::Op::Close { fd });
+            }
+        }
+    }
+}
+
+/// The status of a failed commit: a symlink or special file in the way is 403, a directory 409.
+fn commit_status(e: &std::io::Error) -> u16 {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::ELOOP) => 403,
+        Some(libc::EISDIR) => 409,
+        _ => storage_status(e),
+    }
 }
 
 impl Task for UploadTask {
@@ -130,52 +163,96 @@ impl Task for UploadTask {
         Step::Pending
     }
     fn body_room(&self) -> usize {
-        if self.file.is_some() {
-            usize::MAX
+        if self.file.is_some() && !self.writing && !self.body_done {
+            WRITE_MAX
         } else {
             0
         }
     }
     fn on_body(&mut self, data: &[u8], done: bool, cx: &mut Cx) -> Step {
+        let Some(f) = self.file.as_ref() else {
+            return Step::Pending;
+        };
+        self.body_done |= done;
+        if data.is_empty() {
+            return if done && !self.writing {
+                self.commit(cx)
+            } else {
+                Step::Pending
+            };
+        }
+        let (fd, offset) = (f.fd(), f.len());
+        self.writing = true;
+        cx.submit(
+            OpTag::UploadWrite,
+            backends::Op::Write {
+                fd,
+                buf: data.to_vec(),
+                offset: Some(offset),
+            },
+        );
+        Step::Pending
+    }
+    fn on_completion(&mut self, op: OpTag, c: Completion, cx: &mut Cx) -> Step {
+        if op != OpTag::UploadWrite || !self.writing {
+            return Step::Pending;
+        }
+        self.writing = false;
         let Some(f) = self.file.as_mut() else {
             return Step::Pending;
         };
-        if let Err(e) = f.write_all(data) {
-            crate::error!("{}: upload write: {e}", cx.id);
-            self.file = None; // the temp file is removed
-            return Step::Fail(storage_status(&e));
+        match c.result {
+            Ok(n) => {
+                f.advance(n as u64);
+                self.bytes += n as u64;
+            }
+            Err(e) => {
+                crate::error!("{}: upload write: {e}", cx.id);
+                self.release(cx);
+                return Step::Fail(storage_status(&e));
+            }
         }
-        self.bytes += data.len() as u64;
-        if done {
+        if self.body_done {
             return self.commit(cx);
         }
         Step::Pending
     }
-    fn on_completion(&mut self, _op: OpTag, _c: Completion, _cx: &mut Cx) -> Step {
-        Step::Pending
-    }
-    fn abort(&mut self, _why: Abort, _cx: &mut Cx) {
-        self.file = None; // dropping the temp file removes it
+    fn abort(&mut self, _why: Abort, cx: &mut Cx) {
+        self.release(cx);
     }
     fn describe(&self) -> String {
         format!("upload {} B to {}", self.bytes, self.dest.display())
     }
 }
 
-/// A multipart/form-data upload: each file part to its own temp file, committed at its end.
+/// A multipart/form-data upload: each file part to its own temp file; all of them are committed
+/// only when the whole body has arrived and parsed (all or nothing: a failure at any point
+/// removes every part, committed ones included).
+///
+/// Part contents are written through backend write ops at explicit offsets, one in flight;
+/// while writes are queued or in flight `body_room` is 0, so at most one body piece
+/// ([`WRITE_MAX`]) waits in memory. Creating a part's temp file (`openat`) runs on the loop.
 pub struct MultipartTask {
     id: TaskId,
     parser: crate::handlers::multipart::MultipartParser,
-    dir: PathBuf,
+    dir: StoreDir,
     uri_dir: String,
-    current: Option<(AtomicFile, String)>,
+    /// Every file part so far, with its final name and the offset its next write goes to.
+    files: Vec<(AtomicFile, String, u64)>,
+    /// The part being received (an index into `files`), if it is a file part.
+    current: Option<usize>,
+    /// Writes not yet submitted: (file index, offset, bytes).
+    pending: std::collections::VecDeque<(usize, u64, Vec<u8>)>,
+    /// The file index of the write in flight.
+    writing: Option<usize>,
+    body_done: bool,
     saved: Vec<String>,
     meta: Meta,
     failed: bool,
 }
 
 impl MultipartTask {
-    pub fn new(id: u32, boundary: &str, dir: PathBuf, uri_dir: String, meta: Meta) -> Self {
+    pub fn new(id: u32, boundary: &str, dir: StoreDir, uri_dir: String, meta: Meta) -> Self {
         MultipartTask {
             id: TaskId {
                 kind: TaskKind::Multipart,
@@ -184,7 +261,11 @@ impl MultipartTask {
             parser: crate::handlers::multipart::MultipartParser::new(boundary),
             dir,
             uri_dir,
+            files: Vec::new(),
             current: None,
+            pending: std::collections::VecDeque::new(),
+            writing: None,
+            body_done: false,
             saved: Vec::new(),
             meta,
             failed: false,
@@ -196,39 +277,116 @@ impl MultipartTask {
         let MultipartTask {
             parser,
             dir,
+            files,
             current,
-            saved,
+            pending,
             ..
         } = self;
         parser
             .feed(data, &mut |part| {
                 match part {
                     Part::Start { filename, .. } => {
-                        // Only file parts are stored; plain form fields are skipped.
-                        *current = match filename.as_deref().and_then(sanitize_filename) {
-                            Some(name) => Some((AtomicFile::create_in(dir)?, name)),
-                            None => None,
+                        // Only file parts are stored; plain form fields, and a file input left
+                        // empty (`filename=""`), are skipped. A name that sanitises to nothing
+                        // gets a generated one, never the raw one.
+                        *current = match filename.as_deref() {
+                            None | Some("") => None,
+                            Some(raw) => {
+                                let name = sanitize_filename(raw).unwrap_or_else(|| {
+                                    format!("upload-{:08x}", atomic_file::random_u32())
+                                });
+                                files.push((AtomicFile::create_in(dir)?, name, 0));
+                                Some(files.len() - 1)
+                            }
                         };
                     }
                     Part::Data(d) => {
-                        if let Some((f, _)) = current.as_mut() {
-                            f.write_all(d)?;
+                        if let Some(i) = *current {
+                            let at = files[i].2;
+                            files[i].2 += d.len() as u64;
+                            match pending.back_mut() {
+                                Some((j, _, buf)) if *j == i && buf.len() < WRITE_MAX => {
+                                    buf.extend_from_slice(d)
+                                }
+                                _ => pending.push_back((i, at, d.to_vec())),
+                            }
                         }
                     }
-                    Part::End => {
-                        if let Some((f, name)) = current.take() {
-                            let (landed, _) = f.commit(&dir.join(&name), false)?;
-                            let landed = landed
-                                .file_name()
-                                .map(|n| n.to_string_lossy().into_owned())
-                                .unwrap_or(name);
-                            saved.push(landed);
-                        }
-                    }
+                    Part::End => *current = None,
                 }
                 Ok(())
             })
             .map_err(|e| e.status())
+    }
+
+    /// Submit the next queued write, or — all written and the body complete — commit.
+    fn pump(&mut self, cx: &mut Cx) -> Step {
+        if self.writing.is_some() {
+            return Step::Pending;
+        }
+        if let Some((i, offset, buf)) = self.pending.pop_front() {
+            self.writing = Some(i);
+            let fd = self.files[i].0.fd();
+            cx.submit(
+                OpTag::UploadWrite,
+                backends::Op::Write {
+                    fd,
+                    buf,
+                    offset: Some(offset),
+                },
+            );
+            return Step::Pending;
+        }
+        if !self.body_done {
+            return Step::Pending;
+        }
+        if let Err(code) = self.commit_all(cx) {
+            return self.fail(code, cx);
+        }
+        self.reply(cx);
+        Step::Done
+    }
+
+    /// Every complete part under its name, or none: a commit that fails removes those that
+    /// went before.
+    fn commit_all(&mut self, cx: &mut Cx) -> Result<(), u16> {
+        for (f, name, _) in std::mem::take(&mut self.files) {
+            match f.commit(&name, false) {
+                Ok((landed, _)) => self.saved.push(landed),
+                Err(e) => {
+                    crate::error!("{}: multipart commit of {name:?}: {e}", cx.id);
+                    return Err(commit_status(&e));
+                }
+            }
+        }
+        crate::server::reply::cache::note_write();
+        Ok(())
+    }
+
+    fn fail(&mut self, code: u16, cx: &mut Cx) -> Step {
+        crate::info!("{}: multipart upload failed ({code})", cx.id);
+        self.rollback(cx);
+        Step::Fail(code)
+    }
+
+    /// Undo everything: committed names removed, temp files removed; the fd of a write still
+    /// in flight is closed through the backend.
+    fn rollback(&mut self, cx: &mut Cx) {
+        self.failed = true;
+        for name in std::mem::take(&mut self.saved) {
+            let _ = atomic_file::remove(&self.dir, &name);
+        }
+        self.pending.clear();
+        self.current = None;
+        let busy = self.writing.take();
+        for (i, (f, _, _)) in std::mem::take(&mut self.files).into_iter().enumerate() {
+            if Some(i) == busy {
+                let fd = f.abandon();
+                if fd >= 0 {
+                    cx.submit(OpTag::UploadClose, backends::Op::Close { fd });
+                }
+            } // else: dropping it removes its temp file and closes its fd
+        }
     }
 
     fn reply(&self, cx: &mut Cx) {
@@ -280,14 +438,14 @@ impl Task for MultipartTask {
         Step::Pending
     }
     fn body_room(&self) -> usize {
-        if self.failed {
+        if self.failed || self.body_done || self.writing.is_some() || !self.pending.is_empty() {
             0
         } else {
-            usize::MAX
+            WRITE_MAX
         }
     }
     fn on_body(&mut self, data: &[u8], done: bool, cx: &mut Cx) -> Step {
-        if self.failed {
+        if self.failed || self.body_done {
             return Step::Pending;
         }
         let mut r = self.feed(data);
@@ -295,25 +453,47 @@ impl Task for MultipartTask {
             r = self.parser.finish().map_err(|e| e.status());
         }
         if let Err(code) = r {
-            crate::info!("{}: multipart upload failed ({code})", cx.id);
-            self.failed = true;
-            self.current = None;
-            return Step::Fail(code);
+            return self.fail(code, cx);
         }
-        if done {
-            self.reply(cx);
-            return Step::Done;
+        self.body_done = done;
+        self.pump(cx)
+    }
+    fn on_completion(&mut self, op: OpTag, c: Completion, cx: &mut Cx) -> Step {
+        if op != OpTag::UploadWrite {
+            return Step::Pending;
         }
-        Step::Pending
+        let Some(i) = self.writing.take() else {
+            return Step::Pending;
+        };
+        match c.result {
+            Ok(n) => {
+                if let Some((f, _, _)) = self.files.get_mut(i) {
+                    f.advance(n as u64);
+                }
+                self.pump(cx)
+            }
+            Err(e) => {
+                crate::error!("{}: multipart write: {e}", cx.id);
+                self.fail(storage_status(&e), cx)
+            }
+        }
     }
-    fn on_completion(&mut self, _op: OpTag, _c: Completion, _cx: &mut Cx) -> Step {
-        Step::Pending
-    }
-    fn abort(&mut self, _why: Abort, _cx: &mut Cx) {
-        self.failed = true;
-        self.current = None;
+    fn abort(&mut self, _why: Abort, cx: &mut Cx) {
+        if self.files.is_empty() && self.writing.is_none() && self.pending.is_empty() {
+            // Nothing in progress: either everything was committed and answered, or it was
+            // already rolled back.
+            if self.failed || !self.body_done {
+                self.rollback(cx);
+            }
+            return;
+        }
+        self.rollback(cx);
     }
     fn describe(&self) -> String {
-        format!("multipart: {} file(s) saved", self.saved.len())
+        format!(
+            "multipart: {} part(s) written, {} saved",
+            self.files.len(),
+            self.saved.len()
+        )
     }
 }
