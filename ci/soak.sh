@@ -126,7 +126,7 @@ SAMPLER_PID=$!
 
 echo "==> siege -b -c 255 -t ${SECONDS_RUN}S ($BACKEND_USED, port $PORT)" >&2
 set +e
-timeout $((SECONDS_RUN + 60)) siege -R "$TMP/siegerc" -b -c 255 -t "${SECONDS_RUN}S" \
+timeout -k 10 $((SECONDS_RUN + 60)) siege -R "$TMP/siegerc" -b -c 255 -t "${SECONDS_RUN}S" \
     -f "$TMP/urls.txt" >"$TMP/siege.out" 2>"$TMP/siege.err"
 SIEGE_RC=$?
 set -e
@@ -152,7 +152,7 @@ LONGEST="$(field longest_transaction)"; [ -n "$LONGEST" ] || LONGEST="$(field 'L
 # ---- 2. 200 concurrent 1 MB uploads ---------------------------------------------------------
 echo "==> 200 concurrent 1 MB PUTs" >&2
 set +e
-UPLOAD_REPORT="$(timeout 120 python3 - "$PORT" "$TMP/www/uploads" <<'PY'
+UPLOAD_REPORT="$(timeout -k 10 120 python3 - "$PORT" "$TMP/www/uploads" <<'PY'
 import hashlib, http.client, os, sys, threading
 port, store = int(sys.argv[1]), sys.argv[2]
 N, SIZE = 200, 1 << 20
