@@ -52,7 +52,13 @@ step() {
     fi
     printf '\n==> %s: %s\n' "$name" "$*"
     local log="$LOGS/$name.log" start=$SECONDS rc
-    "$@" 2>&1 | tee "$log"
+    # A command (not a function of this script) gets a time limit, so that one hung step
+    # (a stuck client, a deadlock) fails the run instead of eating CI's whole budget.
+    if declare -F "$1" >/dev/null; then
+        "$@" 2>&1 | tee "$log"
+    else
+        timeout -k 30 "${STEP_TIMEOUT:-1800}" "$@" 2>&1 | tee "$log"
+    fi
     rc=${PIPESTATUS[0]}
     local took=$((SECONDS - start))
     # cargo test: "test result: ok. 12 passed; 0 failed; 1 ignored; ..."
