@@ -26,16 +26,7 @@ pub struct Spawned {
 /// a permission error, or — when it is to be executed directly (no interpreter) — a file with
 /// no execute bit. `Err(500)` for other stat failures.
 pub fn check_script(path: &Path, interpreter: Option<&Path>) -> Result<(), u16> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            return Err(match e.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => 404,
-                io::ErrorKind::PermissionDenied => 403,
-                _ => 500,
-            })
-        }
-    };
+    let meta = std::fs::metadata(path).map_err(|e| crate::http::status::from_io(&e))?;
     if !meta.is_file() {
         return Err(403);
     }

@@ -117,8 +117,7 @@ impl MultipartError {
             MultipartError::Malformed
             | MultipartError::HeaderTooLarge
             | MultipartError::Incomplete => 400,
-            MultipartError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => 507,
-            MultipartError::Io(_) => 500,
+            MultipartError::Io(e) => crate::http::status::from_io(e),
         }
     }
 }

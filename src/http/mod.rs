@@ -9,6 +9,7 @@
 //! - [`response`]: reason phrases, the response-head writer, built-in error pages.
 //! - [`date`]: IMF-fixdate formatting and HTTP-date parsing, RFC 9110 §5.6.7.
 //! - [`range`]: single byte-range requests and conditional requests, RFC 9110 §13–§14.
+//! - [`status`]: the one mapping of an I/O error to a response status.
 //!
 //! Parsers follow one shape: `Ok(Complete(..))`, `Ok(Partial)` (give me more bytes) or
 //! `Err(Error)`, where [`Error`] is a small `Copy` enum that knows its status code.
@@ -20,6 +21,7 @@ pub mod path;
 pub mod range;
 pub mod request;
 pub mod response;
+pub mod status;
 
 pub use chunked::ChunkedDecoder;
 pub use error::Error;

@@ -263,16 +263,9 @@ fn if_range_matches(value: &[u8], v: &Validators) -> bool {
     crate::http::date::parse_http_date(value) == Some(v.mtime)
 }
 
-/// The one mapping of a file-system error to a status.
+/// A file-system error's status: [`crate::http::status::from_io`].
 pub fn io_status(e: &std::io::Error) -> u16 {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => 404,
-        std::io::ErrorKind::PermissionDenied => 403,
-        _ => match e.raw_os_error() {
-            Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) | Some(libc::ELOOP) => 404,
-            _ => 500,
-        },
-    }
+    crate::http::status::from_io(e)
 }
 
 fn serve_file(

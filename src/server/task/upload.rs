@@ -31,11 +31,7 @@ fn queue(r: reply::Reply, cx: &mut Cx) {
 }
 
 fn storage_status(e: &std::io::Error) -> u16 {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
-        507
-    } else {
-        500
-    }
+    crate::http::status::from_io(e)
 }
 
 /// Most body bytes one write op carries.
