@@ -72,6 +72,7 @@ use std::time::{Duration, Instant};
 pub mod pool;
 pub mod readiness;
 mod slab;
+pub mod spawn;
 mod sys;
 #[doc(hidden)]
 pub mod timers;

@@ -2,10 +2,9 @@
 //! piped, non-blocking stdin/stdout and a cleared environment.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 /// A started script. The loop owns both pipe ends (non-blocking) and must reap `pid` through
 /// the backend's child-exit op; nothing here waits for it.
@@ -43,75 +42,36 @@ pub fn check_script(path: &Path, interpreter: Option<&Path>) -> Result<(), u16> 
 /// the server's ends returned non-blocking (stderr is read so that a failing script's last
 /// words reach the error log with the task that ran it).
 ///
-/// The child leads its own process group and starts with no signal blocked: std resets the
-/// SIGPIPE disposition but hands on the signal mask, and the server blocks HUP, INT and TERM for
-/// its `sigwait` thread — a script would never see the TERM it is sent (`strace` showed the
-/// spawned child restoring `[HUP INT TERM]`). Unblocking takes a `pre_exec` step, so std forks
-/// and execs rather than using `posix_spawn` (a page-table copy per script; a spawn of our own
-/// through `posix_spawn` with an empty mask is the cheaper way, not done yet). Exec failures
-/// (ENOENT, EACCES, ENOEXEC) come back here as the `Err`. The pipes std creates are
-/// close-on-exec in the parent, so other children never inherit them.
+/// `backends::spawn` starts it: its own process group (so what the script starts in the
+/// background can be stopped with it), no signal blocked (the server blocks HUP, INT and TERM
+/// for its `sigwait` thread, and a script would otherwise never see the TERM it is sent),
+/// SIGPIPE at its default; with `posix_spawn` where glibc has it (no page-table copy of the
+/// server). Exec failures (ENOENT, EACCES, ENOEXEC) come back here as the `Err`; nothing waits
+/// for the child — the loop reaps it with its child-exit op.
 pub fn spawn(
     interpreter: Option<&Path>,
     script: &Path,
     env: &[(String, String)],
 ) -> io::Result<Spawned> {
-    let (spawned, child) = spawn_child(interpreter, script, env)?;
-    // Dropping a `Child` neither waits nor kills (std documents this): the process keeps
-    // running and stays a zombie after exit until the loop reaps it with its child-exit op.
-    drop(child);
-    Ok(spawned)
-}
-
-fn spawn_child(
-    interpreter: Option<&Path>,
-    script: &Path,
-    env: &[(String, String)],
-) -> io::Result<(Spawned, Child)> {
     // The child runs in the script's directory, so a relative script path would no longer
     // name the script there.
     let script = std::path::absolute(script)?;
-    let mut cmd = match interpreter {
-        Some(interp) => {
-            let mut c = Command::new(interp);
-            c.arg(&script);
-            c
-        }
-        None => Command::new(&script),
+    let (program, args): (&Path, Vec<&std::ffi::OsStr>) = match interpreter {
+        Some(interp) => (interp, vec![script.as_os_str()]),
+        None => (&script, Vec::new()),
     };
-    if let Some(dir) = script.parent() {
-        cmd.current_dir(dir);
-    }
-    // Its own process group (pgid = its pid): what the script starts in the background can be
-    // stopped with it (the server signals the group), and a terminal's signals to the server's
-    // group do not reach scripts mid-request.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    backends::util::unblock_signals_in_child(&mut cmd);
-    cmd.env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let missing = || io::Error::other("child pipe missing");
-    let stdin: OwnedFd = child.stdin.take().ok_or_else(missing)?.into();
-    let stdout: OwnedFd = child.stdout.take().ok_or_else(missing)?.into();
-    let stderr: OwnedFd = child.stderr.take().ok_or_else(missing)?.into();
-    let nonblocking = backends::util::set_nonblocking(stdin.as_raw_fd())
-        .and_then(|()| backends::util::set_nonblocking(stdout.as_raw_fd()))
-        .and_then(|()| backends::util::set_nonblocking(stderr.as_raw_fd()));
-    if let Err(e) = nonblocking {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
-    let spawned = Spawned {
-        pid: child.id(),
-        stdin,
-        stdout,
-        stderr,
-    };
-    Ok((spawned, child))
+    let c = backends::spawn::spawn(&backends::spawn::Spec {
+        program,
+        args: &args,
+        env,
+        dir: script.parent(),
+    })?;
+    Ok(Spawned {
+        pid: c.pid,
+        stdin: c.stdin,
+        stdout: c.stdout,
+        stderr: c.stderr,
+    })
 }
 
 #[cfg(test)]
@@ -169,14 +129,11 @@ mod tests {
             ("REQUEST_METHOD".to_owned(), "POST".to_owned()),
             ("PATH".to_owned(), crate::cgi::env::DEFAULT_PATH.to_owned()),
         ];
-        let (sp, mut child) = spawn_child(Some(Path::new("/bin/sh")), &script, &env).unwrap();
-        assert_eq!(sp.pid, child.id());
+        let sp = spawn(Some(Path::new("/bin/sh")), &script, &env).unwrap();
         let mut stdin = fs::File::from(sp.stdin);
         stdin.write_all(b"body\x00bytes\n").unwrap();
         drop(stdin);
         let out = read_to_end(sp.stdout);
-        let status = child.wait().unwrap();
-        assert!(status.success());
         let out = String::from_utf8_lossy(&out);
         let cwd = fs::canonicalize(&dir).unwrap();
         let want = format!(

@@ -102,6 +102,13 @@ impl OutQueue {
         self.bytes
     }
 
+    /// Give the queue's memory back when it is empty (an idle connection holds none).
+    pub fn release(&mut self) {
+        if self.q.is_empty() {
+            self.q = VecDeque::new();
+        }
+    }
+
     /// Drop everything queued (the connection is closing); file fds stay with their tasks.
     pub fn clear(&mut self) {
         self.q.clear();

@@ -335,7 +335,10 @@ impl Conn {
                 // one with a next head already started keeps that head's deadline.
                 let t = env.cfg.timeouts;
                 match self.phase {
-                    Phase::Idle if self.out.is_empty() => self.deadline = env.now + t.keepalive,
+                    Phase::Idle if self.out.is_empty() => {
+                        self.deadline = env.now + t.keepalive;
+                        self.out.release();
+                    }
                     Phase::Head if self.out.is_empty() => {}
                     Phase::Head => self.deadline = self.deadline.max(env.now + t.send),
                     _ => self.deadline = env.now + t.send,
