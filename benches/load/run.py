@@ -527,7 +527,7 @@ def esc(s):
 def render_svg(results, subtitle):
     """Small multiples: one panel per workload, each with its own scale (a 1 MiB file and a CGI
     fork cost orders of magnitude more than a 612-byte file, so one axis would hide the rest)."""
-    colors = {"webserv-uring": "#d9480f", "webserv-epoll": "#f59f00", "nginx": "#2b8a3e", "lighttpd": "#1c7ed6"}
+    colors = {"webserv-uring": "#d9480f", "webserv-epoll": "#f59f00", "baseline-uring": "#868e96", "baseline-epoll": "#ced4da", "nginx": "#2b8a3e", "lighttpd": "#1c7ed6"}
     pw, ph, top, gap = 240, 220, 70, 20
     n = len(WORKLOADS)
     width = gap + n * (pw + gap)
