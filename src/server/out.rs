@@ -25,9 +25,9 @@ pub struct OutQueue {
     /// The status of the last final response head queued, for the access log.
     pub last_status: u16,
     /// The length of that head.
-    pub last_head: u64,
+    pub last_head: u32,
     /// Final response heads ever queued (a request whose count moved has committed its answer).
-    pub heads: u64,
+    pub heads: u32,
 }
 
 /// The status code of a response head (`HTTP/1.1 200 …`), if `b` starts with one.
@@ -45,8 +45,8 @@ impl OutQueue {
         }
         if let Some(code) = status_of(&buf.head).filter(|c| *c >= 200) {
             self.last_status = code;
-            self.last_head = buf.head.len() as u64;
-            self.heads += 1;
+            self.last_head = buf.head.len() as u32;
+            self.heads = self.heads.wrapping_add(1);
         }
         self.bytes += buf.len();
         self.total += buf.len() as u64;

@@ -108,6 +108,7 @@ impl Conn {
             body: None,
             task: None,
             deferred: None,
+            scratch: Vec::new(),
         }));
         self.set_phase(Phase::Active, env);
         self.deadline = env.now + env.cfg.timeouts.send;

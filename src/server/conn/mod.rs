@@ -86,8 +86,6 @@ pub struct Conn {
     pub peer: SocketAddr,
     inbuf: Vec<u8>,
     pub out: OutQueue,
-    /// Decoded request-body bytes on their way to the task (reused).
-    scratch: Vec<u8>,
     recv: RecvState,
     cancel_pending: bool,
     /// The hang-up watch (flow.rs), and whether a cancel of it is in flight.
@@ -128,7 +126,6 @@ impl Conn {
             peer,
             inbuf: Vec::new(),
             out: OutQueue::default(),
-            scratch: Vec::new(),
             recv: RecvState::Off,
             cancel_pending: false,
             hangup: RecvState::Off,

@@ -48,11 +48,13 @@ pub struct RequestRecord {
     /// `OutQueue::total` when the request started (bytes sent for it = the difference).
     pub out_start: u64,
     /// `OutQueue::heads` when it started: once the count moves, its answer is committed.
-    pub heads_at_start: u64,
+    pub heads_at_start: u32,
     pub body: Option<BodyReader>,
     pub task: Option<RequestTask>,
     /// The task to start once a body nobody needs has been read and dropped.
     pub deferred: Option<RequestTask>,
+    /// Decoded request-body bytes on their way to the task (reused within the request).
+    pub scratch: Vec<u8>,
 }
 
 impl RequestRecord {
@@ -153,6 +155,7 @@ impl Conn {
                 body: None,
                 task: None,
                 deferred: None,
+                scratch: Vec::new(),
             };
             self.req = Some(Box::new(bare));
         }
@@ -215,10 +218,7 @@ impl Conn {
         let Some(req) = self.req.as_mut() else {
             return false;
         };
-        let Some(body) = req.body.as_mut() else {
-            return false;
-        };
-        if body.is_done() {
+        if req.body.as_ref().is_none_or(BodyReader::is_done) {
             return false;
         }
         let room = match (&req.task, &req.deferred) {
@@ -234,8 +234,17 @@ impl Conn {
             }
             return false;
         }
-        self.scratch.clear();
-        let piece = match body.decode(&self.inbuf, room, &mut self.scratch) {
+        // Decoded bytes go through the request's own scratch buffer (an idle connection holds
+        // none).
+        let decoded = {
+            let RequestRecord { body, scratch, .. } = &mut **req;
+            scratch.clear();
+            match body.as_mut() {
+                Some(b) => b.decode(&self.inbuf, room, scratch),
+                None => return false,
+            }
+        };
+        let piece = match decoded {
             Ok(p) => p,
             Err(code) => {
                 crate::info!("{}: bad request body ({code})", self.ident());
@@ -249,10 +258,16 @@ impl Conn {
         let Some(req) = self.req.as_mut() else {
             return true;
         };
-        let step = match req.task.as_mut() {
+        let RequestRecord {
+            task,
+            scratch,
+            tseq,
+            ..
+        } = &mut **req;
+        let step = match task.as_mut() {
             Some(task) => {
-                let mut cx = env.cx(id, req.tseq, &mut self.out);
-                task.on_body(&self.scratch, piece.done, &mut cx)
+                let mut cx = env.cx(id, *tseq, &mut self.out);
+                task.on_body(scratch, piece.done, &mut cx)
             }
             None => {
                 if piece.done {
@@ -302,7 +317,6 @@ impl Conn {
                 buf.clear();
                 env.bufs.push(buf);
             }
-            self.scratch = Vec::new();
             Phase::Idle
         } else {
             // A next head has started arriving (pipelined): its header timeout runs from now.
@@ -363,7 +377,7 @@ impl Conn {
             .out
             .total
             .saturating_sub(req.out_start)
-            .saturating_sub(self.out.last_head);
+            .saturating_sub(u64::from(self.out.last_head));
         let secs = crate::http::date::unix_secs(std::time::SystemTime::now());
         let dash = |s: &str| {
             if s.is_empty() {
