@@ -43,6 +43,6 @@ mod size_probe {
     fn idle_connection_record_stays_small() {
         let conn = std::mem::size_of::<super::conn::Conn>();
         eprintln!("Conn {conn} B");
-        assert!(conn <= 256, "Conn grew to {conn} bytes");
+        assert!(conn <= 192, "Conn grew to {conn} bytes");
     }
 }

@@ -19,7 +19,8 @@ pub enum Out {
 #[derive(Default)]
 pub struct OutQueue {
     q: VecDeque<Out>,
-    bytes: usize,
+    /// In-memory bytes queued (saturating: the bound checks only need to know it is large).
+    bytes: u32,
     /// Every byte ever queued (heads, bodies, file ranges), for the access log.
     pub total: u64,
     /// The status of the last final response head queued, for the access log.
@@ -48,7 +49,9 @@ impl OutQueue {
             self.last_head = buf.head.len() as u32;
             self.heads = self.heads.wrapping_add(1);
         }
-        self.bytes += buf.len();
+        self.bytes = self
+            .bytes
+            .saturating_add(buf.len().min(u32::MAX as usize) as u32);
         self.total += buf.len() as u64;
         self.q.push_back(Out::Buf(buf));
     }
@@ -69,7 +72,9 @@ impl OutQueue {
 
     pub fn push_front(&mut self, o: Out) {
         if let Out::Buf(b) = &o {
-            self.bytes += b.len();
+            self.bytes = self
+                .bytes
+                .saturating_add(b.len().min(u32::MAX as usize) as u32);
         }
         self.q.push_front(o);
     }
@@ -77,7 +82,9 @@ impl OutQueue {
     pub fn pop(&mut self) -> Option<Out> {
         let o = self.q.pop_front()?;
         if let Out::Buf(b) = &o {
-            self.bytes -= b.len();
+            self.bytes = self
+                .bytes
+                .saturating_sub(b.len().min(u32::MAX as usize) as u32);
         }
         Some(o)
     }
@@ -99,7 +106,7 @@ impl OutQueue {
 
     /// In-memory bytes queued.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes as usize
     }
 
     /// Give the queue's memory back when it is empty (an idle connection holds none).

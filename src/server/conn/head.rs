@@ -67,7 +67,10 @@ impl Conn {
             .as_ref()
             .map(|h| String::from_utf8_lossy(h.host).into_owned())
             .unwrap_or_default();
-        let server = cfg.server_index(self.local, (!host.is_empty()).then_some(host.as_str()));
+        let server = cfg.server_index(
+            self.local.get(),
+            (!host.is_empty()).then_some(host.as_str()),
+        );
         let close = self.last_response(keep_alive, env);
         let meta = Meta {
             http10: req.minor == 0,
@@ -166,8 +169,8 @@ impl Conn {
                 path: cgi_path,
                 query: rq.query.as_deref(),
                 host,
-                local: self.local,
-                peer: self.peer,
+                local: self.local.get(),
+                peer: self.peer.get(),
                 body,
                 server_name: srv.names.iter().find_map(|n| match n {
                     crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.as_str()),

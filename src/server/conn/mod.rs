@@ -68,6 +68,45 @@ impl Phase {
     }
 }
 
+/// A socket address in 20 bytes rather than `SocketAddr`'s 32 (a connection keeps two; the
+/// IPv6 flow label and scope id are not kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addr {
+    ip: [u8; 16],
+    port: u16,
+    v6: bool,
+}
+
+impl Addr {
+    pub fn new(a: SocketAddr) -> Addr {
+        match a {
+            SocketAddr::V4(v4) => {
+                let mut ip = [0; 16];
+                ip[..4].copy_from_slice(&v4.ip().octets());
+                Addr {
+                    ip,
+                    port: v4.port(),
+                    v6: false,
+                }
+            }
+            SocketAddr::V6(v6) => Addr {
+                ip: v6.ip().octets(),
+                port: v6.port(),
+                v6: true,
+            },
+        }
+    }
+
+    pub fn get(self) -> SocketAddr {
+        if self.v6 {
+            SocketAddr::from((std::net::Ipv6Addr::from(self.ip), self.port))
+        } else {
+            let [a, b, c, d, ..] = self.ip;
+            SocketAddr::from(([a, b, c, d], self.port))
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RecvState {
     Off,
@@ -82,8 +121,8 @@ pub struct Conn {
     pub gen: u32,
     /// The id of the connection's own I/O task.
     task: u32,
-    pub local: SocketAddr,
-    pub peer: SocketAddr,
+    pub local: Addr,
+    pub peer: Addr,
     inbuf: Vec<u8>,
     pub out: OutQueue,
     recv: RecvState,
@@ -122,8 +161,8 @@ impl Conn {
             slot,
             gen,
             task: env.gauges.task_id(),
-            local,
-            peer,
+            local: Addr::new(local),
+            peer: Addr::new(peer),
             inbuf: Vec::new(),
             out: OutQueue::default(),
             recv: RecvState::Off,

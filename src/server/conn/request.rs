@@ -107,7 +107,7 @@ impl Conn {
                 r.meta.head_only,
                 r.meta.keep_alive_10,
             ),
-            None => (cfg.server_index(self.local, None), "/", false, false),
+            None => (cfg.server_index(self.local.get(), None), "/", false, false),
         };
         let close = self.close_after || self.req.as_ref().is_none_or(|r| r.meta.close);
         let server = &cfg.servers[server_idx];
@@ -134,7 +134,7 @@ impl Conn {
             let bare = RequestRecord {
                 seq: self.seq,
                 cfg: env.cfg.clone(),
-                server: env.cfg.server_index(self.local, None),
+                server: env.cfg.server_index(self.local.get(), None),
                 path: "/".to_string(),
                 query: None,
                 method: Method::Get,
@@ -388,7 +388,7 @@ impl Conn {
         };
         let line = format!(
             "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
-            self.peer.ip(),
+            self.peer.get().ip(),
             crate::log::access_time(secs),
             req.line.escape_debug(),
             self.out.last_status,
