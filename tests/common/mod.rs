@@ -132,69 +132,85 @@ impl Server {
         use std::os::unix::process::CommandExt;
         let dir = temp_dir();
         setup(&dir);
-        let port = free_port();
-        let mut port2 = free_port();
-        while port2 == port {
-            port2 = free_port();
+        // Ports are picked free but not held: another process may take one before the server
+        // binds it. Then the server says "Address already in use" and is started again on
+        // fresh ports (a few times at most).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            let mut port2 = free_port();
+            while port2 == port {
+                port2 = free_port();
+            }
+            let conf_text = conf
+                .replace("{BASE}", BASE)
+                .replace("{PORT2}", &port2.to_string())
+                .replace("{PORT}", &port.to_string())
+                .replace("{DIR}", &dir.to_string_lossy());
+            let conf_path = dir.join("webserv.conf");
+            fs::write(&conf_path, &conf_text).expect("write config");
+            let log_path = dir.join("server.log");
+            let log = fs::File::create(&log_path).expect("create log file");
+            let mut cmd = Command::new(binary());
+            cmd.arg("-c")
+                .arg(&conf_path)
+                .arg("-p")
+                .arg(&dir)
+                .arg("--backend")
+                .arg(backend)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log fd"))
+                .stderr(log);
+            if own_group {
+                cmd.process_group(0);
+            }
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", binary()));
+            let mut server = Server {
+                port,
+                port2,
+                dir: dir.clone(),
+                backend: backend.to_string(),
+                child: Some(child),
+                log_path,
+            };
+            let mut ports = vec![port];
+            if conf.contains("{PORT2}") {
+                ports.push(port2);
+            }
+            let mut lost_port = false;
+            for p in ports {
+                if let Err(log) = server.wait_for_port(p) {
+                    if attempt < 5 && log.contains("Address already in use") {
+                        lost_port = true;
+                        break;
+                    }
+                    panic!("{log}");
+                }
+            }
+            if !lost_port {
+                return server;
+            }
         }
-        let conf_text = conf
-            .replace("{BASE}", BASE)
-            .replace("{PORT2}", &port2.to_string())
-            .replace("{PORT}", &port.to_string())
-            .replace("{DIR}", &dir.to_string_lossy());
-        let conf_path = dir.join("webserv.conf");
-        fs::write(&conf_path, &conf_text).expect("write config");
-        let log_path = dir.join("server.log");
-        let log = fs::File::create(&log_path).expect("create log file");
-        let mut cmd = Command::new(binary());
-        cmd.arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(&dir)
-            .arg("--backend")
-            .arg(backend)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log fd"))
-            .stderr(log);
-        if own_group {
-            cmd.process_group(0);
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary()));
-        let mut server = Server {
-            port,
-            port2,
-            dir,
-            backend: backend.to_string(),
-            child: Some(child),
-            log_path,
-        };
-        let mut ports = vec![port];
-        if conf.contains("{PORT2}") {
-            ports.push(port2);
-        }
-        for p in ports {
-            server.wait_for_port(p);
-        }
-        server
     }
 
-    fn wait_for_port(&mut self, port: u16) {
+    fn wait_for_port(&mut self, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    panic!(
+                    return Err(format!(
                         "webserv ({}) exited with {status} before listening on {port}; log:\n{}",
                         self.backend,
                         self.log()
-                    );
+                    ));
                 }
             }
             if Instant::now() > deadline {
@@ -862,7 +878,9 @@ impl Server {
             child: Some(child),
             log_path,
         };
-        server.wait_for_port(port);
+        if let Err(log) = server.wait_for_port(port) {
+            panic!("{log}");
+        }
         server
     }
 

@@ -78,10 +78,9 @@ impl Conn {
             close,
             keep_alive_10: req.minor == 0 && keep_alive && !close,
         };
-        let norm = crate::http::path::normalize(req.path());
-        let (path, query) = match &norm {
-            Ok(n) => (n.path.clone(), n.query.map(str::to_string)),
-            Err(_) => ("/".to_string(), None),
+        let (path, query, bad_path) = match crate::http::path::normalize(req.path()) {
+            Ok(n) => (n.path, n.query.map(str::to_string), None),
+            Err(e) => ("/".to_string(), None, Some(e)),
         };
         self.req = Some(Box::new(RequestRecord {
             seq: self.seq,
@@ -90,7 +89,7 @@ impl Conn {
             path,
             query,
             method: req.method,
-            host: host.clone(),
+            host,
             hops: 0,
             tseq: 0,
             meta,
@@ -115,15 +114,15 @@ impl Conn {
         }));
         self.set_phase(Phase::Active, env);
         self.deadline = env.now + env.cfg.timeouts.send;
-        let head = match (analyzed, norm) {
-            (Ok(h), Ok(_)) => h,
-            (Err(e), _) | (_, Err(e)) => {
+        let head = match (analyzed, bad_path) {
+            (Ok(h), None) => h,
+            (Err(e), _) | (_, Some(e)) => {
                 // Nothing after a bad head is read (fail drops the input).
                 self.fail(e.status(), env);
                 return true;
             }
         };
-        let (route, limit) = self.route_parsed(&req, head.body, &host, env);
+        let (route, limit) = self.route_parsed(&req, head.body, env);
         let (body, expect) = (head.body, head.expect_continue);
         // The head is consumed; what follows in the buffer is the body or the next request.
         let mut buf = buf;
@@ -139,7 +138,6 @@ impl Conn {
         &self,
         req: &crate::http::request::Request<'_>,
         body: BodyKind,
-        host: &str,
         env: &mut Env,
     ) -> (Route, u64) {
         let Some(rq) = self.req.as_ref() else {
@@ -168,7 +166,7 @@ impl Conn {
             &plan::Facts {
                 path: cgi_path,
                 query: rq.query.as_deref(),
-                host,
+                host: &rq.host,
                 local: self.local.get(),
                 peer: self.peer.get(),
                 body,

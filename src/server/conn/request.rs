@@ -361,8 +361,7 @@ impl Conn {
         crate::trace!("{id}: local redirect to {path}");
         req.path = n.path;
         req.query = n.query.map(str::to_string);
-        let host = req.host.clone();
-        let (route, _) = self.route_parsed(r, BodyKind::None, &host, env);
+        let (route, _) = self.route_parsed(r, BodyKind::None, env);
         self.dispatch_route(route, BodyKind::None, false, 0, env);
     }
 
