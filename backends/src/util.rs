@@ -239,3 +239,37 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: shutdown(2) on an fd the caller owns.
     cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(drop)
 }
+
+/// Start `cmd` with stdin, stdout and stderr piped, the parent's ends non-blocking and
+/// close-on-exec (std makes them so); the child is not waited for (the caller reaps it with
+/// `Op::ChildExit`). The default of [`crate::Backend::spawn`].
+pub fn spawn_piped(cmd: &mut std::process::Command) -> io::Result<crate::Spawned> {
+    use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+    use std::process::Stdio;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let missing = || io::Error::other("child pipe missing");
+    let stdin: OwnedFd = child.stdin.take().ok_or_else(missing)?.into();
+    let stdout: OwnedFd = child.stdout.take().ok_or_else(missing)?.into();
+    let stderr: OwnedFd = child.stderr.take().ok_or_else(missing)?.into();
+    let nonblocking = set_nonblocking(stdin.as_raw_fd())
+        .and_then(|()| set_nonblocking(stdout.as_raw_fd()))
+        .and_then(|()| set_nonblocking(stderr.as_raw_fd()));
+    if let Err(e) = nonblocking {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    // Dropping a `Child` neither waits nor kills (std documents this): the process stays a
+    // zombie after it exits until the caller's child-exit op reaps it.
+    let pid = child.id();
+    drop(child);
+    Ok(crate::Spawned {
+        pid,
+        stdin: stdin.into_raw_fd(),
+        stdout: stdout.into_raw_fd(),
+        stderr: stderr.into_raw_fd(),
+    })
+}

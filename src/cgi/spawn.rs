@@ -71,11 +71,13 @@ pub fn spawn(
     Ok(spawned)
 }
 
-fn spawn_child(
+/// The command [`spawn`] runs (stdio not set up): argv, working directory and environment.
+/// The server loop hands it to `Backend::spawn`, which pipes its stdio.
+pub fn command(
     interpreter: Option<&Path>,
     script: &Path,
     env: &[(String, String)],
-) -> io::Result<(Spawned, Child)> {
+) -> io::Result<Command> {
     // The child runs in the script's directory, so a relative script path would no longer
     // name the script there.
     let script = std::path::absolute(script)?;
@@ -90,9 +92,17 @@ fn spawn_child(
     if let Some(dir) = script.parent() {
         cmd.current_dir(dir);
     }
-    cmd.env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
+    cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    Ok(cmd)
+}
+
+fn spawn_child(
+    interpreter: Option<&Path>,
+    script: &Path,
+    env: &[(String, String)],
+) -> io::Result<(Spawned, Child)> {
+    let mut cmd = command(interpreter, script, env)?;
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn()?;

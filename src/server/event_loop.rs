@@ -56,6 +56,8 @@ pub struct Loop {
     now: Instant,
     #[allow(clippy::vec_box)]
     parsers: Vec<Box<crate::http::request::HeadParser>>,
+    /// The completions of one wait (kept between turns for its capacity).
+    batch: Vec<Completion>,
 }
 
 /// How long a stopping server waits for CGI children to be reaped after the last connection.
@@ -73,6 +75,7 @@ impl Loop {
             None => None,
         };
         Ok(Loop {
+            now: be.now(),
             cfg,
             sendfile: be.sendfile_native(),
             be,
@@ -93,8 +96,8 @@ impl Loop {
             accept_paused: Vec::new(),
             accept_failing: false,
             refused: 0,
-            now: Instant::now(),
             parsers: Vec::new(),
+            batch: Vec::with_capacity(256),
         })
     }
 
@@ -104,6 +107,13 @@ impl Loop {
 
     /// Serve until asked to stop, then finish in-flight responses and return.
     pub fn run(&mut self) -> io::Result<()> {
+        self.start();
+        while !self.turn(None)? {}
+        Ok(())
+    }
+
+    /// Arm the accepts and the tick: what [`Loop::run`] does before its first turn.
+    pub fn start(&mut self) {
         for (i, l) in self.listeners.iter().enumerate() {
             let t = Tok::new(0, i as u32, 0, OpTag::Accept).encode();
             self.be.submit(
@@ -116,15 +126,32 @@ impl Loop {
         }
         self.arm_tick();
         self.refresh_date();
-        let mut out = Vec::with_capacity(256);
-        loop {
-            self.be.wait(&mut out, None)?;
-            self.now = Instant::now();
+    }
+
+    /// One turn: one wait (up to `timeout`), every completion it gave dispatched, then stop
+    /// and reload requests handled. Returns true once a stopping loop has finished (what
+    /// ends [`Loop::run`]); the simulation tests step the loop with it.
+    pub fn turn(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        let mut out = std::mem::take(&mut self.batch);
+        let r = self.turn_with(&mut out, timeout);
+        out.clear();
+        self.batch = out;
+        r
+    }
+
+    fn turn_with(
+        &mut self,
+        out: &mut Vec<Completion>,
+        timeout: Option<Duration>,
+    ) -> io::Result<bool> {
+        {
+            self.be.wait(out, timeout)?;
+            self.now = self.be.now();
             self.cache.now = Some(self.now);
             self.refresh_date();
             // A child whose exit is in this batch was reaped already: its pid may be reused,
             // so nothing dispatched before its exit may signal it.
-            for c in &out {
+            for c in out.iter() {
                 if let Some(t) = Tok::decode(c.token).filter(|t| t.op == OpTag::ChildExit) {
                     self.children.mark_exited(t.slot, t.gen);
                 }
@@ -145,10 +172,23 @@ impl Loop {
                     && (self.children.is_empty() || self.now >= since + STOP_GRACE)
                 {
                     crate::info!("all connections finished; exiting");
-                    return Ok(());
+                    return Ok(true);
                 }
             }
         }
+        Ok(false)
+    }
+
+    /// What the simulation tests check after every turn: live connections with their
+    /// buffered input and output (bytes), and children not yet reaped.
+    pub fn probe(&self) -> (Vec<(usize, usize)>, usize) {
+        let conns = self
+            .conns
+            .keys()
+            .into_iter()
+            .filter_map(|(s, g)| self.conns.get(s, g).map(Conn::buffered))
+            .collect();
+        (conns, self.children.len())
     }
 
     /// Take the new configuration for requests that start from now on; requests in flight
@@ -178,7 +218,7 @@ impl Loop {
         self.be.submit(
             t,
             Op::Timeout {
-                deadline: Instant::now() + Duration::from_secs(1),
+                deadline: self.be.now() + Duration::from_secs(1),
             },
         );
     }
@@ -359,10 +399,10 @@ impl Loop {
             self.refuse(fd);
             return;
         }
-        let _ = backends::util::set_nodelay(fd);
+        let _ = self.be.set_nodelay(fd);
         let listen_addr = self.listeners[li as usize].addr;
-        let local = backends::util::local_addr(fd).unwrap_or(listen_addr);
-        let peer = backends::util::peer_addr(fd).unwrap_or(local);
+        let local = self.be.local_addr(fd).unwrap_or(listen_addr);
+        let peer = self.be.peer_addr(fd).unwrap_or(local);
         let Loop {
             cfg,
             be,
@@ -428,7 +468,7 @@ impl Loop {
     }
 
     fn on_tick(&mut self) {
-        self.now = Instant::now();
+        self.now = self.be.now();
         for li in std::mem::take(&mut self.accept_paused) {
             if self.stopping.is_none() {
                 let fd = self.listeners[li as usize].fd.as_raw_fd();
@@ -436,7 +476,7 @@ impl Loop {
                 self.be.submit(t, Op::Accept { fd });
             }
         }
-        self.children.tick(self.now);
+        self.children.tick(self.now, &mut *self.be);
         for (slot, gen) in self.conns.keys() {
             self.with_conn(slot, gen, |c, env| {
                 c.on_tick(env);

@@ -473,7 +473,7 @@ impl Conn {
 
     /// Close after the last response the way RFC 9112 §9.6 asks.
     fn linger(&mut self, env: &mut Env) {
-        if self.eof || backends::util::shutdown_write(self.fd).is_err() {
+        if self.eof || env.be.shutdown_write(self.fd).is_err() {
             self.close(Abort::Closing, env);
             return;
         }
@@ -550,6 +550,11 @@ impl Conn {
             }
         }
         self.drive(env);
+    }
+
+    /// Unconsumed input and unsent in-memory output, in bytes (the back-pressure bound).
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.inbuf.len(), self.out.bytes())
     }
 
     /// Idle between requests with nothing buffered (for reclaiming and stopping).

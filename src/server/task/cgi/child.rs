@@ -49,12 +49,13 @@ pub struct Children {
     pub signalled: u64,
 }
 
-fn signal(pid: u32, sig: libc::c_int) -> bool {
+/// Signal through the backend (contract invariant 11: a simulated backend owns its children).
+fn signal(be: &mut dyn Backend, pid: u32, sig: libc::c_int) -> bool {
     // Never 0 (the process group), 1 (init) or a value that is negative as a pid_t.
     if pid <= 1 || pid > i32::MAX as u32 {
         return false;
     }
-    backends::util::kill(pid, sig).is_ok()
+    be.kill(pid, sig).is_ok()
 }
 
 impl Children {
@@ -87,10 +88,10 @@ impl Children {
     }
 
     /// Detach from the task and send TERM now (KILL follows from the tick).
-    pub fn terminate(&mut self, r: ChildRef, now: Instant) {
+    pub fn terminate(&mut self, r: ChildRef, now: Instant, be: &mut dyn Backend) {
         if let Some(c) = self.slab.get_mut(r.slot, r.gen) {
             c.owner = None;
-            if !c.exited && signal(c.pid, libc::SIGTERM) {
+            if !c.exited && signal(be, c.pid, libc::SIGTERM) {
                 self.signalled += 1;
             }
             c.kill_at = Some(now + KILL_AFTER);
@@ -106,11 +107,11 @@ impl Children {
     }
 
     /// KILL children whose time is up (again every 5 s until their exit is reported).
-    pub fn tick(&mut self, now: Instant) {
+    pub fn tick(&mut self, now: Instant, be: &mut dyn Backend) {
         let mut sent = 0;
         for c in self.slab.iter_mut() {
             if !c.exited && c.kill_at.is_some_and(|t| t <= now) {
-                if signal(c.pid, libc::SIGKILL) {
+                if signal(be, c.pid, libc::SIGKILL) {
                     sent += 1;
                 }
                 c.kill_at = Some(now + Duration::from_secs(5));

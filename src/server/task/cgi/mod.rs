@@ -17,7 +17,7 @@ pub mod child;
 pub mod framing;
 pub mod plan;
 
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
@@ -333,7 +333,10 @@ impl Task for CgiTask {
         if let Err(code) = crate::cgi::check_script(&plan.script, plan.interpreter.as_deref()) {
             return Step::Fail(code);
         }
-        let sp = match crate::cgi::spawn(plan.interpreter.as_deref(), &plan.script, &plan.env) {
+        // Through the backend (contract invariant 11), so a simulated backend runs its own.
+        let sp = match crate::cgi::command(plan.interpreter.as_deref(), &plan.script, &plan.env)
+            .and_then(|mut cmd| cx.be.spawn(&mut cmd))
+        {
             Ok(s) => s,
             Err(e) => {
                 crate::error!("{}: cannot run {}: {e}", cx.id, plan.script.display());
@@ -347,9 +350,9 @@ impl Task for CgiTask {
             req: cx.id.req,
         };
         self.child = cx.children.register(sp.pid, owner, cx.be);
-        self.stdin = Some(sp.stdin.into_raw_fd());
-        self.stdout = Some(sp.stdout.into_raw_fd());
-        let err = sp.stderr.into_raw_fd();
+        self.stdin = Some(sp.stdin);
+        self.stdout = Some(sp.stdout);
+        let err = sp.stderr;
         self.stderr = Some(err);
         self.trail.push("spawned pid", u64::from(sp.pid));
         crate::trace!(
@@ -525,7 +528,7 @@ impl Task for CgiTask {
                     .release(r, cx.now + self.timeout.max(child::KILL_AFTER));
             } else {
                 crate::trace!("{}: terminating pid {} ({why:?})", cx.id, self.pid);
-                cx.children.terminate(r, cx.now);
+                cx.children.terminate(r, cx.now, &mut *cx.be);
             }
         }
     }
