@@ -44,7 +44,12 @@ fn init_log() {
 
 /// Run one seed; a panic is a failure like any other.
 fn one(seed: u64) -> Result<run::Outcome, String> {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| run::run_seed(seed))) {
+    one_with(seed, std::env::var_os("SIM_STRICT").is_some())
+}
+
+/// `strict`: known, reported defects count as failures too.
+fn one_with(seed: u64, strict: bool) -> Result<run::Outcome, String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| run::run_seed(seed, strict))) {
         Ok(r) => r,
         Err(p) => {
             let msg = p
