@@ -203,3 +203,21 @@ fn sim_campaign() {
     }
     assert!(t.failed.is_empty(), "sim: {} seeds failed", t.failed.len());
 }
+
+/// Known defect found by the simulation (seed 840; also 712, 948, 989, 1105, 1870 in the
+/// first 3,000 seeds): a CGI that answers before reading all of its request body (it closed
+/// stdin, or never read it) gets its response sent with `Connection: keep-alive`, and then
+/// `finish_request` (src/server/conn/request.rs) decides `close_after` because the body was not
+/// all read — so the connection closes after a response that promised to keep it, and the
+/// client's next request on it (sent once the answer arrived) is never answered. RFC 9112
+/// §9.6: a server that closes says `Connection: close`; or it reads and drops the rest of the
+/// body (nginx's discard) and keeps the connection. The smoke excuses this case unless
+/// `SIM_STRICT` is set.
+#[test]
+#[ignore = "known defect: close after a CGI answered before its body was read, without Connection: close"]
+fn sim_seed_840_close_after_unread_body_without_connection_close() {
+    init_log();
+    if let Err(e) = one_with(840, true) {
+        panic!("seed 840:\n  {e}");
+    }
+}
