@@ -34,6 +34,8 @@ impl Site {
             "/demo/readme.txt",
             "/static/style.css",
             "/upload.html",
+            "/demo/sim-mid.bin",
+            "/demo/sim-big.bin",
         ];
         Site {
             files: names

@@ -57,6 +57,12 @@ fn env() -> &'static Env {
             "# run by the simulation\n",
         )
         .unwrap();
+        // Files over the cache's limit are streamed from disk (the file task: reads or
+        // sendfile, and its fd closed through the backend).
+        for (name, len) in [("sim-mid.bin", 70_000), ("sim-big.bin", 300_000)] {
+            let data: Vec<u8> = (0..len).map(|i: usize| (i * 7 % 251) as u8).collect();
+            std::fs::write(prefix.join("www/demo").join(name), data).unwrap();
+        }
         let cfg = webserv::config::load(&prefix.join("conf/default.conf"), &prefix)
             .unwrap_or_else(|e| panic!("conf/default.conf: {e}"));
         let site = Site::load(&prefix.join("www"));
