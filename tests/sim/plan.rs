@@ -20,6 +20,8 @@ pub struct Req {
     pub hostile: bool,
     /// The server closes the connection after answering it.
     pub closes: bool,
+    /// It runs a CGI (an injected spawn failure answers 500).
+    pub cgi: bool,
 }
 
 /// The static files requests name, with their bytes.
@@ -179,6 +181,7 @@ pub fn request(rng: &mut Rng, site: &Site, tag: &str, last: bool, big: bool) -> 
         body: None,
         hostile: false,
         closes: conn_close,
+        cgi: false,
     };
     match rng.below(20) {
         0..=5 => {
@@ -234,6 +237,7 @@ pub fn request(rng: &mut Rng, site: &Site, tag: &str, last: bool, big: bool) -> 
                 _ => body,
             });
             r.hostile = hostile(kind);
+            r.cgi = true;
             r.ok = match kind {
                 "status" => vec![404],
                 _ if r.hostile => vec![200, 500, 502, 504],
@@ -261,8 +265,13 @@ pub fn request(rng: &mut Rng, site: &Site, tag: &str, last: bool, big: bool) -> 
             r.closes = true;
         }
         18 => {
-            r.bytes = b"GET /index.html HTTP/1.1\r\nHost localhost\r\n\r\n".to_vec();
-            r.ok = vec![400];
+            // Framing errors: the answer, then the connection closes.
+            r.bytes = match rng.below(3) {
+                0 => b"GET /index.html HTTP/1.1\r\nHost localhost\r\n\r\n".to_vec(),
+                1 => format!("GET /{} HTTP/1.1\r\nHost: localhost\r\n\r\n", "a".repeat(9000)).into(),
+                _ => b"POST /uploads/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+            };
+            r.ok = vec![400, 414];
             r.closes = true;
         }
         _ => {
