@@ -200,10 +200,8 @@ impl Run {
                     };
                     let k = cl.answered;
                     let spawn_failed = self.faults && resp.status == 500 && req.cgi;
-                    if !req.ok.contains(&resp.status)
-                        && !(lenient && resp.status >= 400)
-                        && !spawn_failed
-                    {
+                    let excused = spawn_failed || (lenient && resp.status >= 400);
+                    if !(req.ok.contains(&resp.status) || excused) {
                         let msg = format!(
                             "request {k} {:?}: status {} (expected {:?})",
                             show(&req.bytes),

@@ -19,6 +19,7 @@
 
 pub mod env;
 pub mod head;
+mod probe;
 pub mod request;
 
 use std::net::SocketAddr;
@@ -550,11 +551,6 @@ impl Conn {
             }
         }
         self.drive(env);
-    }
-
-    /// Unconsumed input and unsent in-memory output, in bytes (the back-pressure bound).
-    pub fn buffered(&self) -> (usize, usize) {
-        (self.inbuf.len(), self.out.bytes())
     }
 
     /// Idle between requests with nothing buffered (for reclaiming and stopping).
