@@ -123,6 +123,11 @@ fn report(what: &str, t: &Tally) {
             format!(": {}", seeds.join(" "))
         }
     );
+    println!(
+        "sim {what}: most any connection held: {} B of input, {} B of output",
+        run::MAX_IN.load(Ordering::Relaxed),
+        run::MAX_OUT.load(Ordering::Relaxed)
+    );
 }
 
 /// The smoke CI runs: 10,000 seeds (or `SIM_SEED` alone, replayed).

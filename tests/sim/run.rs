@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -103,6 +104,10 @@ struct Client {
     /// `Connection: close` (a known defect, see KNOWN_CLOSE_AFTER_BODY).
     after_body: bool,
 }
+
+/// The most input and output any connection held, over every seed of this process.
+pub static MAX_IN: AtomicUsize = AtomicUsize::new(0);
+pub static MAX_OUT: AtomicUsize = AtomicUsize::new(0);
 
 /// What one seed explored.
 pub struct Outcome {
@@ -306,6 +311,8 @@ impl Run {
     fn check_bounds(&mut self, lp: &Loop, bufs: usize, buf_size: usize) {
         let (conns, _) = lp.probe();
         for (inb, outb) in conns {
+            MAX_IN.fetch_max(inb, Ordering::Relaxed);
+            MAX_OUT.fetch_max(outb, Ordering::Relaxed);
             // Receives already completed in the batch that crossed the bound land on top of
             // it (at most the whole pool, as many as a multishot receive posts in one batch
             // before the loop sees the first), plus one more that races the cancel; one

@@ -120,6 +120,9 @@ impl Pending {
             P::Timeout { .. } | P::Accept { .. } | P::Cancel { .. }
         )
     }
+    pub fn is_timer(&self) -> bool {
+        matches!(self.p, P::Timeout { .. })
+    }
     pub fn describe(&self) -> String {
         format!("token {:#x} {:?}", self.token, self.p)
     }

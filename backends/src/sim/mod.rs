@@ -322,6 +322,13 @@ impl Sim {
                 v.push(format!("op still in flight: {}", p.describe()));
             }
         }
+        // The loop's own tick is the one timer that may stay armed.
+        let timers = s.pending.iter().filter(|p| p.is_timer()).count();
+        if timers > 1 {
+            v.push(format!(
+                "{timers} timers armed (the loop's tick is the only one)"
+            ));
+        }
         for c in &s.children {
             if c.life != Life::Reaped {
                 v.push(format!("child {} never reaped ({:?})", c.pid, c.life));
