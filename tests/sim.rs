@@ -137,7 +137,10 @@ fn sim_smoke() {
     if let Ok(seed) = std::env::var("SIM_SEED") {
         let seed: u64 = seed.parse().expect("SIM_SEED is a number");
         match one(seed) {
-            Ok(o) => println!("sim: seed {seed} passed ({} choices)", o.choices),
+            Ok(o) => println!(
+                "sim: seed {seed} passed ({} choices, {} B to clients, {:?} virtual)",
+                o.choices, o.bytes, o.virtual_time
+            ),
             Err(e) => panic!("sim: seed {seed} failed:\n  {e}"),
         }
         return;
@@ -158,6 +161,22 @@ fn sim_smoke() {
         "sim: only {} of {count} seeds ran within SIM_BUDGET_SECS={budget}",
         t.seeds
     );
+}
+
+/// A seed is a schedule: the same seed twice makes the same choices and moves the same bytes.
+#[test]
+fn sim_replays_exactly() {
+    init_log();
+    // Seeds no other test of this process runs at the same time (uploads are named by seed).
+    for seed in 1_000_000..1_000_200 {
+        let a = one(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let b = one(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(
+            (a.choices, a.bytes, a.virtual_time),
+            (b.choices, b.bytes, b.virtual_time),
+            "seed {seed} did not replay exactly"
+        );
+    }
 }
 
 /// Every seed that ever failed and was fixed replays here (tests/sim_seeds/regressions.txt:

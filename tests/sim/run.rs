@@ -112,6 +112,11 @@ pub static MAX_OUT: AtomicUsize = AtomicUsize::new(0);
 /// What one seed explored.
 pub struct Outcome {
     pub choices: u64,
+    /// Bytes the clients received (with `choices`, a fingerprint of the run: the Date
+    /// header is the only wall-clock input, and its length is fixed).
+    pub bytes: u64,
+    /// Virtual time the scenario took.
+    pub virtual_time: Duration,
 }
 
 fn new_client(rng: &mut Rng, sim: &Sim, seed: u64, i: usize, site: &Site, big: bool) -> Client {
@@ -163,6 +168,7 @@ struct Run {
     /// way (a request still in the socket is a race a stopping server may lose).
     stopping: bool,
     errors: Vec<String>,
+    bytes: u64,
 }
 
 impl Run {
@@ -173,6 +179,7 @@ impl Run {
     /// Take in what the server sent and check each whole response against its request.
     fn read(&mut self, cl: &mut Client, max: usize) {
         let got = self.sim.read(cl.id, max);
+        self.bytes += got.len() as u64;
         cl.rx.extend_from_slice(&got);
         let (eof, closed, faulted) = self.sim.client_state(cl.id);
         cl.tolerant |= faulted;
@@ -329,6 +336,24 @@ impl Run {
 /// Run scenario `seed`; `Err` lists every invariant it broke.
 pub fn run_seed(seed: u64, strict: bool) -> Result<Outcome, String> {
     let env = env();
+    // What an earlier run of this seed uploaded would change its answers (204 for 201).
+    remove_uploads(seed);
+    let r = run_scenario(seed, strict, env);
+    remove_uploads(seed);
+    r
+}
+
+fn remove_uploads(seed: u64) {
+    let dir = env().prefix.join("www/uploads");
+    let mine = format!("sim-{seed}-");
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&mine) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+fn run_scenario(seed: u64, strict: bool, env: &Env) -> Result<Outcome, String> {
     let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
     let opts = SimOptions::from_seed(seed, local);
     let buf_size = opts.buf_size;
@@ -360,6 +385,7 @@ pub fn run_seed(seed: u64, strict: bool) -> Result<Outcome, String> {
         faults,
         stopping: false,
         errors: Vec::new(),
+        bytes: 0,
     };
     let mut stopped = false;
     let early_stop = if rng.chance(100) { 2 } else { 0 };
@@ -449,6 +475,8 @@ pub fn run_seed(seed: u64, strict: bool) -> Result<Outcome, String> {
     if run.errors.is_empty() {
         Ok(Outcome {
             choices: sim.choices(),
+            bytes: run.bytes,
+            virtual_time: sim.elapsed(),
         })
     } else {
         let who: Vec<String> = clients

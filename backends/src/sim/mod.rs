@@ -37,6 +37,7 @@
 mod engine;
 mod proc;
 pub mod rng;
+mod submit;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
