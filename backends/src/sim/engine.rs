@@ -124,7 +124,24 @@ impl Pending {
         matches!(self.p, P::Timeout { .. })
     }
     pub fn describe(&self) -> String {
-        format!("token {:#x} {:?}", self.token, self.p)
+        let what = match &self.p {
+            P::Accept { .. } => "accept",
+            P::Recv { .. } => "recv",
+            P::Out { file: Some(_), .. } => "sendfile",
+            P::Out { .. } => "send/write",
+            P::Read { .. } => "read",
+            P::Close { .. } => "close",
+            P::Cancel { .. } => "cancel",
+            P::Timeout { .. } => "timeout",
+            P::ChildExit { .. } => "child exit",
+        };
+        let fds: Vec<String> = self
+            .fds()
+            .iter()
+            .flatten()
+            .map(|f| format!("{f:#x}"))
+            .collect();
+        format!("token {:#x} {what} on fd {}", self.token, fds.join("/"))
     }
 }
 

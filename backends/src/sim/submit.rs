@@ -49,7 +49,10 @@ impl State {
 
     pub(super) fn absorb(&mut self, token: Token, op: Op, out: &mut Vec<Completion>) {
         if token == WAKE_TOKEN || self.pending.iter().any(|p| p.token == token) {
-            self.violation(format!("token {token:#x} reused while in flight ({op:?})"));
+            self.violation(format!(
+                "token {token:#x} reused while in flight (a new {})",
+                op.kind().name()
+            ));
         }
         let what = op.kind().name();
         let bad = |s: &mut State, out: &mut Vec<Completion>, buf: Buf| {
