@@ -428,15 +428,24 @@ fn run_scenario(seed: u64, strict: bool, env: &Env) -> Result<Outcome, String> {
             run.stopping = true;
         }
     }
-    // Wind down: stop the server; clients read everything; the loop must finish.
+    // Wind down: stop the server; clients go on (a request they have begun is in flight and
+    // gets its answer) and read everything; the loop must finish.
     control.stop();
     run.stopping = true;
     let stop_at = sim.elapsed();
     while !stopped && run.errors.is_empty() {
         for c in clients.iter_mut() {
             if !c.done {
+                run.act(&mut rng, c);
                 run.read(c, usize::MAX);
             }
+        }
+        match lp.turn(Some(Duration::ZERO)) {
+            Ok(s) => stopped = s,
+            Err(e) => run.errors.push(format!("loop while stopping: {e}")),
+        }
+        if stopped {
+            break;
         }
         match lp.turn(None) {
             Ok(s) => stopped = s,
