@@ -150,7 +150,6 @@ fn sim_smoke() {
     let deadline = (budget > 0).then(|| Instant::now() + Duration::from_secs(budget));
     let t = sweep(var("SIM_START", 0), count, var("SIM_THREADS", 2), deadline);
     report("smoke", &t);
-    run::cleanup();
     assert!(
         t.failed.is_empty(),
         "sim: {} seeds failed (see above)",
@@ -220,7 +219,6 @@ fn sim_campaign() {
         Some(deadline),
     );
     report(&format!("campaign from seed {start}"), &t);
-    run::cleanup();
     if let Ok(path) = std::env::var("SIM_FAILURES") {
         let lines: String = t.failed.iter().map(|(s, _)| format!("{s}\n")).collect();
         std::fs::write(path, lines).expect("write SIM_FAILURES");

@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -48,6 +48,7 @@ fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        remove_stale(&std::env::temp_dir());
         let prefix = std::env::temp_dir().join(format!("webserv-sim-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&prefix);
         copy_dir(&root.join("www"), &prefix.join("www"));
@@ -71,8 +72,19 @@ fn env() -> &'static Env {
     })
 }
 
-pub fn cleanup() {
-    let _ = std::fs::remove_dir_all(&env().prefix);
+/// Remove the site copies of earlier test processes that are gone (a process cannot remove
+/// its own at exit: tests of one process share it until the last one ends).
+fn remove_stale(tmp: &std::path::Path) {
+    for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("webserv-sim-") else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        if pid.parse::<u32>().is_ok() && !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 struct Client {
