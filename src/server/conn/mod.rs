@@ -19,7 +19,6 @@
 
 pub mod env;
 pub mod head;
-mod probe;
 pub mod request;
 
 use std::net::SocketAddr;
