@@ -144,36 +144,33 @@ impl Loop {
         out: &mut Vec<Completion>,
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
-        {
-            self.be.wait(out, timeout)?;
-            self.now = self.be.now();
-            self.cache.now = Some(self.now);
-            self.refresh_date();
-            // A child whose exit is in this batch was reaped already: its pid may be reused,
-            // so nothing dispatched before its exit may signal it.
-            for c in out.iter() {
-                if let Some(t) = Tok::decode(c.token).filter(|t| t.op == OpTag::ChildExit) {
-                    self.children.mark_exited(t.slot, t.gen);
-                }
+        self.be.wait(out, timeout)?;
+        self.now = self.be.now();
+        self.cache.now = Some(self.now);
+        self.refresh_date();
+        // A child whose exit is in this batch was reaped already: its pid may be reused,
+        // so nothing dispatched before its exit may signal it.
+        for c in out.iter() {
+            if let Some(t) = Tok::decode(c.token).filter(|t| t.op == OpTag::ChildExit) {
+                self.children.mark_exited(t.slot, t.gen);
             }
-            for c in out.drain(..) {
-                self.dispatch(c);
-            }
-            if self.control.stop.load(Ordering::Relaxed) && self.stopping.is_none() {
-                self.begin_stop();
-            }
-            let gen = self.control.cfg_gen.load(Ordering::Relaxed);
-            if gen != self.cfg_gen {
-                self.cfg_gen = gen;
-                self.reload();
-            }
-            if let Some(since) = self.stopping {
-                if self.conns.is_empty()
-                    && (self.children.is_empty() || self.now >= since + STOP_GRACE)
-                {
-                    crate::info!("all connections finished; exiting");
-                    return Ok(true);
-                }
+        }
+        for c in out.drain(..) {
+            self.dispatch(c);
+        }
+        if self.control.stop.load(Ordering::Relaxed) && self.stopping.is_none() {
+            self.begin_stop();
+        }
+        let gen = self.control.cfg_gen.load(Ordering::Relaxed);
+        if gen != self.cfg_gen {
+            self.cfg_gen = gen;
+            self.reload();
+        }
+        if let Some(since) = self.stopping {
+            if self.conns.is_empty() && (self.children.is_empty() || self.now >= since + STOP_GRACE)
+            {
+                crate::info!("all connections finished; exiting");
+                return Ok(true);
             }
         }
         Ok(false)
