@@ -33,6 +33,13 @@
 //! The server's other system calls (clock, socket options, spawn, kill) reach the simulation
 //! through the [`Backend`] methods of contract invariant 11, which is why those are methods of
 //! the backend: the loop already lends it to every connection and task.
+//!
+//! Limits (what it does not simulate): files are real (opened by the server, read, written
+//! and closed by the real syscalls; a SendFile reads its range when submitted); a child
+//! writing to a stdout nobody reads stops writing instead of dying of SIGPIPE; the
+//! [`Waker`] does nothing (stop and reload reach the loop through its `Control`, checked every
+//! turn); one listener; the client side has a receive window but no send window (what a
+//! client sends is queued whole).
 
 mod engine;
 mod proc;
