@@ -59,18 +59,32 @@
 //!     learn that the client left.
 //! 11. **Single thread.** A backend is used by one thread; [`Backend::waker`] gives a handle that
 //!     other threads (a signal thread, say) use to interrupt `wait`.
+//! 11. **The other system calls go through the backend too.** The clock the caller compares
+//!     deadlines with ([`Backend::now`]), the few direct calls on a connected socket
+//!     ([`Backend::set_nodelay`], [`Backend::local_addr`], [`Backend::peer_addr`],
+//!     [`Backend::shutdown_write`]), starting a child with piped stdio ([`Backend::spawn`]) and
+//!     signalling it ([`Backend::kill`]). Every real backend keeps the defaults (the real
+//!     syscalls, [`util`]); the simulation backend (`sim`, a test-only feature) replaces them,
+//!     because its sockets, pipes, children and clock exist only in memory. They are methods
+//!     here rather than a second trait object because the backend is already what the loop
+//!     lends to every connection and task, and because only the backend can make a simulated
+//!     fd or pid mean something. A spawned child's pipe ends are the caller's: it closes them
+//!     with [`Op::Close`] (never `close(2)`), and reaps the child with [`Op::ChildExit`].
 //!
 //! The platform is chosen once, in [`platform`]; no function body contains `cfg`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod pool;
 pub mod readiness;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod slab;
 pub mod spawn;
 mod sys;
@@ -390,6 +404,56 @@ pub trait Backend {
     fn sendfile_native(&self) -> bool {
         false
     }
+    /// The clock deadlines are measured on (invariant 11).
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    /// `TCP_NODELAY` on an accepted socket.
+    fn set_nodelay(&mut self, fd: RawFd) -> io::Result<()> {
+        util::set_nodelay(fd)
+    }
+    /// The local address of an accepted socket.
+    fn local_addr(&self, fd: RawFd) -> io::Result<SocketAddr> {
+        util::local_addr(fd)
+    }
+    /// The peer address of an accepted socket.
+    fn peer_addr(&self, fd: RawFd) -> io::Result<SocketAddr> {
+        util::peer_addr(fd)
+    }
+    /// Half-close a socket for writing. No send may be in flight on it, nor follow.
+    fn shutdown_write(&mut self, fd: RawFd) -> io::Result<()> {
+        util::shutdown_write(fd)
+    }
+    /// Start `spec` with piped, non-blocking stdin, stdout and stderr, in its own process group
+    /// and with no signal blocked ([`spawn`]; invariant 11).
+    fn spawn(&mut self, spec: &spawn::Spec<'_>) -> io::Result<Spawned> {
+        use std::os::fd::IntoRawFd;
+        let c = spawn::spawn(spec)?;
+        Ok(Spawned {
+            pid: c.pid,
+            stdin: c.stdin.into_raw_fd(),
+            stdout: c.stdout.into_raw_fd(),
+            stderr: c.stderr.into_raw_fd(),
+        })
+    }
+    /// Send `signal` to child `pid` (already gone is not an error).
+    fn kill(&mut self, pid: u32, signal: i32) -> io::Result<()> {
+        util::kill(pid, signal)
+    }
+    /// Send `signal` to the process group `pgid` a child leads (already gone is not an error).
+    fn kill_group(&mut self, pgid: u32, signal: i32) -> io::Result<()> {
+        util::kill_group(pgid, signal)
+    }
+}
+
+/// A child started by [`Backend::spawn`]: its pid and the caller's ends of its three pipes
+/// (non-blocking, close-on-exec), which the caller closes with [`Op::Close`].
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: u32,
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
 }
 
 /// Whether a wait's deadline (if any) has passed.

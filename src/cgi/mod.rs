@@ -19,4 +19,4 @@ pub mod spawn;
 pub use env::{build_env, CgiParams};
 pub use output::{CgiError, CgiHead, CgiHeadParser, ScriptLocation};
 pub use script::split_script;
-pub use spawn::{check_script, spawn, Spawned};
+pub use spawn::{check_script, launch, spawn, Launch, Spawned};

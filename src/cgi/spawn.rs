@@ -53,24 +53,56 @@ pub fn spawn(
     script: &Path,
     env: &[(String, String)],
 ) -> io::Result<Spawned> {
-    // The child runs in the script's directory, so a relative script path would no longer
-    // name the script there.
-    let script = std::path::absolute(script)?;
-    let (program, args): (&Path, Vec<&std::ffi::OsStr>) = match interpreter {
-        Some(interp) => (interp, vec![script.as_os_str()]),
-        None => (&script, Vec::new()),
-    };
+    let l = launch(interpreter, script)?;
+    let args = l.arg_refs();
     let c = backends::spawn::spawn(&backends::spawn::Spec {
-        program,
+        program: &l.program,
         args: &args,
         env,
-        dir: script.parent(),
+        dir: l.dir.as_deref(),
     })?;
     Ok(Spawned {
         pid: c.pid,
         stdin: c.stdin,
         stdout: c.stdout,
         stderr: c.stderr,
+    })
+}
+
+/// What starting a script runs: the program (the interpreter, or the script itself), its
+/// arguments and its working directory (the script's). The server loop builds a
+/// `backends::spawn::Spec` from it for `Backend::spawn` (contract invariant 11: a simulated
+/// backend runs its own children).
+pub struct Launch {
+    pub program: std::path::PathBuf,
+    pub args: Vec<std::ffi::OsString>,
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl Launch {
+    /// The arguments as the `Spec` takes them.
+    pub fn arg_refs(&self) -> Vec<&std::ffi::OsStr> {
+        self.args.iter().map(|a| a.as_os_str()).collect()
+    }
+}
+
+/// The [`Launch`] for `script` (through `interpreter` when given).
+pub fn launch(interpreter: Option<&Path>, script: &Path) -> io::Result<Launch> {
+    // The child runs in the script's directory, so a relative script path would no longer
+    // name the script there.
+    let script = std::path::absolute(script)?;
+    let dir = script.parent().map(Path::to_path_buf);
+    Ok(match interpreter {
+        Some(interp) => Launch {
+            program: interp.to_path_buf(),
+            args: vec![script.into_os_string()],
+            dir,
+        },
+        None => Launch {
+            program: script,
+            args: Vec::new(),
+            dir,
+        },
     })
 }
 

@@ -58,6 +58,8 @@ pub struct Loop {
     parsers: Vec<Box<crate::http::request::HeadParser>>,
     /// Input buffers lent to connections while they read a request.
     bufs: Vec<Vec<u8>>,
+    /// The completions of one wait (kept between turns for its capacity).
+    batch: Vec<Completion>,
 }
 
 /// How long a stopping server waits for CGI children to be reaped after the last connection.
@@ -75,6 +77,7 @@ impl Loop {
             None => None,
         };
         Ok(Loop {
+            now: be.now(),
             cfg,
             sendfile: be.sendfile_native(),
             be,
@@ -95,9 +98,9 @@ impl Loop {
             accept_paused: Vec::new(),
             accept_failing: false,
             refused: 0,
-            now: Instant::now(),
             parsers: Vec::new(),
             bufs: Vec::new(),
+            batch: Vec::with_capacity(256),
         })
     }
 
@@ -112,6 +115,13 @@ impl Loop {
 
     /// Serve until asked to stop, then finish in-flight responses and return.
     pub fn run(&mut self) -> io::Result<()> {
+        self.start();
+        while !self.turn(None)? {}
+        Ok(())
+    }
+
+    /// Arm the accepts and the tick: what [`Loop::run`] does before its first turn.
+    pub fn start(&mut self) {
         for (i, l) in self.listeners.iter().enumerate() {
             let t = Tok::new(0, i as u32, 0, OpTag::Accept).encode();
             self.be.submit(
@@ -124,39 +134,66 @@ impl Loop {
         }
         self.arm_tick();
         self.refresh_date();
-        let mut out = Vec::with_capacity(256);
-        loop {
-            self.be.wait(&mut out, None)?;
-            self.now = Instant::now();
-            self.cache.now = Some(self.now);
-            self.refresh_date();
-            // A child whose exit is in this batch was reaped already: its pid may be reused,
-            // so nothing dispatched before its exit may signal it.
-            for c in &out {
-                if let Some(t) = Tok::decode(c.token).filter(|t| t.op == OpTag::ChildExit) {
-                    self.children.mark_exited(t.slot, t.gen);
-                }
-            }
-            for c in out.drain(..) {
-                self.dispatch(c);
-            }
-            if self.control.stop.load(Ordering::Relaxed) && self.stopping.is_none() {
-                self.begin_stop();
-            }
-            let gen = self.control.cfg_gen.load(Ordering::Relaxed);
-            if gen != self.cfg_gen {
-                self.cfg_gen = gen;
-                self.reload();
-            }
-            if let Some(since) = self.stopping {
-                if self.conns.is_empty()
-                    && (self.children.is_empty() || self.now >= since + STOP_GRACE)
-                {
-                    crate::info!("all connections finished; exiting");
-                    return Ok(());
-                }
+    }
+
+    /// One turn: one wait (up to `timeout`), every completion it gave dispatched, then stop
+    /// and reload requests handled. Returns true once a stopping loop has finished (what
+    /// ends [`Loop::run`]); the simulation tests step the loop with it.
+    pub fn turn(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        let mut out = std::mem::take(&mut self.batch);
+        let r = self.turn_with(&mut out, timeout);
+        out.clear();
+        self.batch = out;
+        r
+    }
+
+    fn turn_with(
+        &mut self,
+        out: &mut Vec<Completion>,
+        timeout: Option<Duration>,
+    ) -> io::Result<bool> {
+        self.be.wait(out, timeout)?;
+        self.now = self.be.now();
+        self.cache.now = Some(self.now);
+        self.refresh_date();
+        // A child whose exit is in this batch was reaped already: its pid may be reused,
+        // so nothing dispatched before its exit may signal it.
+        for c in out.iter() {
+            if let Some(t) = Tok::decode(c.token).filter(|t| t.op == OpTag::ChildExit) {
+                self.children.mark_exited(t.slot, t.gen);
             }
         }
+        for c in out.drain(..) {
+            self.dispatch(c);
+        }
+        if self.control.stop.load(Ordering::Relaxed) && self.stopping.is_none() {
+            self.begin_stop();
+        }
+        let gen = self.control.cfg_gen.load(Ordering::Relaxed);
+        if gen != self.cfg_gen {
+            self.cfg_gen = gen;
+            self.reload();
+        }
+        if let Some(since) = self.stopping {
+            if self.conns.is_empty() && (self.children.is_empty() || self.now >= since + STOP_GRACE)
+            {
+                crate::info!("all connections finished; exiting");
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// What the simulation tests check after every turn: live connections with their
+    /// buffered input and output (bytes), and children not yet reaped.
+    pub fn probe(&self) -> (Vec<(usize, usize)>, usize) {
+        let conns = self
+            .conns
+            .keys()
+            .into_iter()
+            .filter_map(|(s, g)| self.conns.get(s, g).map(Conn::buffered))
+            .collect();
+        (conns, self.children.len())
     }
 
     /// Take the new configuration for requests that start from now on; requests in flight
@@ -200,7 +237,7 @@ impl Loop {
         self.be.submit(
             t,
             Op::Timeout {
-                deadline: Instant::now() + Duration::from_secs(1),
+                deadline: self.be.now() + Duration::from_secs(1),
             },
         );
     }
@@ -213,7 +250,7 @@ impl Loop {
         self.stopping = Some(self.now);
         // Scripts that finished their answers but still run are stopped now (requests in
         // flight keep theirs until they end; their children are stopped then, by the tick).
-        self.children.stop_unowned(self.now);
+        self.children.stop_unowned(self.now, &mut *self.be);
         for i in 0..self.listeners.len() as u32 {
             let target = Tok::new(0, i, 0, OpTag::Accept).encode();
             let t = Tok::new(0, i, 0, OpTag::AcceptCancel).encode();
@@ -391,10 +428,10 @@ impl Loop {
             self.refuse(fd);
             return;
         }
-        let _ = backends::util::set_nodelay(fd);
+        let _ = self.be.set_nodelay(fd);
         let listen_addr = self.listeners[li as usize].addr;
-        let local = backends::util::local_addr(fd).unwrap_or(listen_addr);
-        let peer = backends::util::peer_addr(fd).unwrap_or(local);
+        let local = self.be.local_addr(fd).unwrap_or(listen_addr);
+        let peer = self.be.peer_addr(fd).unwrap_or(local);
         let (conns, mut env) = self.split();
         match conns.insert_with(|slot, gen| Conn::new(fd, slot, gen, local, peer, &mut env)) {
             Some((slot, gen)) => {
@@ -433,7 +470,7 @@ impl Loop {
     }
 
     fn on_tick(&mut self) {
-        self.now = Instant::now();
+        self.now = self.be.now();
         for li in std::mem::take(&mut self.accept_paused) {
             if self.stopping.is_none() {
                 let fd = self.listeners[li as usize].fd.as_raw_fd();
@@ -442,9 +479,9 @@ impl Loop {
             }
         }
         if self.stopping.is_some() {
-            self.children.stop_unowned(self.now);
+            self.children.stop_unowned(self.now, &mut *self.be);
         }
-        self.children.tick(self.now);
+        self.children.tick(self.now, &mut *self.be);
         for (slot, gen) in self.conns.keys() {
             self.with_conn(slot, gen, |c, env| {
                 c.on_tick(env);

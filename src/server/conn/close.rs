@@ -71,7 +71,7 @@ impl Conn {
 
     /// Close after the last response the way RFC 9112 §9.6 asks.
     pub(super) fn linger(&mut self, env: &mut Env) {
-        if self.eof || backends::util::shutdown_write(self.fd).is_err() {
+        if self.eof || env.be.shutdown_write(self.fd).is_err() {
             self.close(Abort::Closing, env);
             return;
         }

@@ -399,3 +399,11 @@ impl Conn {
         let _ = f.write_all(line.as_bytes());
     }
 }
+
+impl Conn {
+    /// Unconsumed input and unsent in-memory output, in bytes: what [`super::IN_HIGH`] and
+    /// [`super::OUT_HIGH`] bound (the simulation tests check it after every step).
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.inbuf.len(), self.out.bytes())
+    }
+}

@@ -59,15 +59,15 @@ pub struct Children {
 
 /// Signal the child's process group (its pid is the group id); ids that are not a real
 /// process (0, 1, negative as a pid_t) are refused by `kill_group`.
-fn signal(pid: u32, sig: libc::c_int) -> bool {
-    backends::util::kill_group(pid, sig).is_ok()
+fn signal(be: &mut dyn Backend, pid: u32, sig: libc::c_int) -> bool {
+    be.kill_group(pid, sig).is_ok()
 }
 
 /// Signal the child alone: TERM goes to the script, which may end what it started its own way
 /// (a shell runs its trap once its foreground command ends); the KILL that follows goes to the
 /// whole group.
-fn signal_leader(pid: u32, sig: libc::c_int) -> bool {
-    backends::util::kill(pid, sig).is_ok()
+fn signal_leader(be: &mut dyn Backend, pid: u32, sig: libc::c_int) -> bool {
+    be.kill(pid, sig).is_ok()
 }
 
 impl Children {
@@ -101,11 +101,11 @@ impl Children {
     }
 
     /// Detach from the task and send TERM now (KILL follows from the tick).
-    pub fn terminate(&mut self, r: ChildRef, now: Instant) {
+    pub fn terminate(&mut self, r: ChildRef, now: Instant, be: &mut dyn Backend) {
         if let Some(c) = self.slab.get_mut(r.slot, r.gen) {
             c.owner = None;
             c.termed = true;
-            if !c.exited && signal_leader(c.pid, libc::SIGTERM) {
+            if !c.exited && signal_leader(be, c.pid, libc::SIGTERM) {
                 self.signalled += 1;
             }
             c.kill_at = Some(now + KILL_AFTER);
@@ -120,8 +120,8 @@ impl Children {
     /// group), and when none does the call finds nothing (ESRCH). It is made in the same loop
     /// turn as the reap.
     /// KILL follows a second later (from the tick) if the group still exists then.
-    pub fn stop_group_of_exited(&mut self, pid: u32, now: Instant) {
-        if signal(pid, libc::SIGTERM) {
+    pub fn stop_group_of_exited(&mut self, pid: u32, now: Instant, be: &mut dyn Backend) {
+        if signal(be, pid, libc::SIGTERM) {
             self.signalled += 1;
             self.groups.push((pid, now + KILL_AFTER));
         }
@@ -129,12 +129,12 @@ impl Children {
 
     /// The server is stopping: TERM every child no task waits for any more (finished scripts
     /// still running), KILL a second later from the tick.
-    pub fn stop_unowned(&mut self, now: Instant) {
+    pub fn stop_unowned(&mut self, now: Instant, be: &mut dyn Backend) {
         let mut sent = 0;
         for c in self.slab.iter_mut() {
             if c.owner.is_none() && !c.exited && !c.termed {
                 c.termed = true;
-                if signal_leader(c.pid, libc::SIGTERM) {
+                if signal_leader(be, c.pid, libc::SIGTERM) {
                     sent += 1;
                 }
                 c.kill_at = Some(
@@ -155,20 +155,20 @@ impl Children {
     }
 
     /// KILL children whose time is up (again every 5 s until their exit is reported).
-    pub fn tick(&mut self, now: Instant) {
+    pub fn tick(&mut self, now: Instant, be: &mut dyn Backend) {
         let mut sent = 0;
         self.groups.retain(|&(pgid, at)| {
             if at > now {
                 return true;
             }
-            if signal(pgid, libc::SIGKILL) {
+            if signal(be, pgid, libc::SIGKILL) {
                 sent += 1;
             }
             false
         });
         for c in self.slab.iter_mut() {
             if !c.exited && c.kill_at.is_some_and(|t| t <= now) {
-                if signal(c.pid, libc::SIGKILL) {
+                if signal(be, c.pid, libc::SIGKILL) {
                     sent += 1;
                 }
                 c.kill_at = Some(now + Duration::from_secs(5));

@@ -18,7 +18,7 @@ pub mod framing;
 mod output;
 pub mod plan;
 
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use backends::{Buf, Completion, Op};
@@ -189,7 +189,16 @@ impl Task for CgiTask {
         if let Err(code) = crate::cgi::check_script(&plan.script, plan.interpreter.as_deref()) {
             return Step::Fail(code);
         }
-        let sp = match crate::cgi::spawn(plan.interpreter.as_deref(), &plan.script, &plan.env) {
+        // Through the backend (contract invariant 11), so a simulated backend runs its own.
+        let sp = match crate::cgi::launch(plan.interpreter.as_deref(), &plan.script).and_then(|l| {
+            let args = l.arg_refs();
+            cx.be.spawn(&backends::spawn::Spec {
+                program: &l.program,
+                args: &args,
+                env: &plan.env,
+                dir: l.dir.as_deref(),
+            })
+        }) {
             Ok(s) => s,
             Err(e) => {
                 crate::error!("{}: cannot run {}: {e}", cx.id, plan.script.display());
@@ -203,9 +212,9 @@ impl Task for CgiTask {
             tseq: cx.tseq,
         };
         self.child = cx.children.register(sp.pid, owner, cx.be);
-        self.stdin = Some(sp.stdin.into_raw_fd());
-        self.stdout = Some(sp.stdout.into_raw_fd());
-        let err = sp.stderr.into_raw_fd();
+        self.stdin = Some(sp.stdin);
+        self.stdout = Some(sp.stdout);
+        let err = sp.stderr;
         self.stderr = Some(err);
         self.trail.push("spawned pid", u64::from(sp.pid));
         crate::trace!(
@@ -324,7 +333,7 @@ impl Task for CgiTask {
                 self.child = None; // reaped: nothing to signal any more
                 if !self.out_eof {
                     // Something it started still holds its stdout: stop that group.
-                    cx.children.stop_group_of_exited(self.pid, cx.now);
+                    cx.children.stop_group_of_exited(self.pid, cx.now, cx.be);
                     return Step::Pending;
                 }
                 self.after_output_end(cx)
@@ -388,7 +397,7 @@ impl Task for CgiTask {
                     .release(r, cx.now + self.timeout.max(child::KILL_AFTER));
             } else {
                 crate::trace!("{}: terminating pid {} ({why:?})", cx.id, self.pid);
-                cx.children.terminate(r, cx.now);
+                cx.children.terminate(r, cx.now, &mut *cx.be);
             }
         }
     }
