@@ -17,7 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-STEP_NAMES="fmt clippy cross tests asan kqueue browser soak fuzz bench newcomer workflow"
+STEP_NAMES="fmt clippy cross tests asan kqueue sim browser soak fuzz bench newcomer workflow"
 TARGETS="x86_64-unknown-freebsd x86_64-apple-darwin aarch64-apple-darwin"
 
 SKIP="$(printf '%s' "${SKIP:-}" | tr ' ' ',')"
@@ -154,6 +154,9 @@ step tests cargo test --workspace --release --no-fail-fast -- --test-threads=2
 # AddressSanitizer over the backends crate, and kqueue on Linux through libkqueue.
 optional_step asan ci/asan.sh
 optional_step kqueue ci/kqueue.sh
+# The deterministic simulation: the real server loop on the simulated backend, 10,000 seeds
+# (a long campaign: ci/sim.sh SECONDS).
+step sim cargo test --release --features sim --test sim -- --test-threads=1
 
 # browser.sh exits 77 when chromium or node is missing: here that is a failure like any other.
 step browser bash ci/browser.sh

@@ -44,7 +44,7 @@ fn init_log() {
 
 /// Run one seed; a panic is a failure like any other.
 fn one(seed: u64) -> Result<run::Outcome, String> {
-    one_with(seed, std::env::var_os("SIM_STRICT").is_some())
+    one_with(seed, true)
 }
 
 /// `strict`: known, reported defects count as failures too.
@@ -226,17 +226,13 @@ fn sim_campaign() {
     assert!(t.failed.is_empty(), "sim: {} seeds failed", t.failed.len());
 }
 
-/// Known defect found by the simulation (seed 840; also 712, 948, 989, 1105, 1870 in the
-/// first 3,000 seeds): a CGI that answers before reading all of its request body (it closed
-/// stdin, or never read it) gets its response sent with `Connection: keep-alive`, and then
-/// `finish_request` (src/server/conn/request.rs) decides `close_after` because the body was not
-/// all read — so the connection closes after a response that promised to keep it, and the
-/// client's next request on it (sent once the answer arrived) is never answered. RFC 9112
-/// §9.6: a server that closes says `Connection: close`; or it reads and drops the rest of the
-/// body (nginx's discard) and keeps the connection. The smoke excuses this case unless
-/// `SIM_STRICT` is set.
+/// A defect the simulation found (seed 840; also 712, 948, 989, 1105, 1870 in the first
+/// 3,000 seeds), fixed: a CGI that answered before reading all of its request body had its
+/// response sent with `Connection: keep-alive`, then the connection closed (the rest of the
+/// body cannot be told from a next request), so the client's next request was never answered.
+/// The answer now says `Connection: close` (RFC 9112 §9.6; task/cgi/output.rs `commit`). The
+/// seed runs strict, as every seed of the smoke now does.
 #[test]
-#[ignore = "known defect: close after a CGI answered before its body was read, without Connection: close"]
 fn sim_seed_840_close_after_unread_body_without_connection_close() {
     init_log();
     if let Err(e) = one_with(840, true) {

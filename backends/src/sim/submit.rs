@@ -20,7 +20,9 @@ impl State {
                 return false;
             }
             if !self.listeners.contains(&fd) {
-                self.real_open.insert(fd);
+                if let Some(id) = super::file_id(fd) {
+                    self.real_open.insert(fd, id);
+                }
             }
             return true;
         }

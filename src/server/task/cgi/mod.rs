@@ -51,6 +51,8 @@ pub struct CgiTask {
     stdin_busy: bool,
     in_buf: Vec<u8>,
     body_done: bool,
+    /// The whole request body has arrived (not merely: the script takes no more of it).
+    body_received: bool,
     stdout: Option<RawFd>,
     reading: bool,
     out_eof: bool,
@@ -88,6 +90,7 @@ impl CgiTask {
             stdin_busy: false,
             in_buf: Vec::new(),
             body_done: !has_body,
+            body_received: !has_body,
             stdout: None,
             reading: false,
             out_eof: false,
@@ -253,6 +256,7 @@ impl Task for CgiTask {
             self.in_buf.extend_from_slice(data);
         }
         self.body_done |= done;
+        self.body_received |= done;
         self.kick_stdin(cx);
         Step::Pending
     }

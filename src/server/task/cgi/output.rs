@@ -72,7 +72,14 @@ impl CgiTask {
     /// Queue the head (and what is held) and stream from here.
     pub(super) fn commit(&mut self, known_len: Option<u64>, cx: &mut Cx) -> Option<Step> {
         let head = self.head.take()?;
-        let (bytes, mut f) = framing::head_bytes(&head, known_len, self.meta, cx.date);
+        // An answer that goes out before the request body has all arrived is the connection's
+        // last (the rest of the body cannot be told from a next request): say so.
+        let mut meta = self.meta;
+        if !self.body_received {
+            meta.close = true;
+            meta.keep_alive_10 = false;
+        }
+        let (bytes, mut f) = framing::head_bytes(&head, known_len, meta, cx.date);
         self.trail.push("head committed", u64::from(head.status));
         let held = std::mem::take(&mut self.held);
         if known_len.is_some() && !f.bodyless && !f.chunked {
