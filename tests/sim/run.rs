@@ -201,7 +201,10 @@ impl Run {
         // for a CGI request.
         let lenient = cl.tolerant;
         loop {
-            let head = cl.reqs.get(cl.answered).is_some_and(|r| r.head);
+            // A HEAD's answer has no body; but an answer that comes before the whole HEAD
+            // request was sent (a 408) is not its answer, and has one.
+            let sent_whole = cl.ends.get(cl.answered).is_some_and(|&e| e <= cl.sent);
+            let head = sent_whole && cl.reqs.get(cl.answered).is_some_and(|r| r.head);
             match parse(&cl.rx, head, drained) {
                 Parsed::Partial => break,
                 Parsed::Bad(why) => {
