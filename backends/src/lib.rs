@@ -59,7 +59,7 @@
 //!     learn that the client left.
 //! 11. **Single thread.** A backend is used by one thread; [`Backend::waker`] gives a handle that
 //!     other threads (a signal thread, say) use to interrupt `wait`.
-//! 11. **The other system calls go through the backend too.** The clock the caller compares
+//! 12. **The other system calls go through the backend too.** The clock the caller compares
 //!     deadlines with ([`Backend::now`]), the few direct calls on a connected socket
 //!     ([`Backend::set_nodelay`], [`Backend::local_addr`], [`Backend::peer_addr`],
 //!     [`Backend::shutdown_write`]), starting a child with piped stdio ([`Backend::spawn`]) and
@@ -404,7 +404,7 @@ pub trait Backend {
     fn sendfile_native(&self) -> bool {
         false
     }
-    /// The clock deadlines are measured on (invariant 11).
+    /// The clock deadlines are measured on (invariant 12).
     fn now(&self) -> Instant {
         Instant::now()
     }
@@ -425,7 +425,7 @@ pub trait Backend {
         util::shutdown_write(fd)
     }
     /// Start `spec` with piped, non-blocking stdin, stdout and stderr, in its own process group
-    /// and with no signal blocked ([`spawn`]; invariant 11).
+    /// and with no signal blocked ([`spawn`]; invariant 12).
     fn spawn(&mut self, spec: &spawn::Spec<'_>) -> io::Result<Spawned> {
         use std::os::fd::IntoRawFd;
         let c = spawn::spawn(spec)?;

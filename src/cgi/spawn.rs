@@ -71,7 +71,7 @@ pub fn spawn(
 
 /// What starting a script runs: the program (the interpreter, or the script itself), its
 /// arguments and its working directory (the script's). The server loop builds a
-/// `backends::spawn::Spec` from it for `Backend::spawn` (contract invariant 11: a simulated
+/// `backends::spawn::Spec` from it for `Backend::spawn` (contract invariant 12: a simulated
 /// backend runs its own children).
 pub struct Launch {
     pub program: std::path::PathBuf,

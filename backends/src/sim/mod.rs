@@ -31,7 +31,7 @@
 //! socket is only a name: connections come from [`Sim::connect`].
 //!
 //! The server's other system calls (clock, socket options, spawn, kill) reach the simulation
-//! through the [`Backend`] methods of contract invariant 11, which is why those are methods of
+//! through the [`Backend`] methods of contract invariant 12, which is why those are methods of
 //! the backend: the loop already lends it to every connection and task.
 //!
 //! Limits (what it does not simulate): files are real (opened by the server, read, written

@@ -192,7 +192,7 @@ impl Task for CgiTask {
         if let Err(code) = crate::cgi::check_script(&plan.script, plan.interpreter.as_deref()) {
             return Step::Fail(code);
         }
-        // Through the backend (contract invariant 11), so a simulated backend runs its own.
+        // Through the backend (contract invariant 12), so a simulated backend runs its own.
         let sp = match crate::cgi::launch(plan.interpreter.as_deref(), &plan.script).and_then(|l| {
             let args = l.arg_refs();
             cx.be.spawn(&backends::spawn::Spec {
