@@ -7,8 +7,7 @@
 mod common;
 
 use common::*;
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -174,30 +173,6 @@ fn assert_serving(s: &mut Server, what: &str) {
     let r = get(s.port, "/a.txt");
     assert_eq!(r.status, 200, "{what}: after it, {}", r.dump());
     assert_eq!(r.text(), "a", "{what}");
-}
-
-/// Reads until the server closes or `idle` passes without a byte.
-fn read_until_close(s: &mut TcpStream, idle: Duration) -> (Vec<u8>, bool) {
-    s.set_read_timeout(Some(idle)).unwrap();
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let closed = loop {
-        match s.read(&mut chunk) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(0) => break true,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break false
-            }
-            Err(_) => break true,
-        }
-    };
-    (out, closed)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
