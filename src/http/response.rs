@@ -102,9 +102,12 @@ impl<'o> ResponseHead<'o> {
         self.out.extend_from_slice(b": ");
         let start = self.out.len();
         self.out.extend_from_slice(value);
-        for b in &mut self.out[start..] {
-            if matches!(*b, b'\r' | b'\n' | 0) {
-                *b = b' ';
+        // Almost every value is clean: three memchr scans decide that without a byte loop.
+        if value.contains(&b'\r') || value.contains(&b'\n') || value.contains(&0) {
+            for b in &mut self.out[start..] {
+                if matches!(*b, b'\r' | b'\n' | 0) {
+                    *b = b' ';
+                }
             }
         }
         self.out.extend_from_slice(b"\r\n");

@@ -105,19 +105,28 @@ pub(crate) fn finish(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Append a header field; CR, LF and NUL in the value become SP, so no value (a path from the
-/// request, a script's output) can split the response (RFC 9110 §5.5).
+/// Append a header field whose value the server made (a MIME type, a date, an entity tag).
+#[inline]
 pub(crate) fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    let start = out.len();
     out.extend_from_slice(value);
-    for b in &mut out[start..] {
-        if matches!(*b, b'\r' | b'\n' | 0) {
-            *b = b' ';
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append a header field whose value may come from outside (a path from the request, a
+/// caller's extra field): CR, LF and NUL become SP, so no value can split the response
+/// (RFC 9110 §5.5).
+pub(crate) fn header_checked(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    let start = out.len() + name.len() + 2;
+    header(out, name, value);
+    if value.contains(&b'\r') || value.contains(&b'\n') || value.contains(&0) {
+        for b in &mut out[start..start + value.len()] {
+            if matches!(*b, b'\r' | b'\n' | 0) {
+                *b = b' ';
+            }
         }
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 pub(crate) fn header_u64(out: &mut Vec<u8>, name: &str, n: u64) {
@@ -144,7 +153,7 @@ pub fn full(
         header_u64(&mut head, "Content-Length", body.len() as u64);
     }
     for (n, v) in extra {
-        header(&mut head, n, v);
+        header_checked(&mut head, n, v);
     }
     finish(&mut head);
     let body = if cx.head_only || bodyless || body.is_empty() {
@@ -211,7 +220,7 @@ fn error_file(status: u16, path: &Path, extra: &[(&str, &[u8])], cx: &Ctx) -> Op
     header(&mut head, "Content-Type", mime_for(path).as_bytes());
     header_u64(&mut head, "Content-Length", meta.len());
     for (n, v) in extra {
-        header(&mut head, n, v);
+        header_checked(&mut head, n, v);
     }
     finish(&mut head);
     if cx.head_only || meta.len() == 0 {
