@@ -956,7 +956,12 @@ fn r10_body_error_after_a_committed_cgi_head_only_closes() {
         let mut got = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
         while !contains(&got, b"\r\n\r\n") {
-            let n = c.read(&mut chunk).expect("response head");
+            // A signal (a child's SIGCHLD, with libkqueue's watcher in this process) may
+            // interrupt the read: retry it.
+            let n = match c.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r.expect("response head"),
+            };
             assert!(n > 0, "[{b}] closed before the head");
             got.extend_from_slice(&chunk[..n]);
         }
