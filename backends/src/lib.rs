@@ -39,6 +39,10 @@
 //!    operation on it is in flight (the readiness backends then re-register the number afresh the
 //!    next time it is used). An [`Op::SendFile`] uses its `file` as much as its socket: a Close
 //!    of either covers it. An fd that is negative or not open completes the op with `EBADF`.
+//!    The completion means the fd *number* is closed; the kernel object behind it may live a
+//!    little longer (io_uring with `DEFER_TASKRUN` drops a request's last reference in task
+//!    work that runs inside a later `wait`), so the peer's EOF is only certain once the caller
+//!    keeps waiting, as an event loop does.
 //! 8. **Cancel** completes the target (normally with `ECANCELED`, or with the result it reached
 //!    first) and itself: `Ok(0)` if the target was found, `Err(ENOENT)` if it had already
 //!    completed. The two completions may arrive in either order. What the backend restarts on

@@ -46,9 +46,64 @@ fn selected() -> Vec<Kind> {
     v
 }
 
+/// How long one test body may run on one backend before the watchdog names it and aborts the
+/// whole binary: a wait that never returns would otherwise hang the suite silently (every
+/// body here finishes in seconds; the slowest, 10,000 connections, in well under a minute).
+const HANG_LIMIT: Duration = Duration::from_secs(150);
+
+/// The test bodies running now, by a serial number: (test, backend, started).
+type Running = std::sync::Mutex<HashMap<u64, (String, String, Instant)>>;
+
+fn running() -> &'static Running {
+    static RUNNING: std::sync::OnceLock<Running> = std::sync::OnceLock::new();
+    RUNNING.get_or_init(|| {
+        std::thread::spawn(|| loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let map = running().lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((test, backend, since)) =
+                map.values().find(|(_, _, t)| t.elapsed() > HANG_LIMIT)
+            {
+                // Straight to fd 2: libtest captures only the print macros.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "HANG: {test} on {backend} still running after {:?}; aborting the suite",
+                    since.elapsed()
+                );
+                std::process::abort();
+            }
+        });
+        std::sync::Mutex::new(HashMap::new())
+    })
+}
+
+/// Registers one test body with the watchdog while it is alive.
+struct Watched(u64);
+
+impl Watched {
+    fn new(test: &str, backend: &str) -> Watched {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        running()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (test.into(), backend.into(), Instant::now()));
+        Watched(id)
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        running()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
+}
+
 fn each_backend_with(test: &str, opts: Options, f: impl Fn(&mut dyn Backend)) {
     let mut ran = Vec::new();
     for (name, o, kind) in variants(&opts) {
+        let _watch = Watched::new(test, &name);
         let mut b = backends::open(kind, &o).expect("open backend").backend;
         f(&mut *b);
         ran.push(name);
@@ -178,6 +233,27 @@ fn recv_to_eof(b: &mut dyn Backend, token: u64, limit: Duration) -> Vec<u8> {
         || eof.get(),
     );
     data
+}
+
+/// Join a peer thread that reads until EOF after the backend closed its end, driving the
+/// backend meanwhile as an event loop would. On io_uring with DEFER_TASKRUN the kernel may
+/// still hold the socket after the Close completed (a request's last reference is dropped by
+/// task work that runs only inside a later `io_uring_enter`), so the peer's EOF can depend on
+/// the next `wait`: a test that stops calling `wait` and blocks on the peer would hang.
+/// Any completion arriving meanwhile is a failure; so is waiting longer than 30 s.
+fn join_driving<T>(b: &mut dyn Backend, peer: std::thread::JoinHandle<T>) -> T {
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while !peer.is_finished() {
+        assert!(
+            Instant::now() < end,
+            "the peer never finished on {}",
+            b.name()
+        );
+        b.wait(&mut out, Some(Duration::from_millis(20))).unwrap();
+        assert!(out.is_empty(), "unexpected completions: {out:?}");
+    }
+    peer.join().unwrap()
 }
 
 /// A client thread that connects to `addr`, writes `payload` and shuts down its write side
@@ -330,7 +406,7 @@ fn echo_payloads_0_to_16mib() {
             let fd = accept_one(b, &l);
             eprintln!("echo {} B on {}", size, b.name());
             let echoed = echo_connection(b, fd, Duration::from_secs(60));
-            let back = client.join().unwrap();
+            let back = join_driving(b, client);
             assert_eq!(echoed, size);
             assert!(back == data, "echo of {size} B differs");
             assert_eq!(b.stats().bufs_in_use, 0);
@@ -393,7 +469,7 @@ fn short_writes_complete_whole() {
         assert!(matches!(c.buf, Buf::Send(_)));
         b.submit(6, Op::Close { fd });
         assert!(collect(b, 1)[0].result.is_ok());
-        assert!(client.join().unwrap() == expect);
+        assert!(join_driving(b, client) == expect);
     });
 }
 
@@ -857,7 +933,7 @@ fn tiny_pool_runs_dry_without_losing_data() {
         assert!(got == data, "data lost or reordered while the pool was dry");
         b.submit(4, Op::Close { fd });
         collect(b, 1);
-        client.join().unwrap();
+        join_driving(b, client);
     });
 }
 
@@ -1422,6 +1498,7 @@ fn drop_with_ops_in_flight() {
             .map(|(n, o, k)| (format!("{n}-leaking"), o, k)),
     );
     for (name, o, kind) in all {
+        let _watch = Watched::new("drop_with_ops_in_flight", &name);
         let mut b = backends::open(kind, &o).unwrap().backend;
         let l = listener();
         let (_l1, mut s1, fd1) = connected(&mut *b);
@@ -1484,7 +1561,10 @@ fn drop_with_ops_in_flight() {
         let client = echo_client(addr, payload.clone());
         let fd = accept_one(&mut *b, &l);
         echo_connection(&mut *b, fd, Duration::from_secs(30));
-        assert!(client.join().unwrap() == payload, "{name}: echo after drop");
+        assert!(
+            join_driving(&mut *b, client) == payload,
+            "{name}: echo after drop"
+        );
         println!("drop_with_ops_in_flight: {name} ok");
     }
 }
