@@ -448,7 +448,7 @@ impl Loop {
     /// Close up to `n` idle keep-alive connections (between requests, nothing buffered),
     /// oldest deadline first. Returns how many were closed.
     fn reclaim_idle(&mut self, n: usize) -> usize {
-        let mut idle: Vec<(Instant, u32, u32)> = self
+        let mut idle: Vec<(super::stamp::Stamp, u32, u32)> = self
             .conns
             .keys()
             .into_iter()

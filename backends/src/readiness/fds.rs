@@ -40,55 +40,64 @@ impl List {
 
 #[derive(Debug)]
 pub(super) struct FdState {
-    pub(super) registered: bool,
-    /// Not pollable (a regular file): always ready.
-    pub(super) always_ready: bool,
-    pub(super) readable: bool,
-    pub(super) writable: bool,
-    /// A hang-up or error was reported: a short read no longer means drained (the EOF is still
-    /// to come), and hang-up watches complete. Cleared only when the number is registered
-    /// afresh (a new file; the registration then reports its current state again).
-    pub(super) hup: bool,
-    pub(super) in_ready: bool,
-    pub(super) starved: bool,
-    /// Queued sendfiles that read this fd as their file (a close of it cancels them).
-    pub(super) files: u32,
+    /// The yes/no facts below, one bit each (kept small: one record per open fd).
+    bits: u8,
     pub(super) reads: List,
     pub(super) writes: List,
     pub(super) hangups: List,
 }
 
 impl FdState {
+    /// Registered with the poller.
+    pub(super) const REGISTERED: u8 = 1;
+    /// Not pollable (a regular file): always ready.
+    pub(super) const ALWAYS_READY: u8 = 2;
+    pub(super) const READABLE: u8 = 4;
+    pub(super) const WRITABLE: u8 = 8;
+    /// A hang-up or error was reported: a short read no longer means drained (the EOF is still
+    /// to come), and hang-up watches complete. Cleared only when the number is registered
+    /// afresh (a new file; the registration then reports its current state again).
+    pub(super) const HUP: u8 = 16;
+    /// In the ready list.
+    pub(super) const IN_READY: u8 = 32;
+    /// In the starved list (a receive found no buffer).
+    pub(super) const STARVED: u8 = 64;
+
     const NEW: FdState = FdState {
-        registered: false,
-        always_ready: false,
-        readable: true,
-        writable: true,
-        hup: false,
-        in_ready: false,
-        starved: false,
-        files: 0,
+        bits: FdState::READABLE | FdState::WRITABLE,
         reads: List::EMPTY,
         writes: List::EMPTY,
         hangups: List::EMPTY,
     };
+
+    pub(super) fn has(&self, bit: u8) -> bool {
+        self.bits & bit != 0
+    }
+
+    pub(super) fn set(&mut self, bit: u8, on: bool) {
+        if on {
+            self.bits |= bit;
+        } else {
+            self.bits &= !bit;
+        }
+    }
+
+    pub(super) fn or(&mut self, bit: u8, on: bool) {
+        if on {
+            self.bits |= bit;
+        }
+    }
 
     pub(super) fn idle(&self) -> bool {
         self.reads.is_empty() && self.writes.is_empty() && self.hangups.is_empty()
     }
 
     /// Forget what was known of the file this number named (a new one may have it now): it
-    /// is believed ready. List memberships and the count of sendfiles using it stay truthful.
+    /// is believed ready. List memberships stay truthful (and the count of sendfiles using
+    /// the number, kept beside: `Readiness::file_users`).
     pub(super) fn renew(&mut self) {
-        *self = FdState {
-            in_ready: self.in_ready,
-            starved: self.starved,
-            files: self.files,
-            reads: self.reads,
-            writes: self.writes,
-            hangups: self.hangups,
-            ..FdState::NEW
-        };
+        let keep = self.bits & (FdState::IN_READY | FdState::STARVED);
+        self.bits = FdState::NEW.bits | keep;
     }
 }
 
@@ -160,8 +169,8 @@ impl<P: Poller> Readiness<P> {
 
     pub(super) fn mark_ready(&mut self, fd: RawFd) {
         let st = &mut self.fds[fd as usize];
-        if !st.in_ready {
-            st.in_ready = true;
+        if !st.has(FdState::IN_READY) {
+            st.set(FdState::IN_READY, true);
             self.ready.push(fd);
         }
     }

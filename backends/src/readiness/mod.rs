@@ -104,6 +104,9 @@ pub struct Readiness<P: Poller> {
     pool: BufPool,
     slots: Slab<Slot>,
     fds: Vec<FdState>,
+    /// Per fd: the queued sendfiles reading it as their file (a close of it cancels them).
+    /// Kept beside `fds`, which every open socket pays for, since few fds are ever in it.
+    file_users: std::collections::HashMap<RawFd, u32>,
     queued: Vec<(Token, Op)>,
     ready: Vec<RawFd>,
     starved: Vec<RawFd>,
@@ -119,6 +122,7 @@ impl<P: Poller> Readiness<P> {
             pool: BufPool::new(opts.buf_count, opts.buf_size),
             slots: Slab::new(opts.first_generation),
             fds: Vec::new(),
+            file_users: std::collections::HashMap::new(),
             queued: Vec::new(),
             ready: Vec::new(),
             starved: Vec::new(),
@@ -144,9 +148,9 @@ impl<P: Poller> Readiness<P> {
                     hup,
                 } => {
                     let st = self.fd_state(fd);
-                    st.readable |= read;
-                    st.writable |= write;
-                    st.hup |= hup;
+                    st.or(FdState::READABLE, read);
+                    st.or(FdState::WRITABLE, write);
+                    st.or(FdState::HUP, hup);
                     self.mark_ready(fd);
                 }
                 Event::Timer(key) => {
@@ -243,7 +247,7 @@ impl<P: Poller> Backend for Readiness<P> {
         }
         // Receives that found the pool dry may run again.
         for fd in std::mem::take(&mut self.starved) {
-            self.fds[fd as usize].starved = false;
+            self.fds[fd as usize].set(FdState::STARVED, false);
             self.mark_ready(fd);
         }
     }
@@ -264,4 +268,9 @@ impl<P: Poller> Backend for Readiness<P> {
 #[cfg(test)]
 pub(crate) fn slot_size() -> usize {
     std::mem::size_of::<(u32, Slot)>()
+}
+
+#[cfg(test)]
+pub(crate) fn fd_state_size() -> usize {
+    std::mem::size_of::<FdState>()
 }

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use super::fds::{Queue, NIL};
+use super::fds::{FdState, Queue, NIL};
 use super::{Poller, Readiness};
 use crate::pool::Received;
 use crate::sys::{self, Progress};
@@ -81,7 +81,7 @@ fn last(token: Token, result: io::Result<usize>) -> Step {
 impl<P: Poller> Readiness<P> {
     pub(super) fn alloc(&mut self, token: Token, fd: RawFd, state: State) -> u32 {
         if let State::SendFile { file, .. } = state {
-            self.fd_state(file).files += 1;
+            *self.file_users.entry(file).or_insert(0) += 1;
         }
         self.slots.alloc(Slot {
             token,
@@ -98,7 +98,13 @@ impl<P: Poller> Readiness<P> {
         let token = s.token;
         self.slots.release(idx);
         if let State::SendFile { file, .. } = state {
-            self.fds[file as usize].files -= 1;
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.file_users.entry(file)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
         }
         (token, state)
     }
@@ -202,7 +208,7 @@ impl<P: Poller> Readiness<P> {
     /// still has runnable work (its budget ran out).
     fn run_fd(&mut self, fd: RawFd, out: &mut Vec<Completion>) -> bool {
         // Hang-up watches do no I/O: once a hang-up is known they all complete.
-        while self.fds[fd as usize].hup && !self.fds[fd as usize].hangups.is_empty() {
+        while self.fds[fd as usize].has(FdState::HUP) && !self.fds[fd as usize].hangups.is_empty() {
             let idx = self.pop_front(fd, Queue::Hangup);
             let (token, state) = self.free(idx);
             out.push(Self::ended(token, Ok(0), state));
@@ -214,9 +220,15 @@ impl<P: Poller> Readiness<P> {
             loop {
                 let st = &self.fds[fd as usize];
                 let (ready, list) = if write {
-                    (st.writable || st.always_ready, st.writes)
+                    (
+                        st.has(FdState::WRITABLE) || st.has(FdState::ALWAYS_READY),
+                        st.writes,
+                    )
                 } else {
-                    (st.readable || st.always_ready, st.reads)
+                    (
+                        st.has(FdState::READABLE) || st.has(FdState::ALWAYS_READY),
+                        st.reads,
+                    )
                 };
                 if !ready || list.is_empty() {
                     break;
@@ -232,20 +244,20 @@ impl<P: Poller> Readiness<P> {
                     Step::DoneDrained(c) => {
                         self.finish(fd, q, idx, c, true, out);
                         let st = &mut self.fds[fd as usize];
-                        st.readable = st.hup;
+                        st.set(FdState::READABLE, st.has(FdState::HUP));
                     }
                     Step::WouldBlock => {
                         let st = &mut self.fds[fd as usize];
                         if write {
-                            st.writable = false
+                            st.set(FdState::WRITABLE, false)
                         } else {
-                            st.readable = false
+                            st.set(FdState::READABLE, false)
                         }
                     }
                     Step::Starved => {
                         let st = &mut self.fds[fd as usize];
-                        if !st.starved {
-                            st.starved = true;
+                        if !st.has(FdState::STARVED) {
+                            st.set(FdState::STARVED, true);
                             self.starved.push(fd);
                         }
                         break;
@@ -282,7 +294,7 @@ impl<P: Poller> Readiness<P> {
     pub(super) fn run_ready(&mut self, out: &mut Vec<Completion>) {
         let fds = std::mem::take(&mut self.ready);
         for &fd in &fds {
-            self.fds[fd as usize].in_ready = false;
+            self.fds[fd as usize].set(FdState::IN_READY, false);
         }
         for fd in fds {
             if self.run_fd(fd, out) {

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::fds::Queue;
+use super::fds::{FdState, Queue};
 use super::ops::State;
 use super::{Poller, Readiness};
 use crate::{sys, Buf, Completion, Op, Token};
@@ -88,16 +88,16 @@ impl<P: Poller> Readiness<P> {
             Ok(()) => {
                 let st = &mut self.fds[fd as usize];
                 st.renew();
-                st.registered = true;
+                st.set(FdState::REGISTERED, true);
             }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                self.fds[fd as usize].registered = true;
+                self.fds[fd as usize].set(FdState::REGISTERED, true);
             }
             // epoll refuses regular files, which are always ready.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 let st = &mut self.fds[fd as usize];
                 st.renew();
-                st.always_ready = true;
+                st.set(FdState::ALWAYS_READY, true);
             }
             Err(e) => return Err(e),
         }
@@ -113,7 +113,7 @@ impl<P: Poller> Readiness<P> {
         if let Err(e) = sys::check_fd(fd, self.fds.len()) {
             return Completion::new(token, Err(e), Buf::None, false);
         }
-        let registered = self.fd_state(fd).registered;
+        let registered = self.fd_state(fd).has(FdState::REGISTERED);
         for q in Queue::ALL {
             loop {
                 let st = &self.fds[fd as usize];
@@ -130,7 +130,7 @@ impl<P: Poller> Readiness<P> {
                 out.push(Self::ended(t, Err(sys::canceled()), state));
             }
         }
-        if self.fds[fd as usize].files > 0 {
+        if self.file_users.contains_key(&fd) {
             // Sendfiles reading this fd wait on their sockets: they end first (invariant 7).
             let users: Vec<u32> = self
                 .slots

@@ -269,7 +269,15 @@ mod size_probe {
     fn slots_stay_small() {
         let uring = std::mem::size_of::<(u32, super::Slot)>();
         let readiness = crate::readiness::slot_size();
-        eprintln!("uring slot {uring} B (with its generation), readiness slot {readiness} B");
+        let per_fd = crate::readiness::fd_state_size();
+        eprintln!(
+            "uring slot {uring} B (with its generation), readiness slot {readiness} B, \
+             readiness per-fd record {per_fd} B"
+        );
+        assert!(
+            per_fd <= 28,
+            "the readiness per-fd record grew to {per_fd} bytes"
+        );
         assert!(uring <= 64, "uring slot grew to {uring} bytes");
         assert!(readiness <= 96, "readiness slot grew to {readiness} bytes");
     }

@@ -1,5 +1,7 @@
 //! How requests and connections end: a task's outcome, deadlines, lingering close, close.
 
+use super::Flags;
+use crate::server::stamp::Stamp;
 use std::time::Duration;
 
 use backends::Op;
@@ -43,7 +45,7 @@ impl Conn {
                 if let Some(r) = self.req.as_mut() {
                     if !r.body_done() {
                         // The rest of the body can no longer be told from a next request.
-                        self.close_after = true;
+                        self.flags.set(Flags::CLOSE_AFTER, true);
                         r.body = None;
                     }
                 }
@@ -51,7 +53,7 @@ impl Conn {
             }
             Step::Close => {
                 self.abort_task(Abort::Closing, env);
-                self.close_after = true;
+                self.flags.set(Flags::CLOSE_AFTER, true);
                 self.finish_request(env);
             }
             Step::Internal(path) => self.internal_redirect(&path, env),
@@ -71,13 +73,13 @@ impl Conn {
 
     /// Close after the last response the way RFC 9112 §9.6 asks.
     pub(super) fn linger(&mut self, env: &mut Env) {
-        if self.eof || env.be.shutdown_write(self.fd).is_err() {
+        if self.flags.has(Flags::EOF) || env.be.shutdown_write(self.fd).is_err() {
             self.close(Abort::Closing, env);
             return;
         }
         crate::trace!("{}: lingering close", self.io_ident());
         self.inbuf = Vec::new();
-        self.deadline = env.now + LINGERING_TIMEOUT;
+        self.deadline = Stamp::of(env.now + LINGERING_TIMEOUT);
         self.set_phase(Phase::Linger, env);
     }
 
@@ -116,7 +118,7 @@ impl Conn {
                 return;
             }
         }
-        if self.deadline > now {
+        if self.deadline.at() > now {
             return;
         }
         let id = self.ident();
@@ -137,7 +139,7 @@ impl Conn {
                     crate::info!("{id}: client_body_timeout");
                     self.abort_task(Abort::Timeout, env);
                     self.fail(408, env);
-                } else if self.sending || !self.out.is_empty() {
+                } else if self.flags.has(Flags::SENDING) || !self.out.is_empty() {
                     crate::info!("{id}: send_timeout");
                     self.close(Abort::Timeout, env);
                     return;

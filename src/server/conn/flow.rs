@@ -2,6 +2,7 @@
 //! and arm or cancel the receive by the back-pressure bounds (and, while it is off during a
 //! request, the hang-up watch that still sees the client leave).
 
+use super::Flags;
 use backends::{Completion, Op};
 
 use super::env::Env;
@@ -33,11 +34,17 @@ impl Conn {
             Phase::Closing | Phase::Linger => false,
             Phase::Active => self.feed_body(env),
             Phase::Idle | Phase::Head => {
-                if self.close_after || self.close_when_flushed || self.out.bytes() > OUT_HIGH {
+                if self.flags.has(Flags::CLOSE_AFTER)
+                    || self.flags.has(Flags::CLOSE_WHEN_FLUSHED)
+                    || self.out.bytes() > OUT_HIGH
+                {
                     return false;
                 }
                 if self.inbuf.is_empty() {
-                    if self.eof && self.out.is_empty() && !self.sending {
+                    if self.flags.has(Flags::EOF)
+                        && self.out.is_empty()
+                        && !self.flags.has(Flags::SENDING)
+                    {
                         self.close(Abort::ClientGone, env);
                         return true;
                     }
@@ -50,7 +57,7 @@ impl Conn {
 
     /// Keep one send in flight; when the queue is empty, let the task produce more.
     pub(super) fn pump(&mut self, env: &mut Env) -> bool {
-        if self.sending || matches!(self.phase, Phase::Closing | Phase::Linger) {
+        if self.flags.has(Flags::SENDING) || matches!(self.phase, Phase::Closing | Phase::Linger) {
             return false;
         }
         if let Some(o) = self.out.pop() {
@@ -82,7 +89,7 @@ impl Conn {
                     }
                 }
             };
-            self.sending = true;
+            self.flags.set(Flags::SENDING, true);
             env.be.submit(self.tok(OpTag::Send), op);
             return true;
         }
@@ -93,7 +100,7 @@ impl Conn {
             self.handle(step, env);
             return moved || !self.out.is_empty() || self.phase != before;
         }
-        if self.close_when_flushed {
+        if self.flags.has(Flags::CLOSE_WHEN_FLUSHED) {
             self.linger(env);
             return true;
         }
@@ -103,8 +110,12 @@ impl Conn {
     pub(super) fn update_recv(&mut self, env: &mut Env) {
         let want = match self.phase {
             Phase::Closing => false,
-            Phase::Linger => !self.eof,
-            _ => !self.eof && self.inbuf.len() < IN_HIGH && self.out.bytes() < OUT_HIGH,
+            Phase::Linger => !self.flags.has(Flags::EOF),
+            _ => {
+                !self.flags.has(Flags::EOF)
+                    && self.inbuf.len() < IN_HIGH
+                    && self.out.bytes() < OUT_HIGH
+            }
         };
         match (want, self.recv) {
             (true, RecvState::Off) => {
@@ -112,10 +123,10 @@ impl Conn {
                 env.be
                     .submit(self.tok(OpTag::Recv), Op::Recv { fd: self.fd });
             }
-            (false, RecvState::Armed) if !self.cancel_pending => {
+            (false, RecvState::Armed) if !self.flags.has(Flags::CANCEL_PENDING) => {
                 // Back-pressure: no buffer is posted for this connection until it catches up.
                 self.recv = RecvState::Cancelling;
-                self.cancel_pending = true;
+                self.flags.set(Flags::CANCEL_PENDING, true);
                 let target = self.tok(OpTag::Recv);
                 env.be
                     .submit(self.tok(OpTag::RecvCancel), Op::Cancel { target });
@@ -124,9 +135,11 @@ impl Conn {
         }
         // Issue 9: while a request runs with the receive off (back-pressure), the socket is
         // still watched for the client's FIN or reset; the watch goes when the receive is back.
-        let watch = self.phase == Phase::Active && !self.eof && self.recv != RecvState::Armed;
+        let watch = self.phase == Phase::Active
+            && !self.flags.has(Flags::EOF)
+            && self.recv != RecvState::Armed;
         match (watch, self.hangup) {
-            (true, RecvState::Off) if !self.hangup_cancel => {
+            (true, RecvState::Off) if !self.flags.has(Flags::HANGUP_CANCEL) => {
                 self.hangup = RecvState::Armed;
                 env.be
                     .submit(self.tok(OpTag::Hangup), Op::Hangup { fd: self.fd });
@@ -134,7 +147,7 @@ impl Conn {
             // A close covers the watch itself.
             (false, RecvState::Armed) if self.phase != Phase::Closing => {
                 self.hangup = RecvState::Cancelling;
-                self.hangup_cancel = true;
+                self.flags.set(Flags::HANGUP_CANCEL, true);
                 let target = self.tok(OpTag::Hangup);
                 env.be
                     .submit(self.tok(OpTag::HangupCancel), Op::Cancel { target });
@@ -150,9 +163,9 @@ impl Conn {
         let armed = self.hangup == RecvState::Armed;
         self.hangup = RecvState::Off;
         let cancelled = matches!(&c.result, Err(e) if e.raw_os_error() == Some(libc::ECANCELED));
-        if armed && !cancelled && !self.eof && self.phase != Phase::Closing {
+        if armed && !cancelled && !self.flags.has(Flags::EOF) && self.phase != Phase::Closing {
             crate::info!("{}: client closed the connection", self.ident());
-            self.eof = true;
+            self.flags.set(Flags::EOF, true);
             self.close(Abort::ClientGone, env);
         }
     }

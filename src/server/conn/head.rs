@@ -3,11 +3,13 @@
 
 use super::env::Env;
 use super::request::RequestRecord;
+use super::Flags;
 use super::{Conn, Phase};
 use crate::http::request::{BodyKind, Method, Status};
 use crate::server::ident::TaskKind;
 use crate::server::reply::{self, Ctx};
 use crate::server::route::{self, Route};
+use crate::server::stamp::Stamp;
 use crate::server::task::cgi::framing::Meta;
 use crate::server::task::cgi::{plan, CgiTask};
 use crate::server::task::upload::{MultipartTask, UploadTask};
@@ -32,7 +34,7 @@ impl Conn {
         let req = match parsed {
             Ok(Status::Partial) => {
                 self.inbuf = buf;
-                if self.eof {
+                if self.flags.has(Flags::EOF) {
                     self.close(crate::server::task::Abort::ClientGone, env);
                     return true;
                 }
@@ -113,7 +115,7 @@ impl Conn {
             scratch: Vec::new(),
         }));
         self.set_phase(Phase::Active, env);
-        self.deadline = env.now + env.cfg.timeouts.send;
+        self.deadline = Stamp::of(env.now + env.cfg.timeouts.send);
         let head = match (analyzed, bad_path) {
             (Ok(h), None) => h,
             (Err(e), _) | (_, Some(e)) => {
@@ -230,7 +232,7 @@ impl Conn {
                     // A client waiting for `100 Continue` gets the final answer at once
                     // instead (RFC 9110 §10.1.1) and the connection closes: its body may or
                     // may not follow.
-                    self.close_after = true;
+                    self.flags.set(Flags::CLOSE_AFTER, true);
                 }
                 let task = self.reply_task(r, TaskKind::Reply, env);
                 if has_body && !expect {
@@ -250,7 +252,7 @@ impl Conn {
                     }
                 } else {
                     if has_body {
-                        self.close_after = true;
+                        self.flags.set(Flags::CLOSE_AFTER, true);
                     }
                     self.answer_error(code, &extra, env);
                 }
@@ -308,7 +310,7 @@ impl Conn {
             if expect {
                 self.queue_raw(b"HTTP/1.1 100 Continue\r\n\r\n");
             }
-            self.deadline = env.now + env.cfg.timeouts.body;
+            self.deadline = Stamp::of(env.now + env.cfg.timeouts.body);
             self.set_body(Some(BodyReader::new(body, limit)), None);
         }
         self.start_task(task, env);

@@ -25,13 +25,13 @@ pub mod request;
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::time::Instant;
 
 use backends::{Buf, Completion, SendBuf};
 
 use super::gauges::Gauge;
 use super::ident::{LogId, TaskId, TaskKind};
 use super::out::OutQueue;
+use super::stamp::Stamp;
 use super::task::{Abort, Cx, RequestTask, Step, Task};
 use super::token::{OpTag, Tok};
 use env::Env;
@@ -115,6 +115,38 @@ enum RecvState {
     Cancelling,
 }
 
+/// The connection's yes/no facts, one bit each (an idle connection's record is a product
+/// promise: see the size probe below).
+#[derive(Clone, Copy, Default)]
+struct Flags(u8);
+
+impl Flags {
+    /// A cancel of the receive is in flight.
+    const CANCEL_PENDING: u8 = 1;
+    /// A cancel of the hang-up watch is in flight.
+    const HANGUP_CANCEL: u8 = 2;
+    /// The client's end of stream (or reset) was seen.
+    const EOF: u8 = 4;
+    /// A send is in flight.
+    const SENDING: u8 = 8;
+    /// No further request is read on this connection.
+    const CLOSE_AFTER: u8 = 16;
+    /// Close (lingering) once everything queued is sent.
+    const CLOSE_WHEN_FLUSHED: u8 = 32;
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    fn set(&mut self, bit: u8, on: bool) {
+        if on {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
+}
+
 pub struct Conn {
     pub fd: RawFd,
     pub slot: u32,
@@ -126,12 +158,9 @@ pub struct Conn {
     inbuf: Vec<u8>,
     pub out: OutQueue,
     recv: RecvState,
-    cancel_pending: bool,
-    /// The hang-up watch (flow.rs), and whether a cancel of it is in flight.
+    /// The hang-up watch (flow.rs).
     hangup: RecvState,
-    hangup_cancel: bool,
-    eof: bool,
-    sending: bool,
+    flags: Flags,
     pub phase: Phase,
     parser: Option<Box<crate::http::request::HeadParser>>,
     req: Option<Box<RequestRecord>>,
@@ -140,11 +169,7 @@ pub struct Conn {
     /// Tasks started on this connection (the last one's number, in its tokens).
     tseq: u32,
     pub served: u32,
-    pub deadline: Instant,
-    /// No further request is read on this connection.
-    close_after: bool,
-    /// Close (lingering) once everything queued is sent.
-    close_when_flushed: bool,
+    pub deadline: Stamp,
 }
 
 impl Conn {
@@ -166,20 +191,15 @@ impl Conn {
             inbuf: Vec::new(),
             out: OutQueue::default(),
             recv: RecvState::Off,
-            cancel_pending: false,
             hangup: RecvState::Off,
-            hangup_cancel: false,
-            eof: false,
-            sending: false,
+            flags: Flags::default(),
             phase: Phase::Idle,
             parser: None,
             req: None,
             seq: 0,
             tseq: 0,
             served: 0,
-            deadline: env.now + env.cfg.timeouts.header,
-            close_after: false,
-            close_when_flushed: false,
+            deadline: Stamp::of(env.now + env.cfg.timeouts.header),
         };
         env.gauges.enter(Gauge::Idle);
         c.update_recv(env);
@@ -238,9 +258,9 @@ impl Conn {
     pub fn on_completion(&mut self, t: Tok, c: Completion, env: &mut Env) -> bool {
         match t.op {
             OpTag::Recv => self.on_recv(c, env),
-            OpTag::RecvCancel => self.cancel_pending = false,
+            OpTag::RecvCancel => self.flags.set(Flags::CANCEL_PENDING, false),
             OpTag::Hangup => self.on_hangup(c, env),
-            OpTag::HangupCancel => self.hangup_cancel = false,
+            OpTag::HangupCancel => self.flags.set(Flags::HANGUP_CANCEL, false),
             OpTag::Send => self.on_send(c, env),
             OpTag::Close => {
                 env.gauges.leave(self.phase.gauge());
@@ -302,7 +322,7 @@ impl Conn {
             Err(e) => {
                 if e.raw_os_error() != Some(libc::ECANCELED) && self.phase != Phase::Closing {
                     crate::trace!("{}: recv: {e}", self.io_ident());
-                    self.eof = true;
+                    self.flags.set(Flags::EOF, true);
                     self.close(Abort::ClientGone, env);
                 }
                 return;
@@ -312,13 +332,16 @@ impl Conn {
             let keep = match self.phase {
                 Phase::Closing | Phase::Linger => false,
                 // After a framing error or the last request, input is dropped, not kept.
-                _ => !(self.close_after && self.req.as_ref().is_none_or(|r| r.body_done())),
+                _ => {
+                    !(self.flags.has(Flags::CLOSE_AFTER)
+                        && self.req.as_ref().is_none_or(|r| r.body_done()))
+                }
             };
             if keep {
                 if self.phase == Phase::Idle {
                     // A new request starts: its whole head must arrive within the header
                     // timeout, however slowly it drips (slowloris).
-                    self.deadline = env.now + env.cfg.timeouts.header;
+                    self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
                     self.set_phase(Phase::Head, env);
                 }
                 if self.inbuf.capacity() == 0 {
@@ -329,8 +352,8 @@ impl Conn {
             }
             env.be.release(b);
         }
-        if n == 0 && c.result.is_ok() && !self.eof {
-            self.eof = true;
+        if n == 0 && c.result.is_ok() && !self.flags.has(Flags::EOF) {
+            self.flags.set(Flags::EOF, true);
             self.on_eof(env);
         }
     }
@@ -338,7 +361,7 @@ impl Conn {
     fn on_eof(&mut self, env: &mut Env) {
         match self.phase {
             Phase::Linger => self.close(Abort::ClientGone, env),
-            Phase::Idle if self.out.is_empty() && !self.sending => {
+            Phase::Idle if self.out.is_empty() && !self.flags.has(Flags::SENDING) => {
                 self.close(Abort::ClientGone, env)
             }
             Phase::Active => {
@@ -363,7 +386,7 @@ impl Conn {
     }
 
     fn on_send(&mut self, c: Completion, env: &mut Env) {
-        self.sending = false;
+        self.flags.set(Flags::SENDING, false);
         match c.result {
             Ok(_) => {
                 // Progress restarts send_timeout while output remains; once everything is
@@ -372,12 +395,12 @@ impl Conn {
                 let t = env.cfg.timeouts;
                 match self.phase {
                     Phase::Idle if self.out.is_empty() => {
-                        self.deadline = env.now + t.keepalive;
+                        self.deadline = Stamp::of(env.now + t.keepalive);
                         self.out.release();
                     }
                     Phase::Head if self.out.is_empty() => {}
-                    Phase::Head => self.deadline = self.deadline.max(env.now + t.send),
-                    _ => self.deadline = env.now + t.send,
+                    Phase::Head => self.deadline = self.deadline.max(Stamp::of(env.now + t.send)),
+                    _ => self.deadline = Stamp::of(env.now + t.send),
                 }
             }
             Err(e) => {
@@ -391,7 +414,10 @@ impl Conn {
 
     /// Idle between requests with nothing buffered (for reclaiming and stopping).
     pub fn is_idle(&self) -> bool {
-        self.phase == Phase::Idle && self.inbuf.is_empty() && !self.sending && self.out.is_empty()
+        self.phase == Phase::Idle
+            && self.inbuf.is_empty()
+            && !self.flags.has(Flags::SENDING)
+            && self.out.is_empty()
     }
 
     /// Queue an interim response (100 Continue).

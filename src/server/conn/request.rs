@@ -1,6 +1,8 @@
 //! One request on a connection: its record (what the access log and error pages need), its
 //! body reader and its task; starting, finishing and failing it.
 
+use super::Flags;
+use crate::server::stamp::Stamp;
 use std::sync::Arc;
 
 use super::env::Env;
@@ -69,7 +71,7 @@ impl Conn {
     /// already decided it.
     pub(super) fn last_response(&self, keep_alive: bool, env: &Env) -> bool {
         !keep_alive
-            || self.close_after
+            || self.flags.has(Flags::CLOSE_AFTER)
             || self.served + 1 >= env.cfg.keepalive_requests
             || env.stopping
     }
@@ -109,7 +111,8 @@ impl Conn {
             ),
             None => (cfg.server_index(self.local.get(), None), "/", false, false),
         };
-        let close = self.close_after || self.req.as_ref().is_none_or(|r| r.meta.close);
+        let close =
+            self.flags.has(Flags::CLOSE_AFTER) || self.req.as_ref().is_none_or(|r| r.meta.close);
         let server = &cfg.servers[server_idx];
         let loc = server.location_for(path);
         let cx = Ctx {
@@ -167,7 +170,7 @@ impl Conn {
     /// close; nothing after it is read (no desynchronisation).
     pub(super) fn fail(&mut self, code: u16, env: &mut Env) {
         self.abort_task(Abort::Closing, env);
-        self.close_after = true;
+        self.flags.set(Flags::CLOSE_AFTER, true);
         self.inbuf.clear();
         let committed = self
             .req
@@ -227,7 +230,7 @@ impl Conn {
             (None, None) => return false,
         };
         if room == 0 || self.inbuf.is_empty() {
-            if self.eof && self.inbuf.is_empty() {
+            if self.flags.has(Flags::EOF) && self.inbuf.is_empty() {
                 // The client went away mid-body: nothing is stored, the task is stopped.
                 self.close(Abort::ClientGone, env);
                 return true;
@@ -253,7 +256,7 @@ impl Conn {
             }
         };
         self.inbuf.drain(..piece.consumed);
-        self.deadline = env.now + env.cfg.timeouts.body;
+        self.deadline = Stamp::of(env.now + env.cfg.timeouts.body);
         let id = self.ident();
         let Some(req) = self.req.as_mut() else {
             return true;
@@ -293,23 +296,23 @@ impl Conn {
             if !req.body_done() {
                 // The answer came before the whole body: the rest cannot be told from a next
                 // request.
-                self.close_after = true;
+                self.flags.set(Flags::CLOSE_AFTER, true);
             }
             last = req.meta.close;
             self.access_log(req, env);
         }
         if last
-            || self.close_after
+            || self.flags.has(Flags::CLOSE_AFTER)
             || self.served >= env.cfg.keepalive_requests
             || env.stopping
-            || (self.eof && self.inbuf.is_empty())
+            || (self.flags.has(Flags::EOF) && self.inbuf.is_empty())
         {
-            self.close_when_flushed = true;
+            self.flags.set(Flags::CLOSE_WHEN_FLUSHED, true);
         }
-        let next = if self.inbuf.is_empty() || self.close_when_flushed {
+        let next = if self.inbuf.is_empty() || self.flags.has(Flags::CLOSE_WHEN_FLUSHED) {
             // Nothing of a next request yet: the buffers go back to the loop (an idle
             // connection holds none), and keepalive_timeout runs.
-            self.deadline = env.now + env.cfg.timeouts.keepalive;
+            self.deadline = Stamp::of(env.now + env.cfg.timeouts.keepalive);
             let buf = std::mem::take(&mut self.inbuf);
             if buf.capacity() > 0 && buf.capacity() <= BUF_POOL_MAX && env.bufs.len() < BUF_POOL_LEN
             {
@@ -320,7 +323,7 @@ impl Conn {
             Phase::Idle
         } else {
             // A next head has started arriving (pipelined): its header timeout runs from now.
-            self.deadline = env.now + env.cfg.timeouts.header;
+            self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
             Phase::Head
         };
         self.set_phase(next, env);
@@ -338,7 +341,7 @@ impl Conn {
         };
         if !req.body_done() {
             // The rest of the body can no longer be told from a next request: close after.
-            self.close_after = true;
+            self.flags.set(Flags::CLOSE_AFTER, true);
         }
         req.body = None;
         req.hops += 1;
