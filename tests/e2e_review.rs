@@ -802,11 +802,7 @@ fn h08_sigterm_finishes_the_streaming_cgi_in_flight() {
 #[test]
 fn r08_idle_connections_do_not_keep_request_buffers() {
     raise_fd_limit();
-    // On kqueue through libkqueue, 300 connections closed at once leave some of them unseen
-    // (CLOSE-WAIT on the server, no EV_EOF delivered) and a new connection then goes unserved;
-    // whether a BSD kernel behaves so is unknown (see the closing note of this session).
-    let why = "libkqueue: a burst of 300 closes loses EOF events (CLOSE-WAIT left, server stalls)";
-    for_each_backend_except("r08", &["kqueue"], why, |b| {
+    for_each_backend("r08", |b| {
         let mut s = start(b);
         let pid = s.pid().unwrap();
         assert_serving(&mut s, "warm-up");

@@ -1776,3 +1776,56 @@ fn hangup_beside_a_recv() {
         assert!(collect(b, 1)[0].result.is_ok());
     });
 }
+
+/// Many peers leaving at once: every one of 600 armed receives sees its EOF. (libkqueue lost
+/// the events that did not fit the caller's kevent array — a socket watched for reading and
+/// writing gives two kevents per epoll event — and left ~40 of 300 sockets in CLOSE-WAIT;
+/// ci/kqueue.sh patches it.)
+#[test]
+fn a_burst_of_closes_is_seen_whole() {
+    raise_nofile();
+    each_backend("a_burst_of_closes_is_seen_whole", |b| {
+        const N: usize = 600;
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let peers: Vec<TcpStream> = (0..N).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        b.submit(1, Op::Accept { fd: l.as_raw_fd() });
+        let fds = std::cell::RefCell::new(Vec::new());
+        run(
+            b,
+            Duration::from_secs(30),
+            |b, c| {
+                assert_eq!(c.token, 1, "{:?}", c.result);
+                let fd = c.result.unwrap() as RawFd;
+                fds.borrow_mut().push(fd);
+                b.submit(1_000_000 + fd as u64, Op::Recv { fd });
+            },
+            || fds.borrow().len() == N,
+        );
+        b.submit(2, Op::Cancel { target: 1 });
+        let fds = fds.into_inner();
+        drop(peers);
+        let eof = std::cell::RefCell::new(std::collections::HashSet::new());
+        run(
+            b,
+            Duration::from_secs(30),
+            |b, c| match c.token {
+                1 | 2 => {}
+                t => {
+                    let n = c.result.expect("recv");
+                    if let Buf::Recv(buf) = c.buf {
+                        b.release(buf);
+                    }
+                    assert_eq!(n, 0, "no data was sent");
+                    assert!(eof.borrow_mut().insert(t), "a second EOF for {t}");
+                }
+            },
+            || eof.borrow().len() == N,
+        );
+        for (i, &fd) in fds.iter().enumerate() {
+            b.submit(3_000_000 + i as u64, Op::Close { fd });
+        }
+        let closed = collect(b, N);
+        assert!(closed.iter().all(|c| c.result.is_ok()));
+    });
+}
