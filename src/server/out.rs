@@ -89,6 +89,19 @@ impl OutQueue {
         Some(o)
     }
 
+    /// The bytes of the in-memory buffers at the front of the queue that fit, with `have`,
+    /// within `max_total` (what [`OutQueue::pop_buf_if`] will hand out, in order).
+    pub fn buf_run(&self, max_total: usize, have: usize) -> usize {
+        let mut total = have;
+        for o in &self.q {
+            match o {
+                Out::Buf(b) if total + b.len() <= max_total => total += b.len(),
+                _ => break,
+            }
+        }
+        total - have
+    }
+
     /// The next in-memory buffer, if the front of the queue is one.
     pub fn pop_buf_if(&mut self, max_total: usize, have: usize) -> Option<SendBuf> {
         match self.q.front() {

@@ -63,12 +63,18 @@ impl Conn {
         if let Some(o) = self.out.pop() {
             let op = match o {
                 Out::Buf(mut buf) => {
-                    // Coalesce small queued pieces into one send (pipelining: one write).
-                    while let Some(next) = self.out.pop_buf_if(COALESCE, buf.len()) {
+                    // Coalesce small queued pieces into one send (pipelining: one write),
+                    // grown once to its final size (growing it piece by piece cost a
+                    // realloc and fresh pages for every few responses).
+                    let more = self.out.buf_run(COALESCE, buf.len());
+                    if more > 0 {
                         let body = std::mem::take(&mut buf.body);
+                        buf.head.reserve_exact(body.as_slice().len() + more);
                         buf.head.extend_from_slice(body.as_slice());
-                        buf.head.extend_from_slice(&next.head);
-                        buf.head.extend_from_slice(next.body.as_slice());
+                        while let Some(next) = self.out.pop_buf_if(COALESCE, buf.len()) {
+                            buf.head.extend_from_slice(&next.head);
+                            buf.head.extend_from_slice(next.body.as_slice());
+                        }
                     }
                     Op::Send { fd: self.fd, buf }
                 }
