@@ -101,6 +101,10 @@ impl Diagnostics {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn has_errors(&self) -> bool {
         self.0.iter().any(ConfigError::is_error)
     }

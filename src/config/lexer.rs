@@ -14,8 +14,7 @@
 //!   `"a"b` with "unexpected ..."), so two tokens never touch;
 //! - a backslash escapes the next character in both kinds of word: `\"`, `\'` and `\\` drop the
 //!   backslash, `\t` `\r` `\n` become the control character, and any other pair is kept as is so
-//!   regexes like `\.php$` survive unquoted or quoted.
-//!
+//!   regexes like `\.php$` survive unquoted or quoted;
 //! - a token is at most [`MAX_TOKEN`] bytes (nginx's 4 KiB parameter buffer: "too long
 //!   parameter"), reported as an error at the token, and reading goes on;
 //! - a NUL byte anywhere is an error at its position (a binary or corrupt file), and reading

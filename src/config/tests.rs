@@ -596,3 +596,25 @@ fn shipped_example_parses() {
         PathBuf::from("/prefix/www/api/data/a/b")
     );
 }
+
+#[test]
+fn limits_example_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (c, warnings) = load_all(
+        &root.join("conf/examples/limits.conf"),
+        Path::new("/prefix"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(warnings.is_empty(), "{warnings}");
+    assert!(c.server_tokens);
+    let l = c.head_limits;
+    assert_eq!(
+        (l.request_line(), l.field_line(), l.section()),
+        (16 * 1024, 16 * 1024, 32 * 1024)
+    );
+    // The shipped default config states nginx's defaults, and loads without a warning.
+    let (c, warnings) = load_all(&root.join("conf/default.conf"), root).unwrap();
+    assert!(warnings.is_empty(), "{warnings}");
+    assert!(!c.server_tokens);
+    assert_eq!(c.head_limits, crate::http::request::HeadLimits::DEFAULT);
+}
