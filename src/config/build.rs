@@ -13,6 +13,7 @@ use regex_lite::Regex;
 
 use super::directives::{self, Ctx, EVENTS, HTTP, LOCATION, MAIN, SERVER};
 use super::error::{ConfigError, Diagnostics, Pos};
+use super::limits::HeadBuffers;
 use super::listen;
 use super::model::{
     BackendChoice, Config, DocRoot, ErrorLog, Listen, Location, LocationTree, LogLevel, Methods,
@@ -24,7 +25,6 @@ use super::settings::{
 };
 use super::tree::{Directive, Word};
 use super::{route, values, vhost};
-use crate::http::request::{HeadLimits, MAX_HEAD};
 
 /// Per-worker connection cap when `worker_connections` is not set (see `Config` docs).
 pub const DEFAULT_WORKER_CONNECTIONS: usize = 1024 * 10;
@@ -72,10 +72,7 @@ struct Globals {
     send: Option<Duration>,
     keepalive: Option<Duration>,
     keepalive_requests: Option<u32>,
-    /// `client_header_buffer_size` and where it was set.
-    client_header_buffer: Option<(usize, Word)>,
-    /// `large_client_header_buffers NUMBER SIZE` and where it was set.
-    large_header_buffers: Option<(usize, usize, Word)>,
+    head_buffers: HeadBuffers,
     server_tokens: Option<bool>,
     seen_http: bool,
     seen_events: bool,
@@ -152,19 +149,6 @@ fn set_once<T>(slot: &mut Option<T>, v: T, d: &Directive) -> Result<(), ConfigEr
     }
     *slot = Some(v);
     Ok(())
-}
-
-/// A header buffer size: at least 1 byte, at most what a head may take.
-fn header_size(d: &Directive, i: usize) -> Result<usize, ConfigError> {
-    let v = values::size_or(&d.args[i].text).map_err(|b| bad_value(d, i, &b.hint("size")))?;
-    match usize::try_from(v) {
-        Ok(v) if (1..=MAX_HEAD).contains(&v) => Ok(v),
-        _ => Err(bad_value(
-            d,
-            i,
-            &format!(", it must be between 1 and {MAX_HEAD} bytes"),
-        )),
-    }
 }
 
 fn time_arg(d: &Directive) -> Result<Duration, ConfigError> {
@@ -290,20 +274,8 @@ impl Builder<'_> {
                         .ok_or_else(|| bad_value(d, 0, ""))?;
                     set_once(&mut self.g.keepalive_requests, v, d)?;
                 }
-                "client_header_buffer_size" => {
-                    let v = header_size(d, 0)?;
-                    set_once(&mut self.g.client_header_buffer, (v, d.name.clone()), d)?;
-                }
-                "large_client_header_buffers" => {
-                    let n = values::number(arg(0))
-                        .filter(|n| (1..=1024).contains(n))
-                        .ok_or_else(|| bad_value(d, 0, ", it must be a number from 1 to 1024"))?;
-                    let size = header_size(d, 1)?;
-                    set_once(
-                        &mut self.g.large_header_buffers,
-                        (n as usize, size, d.name.clone()),
-                        d,
-                    )?;
+                "client_header_buffer_size" | "large_client_header_buffers" => {
+                    self.g.head_buffers.apply(d)?;
                 }
                 "server_tokens" => {
                     let v = values::flag(arg(0))
@@ -551,32 +523,8 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// nginx reads a request line into `client_header_buffer_size` (default 1k) and, when it
-    /// does not fit, into one of the large buffers: the longer of the two bounds it. A field
-    /// line must fit one large buffer, the header section NUMBER of them.
-    fn head_limits(&mut self) -> HeadLimits {
-        let (number, size, at) = match &self.g.large_header_buffers {
-            Some((n, s, w)) => (*n, *s, Some(w)),
-            None => (4, 8 * 1024, None),
-        };
-        let first = self.g.client_header_buffer.as_ref().map_or(1024, |c| c.0);
-        let line = first.max(size);
-        let section = number.saturating_mul(size);
-        if let Some(l) = HeadLimits::new(line, size, section) {
-            return l;
-        }
-        let at = at.or(self.g.client_header_buffer.as_ref().map(|c| &c.1));
-        if let Some(w) = at {
-            self.diags.push(w.err(format!(
-                "the request line ({line} bytes) and the header section ({number} x {size} \
-                 bytes) may take at most {MAX_HEAD} bytes together"
-            )));
-        }
-        HeadLimits::DEFAULT
-    }
-
-    fn finish(mut self) -> Option<Config> {
-        let head_limits = self.head_limits();
+    fn finish(self) -> Option<Config> {
+        let head_limits = self.g.head_buffers.limits(self.diags);
         let prefix = self.prefix;
         let mut http = self.g.http;
         // The bottom of the inheritance chain: nginx's compiled-in defaults.

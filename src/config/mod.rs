@@ -28,6 +28,7 @@ mod directives;
 mod error;
 mod include;
 mod lexer;
+mod limits;
 mod listen;
 mod mime;
 mod model;

@@ -19,72 +19,11 @@
 
 use super::error::Error;
 
-/// Default longest request line, counted with its line terminator and with any empty lines
-/// before it (RFC 9112 §3: "at least 8000 octets" recommended; nginx's 8k). Longer → 414.
-pub const MAX_REQUEST_LINE: usize = 8 * 1024;
-/// Default largest header section (field lines plus the final empty line; nginx's `4 8k`).
-/// Larger → 431 (RFC 6585 §5).
-pub const MAX_HEADER_SECTION: usize = 32 * 1024;
 /// Most header fields in one request. More → 431.
 pub const MAX_HEADERS: usize = 100;
-/// The largest head any [`HeadLimits`] allows: every offset into it fits a u16.
-pub const MAX_HEAD: usize = u16::MAX as usize;
 
-const _: () = assert!(MAX_REQUEST_LINE + MAX_HEADER_SECTION <= MAX_HEAD);
-
-/// Size limits of one request head, in nginx's terms (`large_client_header_buffers NUMBER
-/// SIZE`: a request line or a field line must fit one buffer of SIZE bytes, the header section
-/// NUMBER of them).
-///
-/// INVARIANT: `request_line + section <= MAX_HEAD`, `field_line <= section`, none is 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLimits {
-    request_line: usize,
-    field_line: usize,
-    section: usize,
-}
-
-impl HeadLimits {
-    /// nginx's defaults: `large_client_header_buffers 4 8k`.
-    pub const DEFAULT: HeadLimits = HeadLimits {
-        request_line: MAX_REQUEST_LINE,
-        field_line: MAX_REQUEST_LINE,
-        section: MAX_HEADER_SECTION,
-    };
-
-    /// Limits for a request line of at most `request_line` bytes (→ 414), field lines of at
-    /// most `field_line` bytes and a header section of at most `section` bytes (→ 431); each
-    /// counted with its line terminators. `None` when they break the invariant.
-    pub fn new(request_line: usize, field_line: usize, section: usize) -> Option<HeadLimits> {
-        let ok = request_line > 0
-            && field_line > 0
-            && field_line <= section
-            && request_line.checked_add(section)? <= MAX_HEAD;
-        ok.then_some(HeadLimits {
-            request_line,
-            field_line,
-            section,
-        })
-    }
-
-    pub fn request_line(&self) -> usize {
-        self.request_line
-    }
-
-    pub fn field_line(&self) -> usize {
-        self.field_line
-    }
-
-    pub fn section(&self) -> usize {
-        self.section
-    }
-}
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        HeadLimits::DEFAULT
-    }
-}
+mod limits;
+pub use limits::{HeadLimits, MAX_HEAD, MAX_HEADER_SECTION, MAX_REQUEST_LINE};
 
 /// Outcome of a parse step that did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -554,7 +493,7 @@ impl HeadParser {
         if self.phase == Phase::RequestLine {
             loop {
                 // Never look past the limit: a request line that long is refused anyway.
-                let max_line = self.limits.request_line;
+                let max_line = self.limits.request_line();
                 let view = &buf[self.line_start.min(max_line)..buf.len().min(max_line)];
                 let Some(lf) = find_byte(view, b'\n') else {
                     self.scanned = buf.len();
@@ -584,7 +523,7 @@ impl HeadParser {
         }
         // Never look past the limit: a field line ending beyond it is refused anyway (and
         // every offset within it fits a u16).
-        let view = &buf[..buf.len().min(self.fields_start + self.limits.section)];
+        let view = &buf[..buf.len().min(self.fields_start + self.limits.section())];
         loop {
             match parse_field_line(view, self.line_start)? {
                 Line::Incomplete => {
@@ -596,7 +535,7 @@ impl HeadParser {
                 }
                 Line::Field(field, next) => {
                     if self.n_fields == MAX_HEADERS
-                        || next - self.line_start > self.limits.field_line
+                        || next - self.line_start > self.limits.field_line()
                     {
                         return Err(Error::HeadersTooLarge);
                     }
@@ -613,12 +552,12 @@ impl HeadParser {
     fn partial<T>(&self, len: usize) -> Result<Status<T>, Error> {
         match self.phase {
             // The request line (with its terminator) would be at least len + 1 bytes.
-            Phase::RequestLine if len >= self.limits.request_line => Err(Error::UriTooLong),
+            Phase::RequestLine if len >= self.limits.request_line() => Err(Error::UriTooLong),
             // The section needs at least one more byte (the final LF), and so does the
             // field line under way.
             Phase::Fields
-                if len - self.fields_start >= self.limits.section
-                    || len - self.line_start >= self.limits.field_line =>
+                if len - self.fields_start >= self.limits.section()
+                    || len - self.line_start >= self.limits.field_line() =>
             {
                 Err(Error::HeadersTooLarge)
             }
