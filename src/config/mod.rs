@@ -18,7 +18,9 @@
 //!
 //! Departures from nginx, each deliberate: `default_type` is application/octet-stream (nginx's
 //! documented default, not the text/plain of its sample config); `worker_connections` defaults to
-//! 10240; timeouts, logs and `types` are global (http level only); named (`@x`) locations and
+//! 10240; timeouts, logs, `types`, the request-head limits (`client_header_buffer_size`,
+//! `large_client_header_buffers`, `limits.rs`) and `server_tokens` are global (http level only);
+//! a configuration without any `server` is refused; named (`@x`) locations and
 //! regex server names are rejected; `alias` in a regex location is used as the whole path
 //! (no `$1` substitution yet). Variables are expanded only in `cgi_param` values (`template.rs`,
 //! a fixed list); elsewhere, e.g. in a `return` URL, a `$` is literal text.
