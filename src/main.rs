@@ -87,10 +87,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = match webserv::config::load(&args.config, &args.prefix) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("webserv: {e}");
+    // Every diagnostic on its own line in the GNU format (`FILE:LINE:COL: error: …`), which
+    // editors and CI annotators parse; warnings do not stop the server.
+    let cfg = match webserv::config::load_all(&args.config, &args.prefix) {
+        Ok((c, warnings)) => {
+            eprint!("{warnings}");
+            c
+        }
+        Err(diags) => {
+            eprint!("{diags}");
             if args.test {
                 eprintln!(
                     "webserv: configuration file {} test failed",
@@ -129,8 +134,11 @@ fn main() -> ExitCode {
     let watched = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
     if let Err(e) = backends::util::watch_signals(&watched, move |sig| {
         if sig == libc::SIGHUP {
-            match webserv::config::load(&config_path, &prefix) {
-                Ok(cfg) => {
+            match webserv::config::load_all(&config_path, &prefix) {
+                Ok((cfg, warnings)) => {
+                    for w in warnings.iter() {
+                        webserv::warn!("SIGHUP: {w}");
+                    }
                     webserv::notice!("SIGHUP: reloading {}", config_path.display());
                     for what in not_live(&ctl.config(), &cfg) {
                         webserv::warn!(
@@ -139,7 +147,20 @@ fn main() -> ExitCode {
                     }
                     ctl.reload(cfg);
                 }
-                Err(e) => webserv::error!("SIGHUP: {e}; keeping the running configuration"),
+                Err(diags) => {
+                    for d in diags.iter() {
+                        if d.is_error() {
+                            webserv::error!("SIGHUP: {d}");
+                        } else {
+                            webserv::warn!("SIGHUP: {d}");
+                        }
+                    }
+                    let n = diags.iter().filter(|d| d.is_error()).count();
+                    webserv::error!(
+                        "SIGHUP: {} has {n} error(s); keeping the running configuration",
+                        config_path.display()
+                    );
+                }
             }
         } else {
             ctl.stop();

@@ -1,5 +1,7 @@
 //! The config as an operator meets it: `webserv -t` accepts a good file, and every bad file is
-//! refused with `FILE:LINE:COL: message` on stderr; a port already in use stops the server.
+//! refused with `FILE:LINE:COL: error: message` on stderr (every finding, not only the first);
+//! a warning alone does not refuse; a reload with a bad file keeps the running configuration;
+//! a port already in use stops the server.
 
 mod common;
 
@@ -117,10 +119,11 @@ const BAD: &[(&str, &str, &str)] = &[
         "3:39",
     ),
     (
-        "duplicate listen + server_name",
-        "server {\n    listen 127.0.0.1:8080;\n    server_name a.test;\n}\nserver {\n    listen 127.0.0.1:8080;\n    server_name a.test;\n}\n",
-        "7:17",
+        "two default servers on one address",
+        "server {\n    listen 127.0.0.1:8080 default_server;\n}\nserver {\n    listen 127.0.0.1:8080 default_server;\n    server_name b.test;\n}\n",
+        "5:27",
     ),
+    ("no server at all", "http {\n}\n", "1:1"),
 ];
 
 #[test]
@@ -271,6 +274,99 @@ fn debug_traces_each_task() {
                 log.lines().any(|l| re.is_match(l)),
                 "{b}: no `{needle}` line in the --debug trace:\n{log}"
             );
+        }
+    });
+}
+
+/// Issue 13, item 1: `-t` prints every diagnostic in the GNU format, one per line on stderr, in
+/// file order, and exits 1 when any is an error; nothing claims success.
+#[test]
+fn test_mode_lists_every_diagnostic() {
+    let dir = temp_dir();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    let text = "server {\n    listne 127.0.0.1:8080;\n    client_max_body_size 9999999999999m;\n    server_name a.test;\n    location / { allow_methods; }\n}\nserver {\n    server_name a.test;\n}\nkeepalive_timeout 99999999999999999999s;\n";
+    std::fs::write(dir.join("site.conf"), text).unwrap();
+    let out = run(&dir, &["-t", "-c", "site.conf"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let want = [
+        "site.conf:2:5: error: unknown directive \"listne\"",
+        "site.conf:3:26: error: invalid value \"9999999999999m\" in \"client_max_body_size\" directive, the size overflows (more than 2^63 - 1 bytes)",
+        "site.conf:5:18: error: \"allow_methods\" directive names no method, it needs at least one of GET, HEAD, POST, PUT or DELETE",
+        "site.conf:10:19: error: invalid value \"99999999999999999999s\" in \"keepalive_timeout\" directive, the time overflows (more than 2^63 - 1 ms)",
+        "site.conf:8:17: warning: conflicting server name \"a.test\" on 0.0.0.0:80, ignored",
+        "webserv: configuration file site.conf test failed",
+    ];
+    let got: Vec<&str> = stderr.lines().collect();
+    assert_eq!(got, want, "stderr:\n{stderr}");
+    assert_eq!(stdout, "", "a failing test printed on stdout");
+}
+
+/// A warning alone: printed on stderr in the same format, and the test succeeds (exit 0).
+#[test]
+fn test_mode_passes_with_a_warning() {
+    let dir = temp_dir();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    let text = "server { listen 127.0.0.1:8080; server_name a.test; root www; }\nserver { listen 127.0.0.1:8080; server_name a.test; root www; }\n";
+    std::fs::write(dir.join("w.conf"), text).unwrap();
+    let out = run(&dir, &["-t", "-c", "w.conf"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(
+        stderr,
+        "w.conf:2:45: warning: conflicting server name \"a.test\" on 127.0.0.1:8080, ignored\n"
+    );
+    assert!(stdout.contains("test is successful"), "{stdout}");
+}
+
+/// A reload (SIGHUP) with a bad file logs every diagnostic and keeps serving with the running
+/// configuration; a good file afterwards is taken.
+#[test]
+fn reload_with_errors_keeps_the_running_config() {
+    for_each_backend("reload_with_errors_keeps_the_running_config", |b| {
+        let conf = "{BASE}\nserver {\n    listen 127.0.0.1:{PORT};\n    root www;\n}\n";
+        let s = Server::start(b, conf, |d| write_file(d, "www/a.txt", "old"));
+        let path = s.dir.join("webserv.conf");
+        let good = std::fs::read_to_string(&path).unwrap();
+        let bad = good.replace("root www;", "root www;\n    bogus;\n    allow_methods GET;");
+        std::fs::write(&path, &bad).unwrap();
+        s.signal(libc::SIGHUP);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !s.log().contains("keeping the running configuration") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no refusal logged:\n{}",
+                s.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let log = s.log();
+        let p = path.to_string_lossy();
+        for want in [
+            format!("SIGHUP: {p}:14:5: error: unknown directive \"bogus\""),
+            format!("SIGHUP: {p}:15:5: error: \"allow_methods\" directive is not allowed here"),
+            format!("SIGHUP: {p} has 2 error(s); keeping the running configuration"),
+        ] {
+            assert!(log.contains(&want), "log lacks {want:?}:\n{log}");
+        }
+        let r = get(s.port, "/a.txt");
+        assert_eq!((r.status, r.text().as_str()), (200, "old"));
+        // A good file is then taken: the new root answers.
+        write_file(&s.dir, "www2/a.txt", "new");
+        std::fs::write(&path, good.replace("root www;", "root www2;")).unwrap();
+        s.signal(libc::SIGHUP);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let r = get(s.port, "/a.txt");
+            if r.text() == "new" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "reload not taken");
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     });
 }

@@ -893,6 +893,12 @@ fn rows() -> Vec<Row> {
             Keep(200, Some("b")),
         ),
         row(
+            "RFC 9112 §2.3 (one digit each: a two-digit minor is 400; nginx takes it)",
+            "HTTP/1.10",
+            b"GET / HTTP/1.10\r\nHost: a.test\r\n\r\n",
+            Reject(400),
+        ),
+        row(
             "RFC 9112 §2.3 (HTTP-name is case-sensitive)",
             "http/1.1 lower-case",
             b"GET / http/1.1\r\nHost: a.test\r\n\r\n",

@@ -12,7 +12,8 @@ use std::time::Duration;
 use regex_lite::Regex;
 
 use super::directives::{self, Ctx, EVENTS, HTTP, LOCATION, MAIN, SERVER};
-use super::error::ConfigError;
+use super::error::{ConfigError, Diagnostics, Pos};
+use super::limits::HeadBuffers;
 use super::listen;
 use super::model::{
     BackendChoice, Config, DocRoot, ErrorLog, Listen, Location, LocationTree, LogLevel, Methods,
@@ -52,6 +53,8 @@ struct RawLocation {
 struct Builder<'a> {
     prefix: &'a Path,
     g: Globals,
+    /// Every finding so far; a directive with an error is left out and the next one read.
+    diags: &'a mut Diagnostics,
 }
 
 /// Values collected at main/http level, `None` until set.
@@ -69,19 +72,44 @@ struct Globals {
     send: Option<Duration>,
     keepalive: Option<Duration>,
     keepalive_requests: Option<u32>,
+    head_buffers: HeadBuffers,
+    server_tokens: Option<bool>,
     seen_http: bool,
     seen_events: bool,
     http: Settings,
     servers: Vec<RawServer>,
 }
 
-/// Builds the resolved config from a parsed tree.
-pub fn build(tree: &[Directive], prefix: &Path) -> Result<Config, ConfigError> {
+/// Builds the resolved config from a parsed tree of the main file `file`. Every finding goes
+/// to `diags`; `None` when the configuration cannot be built at all. (The caller refuses any
+/// result when `diags` holds an error.)
+pub fn build(
+    tree: &[Directive],
+    file: &str,
+    prefix: &Path,
+    diags: &mut Diagnostics,
+) -> Option<Config> {
     let mut b = Builder {
         prefix,
         g: Globals::default(),
+        diags,
     };
-    b.block(tree, MAIN | HTTP)?;
+    b.block(tree, MAIN | HTTP);
+    if b.g.servers.is_empty() {
+        // nginx starts and listens nowhere; a server that serves nothing is a mistake.
+        let at = tree
+            .first()
+            .map(|d| d.name.pos)
+            .unwrap_or(Pos { line: 1, col: 1 });
+        let at_file = tree.first().map_or(file, |d| &d.name.file);
+        let e = ConfigError::new(
+            at_file,
+            at,
+            "no \"server\" block: the configuration serves nothing",
+        );
+        b.diags.push(e);
+        return None;
+    }
     b.finish()
 }
 
@@ -124,7 +152,7 @@ fn set_once<T>(slot: &mut Option<T>, v: T, d: &Directive) -> Result<(), ConfigEr
 }
 
 fn time_arg(d: &Directive) -> Result<Duration, ConfigError> {
-    values::time(&d.args[0].text).ok_or_else(|| bad_value(d, 0, ""))
+    values::time_or(&d.args[0].text).map_err(|b| bad_value(d, 0, &b.hint("time")))
 }
 
 /// `return CODE [TEXT|URL]` or `return URL` (302), per ngx_http_rewrite_module.
@@ -152,8 +180,15 @@ fn parse_return(d: &Directive) -> Result<Return, ConfigError> {
 
 impl Builder<'_> {
     /// Main / http / events level.
-    fn block(&mut self, ds: &[Directive], ctx: Ctx) -> Result<(), ConfigError> {
+    fn block(&mut self, ds: &[Directive], ctx: Ctx) {
         for d in ds {
+            let r = self.main_directive(d, ctx);
+            self.diags.take(r);
+        }
+    }
+
+    fn main_directive(&mut self, d: &Directive, ctx: Ctx) -> Result<(), ConfigError> {
+        {
             check(d, ctx)?;
             let arg = |i: usize| d.args[i].text.as_str();
             match d.name.text.as_str() {
@@ -162,14 +197,14 @@ impl Builder<'_> {
                         return Err(d.name.err("\"http\" directive is duplicate"));
                     }
                     self.g.seen_http = true;
-                    self.block(d.block.as_deref().unwrap_or_default(), HTTP)?;
+                    self.block(d.block.as_deref().unwrap_or_default(), HTTP);
                 }
                 "events" => {
                     if self.g.seen_events {
                         return Err(d.name.err("\"events\" directive is duplicate"));
                     }
                     self.g.seen_events = true;
-                    self.block(d.block.as_deref().unwrap_or_default(), EVENTS)?;
+                    self.block(d.block.as_deref().unwrap_or_default(), EVENTS);
                 }
                 "backend" => {
                     let v = match arg(0) {
@@ -239,8 +274,16 @@ impl Builder<'_> {
                         .ok_or_else(|| bad_value(d, 0, ""))?;
                     set_once(&mut self.g.keepalive_requests, v, d)?;
                 }
+                "client_header_buffer_size" | "large_client_header_buffers" => {
+                    self.g.head_buffers.apply(d)?;
+                }
+                "server_tokens" => {
+                    let v = values::flag(arg(0))
+                        .ok_or_else(|| bad_value(d, 0, ", it must be \"on\" or \"off\""))?;
+                    set_once(&mut self.g.server_tokens, v, d)?;
+                }
                 "server" => {
-                    let s = self.server(d)?;
+                    let s = self.server(d);
                     self.g.servers.push(s);
                 }
                 _ => {
@@ -275,7 +318,8 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn server(&mut self, d: &Directive) -> Result<RawServer, ConfigError> {
+    /// A server block; its directives' errors are recorded and the server kept without them.
+    fn server(&mut self, d: &Directive) -> RawServer {
         let mut s = RawServer {
             decl: d.name.clone(),
             listens: Vec::new(),
@@ -285,6 +329,16 @@ impl Builder<'_> {
             locations: Vec::new(),
         };
         for c in d.block.as_deref().unwrap_or_default() {
+            let r = self.server_directive(&mut s, c);
+            self.diags.take(r);
+        }
+        let r = route::check_siblings(s.locations.iter().map(|l| (l.modifier, &l.pattern)));
+        self.diags.take(r);
+        s
+    }
+
+    fn server_directive(&mut self, s: &mut RawServer, c: &Directive) -> Result<(), ConfigError> {
+        {
             check(c, SERVER)?;
             match c.name.text.as_str() {
                 "listen" => {
@@ -330,8 +384,7 @@ impl Builder<'_> {
                 }
             }
         }
-        route::check_siblings(s.locations.iter().map(|l| (l.modifier, &l.pattern)))?;
-        Ok(s)
+        Ok(())
     }
 
     fn location(
@@ -401,6 +454,21 @@ impl Builder<'_> {
             children: Vec::new(),
         };
         for c in d.block.as_deref().unwrap_or_default() {
+            let r = self.location_directive(&mut loc, is_regex, c);
+            self.diags.take(r);
+        }
+        let r = route::check_siblings(loc.children.iter().map(|l| (l.modifier, &l.pattern)));
+        self.diags.take(r);
+        Ok(loc)
+    }
+
+    fn location_directive(
+        &mut self,
+        loc: &mut RawLocation,
+        is_regex: bool,
+        c: &Directive,
+    ) -> Result<(), ConfigError> {
+        {
             check(c, LOCATION)?;
             match c.name.text.as_str() {
                 "location" => {
@@ -410,6 +478,12 @@ impl Builder<'_> {
                 "allow_methods" => {
                     if loc.allow_methods.is_some() {
                         return Err(c.name.err("\"allow_methods\" directive is duplicate"));
+                    }
+                    if c.args.is_empty() {
+                        return Err(c.name.err(
+                            "\"allow_methods\" directive names no method, it needs at least one \
+                             of GET, HEAD, POST, PUT or DELETE",
+                        ));
                     }
                     let mut m = Methods::default();
                     for (i, a) in c.args.iter().enumerate() {
@@ -446,11 +520,11 @@ impl Builder<'_> {
                 }
             }
         }
-        route::check_siblings(loc.children.iter().map(|l| (l.modifier, &l.pattern)))?;
-        Ok(loc)
+        Ok(())
     }
 
-    fn finish(self) -> Result<Config, ConfigError> {
+    fn finish(self) -> Option<Config> {
+        let head_limits = self.g.head_buffers.limits(self.diags);
         let prefix = self.prefix;
         let mut http = self.g.http;
         // The bottom of the inheritance chain: nginx's compiled-in defaults.
@@ -518,7 +592,7 @@ impl Builder<'_> {
                 tree,
             });
         }
-        let addrs = vhost::address_tables(&raws)?;
+        let addrs = vhost::address_tables(&raws, self.diags);
         let types = self.g.types.unwrap_or_else(|| {
             // nginx's built-in map when no `types` block is given.
             [
@@ -530,7 +604,7 @@ impl Builder<'_> {
             .map(|(e, t)| (e.to_string(), t.to_string()))
             .collect()
         });
-        Ok(Config {
+        Some(Config {
             prefix: prefix.to_path_buf(),
             backend: self.g.backend.unwrap_or(BackendChoice::Auto),
             workers: self.g.workers.unwrap_or(Workers::Count(1)),
@@ -555,6 +629,8 @@ impl Builder<'_> {
                 .default_type
                 .unwrap_or_else(|| "application/octet-stream".to_string()),
             types,
+            head_limits,
+            server_tokens: self.g.server_tokens.unwrap_or(false),
             servers,
             addrs,
         })

@@ -145,26 +145,26 @@ fn values_quoted_braced_and_unquoted() {
 fn errors_point_at_the_name_or_the_variable() {
     let cases = [
         // Name: letters, digits, `_`, not starting with a digit.
-        ("cgi_param 1A x;", "t.conf:1:11: invalid value \"1A\" in \"cgi_param\" directive, a name is letters, digits and \"_\", not starting with a digit"),
-        ("server { cgi_param A-B x; }", "t.conf:1:20: invalid value \"A-B\" in \"cgi_param\" directive"),
-        ("cgi_param \"\" x;", "t.conf:1:11: invalid value \"\" in \"cgi_param\" directive"),
-        ("cgi_param É x;", "t.conf:1:11: invalid value \"É\" in \"cgi_param\" directive"),
-        ("cgi_param \"A B\" x;", "t.conf:1:11: invalid value \"A B\" in \"cgi_param\" directive"),
+        ("cgi_param 1A x;", "t.conf:1:11: error: invalid value \"1A\" in \"cgi_param\" directive, a name is letters, digits and \"_\", not starting with a digit"),
+        ("server { cgi_param A-B x; }", "t.conf:1:20: error: invalid value \"A-B\" in \"cgi_param\" directive"),
+        ("cgi_param \"\" x;", "t.conf:1:11: error: invalid value \"\" in \"cgi_param\" directive"),
+        ("cgi_param É x;", "t.conf:1:11: error: invalid value \"É\" in \"cgi_param\" directive"),
+        ("cgi_param \"A B\" x;", "t.conf:1:11: error: invalid value \"A B\" in \"cgi_param\" directive"),
         // Variables: the column is the `$`'s (inside quotes too).
-        ("cgi_param X $nope;", "t.conf:1:13: unknown \"nope\" variable in \"cgi_param\" directive"),
-        ("server {\n  location / {\n    cgi_param X a$uri$nope;\n  }\n}", "t.conf:3:22: unknown \"nope\" variable in \"cgi_param\" directive"),
-        ("cgi_param X \"a b $uri ${nope}\";", "t.conf:1:23: unknown \"nope\" variable in \"cgi_param\" directive"),
-        ("cgi_param X ${nope};", "t.conf:1:13: unknown \"nope\" variable in \"cgi_param\" directive"),
-        ("cgi_param X a${uri;", "t.conf:1:14: the closing bracket in \"uri\" variable is missing in \"cgi_param\" directive"),
-        ("cgi_param X 'cost: 5$';", "t.conf:1:21: invalid variable name in \"cgi_param\" directive"),
-        ("cgi_param X $1;", "t.conf:1:13: regex captures like \"$1\" are not supported in \"cgi_param\" directive"),
+        ("cgi_param X $nope;", "t.conf:1:13: error: unknown \"nope\" variable in \"cgi_param\" directive"),
+        ("server {\n  location / {\n    cgi_param X a$uri$nope;\n  }\n}", "t.conf:3:22: error: unknown \"nope\" variable in \"cgi_param\" directive"),
+        ("cgi_param X \"a b $uri ${nope}\";", "t.conf:1:23: error: unknown \"nope\" variable in \"cgi_param\" directive"),
+        ("cgi_param X ${nope};", "t.conf:1:13: error: unknown \"nope\" variable in \"cgi_param\" directive"),
+        ("cgi_param X a${uri;", "t.conf:1:14: error: the closing bracket in \"uri\" variable is missing in \"cgi_param\" directive"),
+        ("cgi_param X 'cost: 5$';", "t.conf:1:21: error: invalid variable name in \"cgi_param\" directive"),
+        ("cgi_param X $1;", "t.conf:1:13: error: regex captures like \"$1\" are not supported in \"cgi_param\" directive"),
         // An escape before the `$` moves it in the source: the word's start is reported.
-        ("cgi_param X \"\\\"$nope\";", "t.conf:1:13: unknown \"nope\" variable in \"cgi_param\" directive"),
+        ("cgi_param X \"\\\"$nope\";", "t.conf:1:13: error: unknown \"nope\" variable in \"cgi_param\" directive"),
         // Shape.
-        ("cgi_param A;", "t.conf:1:1: invalid number of arguments in \"cgi_param\" directive"),
-        ("cgi_param A b c d;", "t.conf:1:1: invalid number of arguments in \"cgi_param\" directive"),
-        ("cgi_param A b if_empty;", "t.conf:1:15: invalid value \"if_empty\" in \"cgi_param\" directive, it must be \"if_not_empty\""),
-        ("events { cgi_param A b; }", "t.conf:1:10: \"cgi_param\" directive is not allowed here"),
+        ("cgi_param A;", "t.conf:1:1: error: invalid number of arguments in \"cgi_param\" directive"),
+        ("cgi_param A b c d;", "t.conf:1:1: error: invalid number of arguments in \"cgi_param\" directive"),
+        ("cgi_param A b if_empty;", "t.conf:1:15: error: invalid value \"if_empty\" in \"cgi_param\" directive, it must be \"if_not_empty\""),
+        ("events { cgi_param A b; }", "t.conf:1:10: error: \"cgi_param\" directive is not allowed here"),
     ];
     for (text, want) in cases {
         let err = parse_str(text, "t.conf", Path::new(PREFIX)).expect_err(text);

@@ -66,6 +66,12 @@ pub static SPECS: &[Spec] = &[
     // nginx's optional second argument (the Keep-Alive header's timeout) is accepted, ignored.
     d("keepalive_timeout", HTTP, 1, 2),
     d("keepalive_requests", HTTP, 1, 1),
+    // Request-head limits (nginx: http and server; global here, as the head is read before
+    // the server is known).
+    d("client_header_buffer_size", HTTP, 1, 1),
+    d("large_client_header_buffers", HTTP, 2, 2),
+    // nginx: http, server, location; global here.
+    d("server_tokens", HTTP, 1, 1),
     // inherited http → server → location
     d("root", HSL, 1, 1),
     d("index", HSL, 1, ANY),
@@ -86,7 +92,8 @@ pub static SPECS: &[Spec] = &[
     b("location", SERVER | LOCATION, 1, 2),
     // location
     d("alias", LOCATION, 1, 1),
-    d("allow_methods", LOCATION, 1, ANY),
+    // No argument is refused by the builder with its own message.
+    d("allow_methods", LOCATION, 0, ANY),
     d("status", LOCATION, 0, 0),
     // Expanded by tree.rs before this table is consulted; listed so `include x { }` gets the
     // "not terminated" error rather than "unknown directive".

@@ -14,7 +14,11 @@
 //!   `"a"b` with "unexpected ..."), so two tokens never touch;
 //! - a backslash escapes the next character in both kinds of word: `\"`, `\'` and `\\` drop the
 //!   backslash, `\t` `\r` `\n` become the control character, and any other pair is kept as is so
-//!   regexes like `\.php$` survive unquoted or quoted.
+//!   regexes like `\.php$` survive unquoted or quoted;
+//! - a token is at most [`MAX_TOKEN`] bytes (nginx's 4 KiB parameter buffer: "too long
+//!   parameter"), reported as an error at the token, and reading goes on;
+//! - a NUL byte anywhere is an error at its position (a binary or corrupt file), and reading
+//!   stops there.
 //!
 //! Each token is recognised with a small `nom` parser; the driving loop owns position tracking
 //! (offset → line/column through a table of line starts) and turns a parser failure into a
@@ -28,7 +32,10 @@ use nom::multi::many1_count;
 use nom::sequence::{delimited, preceded};
 use nom::{IResult, Parser};
 
-use super::error::{ConfigError, Pos};
+use super::error::{ConfigError, Diagnostics, Pos};
+
+/// Longest token, in bytes after unescaping (nginx's `NGX_CONF_BUFFER`).
+pub const MAX_TOKEN: usize = 4096;
 
 /// What a token is. Quoted words are `Word` with `quoted == true`: a quoted `"{"` is a word,
 /// never a block opener.
@@ -173,9 +180,34 @@ impl<'a> Lines<'a> {
 }
 
 /// Splits `text` into tokens. `file` only labels errors. Also returns the end-of-input position,
-/// which "unexpected end of file" errors point at.
-pub fn tokenize(text: &str, file: &str) -> Result<(Vec<Token>, Pos), ConfigError> {
+/// which "unexpected end of file" errors point at. Errors after which the token stream still
+/// has a meaning (an overlong token) go to `diags`; the others are returned.
+pub fn tokenize(
+    text: &str,
+    file: &str,
+    diags: &mut Diagnostics,
+) -> Result<(Vec<Token>, Pos), ConfigError> {
     let mut lines = Lines::new(text);
+    if let Some(nul) = text.find('\0') {
+        let at = lines.pos(nul);
+        return Err(ConfigError::new(
+            file,
+            at,
+            "NUL byte in the configuration (a binary or corrupt file?)",
+        ));
+    }
+    let mut too_long = |t: &Token| {
+        if t.text.len() > MAX_TOKEN {
+            diags.push(ConfigError::new(
+                file,
+                t.pos,
+                format!(
+                    "too long token ({} bytes, at most {MAX_TOKEN})",
+                    t.text.len()
+                ),
+            ));
+        }
+    };
     let offset = |rest: &str| text.len() - rest.len();
     let mut tokens = Vec::new();
     let mut rest = text;
@@ -210,24 +242,28 @@ pub fn tokenize(text: &str, file: &str) -> Result<(Vec<Token>, Pos), ConfigError
                     ));
                 }
             }
-            tokens.push(Token {
+            let t = Token {
                 kind: TokenKind::Word,
                 text: unescape(raw),
                 quoted: true,
                 pos,
-            });
+            };
+            too_long(&t);
+            tokens.push(t);
             rest = r;
         } else {
             // Cannot fail: `rest` is non-empty and does not start with whitespace, `#`,
             // punctuation or a quote, so at least one char matches.
             let (r, raw) =
                 bare(rest).map_err(|_| ConfigError::new(file, pos, "unexpected character"))?;
-            tokens.push(Token {
+            let t = Token {
                 kind: TokenKind::Word,
                 text: unescape(raw),
                 quoted: false,
                 pos,
-            });
+            };
+            too_long(&t);
+            tokens.push(t);
             rest = r;
         }
     }
@@ -238,7 +274,7 @@ mod tests {
     use super::*;
 
     fn words(text: &str) -> Vec<(String, u32, u32)> {
-        tokenize(text, "t")
+        tokenize(text, "t", &mut Diagnostics::default())
             .unwrap()
             .0
             .into_iter()
@@ -315,7 +351,7 @@ mod tests {
 
     #[test]
     fn quoted_flag_and_kinds() {
-        let (toks, _) = tokenize("\"{\" { ; }", "t").unwrap();
+        let (toks, _) = tokenize("\"{\" { ; }", "t", &mut Diagnostics::default()).unwrap();
         let kinds: Vec<_> = toks.iter().map(|t| (t.kind, t.quoted)).collect();
         assert_eq!(
             kinds,
@@ -333,23 +369,34 @@ mod tests {
         let cases = [
             (
                 "x \"abc",
-                "t:1:3: unexpected end of file, expecting closing quote",
+                "t:1:3: error: unexpected end of file, expecting closing quote",
             ),
             (
                 "\n 'a\\'",
-                "t:2:2: unexpected end of file, expecting closing quote",
+                "t:2:2: error: unexpected end of file, expecting closing quote",
             ),
-            ("\"a\"b;", "t:1:4: unexpected \"b\" after closing quote"),
-            ("'it''s';", "t:1:5: unexpected \"'\" after closing quote"),
+            (
+                "\"a\"b;",
+                "t:1:4: error: unexpected \"b\" after closing quote",
+            ),
+            (
+                "'it''s';",
+                "t:1:5: error: unexpected \"'\" after closing quote",
+            ),
         ];
         for (text, want) in cases {
-            let err = tokenize(text, "t").unwrap_err();
+            let err = tokenize(text, "t", &mut Diagnostics::default()).unwrap_err();
             assert_eq!(err.to_string(), want, "input {text:?}");
         }
     }
 
     #[test]
     fn end_position() {
-        assert_eq!(tokenize("a;\nbc", "t").unwrap().1, Pos { line: 2, col: 3 });
+        assert_eq!(
+            tokenize("a;\nbc", "t", &mut Diagnostics::default())
+                .unwrap()
+                .1,
+            Pos { line: 2, col: 3 }
+        );
     }
 }

@@ -12,12 +12,15 @@
 //! routing tables are prebuilt, so the request path never walks parents or re-parses anything.
 //!
 //! The `http { }` wrapper is optional: its directives may stand at the top level. `include GLOB`
-//! works anywhere and is relative to the including file's directory. Loading stops at the first
-//! error, reported as `FILE:LINE:COL: message` at the offending token.
+//! works anywhere and is relative to the including file's directory. Every finding is reported
+//! as `FILE:LINE:COL: error: message` (or `warning:`) at the offending token (`error.rs`);
+//! loading goes on after an error where it can, so [`load_all`] returns every diagnostic.
 //!
 //! Departures from nginx, each deliberate: `default_type` is application/octet-stream (nginx's
 //! documented default, not the text/plain of its sample config); `worker_connections` defaults to
-//! 10240; timeouts, logs and `types` are global (http level only); named (`@x`) locations and
+//! 10240; timeouts, logs, `types`, the request-head limits (`client_header_buffer_size`,
+//! `large_client_header_buffers`, `limits.rs`) and `server_tokens` are global (http level only);
+//! a configuration without any `server` is refused; named (`@x`) locations and
 //! regex server names are rejected; `alias` in a regex location is used as the whole path
 //! (no `$1` substitution yet). Variables are expanded only in `cgi_param` values (`template.rs`,
 //! a fixed list); elsewhere, e.g. in a `return` URL, a `$` is literal text.
@@ -27,6 +30,7 @@ mod directives;
 mod error;
 mod include;
 mod lexer;
+mod limits;
 mod listen;
 mod mime;
 mod model;
@@ -40,12 +44,14 @@ mod vhost;
 #[cfg(test)]
 mod cgi_param_tests;
 #[cfg(test)]
+mod diagnostics_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
 
 pub use build::DEFAULT_WORKER_CONNECTIONS;
-pub use error::{ConfigError, Pos};
+pub use error::{ConfigError, Diagnostics, Pos, Severity};
 pub use model::{
     AddrServers, BackendChoice, Cgi, CgiParam, Config, DocRoot, ErrorLog, ErrorPage,
     ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, Return, Server, ServerName,
@@ -55,29 +61,98 @@ pub use settings::{DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE};
 pub use template::{Piece, Template, TemplateError, Variable, VARIABLES};
 pub use vhost::normalize_host;
 
+/// A loaded configuration and the warnings found on the way.
+pub type Loaded = (Config, Diagnostics);
+
 /// Reads and resolves the config file at `path`; relative paths in it resolve against `prefix`
-/// (includes against the including file's directory).
+/// (includes against the including file's directory). On failure, the first error.
 pub fn load(path: &Path, prefix: &Path) -> Result<Config, ConfigError> {
+    load_all(path, prefix).map(|(c, _)| c).map_err(first)
+}
+
+/// As [`load`], with every diagnostic: `Ok` carries the warnings, `Err` every error and
+/// warning in the order found (at least one error).
+pub fn load_all(path: &Path, prefix: &Path) -> Result<Loaded, Diagnostics> {
     let name = path.to_string_lossy();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(
-            &name,
-            Pos::default(),
-            format!("cannot read config file: {e}"),
-        )
+    let mut diags = Diagnostics::default();
+    let text = read_text(path, &name, Pos::default()).map_err(|e| {
+        diags.push(e);
+        diags.clone()
     })?;
     let dir = path.parent().unwrap_or(Path::new(""));
-    let tree = tree::parse(&text, &name, dir)?;
-    build::build(&tree, prefix)
+    resolve_all(&text, &name, dir, prefix, diags)
 }
 
 /// Resolves config `text`; `file_name` labels errors and its directory anchors `include`
-/// (when it has none, `prefix` does).
+/// (when it has none, `prefix` does). On failure, the first error.
 pub fn parse_str(text: &str, file_name: &str, prefix: &Path) -> Result<Config, ConfigError> {
+    parse_str_all(text, file_name, prefix)
+        .map(|(c, _)| c)
+        .map_err(first)
+}
+
+/// As [`parse_str`], with every diagnostic (see [`load_all`]).
+pub fn parse_str_all(text: &str, file_name: &str, prefix: &Path) -> Result<Loaded, Diagnostics> {
     let dir = match Path::new(file_name).parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => prefix,
     };
-    let tree = tree::parse(text, file_name, dir)?;
-    build::build(&tree, prefix)
+    resolve_all(text, file_name, dir, prefix, Diagnostics::default())
+}
+
+fn resolve_all(
+    text: &str,
+    name: &str,
+    dir: &Path,
+    prefix: &Path,
+    mut diags: Diagnostics,
+) -> Result<Loaded, Diagnostics> {
+    let tree = tree::parse(text, name, dir, &mut diags);
+    let config = match tree {
+        Ok(tree) => build::build(&tree, name, prefix, &mut diags),
+        Err(e) => {
+            diags.push(e);
+            None
+        }
+    };
+    match config {
+        Some(c) if !diags.has_errors() => Ok((c, diags)),
+        _ => Err(diags),
+    }
+}
+
+fn first(d: Diagnostics) -> ConfigError {
+    d.first_error()
+        .cloned()
+        .unwrap_or_else(|| ConfigError::new("", Pos::default(), "invalid configuration"))
+}
+
+/// A config file's text. A file that is not UTF-8 is refused at the first bad byte (nginx
+/// reads bytes, but every name and value this server uses is text); `at` is where the file is
+/// named (an `include`), for a file that cannot be read at all.
+pub(crate) fn read_text(path: &Path, named_in: &str, at: Pos) -> Result<String, ConfigError> {
+    let label = path.to_string_lossy();
+    let bytes = std::fs::read(path).map_err(|e| {
+        if at == Pos::default() {
+            ConfigError::new(&label, at, format!("cannot read config file: {e}"))
+        } else {
+            ConfigError::new(
+                named_in,
+                at,
+                format!("cannot read \"{}\": {e}", path.display()),
+            )
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        // Safe: `good` is the valid prefix.
+        let good = std::str::from_utf8(good).unwrap_or_default();
+        let line = good.matches('\n').count() as u32 + 1;
+        let col = good.rsplit('\n').next().unwrap_or("").chars().count() as u32 + 1;
+        ConfigError::new(
+            &label,
+            Pos { line, col },
+            "invalid UTF-8 byte in the configuration",
+        )
+    })
 }

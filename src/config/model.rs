@@ -81,6 +81,11 @@ pub struct Config {
     pub default_type: String,
     /// Lower-case extension (no dot) → MIME type, from `types { }` blocks.
     pub types: HashMap<String, String>,
+    /// `client_header_buffer_size` and `large_client_header_buffers`: the request-head
+    /// limits (414 / 431).
+    pub head_limits: crate::http::request::HeadLimits,
+    /// `server_tokens`: the version in the `Server` header and error pages (default off).
+    pub server_tokens: bool,
     /// In file order.
     pub servers: Vec<Server>,
     /// One entry per distinct listen address, with its servers and routing tables.

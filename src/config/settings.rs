@@ -142,11 +142,11 @@ impl Settings {
                 set_once(&mut self.disable_symlinks, v, d)?;
             }
             "client_max_body_size" => {
-                let v = values::size(arg(0)).ok_or_else(|| bad_value(d, 0, ""))?;
+                let v = values::size_or(arg(0)).map_err(|b| bad_value(d, 0, &b.hint("size")))?;
                 set_once(&mut self.client_max_body_size, v, d)?;
             }
             "cgi_timeout" => {
-                let v = values::time(arg(0)).ok_or_else(|| bad_value(d, 0, ""))?;
+                let v = values::time_or(arg(0)).map_err(|b| bad_value(d, 0, &b.hint("time")))?;
                 set_once(&mut self.cgi_timeout, v, d)?;
             }
             "upload_store" => set_once(&mut self.upload_store, resolve(prefix, arg(0)), d)?,

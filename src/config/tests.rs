@@ -20,49 +20,46 @@ fn sa(s: &str) -> SocketAddr {
 #[test]
 fn errors_point_at_the_token() {
     let cases = [
-        ("foo;", "t.conf:1:1: unknown directive \"foo\""),
-        ("server { listen 80; }\nlisten 81;", "t.conf:2:1: \"listen\" directive is not allowed here"),
-        ("http { backend epoll; }", "t.conf:1:8: \"backend\" directive is not allowed here"),
-        ("server { alias /x; }", "t.conf:1:10: \"alias\" directive is not allowed here"),
-        ("root;", "t.conf:1:1: invalid number of arguments in \"root\" directive"),
-        ("root a b;", "t.conf:1:1: invalid number of arguments in \"root\" directive"),
-        ("server { status; }", "t.conf:1:10: \"status\" directive is not allowed here"),
-        ("server { location / { status x; } }", "t.conf:1:23: invalid number of arguments in \"status\" directive"),
-        ("server;", "t.conf:1:1: directive \"server\" has no opening \"{\""),
-        ("root /x { }", "t.conf:1:1: directive \"root\" is not terminated by \";\""),
-        ("client_max_body_size 1x;", "t.conf:1:22: invalid value \"1x\" in \"client_max_body_size\" directive"),
-        ("keepalive_timeout 5y;", "t.conf:1:19: invalid value \"5y\" in \"keepalive_timeout\" directive"),
-        ("autoindex yes;", "t.conf:1:11: invalid value \"yes\" in \"autoindex\" directive, it must be \"on\" or \"off\""),
-        ("server {\n  listen 99999;\n}", "t.conf:2:10: invalid port in \"99999\""),
-        ("server { listen 80 ssl; }", "t.conf:1:20: invalid parameter \"ssl\""),
-        ("server { location / { allow_methods GET PATCH; } }", "t.conf:1:41: invalid value \"PATCH\" in \"allow_methods\" directive, it must be GET, HEAD, POST, PUT or DELETE"),
-        ("server { return 1000; }", "t.conf:1:17: invalid value \"1000\" in \"return\" directive"),
-        ("server { return /x; }", "t.conf:1:17: invalid return code \"/x\""),
-        ("error_page 200 /x;", "t.conf:1:12: invalid value \"200\" in \"error_page\" directive, it must be between 300 and 599"),
-        ("error_page 404 =9 /x;", "t.conf:1:16: invalid value \"=9\" in \"error_page\" directive"),
-        ("backend io;", "t.conf:1:9: invalid value \"io\" in \"backend\" directive, it must be \"auto\", \"uring\", \"epoll\" or \"kqueue\""),
-        ("workers 0;", "t.conf:1:9: invalid value \"0\" in \"workers\" directive"),
-        ("error_log x.log loud;", "t.conf:1:17: invalid value \"loud\" in \"error_log\" directive"),
-        ("root /a;\nroot /b;", "t.conf:2:1: \"root\" directive is duplicate"),
-        ("server { location / { root /a; alias /b; } }", "t.conf:1:32: \"alias\" directive is duplicate, \"root\" directive was specified earlier"),
-        ("server { location ~ \"(\" { } }", "t.conf:1:21: invalid regex \"(\": "),
-        ("server { location ! /x { } }", "t.conf:1:19: invalid location modifier \"!\""),
-        ("server { location /a { location /b { } } }", "t.conf:1:33: location \"/b\" is outside location \"/a\""),
-        ("server { location = /a { location /a/b { } } }", "t.conf:1:35: location \"/a/b\" cannot be inside the exact location \"/a\""),
-        ("server { location /a { } location ^~ /a { } }", "t.conf:1:38: duplicate location \"/a\""),
-        ("server { listen 80; server_name a; }\nserver { listen 80; server_name b A; }", "t.conf:2:35: conflicting server name \"a\" on 0.0.0.0:80"),
-        ("server { listen 80; }\nserver { listen 80; }", "t.conf:2:1: conflicting server name \"\" on 0.0.0.0:80"),
-        ("server { listen 80 default_server; server_name a; }\nserver { listen 80 default_server; server_name b; }", "t.conf:2:20: a duplicate default server for 0.0.0.0:80"),
-        ("server { listen 80; listen *:80; }", "t.conf:1:28: duplicate listen 0.0.0.0:80"),
-        ("server { server_name ~^x; }", "t.conf:1:22: regex server names are not supported: \"~^x\""),
-        ("types { text/html; }", "t.conf:1:9: no extensions for type \"text/html\""),
-        ("cgi py;", "t.conf:1:5: invalid value \"py\" in \"cgi\" directive, it must look like \".py\""),
-        ("http { } http { }", "t.conf:1:10: \"http\" directive is duplicate"),
-        ("server {\n  root /x\n}", "t.conf:3:1: unexpected \"}\""),
-        ("server {\n", "t.conf:2:1: unexpected end of file, expecting \"}\""),
-        ("server { include x { } }", "t.conf:1:10: directive \"include\" is not terminated by \";\""),
-        ("server { listen 80; server_name *.a.com; }\nserver { listen 80; server_name *.A.com; }", "t.conf:2:33: conflicting server name \"*.a.com\" on 0.0.0.0:80"),
-        ("include nope.conf;", "t.conf:1:9: cannot open included file \"/srv/nope.conf\": no such file"),
+        ("foo;", "t.conf:1:1: error: unknown directive \"foo\""),
+        ("server { listen 80; }\nlisten 81;", "t.conf:2:1: error: \"listen\" directive is not allowed here"),
+        ("http { backend epoll; }", "t.conf:1:8: error: \"backend\" directive is not allowed here"),
+        ("server { alias /x; }", "t.conf:1:10: error: \"alias\" directive is not allowed here"),
+        ("root;", "t.conf:1:1: error: invalid number of arguments in \"root\" directive"),
+        ("root a b;", "t.conf:1:1: error: invalid number of arguments in \"root\" directive"),
+        ("server { status; }", "t.conf:1:10: error: \"status\" directive is not allowed here"),
+        ("server { location / { status x; } }", "t.conf:1:23: error: invalid number of arguments in \"status\" directive"),
+        ("server;", "t.conf:1:1: error: directive \"server\" has no opening \"{\""),
+        ("root /x { }", "t.conf:1:1: error: directive \"root\" is not terminated by \";\""),
+        ("client_max_body_size 1x;", "t.conf:1:22: error: invalid value \"1x\" in \"client_max_body_size\" directive"),
+        ("keepalive_timeout 5y;", "t.conf:1:19: error: invalid value \"5y\" in \"keepalive_timeout\" directive"),
+        ("autoindex yes;", "t.conf:1:11: error: invalid value \"yes\" in \"autoindex\" directive, it must be \"on\" or \"off\""),
+        ("server {\n  listen 99999;\n}", "t.conf:2:10: error: invalid port in \"99999\""),
+        ("server { listen 80 ssl; }", "t.conf:1:20: error: invalid parameter \"ssl\""),
+        ("server { location / { allow_methods GET PATCH; } }", "t.conf:1:41: error: invalid value \"PATCH\" in \"allow_methods\" directive, it must be GET, HEAD, POST, PUT or DELETE"),
+        ("server { return 1000; }", "t.conf:1:17: error: invalid value \"1000\" in \"return\" directive"),
+        ("server { return /x; }", "t.conf:1:17: error: invalid return code \"/x\""),
+        ("error_page 200 /x;", "t.conf:1:12: error: invalid value \"200\" in \"error_page\" directive, it must be between 300 and 599"),
+        ("error_page 404 =9 /x;", "t.conf:1:16: error: invalid value \"=9\" in \"error_page\" directive"),
+        ("backend io;", "t.conf:1:9: error: invalid value \"io\" in \"backend\" directive, it must be \"auto\", \"uring\", \"epoll\" or \"kqueue\""),
+        ("workers 0;", "t.conf:1:9: error: invalid value \"0\" in \"workers\" directive"),
+        ("error_log x.log loud;", "t.conf:1:17: error: invalid value \"loud\" in \"error_log\" directive"),
+        ("root /a;\nroot /b;", "t.conf:2:1: error: \"root\" directive is duplicate"),
+        ("server { location / { root /a; alias /b; } }", "t.conf:1:32: error: \"alias\" directive is duplicate, \"root\" directive was specified earlier"),
+        ("server { location ~ \"(\" { } }", "t.conf:1:21: error: invalid regex \"(\": "),
+        ("server { location ! /x { } }", "t.conf:1:19: error: invalid location modifier \"!\""),
+        ("server { location /a { location /b { } } }", "t.conf:1:33: error: location \"/b\" is outside location \"/a\""),
+        ("server { location = /a { location /a/b { } } }", "t.conf:1:35: error: location \"/a/b\" cannot be inside the exact location \"/a\""),
+        ("server { location /a { } location ^~ /a { } }", "t.conf:1:38: error: duplicate location \"/a\""),
+        ("server { listen 80 default_server; server_name a; }\nserver { listen 80 default_server; server_name b; }", "t.conf:2:20: error: a duplicate default server for 0.0.0.0:80"),
+        ("server { listen 80; listen *:80; }", "t.conf:1:28: error: duplicate listen 0.0.0.0:80"),
+        ("server { server_name ~^x; }", "t.conf:1:22: error: regex server names are not supported: \"~^x\""),
+        ("types { text/html; }", "t.conf:1:9: error: no extensions for type \"text/html\""),
+        ("cgi py;", "t.conf:1:5: error: invalid value \"py\" in \"cgi\" directive, it must look like \".py\""),
+        ("http { } http { }", "t.conf:1:10: error: \"http\" directive is duplicate"),
+        ("server {\n  root /x\n}", "t.conf:3:1: error: unexpected \"}\""),
+        ("server {\n", "t.conf:2:1: error: unexpected end of file, expecting \"}\""),
+        ("server { include x { } }", "t.conf:1:10: error: directive \"include\" is not terminated by \";\""),
+        ("include nope.conf;", "t.conf:1:9: error: cannot open included file \"/srv/nope.conf\": no such file"),
     ];
     for (text, want) in cases {
         let err = parse_str(text, "t.conf", Path::new(PREFIX)).expect_err(text);
@@ -76,7 +73,7 @@ fn errors_point_at_the_token() {
 
 #[test]
 fn defaults() {
-    let c = parse("");
+    let c = parse("server { }");
     assert_eq!(c.backend, BackendChoice::Auto);
     assert_eq!(c.workers, Workers::Count(1));
     assert_eq!(c.worker_connections, 10240);
@@ -99,9 +96,9 @@ fn defaults() {
             level: LogLevel::Error
         }
     );
-    assert!(c.servers.is_empty() && c.listen_addrs().is_empty());
+    assert_eq!(c.head_limits, crate::http::request::HeadLimits::DEFAULT);
+    assert!(!c.server_tokens);
 
-    let c = parse("server { }");
     let srv = &c.servers[0];
     assert_eq!(
         srv.listens,
@@ -124,7 +121,9 @@ fn globals() {
     let c = parse(
         "backend uring; workers auto; events { worker_connections 64; }
          error_log logs/e.log debug; http { access_log /var/log/a.log; keepalive_timeout 5s 5;
-         client_header_timeout 500ms; send_timeout 2m; keepalive_requests 7; default_type text/plain; }",
+         client_header_timeout 500ms; send_timeout 2m; keepalive_requests 7; default_type text/plain;
+         server_tokens on; large_client_header_buffers 8 2k; client_header_buffer_size 4k;
+         server { } }",
     );
     assert_eq!(c.backend, BackendChoice::Uring);
     assert_eq!(c.workers, Workers::Auto);
@@ -142,7 +141,14 @@ fn globals() {
     assert_eq!(c.timeouts.send, Duration::from_secs(120));
     assert_eq!(c.keepalive_requests, 7);
     assert_eq!(c.default_type, "text/plain");
-    assert_eq!(parse("access_log off;").access_log, None);
+    assert_eq!(parse("access_log off; server { }").access_log, None);
+    assert!(c.server_tokens);
+    let l = c.head_limits;
+    // The request line may fill client_header_buffer_size when it is the larger.
+    assert_eq!(
+        (l.request_line(), l.field_line(), l.section()),
+        (4096, 2048, 8 * 2048)
+    );
 }
 
 #[test]
@@ -307,7 +313,7 @@ fn returns() {
 
 #[test]
 fn mime_types() {
-    let c = parse("types { text/html html htm; image/png PNG; } types { text/x-a a; }");
+    let c = parse("types { text/html html htm; image/png PNG; } types { text/x-a a; } server { }");
     let cases = [
         ("/i.html", "text/html"),
         ("/I.HTM", "text/html"),
@@ -321,7 +327,7 @@ fn mime_types() {
     }
     // The shipped conf/mime.types parses and covers the common types.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = format!("include {}/conf/mime.types;", root.display());
+    let text = format!("include {}/conf/mime.types; server {{ }}", root.display());
     let c = parse(&text);
     let cases = [
         ("a.html", "text/html"),
@@ -589,4 +595,26 @@ fn shipped_example_parses() {
         api.location_for("/files/a/b").map_path("/files/a/b"),
         PathBuf::from("/prefix/www/api/data/a/b")
     );
+}
+
+#[test]
+fn limits_example_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (c, warnings) = load_all(
+        &root.join("conf/examples/limits.conf"),
+        Path::new("/prefix"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(warnings.is_empty(), "{warnings}");
+    assert!(c.server_tokens);
+    let l = c.head_limits;
+    assert_eq!(
+        (l.request_line(), l.field_line(), l.section()),
+        (16 * 1024, 16 * 1024, 32 * 1024)
+    );
+    // The shipped default config states nginx's defaults, and loads without a warning.
+    let (c, warnings) = load_all(&root.join("conf/default.conf"), root).unwrap();
+    assert!(warnings.is_empty(), "{warnings}");
+    assert!(!c.server_tokens);
+    assert_eq!(c.head_limits, crate::http::request::HeadLimits::DEFAULT);
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use super::error::{ConfigError, Pos};
+use super::error::{ConfigError, Diagnostics, Pos};
 use super::include;
 use super::lexer::{tokenize, Token, TokenKind};
 
@@ -67,9 +67,16 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 pub const MAX_NESTING: usize = 16;
 
 /// Parses `text` (the content of `file`) into directives, expanding includes relative to
-/// `base_dir`.
-pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Vec<Directive>, ConfigError> {
-    parse_at_depth(text, file, base_dir, 0, 0)
+/// `base_dir`. Errors after which the tree still has a meaning (a block nested too deep is
+/// left out, an include that cannot be read adds nothing) go to `diags` and reading goes on;
+/// an error that leaves the block structure unknown is returned.
+pub fn parse(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    diags: &mut Diagnostics,
+) -> Result<Vec<Directive>, ConfigError> {
+    parse_at_depth(text, file, base_dir, 0, 0, diags)
 }
 
 fn parse_at_depth(
@@ -78,8 +85,9 @@ fn parse_at_depth(
     base_dir: &Path,
     depth: usize,
     nesting: usize,
+    diags: &mut Diagnostics,
 ) -> Result<Vec<Directive>, ConfigError> {
-    let (tokens, eof) = tokenize(text, file)?;
+    let (tokens, eof) = tokenize(text, file, diags)?;
     let mut p = TreeParser {
         tokens: &tokens,
         at: 0,
@@ -88,6 +96,7 @@ fn parse_at_depth(
         base_dir,
         depth,
         nesting,
+        diags,
     };
     p.block(false)
 }
@@ -102,6 +111,7 @@ struct TreeParser<'a> {
     /// Blocks open around the current position. INVARIANT: at most [`MAX_NESTING`], checked
     /// before `block` recurses, so recursion depth is bounded whatever the input.
     nesting: usize,
+    diags: &'a mut Diagnostics,
 }
 
 impl TreeParser<'_> {
@@ -170,10 +180,13 @@ impl TreeParser<'_> {
                 }
                 TokenKind::Open => {
                     if self.nesting >= MAX_NESTING {
-                        return Err(self.err_at(
+                        let e = self.err_at(
                             tok.pos,
                             format!("blocks nested more than {MAX_NESTING} levels deep"),
-                        ));
+                        );
+                        self.diags.push(e);
+                        // Leave the block out and go on after its `}`, without recursing.
+                        return self.skip_block();
                     }
                     self.nesting += 1;
                     let block = self.block(true);
@@ -193,6 +206,25 @@ impl TreeParser<'_> {
         }
     }
 
+    /// Skips tokens up to the `}` closing the block whose `{` was just read.
+    fn skip_block(&mut self) -> Result<(), ConfigError> {
+        let mut open = 1usize;
+        while let Some(tok) = self.tokens.get(self.at) {
+            self.at += 1;
+            match tok.kind {
+                TokenKind::Open => open += 1,
+                TokenKind::Close => {
+                    open -= 1;
+                    if open == 0 {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(self.err_at(self.eof, "unexpected end of file, expecting \"}\""))
+    }
+
     fn include(
         &mut self,
         name: &Word,
@@ -205,19 +237,35 @@ impl TreeParser<'_> {
         if self.depth >= MAX_INCLUDE_DEPTH {
             return Err(pattern.err("too deeply nested includes (include cycle?)"));
         }
-        let files = include::expand(self.base_dir, &pattern.text).map_err(|m| pattern.err(m))?;
+        let files = match include::expand(self.base_dir, &pattern.text) {
+            Ok(f) => f,
+            Err(m) => {
+                self.diags.push(pattern.err(m));
+                return Ok(());
+            }
+        };
         for path in files {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| pattern.err(format!("cannot read \"{}\": {e}", path.display())))?;
+            let text = match super::read_text(&path, &pattern.file, pattern.pos) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.diags.push(e);
+                    continue;
+                }
+            };
             let dir: PathBuf = path.parent().unwrap_or(Path::new("")).to_path_buf();
             let label = path.to_string_lossy();
-            out.extend(parse_at_depth(
+            // An included file's syntax error ends that file only.
+            match parse_at_depth(
                 &text,
                 &label,
                 &dir,
                 self.depth + 1,
                 self.nesting,
-            )?);
+                self.diags,
+            ) {
+                Ok(ds) => out.extend(ds),
+                Err(e) => self.diags.push(e),
+            }
         }
         Ok(())
     }
@@ -252,7 +300,7 @@ mod tests {
             ("", ""),
         ];
         for (text, want) in cases {
-            let tree = parse(text, "t", Path::new(".")).unwrap();
+            let tree = parse(text, "t", Path::new("."), &mut Diagnostics::default()).unwrap();
             assert_eq!(show(&tree), want, "input {text:?}");
         }
     }
@@ -260,22 +308,25 @@ mod tests {
     #[test]
     fn errors() {
         let cases = [
-            ("a {", "t:1:4: unexpected end of file, expecting \"}\""),
+            (
+                "a {",
+                "t:1:4: error: unexpected end of file, expecting \"}\"",
+            ),
             (
                 "a b",
-                "t:1:4: unexpected end of file, expecting \";\" or \"}\"",
+                "t:1:4: error: unexpected end of file, expecting \";\" or \"}\"",
             ),
-            ("}", "t:1:1: unexpected \"}\""),
-            ("a {\n b c\n}", "t:3:1: unexpected \"}\""),
-            ("  ;", "t:1:3: unexpected \";\""),
-            ("{ }", "t:1:1: unexpected \"{\""),
+            ("}", "t:1:1: error: unexpected \"}\""),
+            ("a {\n b c\n}", "t:3:1: error: unexpected \"}\""),
+            ("  ;", "t:1:3: error: unexpected \";\""),
+            ("{ }", "t:1:1: error: unexpected \"{\""),
             (
                 "include;",
-                "t:1:1: invalid number of arguments in \"include\" directive",
+                "t:1:1: error: invalid number of arguments in \"include\" directive",
             ),
         ];
         for (text, want) in cases {
-            let err = parse(text, "t", Path::new(".")).unwrap_err();
+            let err = parse(text, "t", Path::new("."), &mut Diagnostics::default()).unwrap_err();
             assert_eq!(err.to_string(), want, "input {text:?}");
         }
     }
@@ -283,15 +334,23 @@ mod tests {
     #[test]
     fn nesting_is_bounded() {
         let ok = format!("{}{}", "a {".repeat(16), "}".repeat(16));
-        assert!(parse(&ok, "t", Path::new(".")).is_ok());
+        assert!(parse(&ok, "t", Path::new("."), &mut Diagnostics::default()).is_ok());
         let deep = format!("{}{}", "a {".repeat(17), "}".repeat(17));
-        let err = parse(&deep, "t", Path::new(".")).unwrap_err();
+        let mut diags = Diagnostics::default();
+        let tree = parse(&deep, "t", Path::new("."), &mut diags).unwrap();
         assert_eq!(
-            err.to_string(),
-            "t:1:51: blocks nested more than 16 levels deep"
+            diags.to_string(),
+            "t:1:51: error: blocks nested more than 16 levels deep\n"
         );
+        // The too-deep block is left out; what stands after it is still read.
+        assert_eq!(show(&tree).matches('{').count(), 16);
+        let after = format!("{}{}b;", "a {".repeat(17), "}".repeat(17));
+        let tree = parse(&after, "t", Path::new("."), &mut Diagnostics::default()).unwrap();
+        assert!(show(&tree).ends_with("b()"), "{}", show(&tree));
         // Far deeper than any stack would take recursively: still just an error.
         let huge = format!("{}{}", "a{".repeat(200_000), "}".repeat(200_000));
-        assert!(parse(&huge, "t", Path::new(".")).is_err());
+        let mut diags = Diagnostics::default();
+        let _ = parse(&huge, "t", Path::new("."), &mut diags);
+        assert!(diags.has_errors());
     }
 }

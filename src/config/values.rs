@@ -9,30 +9,83 @@ use std::time::Duration;
 
 use super::model::Methods;
 
+/// Largest size: nginx's bound, a file offset (`off_t`), 2^63 - 1 bytes.
+pub const MAX_SIZE: u64 = i64::MAX as u64;
+/// Largest time, in milliseconds (nginx's bound on 64-bit systems, `NGX_MAX_INT_T_VALUE`).
+pub const MAX_TIME_MS: u64 = i64::MAX as u64;
+
+/// Why a size or time was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bad {
+    /// Not of the form at all.
+    Syntax,
+    /// Well formed, but larger than [`MAX_SIZE`] / [`MAX_TIME_MS`].
+    Overflow,
+}
+
+impl Bad {
+    /// The tail of an "invalid value" message.
+    pub fn hint(self, what: &str) -> String {
+        match self {
+            Bad::Syntax => String::new(),
+            Bad::Overflow => format!(
+                ", the {what} overflows (more than 2^63 - 1 {})",
+                if what == "time" { "ms" } else { "bytes" }
+            ),
+        }
+    }
+}
+
 /// `1024`, `8k`, `1M`, `2g`.
+#[cfg(test)]
 pub fn size(s: &str) -> Option<u64> {
-    let (digits, mult) = match s.as_bytes().last()? {
+    size_or(s).ok()
+}
+
+/// As [`size`], telling a malformed value from one too large.
+pub fn size_or(s: &str) -> Result<u64, Bad> {
+    let (digits, mult) = match s.as_bytes().last().ok_or(Bad::Syntax)? {
         b'k' | b'K' => (&s[..s.len() - 1], 1u64 << 10),
         b'm' | b'M' => (&s[..s.len() - 1], 1 << 20),
         b'g' | b'G' => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    number(digits)?.checked_mul(mult)
+    big_number(digits)?
+        .checked_mul(mult)
+        .filter(|&n| n <= MAX_SIZE)
+        .ok_or(Bad::Overflow)
 }
 
 /// `30`, `30s`, `500ms`, `5m`, `1h`, `1d`.
+#[cfg(test)]
 pub fn time(s: &str) -> Option<Duration> {
+    time_or(s).ok()
+}
+
+/// As [`time`], telling a malformed value from one too large.
+pub fn time_or(s: &str) -> Result<Duration, Bad> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n = number(&s[..split])?;
     let ms_per_unit: u64 = match &s[split..] {
         "ms" => 1,
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return None,
+        _ => return Err(Bad::Syntax),
     };
-    Some(Duration::from_millis(n.checked_mul(ms_per_unit)?))
+    let ms = big_number(&s[..split])?
+        .checked_mul(ms_per_unit)
+        .filter(|&n| n <= MAX_TIME_MS)
+        .ok_or(Bad::Overflow)?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// Digits only; more than `u64` holds is an overflow, not a syntax error.
+fn big_number(s: &str) -> Result<u64, Bad> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Bad::Syntax);
+    }
+    s.parse().map_err(|_| Bad::Overflow)
 }
 
 /// Digits only: no sign, no spaces (`u64::from_str` would accept a leading `+`).
@@ -98,10 +151,23 @@ mod tests {
             ("1 m", None),
             ("99999999999999999999", None),
             ("18446744073709551615k", None),
+            ("9999999999m", Some(9999999999 << 20)),
         ];
         for (s, want) in cases {
             assert_eq!(size(s), want, "{s:?}");
         }
+        let bad = [
+            ("x", Bad::Syntax),
+            ("1.5m", Bad::Syntax),
+            ("99999999999999999999", Bad::Overflow),
+            ("9223372036854775808", Bad::Overflow),
+            ("8796093022208m", Bad::Overflow),
+            ("18446744073709551615k", Bad::Overflow),
+        ];
+        for (s, want) in bad {
+            assert_eq!(size_or(s), Err(want), "{s:?}");
+        }
+        assert_eq!(size_or("8796093022207m"), Ok(8796093022207 << 20));
     }
 
     #[test]
@@ -125,6 +191,13 @@ mod tests {
         for (s, want) in cases {
             assert_eq!(time(s), want, "{s:?}");
         }
+        assert_eq!(time_or("99999999999999999999s"), Err(Bad::Overflow));
+        assert_eq!(time_or("106751991167301d"), Err(Bad::Overflow));
+        assert_eq!(
+            time_or("106751991167d"),
+            Ok(Duration::from_millis(106751991167 * 86_400_000))
+        );
+        assert_eq!(time_or("5y"), Err(Bad::Syntax));
     }
 
     #[test]

@@ -12,12 +12,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::build::RawServer;
-use super::error::ConfigError;
+use super::error::Diagnostics;
 use super::model::{AddrServers, Config, Server, ServerName};
 
 /// Groups listens by address, checking nginx's two conflicts: two `default_server`s on one
-/// address, and the same name on one address in two servers.
-pub(crate) fn address_tables(servers: &[RawServer]) -> Result<Vec<AddrServers>, ConfigError> {
+/// address (an error: nginx's "a duplicate default server"), and the same name on one address
+/// in two servers (a warning, as nginx's "conflicting server name ..., ignored": the first
+/// server keeps the name).
+pub(crate) fn address_tables(servers: &[RawServer], diags: &mut Diagnostics) -> Vec<AddrServers> {
     let mut out: Vec<AddrServers> = Vec::new();
     for (si, s) in servers.iter().enumerate() {
         for (listen, _, dflt_word) in &s.listens {
@@ -44,14 +46,15 @@ pub(crate) fn address_tables(servers: &[RawServer]) -> Result<Vec<AddrServers>, 
                         .any(|l| l.0.addr == a.addr && l.0.default_server)
                 });
                 if has_default {
-                    return Err(w.err(format!("a duplicate default server for {}", a.addr)));
+                    diags.push(w.err(format!("a duplicate default server for {}", a.addr)));
+                } else {
+                    a.default = si;
                 }
-                a.default = si;
             }
             a.servers.push(si);
             for (name, word) in &s.names {
                 let clash = match name {
-                    ServerName::Exact(n) => a.exact.insert(n.clone(), si).is_some_and(|o| o != si),
+                    ServerName::Exact(n) => *a.exact.entry(n.clone()).or_insert(si) != si,
                     ServerName::StarPrefix { suffix, bare } => {
                         let prev = a
                             .star_prefix
@@ -77,8 +80,12 @@ pub(crate) fn address_tables(servers: &[RawServer]) -> Result<Vec<AddrServers>, 
                         ServerName::Exact(n) if n.is_empty() => String::new(),
                         other => other.to_string(),
                     };
-                    return Err(
-                        word.err(format!("conflicting server name \"{shown}\" on {}", a.addr))
+                    diags.push(
+                        word.err(format!(
+                            "conflicting server name \"{shown}\" on {}, ignored",
+                            a.addr
+                        ))
+                        .into_warning(),
                     );
                 }
             }
@@ -88,7 +95,7 @@ pub(crate) fn address_tables(servers: &[RawServer]) -> Result<Vec<AddrServers>, 
         a.star_prefix.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         a.star_suffix.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
-    Ok(out)
+    out
 }
 
 fn is_wildcard(ip: IpAddr) -> bool {

@@ -32,9 +32,10 @@ pub enum Error {
     Chunk,
     /// Percent-decoding or dot-segment resolution failed (400).
     Path,
-    /// Request line longer than [`crate::http::request::MAX_REQUEST_LINE`] (414).
+    /// Request line longer than its limit ([`crate::http::request::HeadLimits`]) (414).
     UriTooLong,
-    /// Header section (or trailer section) too large or too many fields (431).
+    /// Header section (or trailer section) or one field line too large, or too many fields
+    /// (431).
     HeadersTooLarge,
     /// Method token or transfer coding we do not implement (501).
     NotImplemented,

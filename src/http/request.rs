@@ -3,9 +3,10 @@
 //! [`HeadParser::parse`] is called by the connection each time more bytes have arrived in its
 //! receive buffer. It validates each line once, when that line's terminator has arrived, and
 //! remembers how far it got, so a head delivered one byte at a time costs O(n), not O(n²).
-//! While the head is still [`Status::Partial`], size limits are enforced on what is there
-//! already: an attacker cannot make us buffer more than [`MAX_REQUEST_LINE`] +
-//! [`MAX_HEADER_SECTION`] bytes before we answer 414 or 431.
+//! While the head is still [`Status::Partial`], size limits ([`HeadLimits`], nginx's
+//! `large_client_header_buffers`) are enforced on what is there already: an attacker cannot
+//! make us buffer more than the request-line limit plus the header-section limit (at most
+//! [`MAX_HEAD`] bytes) before we answer 414 or 431.
 //!
 //! [`Request`] borrows every slice from the caller's buffer (no copy, no allocation).
 //! [`Request::analyze`] then applies the semantic rules (Host, body framing, keep-alive,
@@ -18,18 +19,11 @@
 
 use super::error::Error;
 
-/// Longest request line we accept, counted with its line terminator and with any empty lines
-/// before it (RFC 9112 §3: "at least 8000 octets" recommended). Longer → 414.
-pub const MAX_REQUEST_LINE: usize = 8 * 1024;
-/// Largest header section (field lines plus the final empty line). Larger → 431
-/// (RFC 6585 §5).
-pub const MAX_HEADER_SECTION: usize = 32 * 1024;
 /// Most header fields in one request. More → 431.
 pub const MAX_HEADERS: usize = 100;
 
-// The largest head is MAX_REQUEST_LINE + MAX_HEADER_SECTION bytes, so every offset into it fits
-// in a u16 (checked at compile time).
-const _: () = assert!(MAX_REQUEST_LINE + MAX_HEADER_SECTION <= u16::MAX as usize);
+mod limits;
+pub use limits::{HeadLimits, MAX_HEAD, MAX_HEADER_SECTION, MAX_REQUEST_LINE};
 
 /// Outcome of a parse step that did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,6 +419,7 @@ pub struct HeadParser {
     /// INVARIANT: `fields[..n_fields]` are the field lines of `buf[fields_start..line_start]`.
     fields: [Field; MAX_HEADERS],
     n_fields: usize,
+    limits: HeadLimits,
 }
 
 impl Default for HeadParser {
@@ -448,7 +443,14 @@ impl HeadParser {
             path: Span::default(),
             fields: [Field::default(); MAX_HEADERS],
             n_fields: 0,
+            limits: HeadLimits::DEFAULT,
         }
+    }
+
+    /// Use `limits` from the next call on (the connection sets the configured ones before
+    /// each parse; a reload may change them).
+    pub fn set_limits(&mut self, limits: HeadLimits) {
+        self.limits = limits;
     }
 
     /// Forget any partial head (e.g. the connection's buffer was discarded).
@@ -491,13 +493,14 @@ impl HeadParser {
         if self.phase == Phase::RequestLine {
             loop {
                 // Never look past the limit: a request line that long is refused anyway.
-                let view = &buf[self.line_start..buf.len().min(MAX_REQUEST_LINE)];
+                let max_line = self.limits.request_line();
+                let view = &buf[self.line_start.min(max_line)..buf.len().min(max_line)];
                 let Some(lf) = find_byte(view, b'\n') else {
                     self.scanned = buf.len();
                     return self.partial(buf.len());
                 };
                 let lf = self.line_start + lf;
-                if lf >= MAX_REQUEST_LINE {
+                if lf >= max_line {
                     return Err(Error::UriTooLong);
                 }
                 let end = if lf > self.line_start && buf[lf - 1] == b'\r' {
@@ -520,7 +523,7 @@ impl HeadParser {
         }
         // Never look past the limit: a field line ending beyond it is refused anyway (and
         // every offset within it fits a u16).
-        let view = &buf[..buf.len().min(self.fields_start + MAX_HEADER_SECTION)];
+        let view = &buf[..buf.len().min(self.fields_start + self.limits.section())];
         loop {
             match parse_field_line(view, self.line_start)? {
                 Line::Incomplete => {
@@ -531,7 +534,9 @@ impl HeadParser {
                     return Ok(Status::Complete(self.request(&buf[..next]), next));
                 }
                 Line::Field(field, next) => {
-                    if self.n_fields == MAX_HEADERS {
+                    if self.n_fields == MAX_HEADERS
+                        || next - self.line_start > self.limits.field_line()
+                    {
                         return Err(Error::HeadersTooLarge);
                     }
                     self.fields[self.n_fields] = field;
@@ -547,9 +552,13 @@ impl HeadParser {
     fn partial<T>(&self, len: usize) -> Result<Status<T>, Error> {
         match self.phase {
             // The request line (with its terminator) would be at least len + 1 bytes.
-            Phase::RequestLine if len >= MAX_REQUEST_LINE => Err(Error::UriTooLong),
-            // The section needs at least one more byte (the final LF).
-            Phase::Fields if len - self.fields_start >= MAX_HEADER_SECTION => {
+            Phase::RequestLine if len >= self.limits.request_line() => Err(Error::UriTooLong),
+            // The section needs at least one more byte (the final LF), and so does the
+            // field line under way.
+            Phase::Fields
+                if len - self.fields_start >= self.limits.section()
+                    || len - self.line_start >= self.limits.field_line() =>
+            {
                 Err(Error::HeadersTooLarge)
             }
             _ => Ok(Status::Partial),

@@ -130,6 +130,27 @@ impl<'o> ResponseHead<'o> {
     }
 }
 
+/// `Server` with `server_tokens on`: name and version.
+const SERVER_VERSION: &str = concat!("webserv/", env!("CARGO_PKG_VERSION"));
+/// `server_tokens` (default off). Process-wide: the setting is http-level, and a reload sets
+/// it for every loop at once (a response being written meanwhile may show either form).
+static SERVER_TOKENS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Applies `server_tokens on|off` (the server calls it when a configuration takes effect).
+pub fn set_server_tokens(on: bool) {
+    SERVER_TOKENS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What the `Server` header and the built-in error pages name: `webserv`, or with
+/// `server_tokens on`, `webserv/VERSION` (nginx's rule).
+pub fn server_name() -> &'static str {
+    if SERVER_TOKENS.load(std::sync::atomic::Ordering::Relaxed) {
+        SERVER_VERSION
+    } else {
+        "webserv"
+    }
+}
+
 /// The built-in error page for `code`: a tiny HTML document naming the status.
 pub fn error_page_html(code: u16) -> String {
     let mut status = String::with_capacity(40);
@@ -146,7 +167,9 @@ pub fn error_page_html(code: u16) -> String {
     page.push_str(&status);
     page.push_str("</title></head>\r\n<body>\r\n<center><h1>");
     page.push_str(&status);
-    page.push_str("</h1></center>\r\n<hr><center>webserv</center>\r\n</body>\r\n</html>\r\n");
+    page.push_str("</h1></center>\r\n<hr><center>");
+    page.push_str(server_name());
+    page.push_str("</center>\r\n</body>\r\n</html>\r\n");
     page
 }
 

@@ -16,6 +16,7 @@ pub struct Control {
 
 impl Control {
     pub fn new(cfg: Config) -> Arc<Control> {
+        crate::http::response::set_server_tokens(cfg.server_tokens);
         Arc::new(Control {
             stop: false.into(),
             cfg: std::sync::Mutex::new(Arc::new(cfg)),
@@ -40,6 +41,7 @@ impl Control {
 
     /// Hand a new (already validated) configuration to every loop.
     pub fn reload(&self, cfg: Config) {
+        crate::http::response::set_server_tokens(cfg.server_tokens);
         *self.lock_cfg() = Arc::new(cfg);
         self.cfg_gen.fetch_add(1, Ordering::SeqCst);
         self.wake_all();

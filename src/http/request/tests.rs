@@ -359,19 +359,28 @@ fn header_section_limits() {
         Err(Error::HeadersTooLarge),
         "immediately, no terminator"
     );
-    // Section size: the field lines plus the final CRLF must fit MAX_HEADER_SECTION.
+    // Section size: the field lines plus the final CRLF must fit MAX_HEADER_SECTION; each
+    // field line here is 4 KiB with its CRLF, the last one takes up the rest.
     let section_for = |extra: usize| {
-        let mut v = b"GET / HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
-        let fixed = b"Host: x\r\nX: \r\n\r\n".len();
-        v.resize(v.len() + MAX_HEADER_SECTION - fixed + extra, b'v');
-        v.extend_from_slice(b"\r\n\r\n");
+        let mut v = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut left = MAX_HEADER_SECTION - 2 + extra;
+        let mut i = 0;
+        while left > 0 {
+            let line = left.min(4096);
+            let name = format!("X-{i}: ");
+            v.extend_from_slice(name.as_bytes());
+            v.resize(v.len() + line - name.len() - 2, b'v');
+            v.extend_from_slice(b"\r\n");
+            left -= line;
+            i += 1;
+        }
+        v.extend_from_slice(b"\r\n");
         v
     };
-    assert!(complete(&section_for(0)).0.header("x").is_some());
+    assert!(complete(&section_for(0)).0.header("x-0").is_some());
     assert_eq!(parse_all(&section_for(1)), Err(Error::HeadersTooLarge));
-    // Incrementally, without any line terminator at all.
-    let mut stream = b"GET / HTTP/1.1\r\nX: ".to_vec();
-    stream.resize(16 + MAX_HEADER_SECTION + 5, b'v');
+    // Incrementally, without the final empty line.
+    let stream = section_for(10);
     let mut p = HeadParser::new();
     assert_eq!(p.parse(&stream[..1000]), Ok(Status::Partial));
     assert_eq!(
@@ -382,6 +391,61 @@ fn header_section_limits() {
         p.parse(&stream[..16 + MAX_HEADER_SECTION]),
         Err(Error::HeadersTooLarge)
     );
+}
+
+/// `large_client_header_buffers NUMBER SIZE`: one field line longer than SIZE is 431 (RFC
+/// 6585 §5; nginx says 400), at once and incrementally; a request line longer than the
+/// request-line limit is 414.
+#[test]
+fn configured_limits() {
+    let limits = HeadLimits::new(100, 50, 120).unwrap();
+    fn with(limits: HeadLimits, input: &[u8]) -> Result<Status<Request<'_>>, Error> {
+        let mut p = HeadParser::new();
+        p.set_limits(limits);
+        p.parse(input)
+    }
+    let parse = |input: &[u8]| with(limits, input).map(|s| s.is_complete());
+    let field = |len: usize| {
+        // "X: " + value + CRLF = len bytes
+        let mut v = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        v.resize(v.len() + len - 5, b'v');
+        v.extend_from_slice(b"\r\n\r\n");
+        v
+    };
+    assert_eq!(parse(&field(50)), Ok(true));
+    assert_eq!(parse(&field(51)), Err(Error::HeadersTooLarge));
+    // Incrementally: as soon as the line under way cannot fit.
+    let f = field(200);
+    let mut p = HeadParser::new();
+    p.set_limits(limits);
+    assert_eq!(p.parse(&f[..16 + 49]), Ok(Status::Partial));
+    assert_eq!(p.parse(&f[..16 + 50]), Err(Error::HeadersTooLarge));
+    // Three 40-byte lines fit 120 only without the final CRLF: 431.
+    let mut three = b"GET / HTTP/1.1\r\n".to_vec();
+    for c in [b'a', b'b', b'c'] {
+        three.extend_from_slice(&[c, b':', b' ']);
+        three.resize(three.len() + 35, b'v');
+        three.extend_from_slice(b"\r\n");
+    }
+    let mut two = three[..16 + 80].to_vec();
+    two.extend_from_slice(b"\r\n");
+    assert_eq!(parse(&two), Ok(true));
+    three.extend_from_slice(b"\r\n");
+    assert_eq!(parse(&three), Err(Error::HeadersTooLarge));
+    // The request line: 100 bytes with CRLF fit, 101 do not.
+    let line = |len: usize| {
+        let mut v = b"GET /".to_vec();
+        v.resize(len - b" HTTP/1.1\r\n".len(), b'a');
+        v.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+        v
+    };
+    assert_eq!(parse(&line(100)), Ok(true));
+    assert_eq!(parse(&line(101)), Err(Error::UriTooLong));
+    // Limits that could not be addressed are refused.
+    assert!(HeadLimits::new(MAX_HEAD, 1, 1).is_none());
+    assert!(HeadLimits::new(8192, 8192, 4096).is_none());
+    assert!(HeadLimits::new(0, 1, 1).is_none());
+    assert!(HeadLimits::new(MAX_HEAD - 4096, 4096, 4096).is_some());
 }
 
 #[test]

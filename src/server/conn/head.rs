@@ -24,6 +24,8 @@ impl Conn {
         let parser = self
             .parser
             .get_or_insert_with(|| env.parsers.pop().unwrap_or_default());
+        // `large_client_header_buffers`: 414 / 431 past the configured sizes.
+        parser.set_limits(env.cfg.head_limits);
         let parsed = parser.parse(&buf);
         if !matches!(parsed, Ok(Status::Partial)) {
             // The parser reset itself (complete or failed): back to the pool.

@@ -89,11 +89,10 @@ impl<'a> Ctx<'a> {
     }
 }
 
-pub const SERVER: &[u8] = concat!("webserv/", env!("CARGO_PKG_VERSION")).as_bytes();
-
 pub(crate) fn start(out: &mut Vec<u8>, code: u16, cx: &Ctx) {
     let mut h = ResponseHead::new(out, code);
-    h.header("Server", SERVER).header("Date", cx.date);
+    h.header("Server", crate::http::response::server_name().as_bytes())
+        .header("Date", cx.date);
     if cx.close {
         h.header("Connection", b"close");
     } else if cx.keep_alive_10 {

@@ -48,7 +48,7 @@ pub fn head_bytes(
 ) -> (Vec<u8>, Framing) {
     let mut out = Vec::with_capacity(512);
     let mut h = crate::http::response::ResponseHead::new(&mut out, head.status);
-    h.header("Server", crate::server::reply::SERVER)
+    h.header("Server", crate::http::response::server_name().as_bytes())
         .header("Date", date);
     if let Some(ct) = &head.content_type {
         h.header("Content-Type", ct.as_bytes());
