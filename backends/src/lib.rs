@@ -74,6 +74,14 @@
 //!     lends to every connection and task, and because only the backend can make a simulated
 //!     fd or pid mean something. A spawned child's pipe ends are the caller's: it closes them
 //!     with [`Op::Close`] (never `close(2)`), and reaps the child with [`Op::ChildExit`].
+//! 13. **A lookup that may block runs off the caller's thread.** [`Op::OpenAt`] (a path
+//!     resolved under a directory fd, contained or not) can wait for disk reads of
+//!     directories and inodes. io_uring issues `IORING_OP_OPENAT2` (the kernel tries
+//!     it without blocking and hands it to its io-wq workers when it would); the readiness
+//!     backends run it on a small pool of threads ([`offload`]) and complete it through their
+//!     own wake-up. `dir` must stay open until the completion; the result is the new fd
+//!     (close-on-exec), which is the caller's. A Cancel ends an open not yet started with
+//!     `ECANCELED`; one already running completes with its result.
 //!
 //! The platform is chosen once, in [`platform`]; no function body contains `cfg`.
 
@@ -85,6 +93,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod offload;
 pub mod pool;
 pub mod readiness;
 #[cfg(feature = "sim")]
@@ -225,6 +234,18 @@ pub enum Op {
     /// Complete once when the peer of socket `fd` hung up or the connection failed
     /// (invariant 10).
     Hangup { fd: RawFd },
+    /// Open `path` relative to directory `dir`: `flags` (`O_*`; `O_CLOEXEC` is added), `mode`
+    /// for a created file. With `beneath`, resolution never leaves `dir` and, with
+    /// `no_symlinks` too, follows no symbolic link ([`util::open_beneath`]); otherwise it is a
+    /// plain `openat(2)`. Off the caller's thread (invariant 13); the result is the new fd.
+    OpenAt {
+        dir: RawFd,
+        path: std::ffi::CString,
+        flags: libc::c_int,
+        mode: u32,
+        beneath: bool,
+        no_symlinks: bool,
+    },
     /// Send `len` bytes of regular file `file` from `offset` to socket `fd` without copying
     /// them through user space (`sendfile(2)`), whole (invariant 6). io_uring has no sendfile
     /// opcode: that backend calls it on the non-blocking socket and polls out EAGAIN. Where
@@ -251,6 +272,7 @@ impl Op {
             Op::ChildExit { .. } => OpKind::ChildExit,
             Op::SendFile { .. } => OpKind::SendFile,
             Op::Hangup { .. } => OpKind::Hangup,
+            Op::OpenAt { .. } => OpKind::OpenAt,
         }
     }
 }
@@ -270,10 +292,11 @@ pub enum OpKind {
     ChildExit,
     SendFile,
     Hangup,
+    OpenAt,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 11] = [
+    pub const ALL: [OpKind; 12] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -285,6 +308,7 @@ impl OpKind {
         OpKind::ChildExit,
         OpKind::SendFile,
         OpKind::Hangup,
+        OpKind::OpenAt,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -299,6 +323,7 @@ impl OpKind {
             OpKind::ChildExit => "child_exit",
             OpKind::SendFile => "sendfile",
             OpKind::Hangup => "hangup",
+            OpKind::OpenAt => "openat",
         }
     }
 }
@@ -383,6 +408,10 @@ pub trait Wake: Send + Sync {
 impl Waker {
     pub fn new(w: Arc<dyn Wake>) -> Self {
         Waker(w)
+    }
+    /// What it wakes with (for a backend's own, internal wake-ups).
+    pub(crate) fn inner(&self) -> Arc<dyn Wake> {
+        self.0.clone()
     }
     pub fn wake(&self) -> io::Result<()> {
         self.0.wake()

@@ -404,6 +404,24 @@ pub fn openat(dir: RawFd, path: &OsStr, flags: libc::c_int, mode: u32) -> io::Re
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// What [`crate::Op::OpenAt`] does, blocking: [`open_beneath`] when `beneath`, else
+/// [`openat`].
+pub fn open_at(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    mode: u32,
+    beneath: bool,
+    no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    let path = OsStr::from_bytes(path.to_bytes());
+    if beneath {
+        open_beneath(dir, path, flags, mode, no_symlinks)
+    } else {
+        openat(dir, path, flags, mode)
+    }
+}
+
 /// Open a directory by absolute (or cwd-relative) path: the anchor of a root or store.
 pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
     openat(

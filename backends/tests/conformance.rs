@@ -1829,3 +1829,137 @@ fn a_burst_of_closes_is_seen_whole() {
         assert!(closed.iter().all(|c| c.result.is_ok()));
     });
 }
+
+/// A directory with `a.txt` ("hello"), a symlink `in` to it and a symlink `out` to /etc/hostname.
+fn open_at_tree(name: &str) -> (std::path::PathBuf, std::os::fd::OwnedFd) {
+    let d = std::env::temp_dir().join(format!("conformance-openat-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("a.txt"), b"hello").unwrap();
+    std::os::unix::fs::symlink("a.txt", d.join("in")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", d.join("out")).unwrap();
+    let dir = backends::util::open_dir(&d).unwrap();
+    (d, dir)
+}
+
+fn open_at(dir: RawFd, path: &str, beneath: bool, no_symlinks: bool) -> Op {
+    Op::OpenAt {
+        dir,
+        path: std::ffi::CString::new(path).unwrap(),
+        flags: libc::O_RDONLY,
+        mode: 0,
+        beneath,
+        no_symlinks,
+    }
+}
+
+/// Invariant 13: an open runs off the loop's thread and completes with a new fd (read back
+/// through the backend); containment and the symlink policy hold; errors are the syscall's.
+#[test]
+fn open_at_opens_beneath_and_refuses_escapes() {
+    each_backend("open_at_opens_beneath_and_refuses_escapes", |b| {
+        let (d, dir) = open_at_tree("paths");
+        let dfd = dir.as_raw_fd();
+        b.submit(1, open_at(dfd, "a.txt", true, true));
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.token, 1);
+        let fd = c.result.expect("open a.txt") as RawFd;
+        b.submit(
+            2,
+            Op::Read {
+                fd,
+                buf: Vec::with_capacity(64),
+                offset: Some(0),
+            },
+        );
+        let c = collect(b, 1).pop().unwrap();
+        let Buf::Vec(got) = c.buf else {
+            panic!("read buffer not returned")
+        };
+        assert_eq!(got, b"hello");
+        b.submit(3, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+        let cases: [(&str, bool, bool, i32); 5] = [
+            ("missing", true, false, libc::ENOENT),
+            ("../x", true, false, libc::EXDEV),
+            ("/etc/hostname", true, false, libc::EXDEV),
+            ("out", true, false, libc::EXDEV),
+            ("in", true, true, libc::ELOOP),
+        ];
+        for (i, (path, beneath, nosym, errno)) in cases.iter().enumerate() {
+            let t = 10 + i as u64;
+            b.submit(t, open_at(dfd, path, *beneath, *nosym));
+            let c = collect(b, 1).pop().unwrap();
+            assert_eq!(c.token, t);
+            assert_eq!(errno_of(&c.result), Some(*errno), "{path}: {:?}", c.result);
+        }
+        // Without containment a symlink out is followed, as openat(2) does.
+        b.submit(20, open_at(dfd, "in", true, false));
+        let c = collect(b, 1).pop().unwrap();
+        let fd = c.result.expect("open through an inner symlink") as RawFd;
+        b.submit(21, Op::Close { fd });
+        collect(b, 1);
+        drop(dir);
+        let _ = std::fs::remove_dir_all(d);
+    });
+}
+
+/// Many opens in one batch each complete once, and the pool's wake-ups are not the caller's:
+/// no completion with the waker's token appears.
+#[test]
+fn open_ats_in_one_batch_complete_once_each() {
+    each_backend("open_ats_in_one_batch_complete_once_each", |b| {
+        let (d, dir) = open_at_tree("batch");
+        const N: u64 = 200;
+        for t in 0..N {
+            b.submit(100 + t, open_at(dir.as_raw_fd(), "a.txt", true, false));
+        }
+        let got = collect(b, N as usize);
+        let mut seen = std::collections::HashSet::new();
+        for c in &got {
+            assert!(seen.insert(c.token), "token {} completed twice", c.token);
+            assert!((100..100 + N).contains(&c.token), "unexpected {c:?}");
+            let fd = c.result.as_ref().expect("open");
+            b.submit(1000 + c.token, Op::Close { fd: *fd as RawFd });
+        }
+        let closed = collect(b, N as usize);
+        assert!(closed.iter().all(|c| c.result.is_ok()));
+        quiet_for(b, 100, "after the opens");
+        drop(dir);
+        let _ = std::fs::remove_dir_all(d);
+    });
+}
+
+/// A Cancel of an open: the open completes exactly once (ECANCELED, or the fd it reached,
+/// which is then the caller's), and the cancel completes.
+#[test]
+fn cancel_of_an_open_at_completes_it_once() {
+    each_backend("cancel_of_an_open_at_completes_it_once", |b| {
+        let (d, dir) = open_at_tree("cancel");
+        for round in 0..20u64 {
+            let t = 10 * round + 1;
+            b.submit(t, open_at(dir.as_raw_fd(), "a.txt", true, false));
+            b.submit(t + 1, Op::Cancel { target: t });
+            let got = collect(b, 2);
+            let open: Vec<_> = got.iter().filter(|c| c.token == t).collect();
+            let cancel: Vec<_> = got.iter().filter(|c| c.token == t + 1).collect();
+            assert_eq!((open.len(), cancel.len()), (1, 1), "{got:?}");
+            match &open[0].result {
+                Ok(fd) => {
+                    b.submit(t + 2, Op::Close { fd: *fd as RawFd });
+                    collect(b, 1);
+                }
+                Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ECANCELED)),
+            }
+            let c = &cancel[0].result;
+            assert!(
+                c.is_ok() || (errno_of(c) == Some(libc::ENOENT) && open[0].result.is_ok()),
+                "cancel: {c:?}, open: {:?}",
+                open[0].result
+            );
+        }
+        quiet_for(b, 50, "after the cancels");
+        drop(dir);
+        let _ = std::fs::remove_dir_all(d);
+    });
+}

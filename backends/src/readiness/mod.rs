@@ -17,10 +17,14 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::offload::Offload;
 use crate::pool::BufPool;
 use crate::slab::Slab;
 use crate::sys;
-use crate::{Backend, Buf, Completion, Op, Options, RecvBuf, Stats, Token, Waker};
+use crate::{Backend, Buf, Completion, Op, Options, RecvBuf, Stats, Token, Wake, Waker};
 
 #[cfg(target_os = "linux")]
 pub mod epoll;
@@ -113,12 +117,37 @@ pub struct Readiness<P: Poller> {
     events: Vec<Event>,
     expired: Vec<(Instant, u32)>,
     stats: Stats,
+    /// Opens that may block, run on a few threads (invariant 13); their results arrive with
+    /// a wake-up of the poller.
+    offload: Offload,
+    /// Set by the caller's [`Waker`] (not the offload's): only its wake-ups are completed
+    /// with [`crate::WAKE_TOKEN`].
+    user_woken: Arc<AtomicBool>,
+    offload_done: Vec<(Token, io::Result<usize>)>,
+}
+
+/// The caller's waker: marks the wake-up as the caller's, then wakes the poller.
+struct UserWake {
+    flag: Arc<AtomicBool>,
+    inner: Arc<dyn Wake>,
+}
+
+impl Wake for UserWake {
+    fn wake(&self) -> io::Result<()> {
+        self.flag.store(true, Ordering::Release);
+        self.inner.wake()
+    }
 }
 
 impl<P: Poller> Readiness<P> {
     pub fn new(opts: &Options) -> io::Result<Self> {
+        let poller = P::new(opts.entries as usize)?;
+        let offload = Offload::new(poller.waker().inner());
         Ok(Readiness {
-            poller: P::new(opts.entries as usize)?,
+            poller,
+            offload,
+            user_woken: Arc::new(AtomicBool::new(false)),
+            offload_done: Vec::new(),
             pool: BufPool::new(opts.buf_count, opts.buf_size),
             slots: Slab::new(opts.first_generation),
             fds: Vec::new(),
@@ -183,7 +212,13 @@ impl<P: Poller> Readiness<P> {
                     out.push(Completion::new(token, result, Buf::None, false));
                 }
                 Event::Wake => {
-                    out.push(Completion::new(crate::WAKE_TOKEN, Ok(0), Buf::None, false));
+                    self.offload.take_done(&mut self.offload_done);
+                    for (token, result) in self.offload_done.drain(..) {
+                        out.push(Completion::new(token, result, Buf::None, false));
+                    }
+                    if self.user_woken.swap(false, Ordering::Acquire) {
+                        out.push(Completion::new(crate::WAKE_TOKEN, Ok(0), Buf::None, false));
+                    }
                 }
             }
         }
@@ -253,7 +288,10 @@ impl<P: Poller> Backend for Readiness<P> {
     }
 
     fn waker(&self) -> Waker {
-        self.poller.waker()
+        Waker::new(Arc::new(UserWake {
+            flag: self.user_woken.clone(),
+            inner: self.poller.waker().inner(),
+        }))
     }
 
     fn sendfile_native(&self) -> bool {

@@ -6,6 +6,7 @@ use std::os::fd::RawFd;
 use super::fds::{FdState, Queue};
 use super::ops::State;
 use super::{Poller, Readiness};
+use crate::offload::Job;
 use crate::{sys, Buf, Completion, Op, Token};
 
 impl<P: Poller> Readiness<P> {
@@ -47,6 +48,28 @@ impl<P: Poller> Readiness<P> {
                 return out.push(c);
             }
             Op::Cancel { target } => return self.cancel(token, target, out),
+            Op::OpenAt {
+                dir,
+                path,
+                flags,
+                mode,
+                beneath,
+                no_symlinks,
+            } => {
+                let job = Job {
+                    token,
+                    dir,
+                    path,
+                    flags,
+                    mode,
+                    beneath,
+                    no_symlinks,
+                };
+                if let Err(e) = self.offload.submit(job) {
+                    out.push(Completion::new(token, Err(e), Buf::None, false));
+                }
+                return;
+            }
             Op::Timeout { deadline } => {
                 let idx = self.alloc(token, -1, State::Timer { deadline });
                 if let Err(e) = self.poller.add_timer(self.slots.key(idx), deadline) {
@@ -161,8 +184,21 @@ impl<P: Poller> Readiness<P> {
             .iter()
             .find(|(_, s)| s.token == target && s.live());
         let Some((idx, _)) = found else {
-            let e = io::Error::from_raw_os_error(libc::ENOENT);
-            return out.push(Completion::new(token, Err(e), Buf::None, false));
+            // An open on the offload pool: dropped if not started, else it completes itself.
+            let result = match self.offload.cancel(target) {
+                Some(true) => {
+                    out.push(Completion::new(
+                        target,
+                        Err(sys::canceled()),
+                        Buf::None,
+                        false,
+                    ));
+                    Ok(0)
+                }
+                Some(false) => Ok(0),
+                None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+            };
+            return out.push(Completion::new(token, result, Buf::None, false));
         };
         let key = self.slots.key(idx);
         let fd = self.slots[idx].fd;

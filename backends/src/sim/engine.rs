@@ -91,6 +91,10 @@ pub(crate) enum P {
     ChildExit {
         pid: u32,
     },
+    /// A real `openat` (the simulated world has no files of its own), done at completion.
+    OpenAt {
+        job: Box<crate::offload::Job>,
+    },
 }
 
 #[derive(Debug)]
@@ -141,6 +145,7 @@ impl Pending {
             P::Hangup { .. } => "hangup",
             P::Timeout { .. } => "timeout",
             P::ChildExit { .. } => "child exit",
+            P::OpenAt { .. } => "openat",
         };
         let fds: Vec<String> = self
             .fds()
@@ -255,6 +260,7 @@ impl State {
                 .children
                 .iter()
                 .any(|c| c.pid == *pid && matches!(c.life, Life::Exited(_))),
+            P::OpenAt { .. } => true,
         }
     }
 
@@ -276,6 +282,28 @@ impl State {
             c
         };
         match &mut self.pending[i].p {
+            P::OpenAt { job } => {
+                let r = if cancelled && !honour {
+                    Err(err(libc::ECANCELED))
+                } else {
+                    crate::util::open_at(
+                        job.dir,
+                        &job.path,
+                        job.flags,
+                        job.mode,
+                        job.beneath,
+                        job.no_symlinks,
+                    )
+                    .map(|fd| std::os::fd::IntoRawFd::into_raw_fd(fd) as usize)
+                };
+                self.pending.remove(i);
+                if let Ok(fd) = r {
+                    if let Some(id) = super::file_id(fd as RawFd) {
+                        self.real_open.insert(fd as RawFd, id);
+                    }
+                }
+                keep(self, Completion::new(token, r, Buf::None, false))
+            }
             P::Hangup { fd } => {
                 let sock = matches!(self.fds.get(fd), Some(Obj::Sock(_)));
                 self.pending.remove(i);

@@ -140,6 +140,25 @@ impl State {
                 self.push(token, P::Cancel { found }, out);
             }
             Op::Timeout { deadline } => self.push(token, P::Timeout { deadline }, out),
+            Op::OpenAt {
+                dir,
+                path,
+                flags,
+                mode,
+                beneath,
+                no_symlinks,
+            } => {
+                let job = Box::new(crate::offload::Job {
+                    token,
+                    dir,
+                    path,
+                    flags,
+                    mode,
+                    beneath,
+                    no_symlinks,
+                });
+                self.push(token, P::OpenAt { job }, out)
+            }
             Op::Hangup { fd } => {
                 if !self.check_fd(fd, what) {
                     return bad(self, out, Buf::None);

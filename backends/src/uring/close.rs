@@ -72,7 +72,11 @@ impl Uring {
         let found = self.slots.iter().find(|(_, s)| {
             s.token == target
                 && !s.cancelled
-                && (s.state.on_fd() || matches!(s.state, State::Timer | State::Child { .. }))
+                && (s.state.on_fd()
+                    || matches!(
+                        s.state,
+                        State::Timer | State::Child { .. } | State::OpenAt { .. }
+                    ))
         });
         let Some((t, _)) = found else {
             let e = io::Error::from_raw_os_error(libc::ENOENT);

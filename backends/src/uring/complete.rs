@@ -214,6 +214,15 @@ impl Uring {
                     }
                 }
             }
+            State::OpenAt { .. } => {
+                let result = if res >= 0 {
+                    Ok(res as usize)
+                } else {
+                    Err(errno(res))
+                };
+                let c = self.finish(idx, result)?;
+                out.push(c);
+            }
             State::Close => {
                 let result = if res >= 0 { Ok(0) } else { Err(errno(res)) };
                 let (t, _) = self.free(idx)?;

@@ -69,6 +69,7 @@ pub(super) fn open_ring(opts: &Options) -> io::Result<(IoUring, Features)> {
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
         (opcode::Timeout::CODE, "TIMEOUT"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
+        (opcode::OpenAt2::CODE, "OPENAT2"),
     ] {
         if !probe.is_supported(code) {
             return Err(io::Error::new(

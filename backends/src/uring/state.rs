@@ -18,6 +18,14 @@ pub(super) struct SendOp {
     pub(super) iov: [libc::iovec; 2],
 }
 
+/// An open in flight: the path and `open_how` the kernel reads, boxed so their addresses are
+/// stable until the completion.
+pub(super) struct OpenOp {
+    pub(super) dir: RawFd,
+    pub(super) path: std::ffi::CString,
+    pub(super) how: types::OpenHow,
+}
+
 /// A write in flight (pipes, files), boxed for the same reasons.
 pub(super) struct WriteOp {
     pub(super) buf: Vec<u8>,
@@ -53,6 +61,11 @@ pub(super) enum State {
     /// A single-shot poll for the peer's hang-up (`POLLRDHUP | POLLHUP | POLLERR`); never
     /// restarted: it fires only on the event it waits for, or is cancelled.
     Hangup,
+    /// `IORING_OP_OPENAT2` (invariant 13): the kernel runs it on its io-wq workers when the
+    /// lookup would block.
+    OpenAt {
+        op: Box<OpenOp>,
+    },
     /// In the timer heap, not in the kernel: timers complete in deadline order.
     Timer,
     Child {

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use io_uring::{opcode, squeue, types};
 
 use super::buf_ring::BGID;
-use super::state::{SendOp, State, WriteOp};
+use super::state::{OpenOp, SendOp, State, WriteOp};
 use super::Uring;
 use crate::{sys, Buf, Completion, Op, Token};
 
@@ -90,6 +90,9 @@ impl Uring {
                     opcode::PollAdd::new(types::Fd(pidfd.as_raw_fd()), libc::POLLIN as u32).build()
                 }
                 State::Close => opcode::Close::new(fd).build(),
+                State::OpenAt { op } => {
+                    opcode::OpenAt2::new(types::Fd(op.dir), op.path.as_ptr(), &op.how).build()
+                }
                 State::Wake { val } => {
                     opcode::Read::new(fd, (&mut **val as *mut u64).cast(), 8).build()
                 }
@@ -134,7 +137,10 @@ impl Uring {
             Op::SendFile { fd, file, .. } => {
                 sys::check_fd(fd, known).and_then(|()| sys::check_fd(file, known))
             }
-            Op::Cancel { .. } | Op::Timeout { .. } | Op::ChildExit { .. } => Ok(()),
+            // The kernel answers EBADF for a bad directory fd.
+            Op::Cancel { .. } | Op::Timeout { .. } | Op::ChildExit { .. } | Op::OpenAt { .. } => {
+                Ok(())
+            }
         }
     }
 
@@ -218,6 +224,31 @@ impl Uring {
             }
             Op::Close { fd } => return self.close(token, fd),
             Op::Cancel { target } => return self.cancel(token, target, out),
+            Op::OpenAt {
+                dir,
+                path,
+                flags,
+                mode,
+                beneath,
+                no_symlinks,
+            } => {
+                const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+                const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+                const RESOLVE_BENEATH: u64 = 0x08;
+                let resolve = match (beneath, no_symlinks) {
+                    (false, _) => 0,
+                    (true, false) => RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+                    (true, true) => RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
+                };
+                let creating = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
+                let how = types::OpenHow::new()
+                    .flags((flags | libc::O_CLOEXEC) as u64)
+                    // openat2 refuses a mode without O_CREAT/O_TMPFILE.
+                    .mode(if creating { u64::from(mode) } else { 0 })
+                    .resolve(resolve);
+                let op = Box::new(OpenOp { dir, path, how });
+                (-1, State::OpenAt { op })
+            }
         };
         let idx = self.alloc(token, fd, state);
         self.arm(idx)

@@ -1,0 +1,181 @@
+//! A small pool of threads for the system calls that may block and that readiness cannot
+//! watch (invariant 13): [`crate::Op::OpenAt`] on the readiness backends. A job is queued
+//! by the backend's thread, run by a pool thread, and its result handed back through the
+//! backend's own wake-up ([`Offload::take_done`] in its `wait`), never to another thread.
+//!
+//! Threads start on demand, up to [`MAX_THREADS`], and stay (an idle one sleeps on a
+//! condition variable). Dropping the pool asks them to stop after their current job; a job
+//! still running then is not waited for (its thread finishes and exits alone), and an fd it
+//! opened after the drop is closed by it.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::{Token, Wake};
+
+/// At most this many lookups run at once (each may wait for a disk read).
+pub const MAX_THREADS: usize = 4;
+
+/// One blocking open (see [`crate::Op::OpenAt`]).
+#[derive(Debug)]
+pub struct Job {
+    pub token: Token,
+    pub dir: RawFd,
+    pub path: CString,
+    pub flags: libc::c_int,
+    pub mode: u32,
+    pub beneath: bool,
+    pub no_symlinks: bool,
+}
+
+impl Job {
+    fn run(&self) -> io::Result<usize> {
+        crate::util::open_at(
+            self.dir,
+            &self.path,
+            self.flags,
+            self.mode,
+            self.beneath,
+            self.no_symlinks,
+        )
+        .map(|fd| fd.into_raw_fd() as usize)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    queued: VecDeque<Job>,
+    /// Tokens of the jobs running now.
+    running: Vec<Token>,
+    done: Vec<(Token, io::Result<usize>)>,
+    threads: usize,
+    idle: usize,
+    closing: bool,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    work: Condvar,
+    wake: Arc<dyn Wake>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic on a pool thread cannot leave the queue half-changed: keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct Offload {
+    shared: Arc<Shared>,
+}
+
+impl Offload {
+    /// `wake` interrupts the owning backend's wait when a job is done.
+    pub fn new(wake: Arc<dyn Wake>) -> Offload {
+        Offload {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner::default()),
+                work: Condvar::new(),
+                wake,
+            }),
+        }
+    }
+
+    /// Queue `job`; a thread is started when none is idle and fewer than [`MAX_THREADS`] run.
+    pub fn submit(&self, job: Job) -> io::Result<()> {
+        let mut g = self.shared.lock();
+        g.queued.push_back(job);
+        if g.idle == 0 && g.threads < MAX_THREADS {
+            let shared = self.shared.clone();
+            std::thread::Builder::new()
+                .name("webserv-offload".into())
+                .spawn(move || worker(shared))?;
+            g.threads += 1;
+        } else {
+            self.shared.work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Cancel the job named `token`: `Some(true)` if it was still queued (it is dropped: the
+    /// caller completes it with `ECANCELED`), `Some(false)` if it is running (it completes
+    /// with its result), `None` if no job has that token.
+    pub fn cancel(&self, token: Token) -> Option<bool> {
+        let mut g = self.shared.lock();
+        if let Some(i) = g.queued.iter().position(|j| j.token == token) {
+            g.queued.remove(i);
+            return Some(true);
+        }
+        g.running.contains(&token).then_some(false)
+    }
+
+    /// The results of the jobs done since the last call, in the order they finished.
+    pub fn take_done(&self, out: &mut Vec<(Token, io::Result<usize>)>) {
+        out.append(&mut self.shared.lock().done);
+    }
+
+    /// Jobs queued or running (results not yet taken count too).
+    pub fn pending(&self) -> usize {
+        let g = self.shared.lock();
+        g.queued.len() + g.running.len() + g.done.len()
+    }
+}
+
+impl Drop for Offload {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        g.closing = true;
+        g.queued.clear();
+        // Results nobody will take: an fd opened for nobody is closed here.
+        for (_, r) in g.done.drain(..) {
+            if let Ok(fd) = r {
+                close(fd as RawFd);
+            }
+        }
+        drop(g);
+        self.shared.work.notify_all();
+    }
+}
+
+/// Close an fd a job opened for nobody.
+fn close(fd: RawFd) {
+    // SAFETY: `fd` was returned by the job's open and handed to no one: it is ours alone.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+}
+
+fn worker(shared: Arc<Shared>) {
+    let mut g = shared.lock();
+    loop {
+        if g.closing {
+            break;
+        }
+        let Some(job) = g.queued.pop_front() else {
+            g.idle += 1;
+            g = shared.work.wait(g).unwrap_or_else(|e| e.into_inner());
+            g.idle -= 1;
+            continue;
+        };
+        g.running.push(job.token);
+        drop(g);
+        let result = job.run();
+        g = shared.lock();
+        g.running.retain(|&t| t != job.token);
+        if g.closing {
+            if let Ok(fd) = result {
+                close(fd as RawFd);
+            }
+            break;
+        }
+        g.done.push((job.token, result));
+        drop(g);
+        // An eventfd write or EVFILT_USER trigger fails only when the backend is gone (its
+        // pool is then closing and nobody waits for the result).
+        let _ = shared.wake.wake();
+        g = shared.lock();
+    }
+    g.threads -= 1;
+}
