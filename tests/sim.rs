@@ -33,6 +33,10 @@ fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn init_log() {
+    // Whether a file lookup finds the kernel's caches warm depends on what ran before on this
+    // machine, not on the seed: every lookup takes the slow way (an OpenAt op the simulation
+    // schedules like any other), so a seed replays exactly and the lookup task is exercised.
+    std::env::set_var("WEBSERV_COLD_LOOKUPS", "1");
     let debug = std::env::var_os("SIM_DEBUG").is_some();
     let level = if debug {
         webserv::config::LogLevel::Debug

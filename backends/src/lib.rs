@@ -79,8 +79,8 @@
 //!     directories and inodes. io_uring issues `IORING_OP_OPENAT2` (the kernel tries
 //!     it without blocking and hands it to its io-wq workers when it would); the readiness
 //!     backends run it on a small pool of threads ([`offload`]) and complete it through their
-//!     own wake-up. `dir` must stay open until the completion; the result is the new fd
-//!     (close-on-exec), which is the caller's. A Cancel ends an open not yet started with
+//!     own wake-up. The op owns its `dir`; the result is the new fd (close-on-exec), which
+//!     is the caller's — also when it arrives after the caller stopped caring. A Cancel ends an open not yet started with
 //!     `ECANCELED`; one already running completes with its result.
 //!
 //! The platform is chosen once, in [`platform`]; no function body contains `cfg`.
@@ -238,8 +238,10 @@ pub enum Op {
     /// for a created file. With `beneath`, resolution never leaves `dir` and, with
     /// `no_symlinks` too, follows no symbolic link ([`util::open_beneath`]); otherwise it is a
     /// plain `openat(2)`. Off the caller's thread (invariant 13); the result is the new fd.
+    /// `dir` passes with the op (a `dup` of the caller's, say) and is closed after it, so its
+    /// number cannot name another directory while the lookup runs.
     OpenAt {
-        dir: RawFd,
+        dir: std::os::fd::OwnedFd,
         path: std::ffi::CString,
         flags: libc::c_int,
         mode: u32,

@@ -23,7 +23,7 @@ pub const MAX_THREADS: usize = 4;
 #[derive(Debug)]
 pub struct Job {
     pub token: Token,
-    pub dir: RawFd,
+    pub dir: OwnedFd,
     pub path: CString,
     pub flags: libc::c_int,
     pub mode: u32,
@@ -34,7 +34,7 @@ pub struct Job {
 impl Job {
     fn run(&self) -> io::Result<usize> {
         crate::util::open_at(
-            self.dir,
+            std::os::fd::AsRawFd::as_raw_fd(&self.dir),
             &self.path,
             self.flags,
             self.mode,

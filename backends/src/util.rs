@@ -404,6 +404,113 @@ pub fn openat(dir: RawFd, path: &OsStr, flags: libc::c_int, mode: u32) -> io::Re
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// [`open_beneath`] that never waits for the disk: on Linux ≥ 5.12 `openat2` with
+/// `RESOLVE_CACHED` fails with `EAGAIN` when a step of the lookup is not in the kernel's
+/// caches (the caller then has it done off its thread, [`crate::Op::OpenAt`], and tries
+/// again). `WEBSERV_COLD_LOOKUPS=1` in the environment makes every such attempt say `EAGAIN`
+/// (a testing aid: it sends every lookup the slow way). Where `RESOLVE_CACHED` is unknown
+/// (older kernels, the BSDs) this is [`open_beneath`] itself.
+pub fn open_beneath_cached(
+    dir: RawFd,
+    path: &OsStr,
+    flags: libc::c_int,
+    no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: unknown, 1: RESOLVE_CACHED works, 2: it does not (EINVAL/ENOSYS), 3: forced cold.
+    static MODE: AtomicU8 = AtomicU8::new(0);
+    let mut mode = MODE.load(Ordering::Relaxed);
+    if mode == 0 {
+        mode = if std::env::var_os("WEBSERV_COLD_LOOKUPS").is_some_and(|v| v == "1") {
+            3
+        } else {
+            1
+        };
+        MODE.store(mode, Ordering::Relaxed);
+    }
+    match mode {
+        3 => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+        2 => open_beneath(dir, path, flags, 0, no_symlinks),
+        _ => match openat2_cached(dir, path, flags, no_symlinks) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                // The kernel does not know RESOLVE_CACHED (or openat2): look up as before.
+                MODE.store(2, Ordering::Relaxed);
+                open_beneath(dir, path, flags, 0, no_symlinks)
+            }
+            r => r,
+        },
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn openat2_cached(
+    dir: RawFd,
+    path: &OsStr,
+    flags: libc::c_int,
+    no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+    const RESOLVE_BENEATH: u64 = 0x08;
+    const RESOLVE_CACHED: u64 = 0x20;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let c = cstr(path)?;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH
+            | RESOLVE_NO_MAGICLINKS
+            | RESOLVE_CACHED
+            | if no_symlinks { RESOLVE_NO_SYMLINKS } else { 0 },
+    };
+    // SAFETY: openat2(2) with a NUL-terminated path and a live `open_how` of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `r` is a new fd returned by openat2 and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn openat2_cached(
+    _dir: RawFd,
+    _path: &OsStr,
+    _flags: libc::c_int,
+    _no_symlinks: bool,
+) -> io::Result<OwnedFd> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// A duplicate of `fd` (close-on-exec), owned: for an op that must own its directory fd.
+pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: `fd` is open for the duration of this call (the caller holds it).
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+}
+
+/// Take ownership of `fd`, an fd a completion handed over (the result of an
+/// [`crate::Op::OpenAt`]), so that dropping it closes it.
+pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the caller passes an fd the backend handed to it and nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// What [`crate::Op::OpenAt`] does, blocking: [`open_beneath`] when `beneath`, else
 /// [`openat`].
 pub fn open_at(

@@ -1843,6 +1843,10 @@ fn open_at_tree(name: &str) -> (std::path::PathBuf, std::os::fd::OwnedFd) {
 }
 
 fn open_at(dir: RawFd, path: &str, beneath: bool, no_symlinks: bool) -> Op {
+    // SAFETY: `dir` is open (the caller's directory); the op gets its own duplicate.
+    let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(dir) }
+        .try_clone_to_owned()
+        .unwrap();
     Op::OpenAt {
         dir,
         path: std::ffi::CString::new(path).unwrap(),

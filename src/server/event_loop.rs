@@ -341,7 +341,9 @@ impl Loop {
             OpTag::ChildExit => self.on_child_exit(t, c),
             _ => {
                 if self.conns.get(t.slot, t.gen).is_none() {
-                    // Its connection is gone (a stale completion): only its buffer remains.
+                    // Its connection is gone (a stale completion): only its buffer remains,
+                    // or the fd a lookup opened.
+                    crate::server::task::lookup::close_stray_fd(t.op, &c);
                     self.drop_buf(c.buf);
                     return;
                 }

@@ -43,6 +43,9 @@ pub enum TaskKind {
     Cgi,
     /// Lingering close after a connection's last response.
     Linger,
+    /// A file lookup that would have blocked, done off the loop's thread before the request
+    /// is routed again.
+    Lookup,
 }
 
 impl TaskKind {
@@ -59,6 +62,7 @@ impl TaskKind {
             TaskKind::Delete => "delete",
             TaskKind::Cgi => "cgi",
             TaskKind::Linger => "linger",
+            TaskKind::Lookup => "lookup",
         }
     }
 }

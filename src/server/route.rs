@@ -34,6 +34,13 @@ pub enum Route {
     },
     /// Run a CGI.
     Cgi(CgiPlan),
+    /// A file lookup would wait for the disk: do it off the loop's thread, then route again
+    /// (see `task::lookup`).
+    Lookup {
+        dir: std::os::fd::OwnedFd,
+        rel: String,
+        no_symlinks: bool,
+    },
 }
 
 /// What the decision needs besides the configuration.
@@ -100,6 +107,15 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
         Method::Get | Method::Head => match reply::serve_static(path, loc, cfg, cx, cache) {
             Static::Reply(r) => Route::Reply(r),
             Static::Error(code) => Route::Error(code, Vec::new()),
+            Static::Lookup {
+                dir,
+                rel,
+                no_symlinks,
+            } => Route::Lookup {
+                dir,
+                rel,
+                no_symlinks,
+            },
         },
         // RFC 9110 §15.5.12: an upload must say how long it is (Content-Length, even 0, or
         // chunked).

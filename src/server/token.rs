@@ -63,6 +63,8 @@ pub enum OpTag {
     CgiStderrClose = 35,
     /// A child's exit (slot/gen = its child-registry entry).
     ChildExit = 40,
+    /// A lookup task: the open that warms the kernel's caches off the loop's thread.
+    LookupOpen = 45,
 }
 
 impl OpTag {
@@ -90,6 +92,7 @@ impl OpTag {
             34 => CgiStdoutClose,
             35 => CgiStderrClose,
             40 => ChildExit,
+            45 => LookupOpen,
             _ => return None,
         })
     }
@@ -118,6 +121,7 @@ impl OpTag {
             CgiStdinClose => "stdin close",
             CgiStdoutClose => "stdout close",
             CgiStderrClose => "stderr close",
+            LookupOpen => "lookup open",
             ChildExit => "child exit",
         }
     }

@@ -162,6 +162,18 @@ impl Server {
         args: &[&str],
         own_group: bool,
     ) -> Server {
+        Server::start_env(backend, conf, setup, args, own_group, &[])
+    }
+
+    /// Like [`Server::start_opts`], with extra environment variables for the server.
+    pub fn start_env(
+        backend: &str,
+        conf: &str,
+        setup: impl FnOnce(&Path),
+        args: &[&str],
+        own_group: bool,
+        env: &[(&str, &str)],
+    ) -> Server {
         use std::os::unix::process::CommandExt;
         let dir = temp_dir();
         setup(&dir);
@@ -193,6 +205,7 @@ impl Server {
                 .arg("--backend")
                 .arg(backend)
                 .args(args)
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("dup log fd"))
                 .stderr(log);

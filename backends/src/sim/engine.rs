@@ -287,7 +287,7 @@ impl State {
                     Err(err(libc::ECANCELED))
                 } else {
                     crate::util::open_at(
-                        job.dir,
+                        std::os::fd::AsRawFd::as_raw_fd(&job.dir),
                         &job.path,
                         job.flags,
                         job.mode,
@@ -296,12 +296,9 @@ impl State {
                     )
                     .map(|fd| std::os::fd::IntoRawFd::into_raw_fd(fd) as usize)
                 };
+                // The fd is the caller's (invariant 13), closed by it however it likes: it
+                // is tracked for leaks only once an op uses it.
                 self.pending.remove(i);
-                if let Ok(fd) = r {
-                    if let Some(id) = super::file_id(fd as RawFd) {
-                        self.real_open.insert(fd as RawFd, id);
-                    }
-                }
                 keep(self, Completion::new(token, r, Buf::None, false))
             }
             P::Hangup { fd } => {

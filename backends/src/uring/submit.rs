@@ -91,7 +91,8 @@ impl Uring {
                 }
                 State::Close => opcode::Close::new(fd).build(),
                 State::OpenAt { op } => {
-                    opcode::OpenAt2::new(types::Fd(op.dir), op.path.as_ptr(), &op.how).build()
+                    let dir = types::Fd(op.dir.as_raw_fd());
+                    opcode::OpenAt2::new(dir, op.path.as_ptr(), &op.how).build()
                 }
                 State::Wake { val } => {
                     opcode::Read::new(fd, (&mut **val as *mut u64).cast(), 8).build()

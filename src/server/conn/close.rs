@@ -57,6 +57,7 @@ impl Conn {
                 self.finish_request(env);
             }
             Step::Internal(path) => self.internal_redirect(&path, env),
+            Step::Reroute => self.reroute(env),
         }
     }
 

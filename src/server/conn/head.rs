@@ -2,7 +2,7 @@
 //! request record, decide the route, and start the task that answers it.
 
 use super::env::Env;
-use super::request::RequestRecord;
+use super::request::{Held, RequestRecord};
 use super::Flags;
 use super::{Conn, Phase};
 use crate::http::request::{BodyKind, Method, Status};
@@ -12,6 +12,7 @@ use crate::server::route::{self, Route};
 use crate::server::stamp::Stamp;
 use crate::server::task::cgi::framing::Meta;
 use crate::server::task::cgi::{plan, CgiTask};
+use crate::server::task::lookup::LookupTask;
 use crate::server::task::upload::{MultipartTask, UploadTask};
 use crate::server::task::{body::BodyReader, RequestTask};
 
@@ -115,6 +116,7 @@ impl Conn {
             task: None,
             deferred: None,
             scratch: Vec::new(),
+            held: None,
         }));
         self.set_phase(Phase::Active, env);
         self.deadline = Stamp::of(env.now + env.cfg.timeouts.send);
@@ -126,8 +128,24 @@ impl Conn {
                 return true;
             }
         };
-        let (route, limit) = self.route_parsed(&req, head.body, env);
         let (body, expect) = (head.body, head.expect_continue);
+        let (mut route, mut limit) = self.route_parsed(&req, body, env, true);
+        if matches!(route, Route::Lookup { .. }) {
+            if matches!(body, BodyKind::None | BodyKind::Length(0)) {
+                // Routed again once the lookup is done: from this head, held until then.
+                if let Some(r) = self.req.as_mut() {
+                    r.held = Some(Box::new(Held {
+                        head: buf[..head_len].to_vec(),
+                        body,
+                        expect,
+                    }));
+                }
+            } else {
+                // A request with a body is not held back (its body follows in the input):
+                // it looks up at once, on the loop's thread.
+                (route, limit) = self.route_parsed(&req, body, env, false);
+            }
+        }
         // The head is consumed; what follows in the buffer is the body or the next request.
         let mut buf = buf;
         buf.drain(..head_len);
@@ -143,6 +161,7 @@ impl Conn {
         req: &crate::http::request::Request<'_>,
         body: BodyKind,
         env: &mut Env,
+        cached_lookups: bool,
     ) -> (Route, u64) {
         let Some(rq) = self.req.as_ref() else {
             return (Route::Error(500, Vec::new()), 0);
@@ -195,6 +214,7 @@ impl Conn {
             if_modified_since: h("If-Modified-Since"),
             range: h("Range"),
             if_range: h("If-Range"),
+            cached_lookups,
         };
         let route = route::route(
             route::Input {
@@ -283,6 +303,17 @@ impl Conn {
                     limit,
                     env,
                 );
+            }
+            Route::Lookup {
+                dir,
+                rel,
+                no_symlinks,
+            } => {
+                let id = env.gauges.task_id();
+                match LookupTask::new(id, dir, &rel, no_symlinks) {
+                    Some(t) => self.start_task(RequestTask::Lookup(t), env),
+                    None => self.answer_error(404, &[], env),
+                }
             }
             Route::Cgi(plan) => {
                 let id = env.gauges.task_id();

@@ -281,6 +281,7 @@ impl Conn {
             // A late completion of a task that is gone (a close, a cancelled read): its
             // buffer is dropped here, nothing else refers to it.
             crate::trace!("{}: stale {} completion dropped", self.ident(), t.op.name());
+            crate::server::task::lookup::close_stray_fd(t.op, &c);
             return;
         }
         let step = self.with_task(env, |task, cx| task.on_completion(t.op, c, cx));

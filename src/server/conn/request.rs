@@ -57,6 +57,15 @@ pub struct RequestRecord {
     pub deferred: Option<RequestTask>,
     /// Decoded request-body bytes on their way to the task (reused within the request).
     pub scratch: Vec<u8>,
+    /// The head of a request whose routing waits for a lookup (`task::lookup`).
+    pub held: Option<Box<Held>>,
+}
+
+/// A request head kept while a lookup runs off the loop's thread, to route it again after.
+pub struct Held {
+    pub head: Vec<u8>,
+    pub body: BodyKind,
+    pub expect: bool,
 }
 
 impl RequestRecord {
@@ -159,6 +168,7 @@ impl Conn {
                 task: None,
                 deferred: None,
                 scratch: Vec::new(),
+                held: None,
             };
             self.req = Some(Box::new(bare));
         }
@@ -333,6 +343,29 @@ impl Conn {
     /// any request — a location's `return`, `allow_methods` or CGI apply to it (a script is run,
     /// never served as a file). The new request carries only its Host. At most
     /// [`MAX_REDIRECTS`] in a row (nginx's limit for internal redirects), then 500.
+    /// A lookup finished off the loop's thread: route the held head again, now looking up
+    /// on the loop's thread (the caches are warm; if they are not, it blocks once rather than
+    /// waiting for another warm-up).
+    pub(super) fn reroute(&mut self, env: &mut Env) {
+        self.abort_task(Abort::Finished, env);
+        let held = self.req.as_mut().and_then(|r| r.held.take());
+        let Some(held) = held else {
+            crate::error!("{}: nothing to route again", self.ident());
+            self.answer_error(500, &[], env);
+            return;
+        };
+        let mut parser = crate::http::request::HeadParser::new();
+        parser.set_limits(env.cfg.head_limits);
+        let parsed = parser.parse(&held.head);
+        let Ok(crate::http::request::Status::Complete(r, _)) = parsed else {
+            crate::error!("{}: the held head no longer parses", self.ident());
+            self.answer_error(500, &[], env);
+            return;
+        };
+        let (route, limit) = self.route_parsed(&r, held.body, env, false);
+        self.dispatch_route(route, held.body, held.expect, limit, env);
+    }
+
     pub(super) fn internal_redirect(&mut self, path: &str, env: &mut Env) {
         self.abort_task(Abort::Finished, env);
         let id = self.ident();
@@ -364,7 +397,7 @@ impl Conn {
         crate::trace!("{id}: local redirect to {path}");
         req.path = n.path;
         req.query = n.query.map(str::to_string);
-        let (route, _) = self.route_parsed(r, BodyKind::None, env);
+        let (route, _) = self.route_parsed(r, BodyKind::None, env, false);
         self.dispatch_route(route, BodyKind::None, false, 0, env);
     }
 

@@ -70,6 +70,9 @@ pub struct Ctx<'a> {
     pub range: Option<&'a [u8]>,
     /// `If-Range` (RFC 9110 §13.1.5): the range applies only if this validator still matches.
     pub if_range: Option<&'a [u8]>,
+    /// Look files up only as far as the kernel's caches go: a lookup that would wait for the
+    /// disk gives [`static_file::Static::Lookup`] instead of blocking the loop.
+    pub cached_lookups: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -85,6 +88,7 @@ impl<'a> Ctx<'a> {
             if_modified_since: None,
             range: None,
             if_range: None,
+            cached_lookups: false,
         }
     }
 }

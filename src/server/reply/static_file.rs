@@ -101,6 +101,30 @@ pub enum Static {
     Reply(Reply),
     /// An error status to answer through [`error`].
     Error(u16),
+    /// A lookup of `rel` beneath `dir` (a duplicate of the root's fd) would wait for the disk:
+    /// have it done off the loop's thread, then route the request again.
+    Lookup {
+        dir: OwnedFd,
+        rel: String,
+        no_symlinks: bool,
+    },
+}
+
+/// A lookup that met a cold cache, as [`Static::Lookup`] (or the error of duplicating the
+/// root's fd, answered as any open error).
+fn cold(anchor: RawFd, rel: String, no_symlinks: bool) -> Static {
+    match backends::util::dup_fd(anchor) {
+        Ok(dir) => Static::Lookup {
+            dir,
+            rel,
+            no_symlinks,
+        },
+        Err(e) => Static::Error(open_status(&e)),
+    }
+}
+
+fn is_cold(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EAGAIN)
 }
 
 /// For a URI naming a directory (`/app/`), the URI of its first existing index file
@@ -151,14 +175,15 @@ fn open_read(
     anchor: RawFd,
     rel: &str,
     policy: Symlinks,
+    cached: bool,
 ) -> std::io::Result<(OwnedFd, RawFd, FileStat)> {
-    let fd = util::open_beneath(
-        anchor,
-        OsStr::new(rel),
-        libc::O_RDONLY | libc::O_NONBLOCK,
-        0,
-        policy == Symlinks::Refuse,
-    )?;
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+    let nofollow = policy == Symlinks::Refuse;
+    let fd = if cached {
+        util::open_beneath_cached(anchor, OsStr::new(rel), flags, nofollow)?
+    } else {
+        util::open_beneath(anchor, OsStr::new(rel), flags, 0, nofollow)?
+    };
     if policy == Symlinks::IfSameOwner {
         same_owner_links(anchor, rel)?;
     }
@@ -196,8 +221,11 @@ pub fn serve_static(
             return Static::Reply(serve_cached(&c, path, mime, cx));
         }
     }
-    let (fd, raw, st) = match open_read(anchor.as_raw_fd(), &rel, loc.disable_symlinks) {
+    let nofollow = loc.disable_symlinks == Symlinks::Refuse;
+    let cached = cx.cached_lookups;
+    let (fd, raw, st) = match open_read(anchor.as_raw_fd(), &rel, loc.disable_symlinks, cached) {
         Ok(x) => x,
+        Err(e) if is_cold(&e) => return cold(anchor.as_raw_fd(), rel, nofollow),
         Err(e) => return Static::Error(open_status(&e)),
     };
     if st.is_dir() {
@@ -211,11 +239,20 @@ pub fn serve_static(
             }
             return Static::Reply(ret(301, Some(&to), cx));
         }
-        let nofollow = loc.disable_symlinks == Symlinks::Refuse;
         for name in &loc.index {
             let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-            let Ok(f) = util::open_beneath(raw, OsStr::new(name), flags, 0, nofollow) else {
-                continue;
+            let opened = if cached {
+                util::open_beneath_cached(raw, OsStr::new(name), flags, nofollow)
+            } else {
+                util::open_beneath(raw, OsStr::new(name), flags, 0, nofollow)
+            };
+            let f = match opened {
+                Ok(f) => f,
+                Err(e) if is_cold(&e) => {
+                    let rel = format!("{}/{name}", rel.trim_end_matches('/'));
+                    return cold(anchor.as_raw_fd(), rel, nofollow);
+                }
+                Err(_) => continue,
             };
             let Ok(ist) = util::fstat(f.as_raw_fd()) else {
                 continue;

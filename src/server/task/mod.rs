@@ -24,6 +24,7 @@
 pub mod body;
 pub mod cgi;
 pub mod file;
+pub mod lookup;
 pub mod reply;
 pub mod upload;
 
@@ -49,6 +50,8 @@ pub enum Step {
     Close,
     /// A CGI local redirect (RFC 3875 §6.2.2): answer a GET of this path instead.
     Internal(String),
+    /// A lookup ran off the loop's thread: route the request again from its held head.
+    Reroute,
 }
 
 /// Why a task is aborted.
@@ -132,6 +135,7 @@ pub enum RequestTask {
     Upload(Box<upload::UploadTask>),
     Multipart(Box<upload::MultipartTask>),
     Cgi(Box<cgi::CgiTask>),
+    Lookup(lookup::LookupTask),
 }
 
 macro_rules! each {
@@ -142,6 +146,7 @@ macro_rules! each {
             RequestTask::Upload($t) => $e,
             RequestTask::Multipart($t) => $e,
             RequestTask::Cgi($t) => $e,
+            RequestTask::Lookup($t) => $e,
         }
     };
 }

@@ -325,6 +325,10 @@ impl Task for CgiTask {
                         if let Some(fd) = self.stderr.take() {
                             cx.submit(OpTag::CgiStderrClose, Op::Close { fd });
                         }
+                        if self.out_eof && self.exit.is_some() && !self.over {
+                            // The answer waited for this stderr tail (a failed script).
+                            return self.after_output_end(cx);
+                        }
                     }
                 }
                 Step::Pending

@@ -135,6 +135,16 @@ impl CgiTask {
         if self.exit.is_none() && !self.exit_waited {
             return Step::Pending;
         }
+        if self.framing.is_none()
+            && self.stderr.is_some()
+            && self.failed_exit().is_some()
+            && !self.exit_waited
+        {
+            // A failed script's stderr tail goes to the error log: within the same grace,
+            // its stderr is read to the end first (the exit can be seen before the last
+            // stderr bytes are).
+            return Step::Pending;
+        }
         if self.framing.is_none() {
             return self.finish_small(cx);
         }

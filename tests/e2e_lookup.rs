@@ -1,0 +1,176 @@
+//! Issue 16: a file lookup never blocks the loop. A GET first looks up only as far as the
+//! kernel's caches go (`RESOLVE_CACHED`); when that is not enough, the lookup is done off the
+//! loop's thread (`Op::OpenAt`: io_uring's io-wq, the readiness backends' offload pool) by a
+//! `lookup` task and the request is routed again. `WEBSERV_COLD_LOOKUPS=1` makes every cached
+//! attempt miss, so each test here takes the slow way on every backend; the answers must be
+//! exactly those of the fast way, and the `--debug` log names the lookup tasks.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+
+const CONF: &str = "{BASE}
+workers 1;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    index index.html;
+    error_page 404 /err404.html;
+    location / { }
+    location /strict/ { disable_symlinks on; }
+    location /up/ {
+        allow_methods GET HEAD PUT;
+        upload_store www/up;
+    }
+}
+";
+
+fn setup(dir: &Path) {
+    fs::create_dir_all(dir.join("www/sub")).unwrap();
+    fs::create_dir_all(dir.join("www/strict")).unwrap();
+    fs::create_dir_all(dir.join("www/up")).unwrap();
+    fs::create_dir_all(dir.join("outside")).unwrap();
+    write_file(dir, "www/index.html", "root index");
+    write_file(dir, "www/a.txt", "alpha");
+    write_file(dir, "www/sub/index.html", "sub index");
+    write_file(dir, "www/err404.html", "custom 404");
+    write_file(dir, "www/strict/real.txt", "real");
+    write_file(dir, "outside/secret.txt", "secret");
+    std::os::unix::fs::symlink("../outside/secret.txt", dir.join("www/escape.txt")).unwrap();
+    std::os::unix::fs::symlink("real.txt", dir.join("www/strict/link.txt")).unwrap();
+}
+
+fn cold(backend: &str) -> Server {
+    Server::start_env(
+        backend,
+        CONF,
+        setup,
+        &["--debug"],
+        false,
+        &[("WEBSERV_COLD_LOOKUPS", "1")],
+    )
+}
+
+/// Every static answer (file, index, 404 with its error page, 301 to the slash, a symlink out
+/// of the root, a refused symlink) is the same when each lookup goes off the loop's thread.
+#[test]
+fn cold_lookups_answer_as_warm_ones() {
+    for_each_backend("cold_lookups_answer_as_warm_ones", |b| {
+        let s = cold(b);
+        let r = get(s.port, "/a.txt");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "alpha".into()),
+            "[{b}] {}",
+            r.dump()
+        );
+        let r = get(s.port, "/");
+        assert_eq!((r.status, r.text()), (200, "root index".into()), "[{b}]");
+        let r = get(s.port, "/sub/");
+        assert_eq!((r.status, r.text()), (200, "sub index".into()), "[{b}]");
+        let r = get(s.port, "/sub");
+        assert_eq!(r.status, 301, "[{b}] {}", r.dump());
+        assert!(
+            r.header("Location").is_some_and(|l| l.ends_with("/sub/")),
+            "[{b}]"
+        );
+        let r = get(s.port, "/missing.txt");
+        assert_eq!((r.status, r.text()), (404, "custom 404".into()), "[{b}]");
+        let r = get(s.port, "/escape.txt");
+        assert_eq!(
+            r.status,
+            403,
+            "[{b}] a symlink out of the root: {}",
+            r.dump()
+        );
+        let r = get(s.port, "/strict/link.txt");
+        assert_eq!(r.status, 403, "[{b}] disable_symlinks on: {}", r.dump());
+        let r = get(s.port, "/strict/real.txt");
+        assert_eq!((r.status, r.text()), (200, "real".into()), "[{b}]");
+        let r = request(
+            s.port,
+            b"HEAD /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "[{b}]");
+        assert_eq!(r.header("Content-Length"), Some("5"), "[{b}]");
+        assert!(r.body.is_empty(), "[{b}]");
+        let log = s.log();
+        assert!(
+            log.contains(" lookup#") && log.contains("lookup open"),
+            "[{b}] no lookup task in the log:\n{log}"
+        );
+    });
+}
+
+/// Pipelined requests whose lookups go off the loop's thread are answered in order, on one
+/// connection, and the connection stays usable; a request with a body is not held back.
+#[test]
+fn cold_lookups_keep_pipelined_order() {
+    for_each_backend("cold_lookups_keep_pipelined_order", |b| {
+        let s = cold(b);
+        let mut c = Conn::open(s.port);
+        c.send(
+            b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /missing HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /strict/real.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let got: Vec<(u16, String)> = (0..4)
+            .map(|_| {
+                let r = c.read_response();
+                (r.status, r.text())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (200, "alpha".to_string()),
+                (404, "custom 404".to_string()),
+                (200, "sub index".to_string()),
+                (200, "real".to_string()),
+            ],
+            "[{b}]"
+        );
+        c.send(b"PUT /up/new.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nnew");
+        let r = c.read_response();
+        assert!(matches!(r.status, 200 | 201 | 204), "[{b}] {}", r.dump());
+        c.send(b"GET /up/new.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!((r.status, r.text()), (200, "new".into()), "[{b}]");
+    });
+}
+
+/// Clients that leave while their lookup is off the loop's thread cost nothing: the server
+/// keeps serving and holds no fd per abandoned lookup.
+#[test]
+fn cold_lookups_abandoned_leave_no_fds() {
+    for_each_backend("cold_lookups_abandoned_leave_no_fds", |b| {
+        let s = cold(b);
+        let pid = s.pid().unwrap();
+        assert_eq!(get(s.port, "/a.txt").status, 200, "[{b}]");
+        let fds = || fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+        let before = fds();
+        for _ in 0..200 {
+            let mut c = Conn::open(s.port);
+            c.send(b"GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n");
+            drop(c);
+        }
+        let r = get(s.port, "/a.txt");
+        assert_eq!((r.status, r.text()), (200, "alpha".into()), "[{b}]");
+        // Let closes and late lookups land, then count again.
+        let mut after = fds();
+        for _ in 0..50 {
+            if after <= before + 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            after = fds();
+        }
+        assert!(
+            after <= before + 2,
+            "[{b}] {before} fds before 200 abandoned lookups, {after} after"
+        );
+    });
+}
