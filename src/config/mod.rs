@@ -40,6 +40,8 @@ mod vhost;
 #[cfg(test)]
 mod cgi_param_tests;
 #[cfg(test)]
+mod proxy_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
