@@ -100,6 +100,10 @@ fn v1(buf: &[u8]) -> Result<Parsed, Error> {
     }
     let len = cr + 2;
     let line = std::str::from_utf8(&buf[V1_SIG.len()..cr]).map_err(|_| Error::BadV1)?;
+    if line.bytes().any(|b| b < 0x20) {
+        // Control bytes (a stray LF, NUL) are refused even in an UNKNOWN line's free text.
+        return Err(Error::BadV1);
+    }
     if line == "UNKNOWN" || line.starts_with("UNKNOWN ") {
         // §2.1: the rest of an UNKNOWN line is ignored.
         return Ok(Parsed::Complete { len, addrs: None });
@@ -261,6 +265,8 @@ mod tests {
             "PROXY UDP4 192.0.2.1 198.51.100.2 1 2\r\n",
             "PROXY TCP4 192.0.2.1 198.51.100.2 1 2\rX",
             "PROXY TCP4 192.0.2.1 198.51.100.2 1 2\n",
+            "PROXY UNKNOWN x\n\r\n",
+            "PROXY UNKNOWN \0\r\n",
         ];
         for b in bad {
             assert_eq!(parse(b.as_bytes()), Err(Error::BadV1), "{b:?}");

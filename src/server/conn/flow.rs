@@ -32,6 +32,7 @@ impl Conn {
         match self.phase {
             Phase::Closing | Phase::Linger => false,
             Phase::Active => self.feed_body(env),
+            Phase::Proxy => self.read_proxy_header(env),
             Phase::Idle | Phase::Head => {
                 if self.close_after || self.close_when_flushed || self.out.bytes() > OUT_HIGH {
                     return false;

@@ -82,6 +82,7 @@ impl Conn {
             Ok(n) => (n.path, n.query.map(str::to_string), None),
             Err(e) => ("/".to_string(), None, Some(e)),
         };
+        let client = self.client_addr(&req, env);
         self.req = Some(Box::new(RequestRecord {
             seq: self.seq,
             cfg: cfg.clone(),
@@ -111,6 +112,7 @@ impl Conn {
             task: None,
             deferred: None,
             scratch: Vec::new(),
+            client,
         }));
         self.set_phase(Phase::Active, env);
         self.deadline = env.now + env.cfg.timeouts.send;
@@ -168,7 +170,7 @@ impl Conn {
                 query: rq.query.as_deref(),
                 host: &rq.host,
                 local: self.local.get(),
-                peer: self.peer.get(),
+                peer: rq.client,
                 body,
                 server_name: srv.names.iter().find_map(|n| match n {
                     crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.as_str()),

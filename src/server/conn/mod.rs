@@ -21,6 +21,7 @@ mod close;
 pub mod env;
 mod flow;
 pub mod head;
+mod proxy;
 pub mod request;
 
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ pub const OUT_HIGH: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// On a `proxy_protocol` listener, before the PROXY header is complete.
+    Proxy,
     /// Between requests, nothing buffered.
     Idle,
     /// Reading a request head.
@@ -61,7 +64,7 @@ impl Phase {
     fn gauge(self) -> Gauge {
         match self {
             Phase::Idle => Gauge::Idle,
-            Phase::Head => Gauge::Reading,
+            Phase::Proxy | Phase::Head => Gauge::Reading,
             Phase::Active | Phase::Linger => Gauge::Writing,
             Phase::Closing => Gauge::None,
         }
@@ -122,6 +125,8 @@ pub struct Conn {
     /// The id of the connection's own I/O task.
     task: u32,
     pub local: Addr,
+    /// The client: the TCP peer, or on a `proxy_protocol` listener the source its PROXY
+    /// header named (see `proxy.rs`).
     pub peer: Addr,
     inbuf: Vec<u8>,
     pub out: OutQueue,
@@ -171,7 +176,11 @@ impl Conn {
             hangup_cancel: false,
             eof: false,
             sending: false,
-            phase: Phase::Idle,
+            phase: if env.cfg.proxy_protocol(local) {
+                Phase::Proxy
+            } else {
+                Phase::Idle
+            },
             parser: None,
             req: None,
             seq: 0,
@@ -181,7 +190,7 @@ impl Conn {
             close_after: false,
             close_when_flushed: false,
         };
-        env.gauges.enter(Gauge::Idle);
+        env.gauges.enter(c.phase.gauge());
         c.update_recv(env);
         c
     }
@@ -391,7 +400,10 @@ impl Conn {
 
     /// Idle between requests with nothing buffered (for reclaiming and stopping).
     pub fn is_idle(&self) -> bool {
-        self.phase == Phase::Idle && self.inbuf.is_empty() && !self.sending && self.out.is_empty()
+        matches!(self.phase, Phase::Idle | Phase::Proxy)
+            && self.inbuf.is_empty()
+            && !self.sending
+            && self.out.is_empty()
     }
 
     /// Queue an interim response (100 Continue).

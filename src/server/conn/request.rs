@@ -55,6 +55,8 @@ pub struct RequestRecord {
     pub deferred: Option<RequestTask>,
     /// Decoded request-body bytes on their way to the task (reused within the request).
     pub scratch: Vec<u8>,
+    /// The client address it runs under (PROXY header and realip applied).
+    pub client: std::net::SocketAddr,
 }
 
 impl RequestRecord {
@@ -156,6 +158,7 @@ impl Conn {
                 task: None,
                 deferred: None,
                 scratch: Vec::new(),
+                client: self.peer.get(),
             };
             self.req = Some(Box::new(bare));
         }
@@ -387,7 +390,7 @@ impl Conn {
         };
         let line = format!(
             "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
-            self.peer.get().ip(),
+            req.client.ip(),
             crate::log::access_time(secs),
             req.line.escape_debug(),
             self.out.last_status,
