@@ -111,6 +111,15 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // systemd's variables are read (and removed) while this is the only thread.
+    let inherited = match webserv::systemd::listen_fds() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("webserv: socket activation: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let notify = std::sync::Arc::new(webserv::systemd::Notifier::from_env());
     let log_path = cfg.error_log.path.clone();
     if let Err(e) = webserv::log::init(log_path.as_deref(), cfg.error_log.level, args.debug) {
         eprintln!("webserv: error_log: {e}");
@@ -119,6 +128,8 @@ fn main() -> ExitCode {
     let opts = RunOptions {
         backend: args.backend,
         no_sendfile: args.no_sendfile,
+        inherited,
+        notify: notify.clone(),
     };
     let control = Control::new(cfg);
     // The signals are blocked before any other thread exists; a watcher thread turns them into
@@ -129,6 +140,7 @@ fn main() -> ExitCode {
     let watched = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
     if let Err(e) = backends::util::watch_signals(&watched, move |sig| {
         if sig == libc::SIGHUP {
+            notify.notify(&webserv::systemd::reloading_message());
             match webserv::config::load(&config_path, &prefix) {
                 Ok(cfg) => {
                     webserv::notice!("SIGHUP: reloading {}", config_path.display());
@@ -141,7 +153,9 @@ fn main() -> ExitCode {
                 }
                 Err(e) => webserv::error!("SIGHUP: {e}; keeping the running configuration"),
             }
+            notify.notify("READY=1\nSTATUS=serving");
         } else {
+            notify.notify("STOPPING=1");
             ctl.stop();
         }
     }) {

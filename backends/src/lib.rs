@@ -85,6 +85,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod activation;
 pub mod pool;
 pub mod readiness;
 #[cfg(feature = "sim")]
