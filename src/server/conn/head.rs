@@ -206,6 +206,8 @@ impl Conn {
                 cgi,
                 gauges: env.gauges,
                 backend: &*env.be,
+                metrics: env.metrics,
+                worker: env.worker,
             },
             &cx,
             env.cache,

@@ -317,6 +317,7 @@ impl Conn {
                 return;
             }
         };
+        crate::server::metrics::add(&crate::server::metrics::COUNTERS.received_bytes, n as u64);
         if let Buf::Recv(b) = c.buf {
             let keep = match self.phase {
                 Phase::Closing | Phase::Linger => false,
@@ -374,7 +375,8 @@ impl Conn {
     fn on_send(&mut self, c: Completion, env: &mut Env) {
         self.sending = false;
         match c.result {
-            Ok(_) => {
+            Ok(n) => {
+                crate::server::metrics::add(&crate::server::metrics::COUNTERS.sent_bytes, n as u64);
                 // Progress restarts send_timeout while output remains; once everything is
                 // out, a connection waiting for its next request gets keepalive_timeout, and
                 // one with a next head already started keeps that head's deadline.

@@ -64,6 +64,8 @@ impl Conn {
                 true
             }
             Err(e) => {
+                let m = &crate::server::metrics::COUNTERS;
+                crate::server::metrics::add(&m.proxy_rejected, 1);
                 crate::info!(
                     "{}: {} from {}; closing without a response",
                     self.io_ident(),

@@ -269,6 +269,10 @@ impl Conn {
         } = &mut **req;
         let step = match task.as_mut() {
             Some(task) => {
+                if matches!(task, RequestTask::Upload(_) | RequestTask::Multipart(_)) {
+                    let m = &crate::server::metrics::COUNTERS;
+                    crate::server::metrics::add(&m.upload_bytes, scratch.len() as u64);
+                }
                 let mut cx = env.cx(id, *tseq, &mut self.out);
                 task.on_body(scratch, piece.done, &mut cx)
             }
@@ -293,6 +297,11 @@ impl Conn {
         if let Some(req) = &req {
             env.gauges.requests += 1;
             self.served += 1;
+            let m = &crate::server::metrics::COUNTERS;
+            m.request(self.out.last_status, req.method);
+            if self.served > 1 {
+                crate::server::metrics::add(&m.keepalive_reused, 1);
+            }
             if !req.body_done() {
                 // The answer came before the whole body: the rest cannot be told from a next
                 // request.
