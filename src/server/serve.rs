@@ -101,7 +101,8 @@ pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
             // The backend is opened on the thread that uses it (io_uring SINGLE_ISSUER).
             let opened = backends::open(kind, &backends::Options::default())
                 .map_err(|e| io::Error::new(e.kind(), format!("backend {kind:?}: {e}")))?;
-            if let Some(why) = &opened.fallback {
+            // Every worker gets the same answer: say it once.
+            if let Some(why) = opened.fallback.as_ref().filter(|_| i == 0) {
                 crate::notice!("{why}");
             }
             control.add_waker(opened.backend.waker());
