@@ -342,3 +342,25 @@ fn realip_proxy_protocol_needs_a_trusted_balancer() {
         assert_eq!(remote_of(s.port, other, 4096, xff).0, "192.0.2.78");
     });
 }
+
+#[test]
+fn a_silent_connection_on_a_proxy_listener_is_closed_at_the_header_timeout() {
+    for_each_backend("a_silent_proxy_connection_times_out", |b| {
+        let s = Server::start(b, &conf("client_header_timeout 1s;\n"), setup);
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        // Half a header, then nothing.
+        std::io::Write::write_all(&mut c, b"PROXY TCP4 ").unwrap();
+        let (got, closed) = read_until_close(&mut c, IO_TIMEOUT);
+        assert!(closed, "not closed ({b})");
+        assert!(
+            got.is_empty(),
+            "answered: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let log = s.log();
+        assert!(
+            log.contains("no PROXY header within client_header_timeout; closing"),
+            "{log}"
+        );
+    });
+}
