@@ -175,4 +175,21 @@ mod tests {
         assert_eq!(&buf[..got], b"READY=1");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// `NOTIFY_SOCKET=@name`: the abstract namespace (what systemd itself may hand out).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn notify_reaches_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("webserv-notify-test-{}", std::process::id());
+        let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let rx = UnixDatagram::bind_addr(&a).unwrap();
+        let n = Notifier {
+            target: Some((UnixDatagram::unbound().unwrap(), format!("@{name}"))),
+        };
+        n.notify("STOPPING=1");
+        let mut buf = [0u8; 64];
+        let got = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..got], b"STOPPING=1");
+    }
 }
