@@ -9,4 +9,6 @@ pub mod handlers;
 pub mod http;
 #[macro_use]
 pub mod log;
+pub mod proxy;
 pub mod server;
+pub mod systemd;

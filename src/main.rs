@@ -116,6 +116,15 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // systemd's variables are read (and removed) while this is the only thread.
+    let inherited = match webserv::systemd::listen_fds() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("webserv: socket activation: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let notify = std::sync::Arc::new(webserv::systemd::Notifier::from_env());
     let log_path = cfg.error_log.path.clone();
     if let Err(e) = webserv::log::init(log_path.as_deref(), cfg.error_log.level, args.debug) {
         eprintln!("webserv: error_log: {e}");
@@ -124,6 +133,8 @@ fn main() -> ExitCode {
     let opts = RunOptions {
         backend: args.backend,
         no_sendfile: args.no_sendfile,
+        inherited,
+        notify: notify.clone(),
     };
     let control = Control::new(cfg);
     // The signals are blocked before any other thread exists; a watcher thread turns them into
@@ -134,6 +145,7 @@ fn main() -> ExitCode {
     let watched = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
     if let Err(e) = backends::util::watch_signals(&watched, move |sig| {
         if sig == libc::SIGHUP {
+            notify.notify(&webserv::systemd::reloading_message());
             match webserv::config::load_all(&config_path, &prefix) {
                 Ok((cfg, warnings)) => {
                     for w in warnings.iter() {
@@ -162,7 +174,9 @@ fn main() -> ExitCode {
                     );
                 }
             }
+            notify.notify("READY=1\nSTATUS=serving");
         } else {
+            notify.notify("STOPPING=1");
             ctl.stop();
         }
     }) {

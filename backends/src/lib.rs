@@ -93,6 +93,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod activation;
 pub mod offload;
 pub mod pool;
 pub mod readiness;

@@ -71,6 +71,9 @@ struct Globals {
     body: Option<Duration>,
     send: Option<Duration>,
     keepalive: Option<Duration>,
+    realip_from: Vec<crate::proxy::realip::Cidr>,
+    realip_source: Option<crate::proxy::realip::Source>,
+    realip_recursive: Option<bool>,
     keepalive_requests: Option<u32>,
     head_buffers: HeadBuffers,
     server_tokens: Option<bool>,
@@ -282,6 +285,29 @@ impl Builder<'_> {
                         .ok_or_else(|| bad_value(d, 0, ", it must be \"on\" or \"off\""))?;
                     set_once(&mut self.g.server_tokens, v, d)?;
                 }
+                "set_real_ip_from" => {
+                    let c =
+                        crate::proxy::realip::Cidr::parse(arg(0)).map_err(|m| d.args[0].err(m))?;
+                    self.g.realip_from.push(c);
+                }
+                "real_ip_header" => {
+                    let v = crate::proxy::realip::Source::parse(arg(0)).ok_or_else(|| {
+                        bad_value(
+                            d,
+                            0,
+                            ", it must be \"X-Real-IP\", \"X-Forwarded-For\" or \"proxy_protocol\"",
+                        )
+                    })?;
+                    set_once(&mut self.g.realip_source, v, d)?;
+                }
+                "real_ip_recursive" => {
+                    let v = match arg(0) {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad_value(d, 0, ", it must be \"on\" or \"off\"")),
+                    };
+                    set_once(&mut self.g.realip_recursive, v, d)?;
+                }
                 "server" => {
                     let s = self.server(d);
                     self.g.servers.push(s);
@@ -344,12 +370,16 @@ impl Builder<'_> {
                 "listen" => {
                     let addr = listen::addr(&c.args[0].text).map_err(|m| c.args[0].err(m))?;
                     let mut dflt = None;
-                    if let Some(p) = c.args.get(1) {
-                        // nginx also spells it `default` (pre-0.8.21).
-                        if p.text != "default_server" && p.text != "default" {
-                            return Err(p.err(format!("invalid parameter \"{}\"", p.text)));
+                    let mut proxy_protocol = false;
+                    for p in &c.args[1..] {
+                        match p.text.as_str() {
+                            // nginx also spells it `default` (pre-0.8.21).
+                            "default_server" | "default" if dflt.is_none() => {
+                                dflt = Some(p.clone())
+                            }
+                            "proxy_protocol" if !proxy_protocol => proxy_protocol = true,
+                            _ => return Err(p.err(format!("invalid parameter \"{}\"", p.text))),
                         }
-                        dflt = Some(p.clone());
                     }
                     if s.listens.iter().any(|(l, _, _)| l.addr == addr) {
                         return Err(c.args[0].err(format!("duplicate listen {addr}")));
@@ -357,6 +387,7 @@ impl Builder<'_> {
                     let l = Listen {
                         addr,
                         default_server: dflt.is_some(),
+                        proxy_protocol,
                     };
                     s.listens.push((l, c.args[0].clone(), dflt));
                 }
@@ -552,6 +583,7 @@ impl Builder<'_> {
                     Listen {
                         addr,
                         default_server: false,
+                        proxy_protocol: false,
                     },
                     raw.decl.clone(),
                     None,
@@ -620,6 +652,11 @@ impl Builder<'_> {
                 keepalive: self.g.keepalive.unwrap_or(Duration::from_secs(75)),
             },
             keepalive_requests: self.g.keepalive_requests.unwrap_or(1000),
+            realip: crate::proxy::realip::RealIp {
+                from: self.g.realip_from,
+                source: self.g.realip_source.unwrap_or_default(),
+                recursive: self.g.realip_recursive.unwrap_or(false),
+            },
             worker_connections: self
                 .g
                 .worker_connections

@@ -72,6 +72,10 @@ pub static SPECS: &[Spec] = &[
     d("large_client_header_buffers", HTTP, 2, 2),
     // nginx: http, server, location; global here.
     d("server_tokens", HTTP, 1, 1),
+    // realip (issue 15): http level only, where nginx also allows server and location.
+    d("set_real_ip_from", HTTP, 1, 1),
+    d("real_ip_header", HTTP, 1, 1),
+    d("real_ip_recursive", HTTP, 1, 1),
     // inherited http → server → location
     d("root", HSL, 1, 1),
     d("index", HSL, 1, ANY),
@@ -85,7 +89,7 @@ pub static SPECS: &[Spec] = &[
     d("cgi_param", HSL, 2, 3),
     // server
     b("server", HTTP, 0, 0),
-    d("listen", SERVER, 1, 2),
+    d("listen", SERVER, 1, 3),
     d("server_name", SERVER, 1, ANY),
     d("upload_store", SERVER | LOCATION, 1, 1),
     d("return", SERVER | LOCATION, 1, 2),

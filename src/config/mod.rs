@@ -46,6 +46,8 @@ mod cgi_param_tests;
 #[cfg(test)]
 mod diagnostics_tests;
 #[cfg(test)]
+mod proxy_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;

@@ -74,6 +74,8 @@ pub struct Config {
     pub access_log: Option<PathBuf>,
     pub timeouts: Timeouts,
     pub keepalive_requests: u32,
+    /// `set_real_ip_from`, `real_ip_header`, `real_ip_recursive`.
+    pub realip: crate::proxy::realip::RealIp,
     /// Per worker. Default 10240: nginx's 512 is sized for a worker among many; one
     /// event loop here is expected to carry a benchmark's worth of connections.
     pub worker_connections: usize,
@@ -97,6 +99,8 @@ pub struct Config {
 pub struct Listen {
     pub addr: SocketAddr,
     pub default_server: bool,
+    /// `proxy_protocol`: every connection starts with a PROXY header.
+    pub proxy_protocol: bool,
 }
 
 /// A `server_name` entry, already lower-cased.
@@ -135,6 +139,8 @@ pub struct AddrServers {
     pub servers: Vec<usize>,
     /// The `default_server`, else the first server listening here.
     pub default: usize,
+    /// Some `listen` of this address has `proxy_protocol` (it applies to the socket).
+    pub proxy_protocol: bool,
     pub(crate) exact: HashMap<String, usize>,
     /// Longest suffix first.
     pub(crate) star_prefix: Vec<(String, bool, usize)>,

@@ -104,7 +104,8 @@ fn defaults() {
         srv.listens,
         [Listen {
             addr: sa("0.0.0.0:80"),
-            default_server: false
+            default_server: false,
+            proxy_protocol: false
         }]
     );
     assert_eq!(srv.names, [ServerName::Exact(String::new())]);

@@ -30,6 +30,7 @@ pub(crate) fn address_tables(servers: &[RawServer], diags: &mut Diagnostics) -> 
                         addr: listen.addr,
                         servers: Vec::new(),
                         default: si,
+                        proxy_protocol: false,
                         exact: HashMap::new(),
                         star_prefix: Vec::new(),
                         star_suffix: Vec::new(),
@@ -38,6 +39,7 @@ pub(crate) fn address_tables(servers: &[RawServer], diags: &mut Diagnostics) -> 
                 }
             };
             let a = &mut out[at];
+            a.proxy_protocol |= listen.proxy_protocol;
             if let Some(w) = dflt_word {
                 let has_default = a.servers.iter().any(|&o| {
                     servers[o]
@@ -173,7 +175,22 @@ impl Config {
 
     /// The index in `servers` of [`Config::select_server`]'s answer.
     pub fn server_index(&self, local: SocketAddr, host: Option<&str>) -> usize {
-        let table = self.addrs.iter().find(|a| a.addr == local).or_else(|| {
+        let Some(table) = self.addr_table(local) else {
+            return 0;
+        };
+        let host = normalize_host(host.unwrap_or(""));
+        table.pick(&host)
+    }
+
+    /// Whether connections accepted on `local` start with a PROXY header (the `listen`
+    /// that owns the address, or the wildcard of its port, says `proxy_protocol`).
+    pub fn proxy_protocol(&self, local: SocketAddr) -> bool {
+        self.addr_table(local).is_some_and(|t| t.proxy_protocol)
+    }
+
+    /// The table for `local`: its own address, else the wildcard of its port.
+    fn addr_table(&self, local: SocketAddr) -> Option<&AddrServers> {
+        self.addrs.iter().find(|a| a.addr == local).or_else(|| {
             let any: IpAddr = if local.is_ipv6() {
                 Ipv6Addr::UNSPECIFIED.into()
             } else {
@@ -181,12 +198,7 @@ impl Config {
             };
             let wild = SocketAddr::new(any, local.port());
             self.addrs.iter().find(|a| a.addr == wild)
-        });
-        let Some(table) = table else {
-            return 0;
-        };
-        let host = normalize_host(host.unwrap_or(""));
-        table.pick(&host)
+        })
     }
 }
 

@@ -12,6 +12,8 @@ pub struct Control {
     cfg: std::sync::Mutex<Arc<Config>>,
     pub(super) cfg_gen: std::sync::atomic::AtomicU64,
     wakers: std::sync::Mutex<Vec<backends::Waker>>,
+    /// The workers' published state for the Prometheus page.
+    pub metrics: super::metrics::Registry,
 }
 
 impl Control {
@@ -22,6 +24,7 @@ impl Control {
             cfg: std::sync::Mutex::new(Arc::new(cfg)),
             cfg_gen: 0.into(),
             wakers: std::sync::Mutex::new(Vec::new()),
+            metrics: super::metrics::Registry::default(),
         })
     }
 

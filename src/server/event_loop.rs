@@ -60,6 +60,8 @@ pub struct Loop {
     bufs: Vec<Vec<u8>>,
     /// The completions of one wait (kept between turns for its capacity).
     batch: Vec<Completion>,
+    /// This loop's slot in `control.metrics`.
+    worker: usize,
 }
 
 /// How long a stopping server waits for CGI children to be reaped after the last connection.
@@ -94,6 +96,7 @@ impl Loop {
             access,
             stopping: None,
             cfg_gen: control.cfg_gen.load(Ordering::SeqCst),
+            worker: control.metrics.register(),
             control,
             accept_paused: Vec::new(),
             accept_failing: false,
@@ -153,6 +156,7 @@ impl Loop {
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
         self.be.wait(out, timeout)?;
+        super::metrics::COUNTERS.wait(out.len());
         self.now = self.be.now();
         self.cache.now = Some(self.now);
         self.refresh_date();
@@ -302,6 +306,8 @@ impl Loop {
             now,
             parsers,
             bufs,
+            control,
+            worker,
             ..
         } = self;
         let env = Env {
@@ -317,6 +323,8 @@ impl Loop {
             sendfile: *sendfile,
             parsers,
             bufs,
+            metrics: &control.metrics,
+            worker: *worker,
         };
         (conns, env)
     }
@@ -442,6 +450,7 @@ impl Loop {
                 }
                 env.gauges.active += 1;
                 env.gauges.accepted += 1;
+                super::metrics::add(&super::metrics::COUNTERS.accepted, 1);
             }
             None => self.refuse(fd),
         }
@@ -484,6 +493,7 @@ impl Loop {
             self.children.stop_unowned(self.now, &mut *self.be);
         }
         self.children.tick(self.now, &mut *self.be);
+        self.publish_metrics();
         for (slot, gen) in self.conns.keys() {
             self.with_conn(slot, gen, |c, env| {
                 c.on_tick(env);
@@ -491,6 +501,24 @@ impl Loop {
             });
         }
         self.arm_tick();
+    }
+
+    /// Copy this loop's connection states and backend counters where the Prometheus page of
+    /// another worker reads them (once a second, on the tick).
+    fn publish_metrics(&self) {
+        let g = &self.gauges;
+        self.control.metrics.publish(
+            self.worker,
+            super::metrics::WorkerState {
+                active: g.active as u64,
+                reading: g.reading as u64,
+                writing: g.writing as u64,
+                idle: g.idle as u64,
+                accepted: g.accepted,
+                stats: Some(self.be.stats()),
+                backend: self.be.name(),
+            },
+        );
     }
 
     /// A child exited and was reaped: free its registry entry, and tell the task that owns it

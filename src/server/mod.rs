@@ -22,6 +22,7 @@ pub mod control;
 pub mod event_loop;
 pub mod gauges;
 pub mod ident;
+pub mod metrics;
 pub mod out;
 pub mod reply;
 pub mod route;

@@ -56,6 +56,9 @@ pub struct Input<'a> {
     /// For the `status` page.
     pub gauges: &'a Gauges,
     pub backend: &'a dyn backends::Backend,
+    /// For `?format=prometheus`: every worker's state, and this worker's slot in it.
+    pub metrics: &'a super::metrics::Registry,
+    pub worker: usize,
 }
 
 pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
@@ -82,10 +85,24 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
         return Route::Reply(reply::ret(r.code, r.target.as_deref(), cx));
     }
     if loc.status {
-        let json = cx
-            .query
-            .is_some_and(|q| q.split('&').any(|p| p == "format=json"));
-        let (ty, text) = status_page(x.gauges, x.backend, json);
+        let format = |f: &str| cx.query.is_some_and(|q| q.split('&').any(|p| p == f));
+        let (ty, text) = if format("format=prometheus") {
+            let own = super::metrics::WorkerState {
+                active: x.gauges.active as u64,
+                reading: x.gauges.reading as u64,
+                writing: x.gauges.writing as u64,
+                idle: x.gauges.idle as u64,
+                accepted: x.gauges.accepted,
+                stats: Some(x.backend.stats()),
+                backend: x.backend.name(),
+            };
+            (
+                "text/plain; version=0.0.4; charset=utf-8",
+                x.metrics.render(x.worker, own),
+            )
+        } else {
+            status_page(x.gauges, x.backend, format("format=json"))
+        };
         return Route::Reply(reply::full(
             200,
             ty,

@@ -20,12 +20,28 @@ pub struct RunOptions {
     /// Read files and send them instead of sendfile(2) (the NetBSD/OpenBSD path, testable
     /// anywhere).
     pub no_sendfile: bool,
+    /// Listening sockets passed by systemd (socket activation).
+    pub inherited: Vec<crate::systemd::Inherited>,
+    /// Where `READY=1` goes once every loop is up.
+    pub notify: Arc<crate::systemd::Notifier>,
 }
 
-/// Bind every listen address of `cfg` (errors name the address).
-pub fn bind(cfg: &Config, reuse_port: bool) -> io::Result<Vec<(SocketAddr, std::os::fd::OwnedFd)>> {
+/// Bind every listen address of `cfg` (errors name the address); an address an inherited
+/// socket serves (socket activation) gets a duplicate of it instead.
+pub fn bind(
+    cfg: &Config,
+    reuse_port: bool,
+    inherited: &[crate::systemd::Inherited],
+) -> io::Result<Vec<(SocketAddr, std::os::fd::OwnedFd)>> {
     let mut v = Vec::new();
     for addr in cfg.listen_addrs() {
+        if let Some(i) = inherited
+            .iter()
+            .find(|i| crate::systemd::serves(i.addr, addr))
+        {
+            v.push((addr, i.fd.try_clone()?));
+            continue;
+        }
         let fd = backends::util::listen(addr, LISTEN_BACKLOG, reuse_port)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         v.push((addr, fd));
@@ -55,20 +71,38 @@ pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
     let n = worker_count(cfg.workers);
     let no_sendfile = opts.no_sendfile;
     backends::util::raise_nofile_limit();
+    // Every inherited socket must be one a `listen` line names (systemd's unit and the
+    // configuration disagree otherwise: say so rather than leave a socket nobody accepts on).
+    let addrs = cfg.listen_addrs();
+    for i in &opts.inherited {
+        if !addrs.iter().any(|&a| crate::systemd::serves(i.addr, a)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "inherited socket {} on {} matches no listen address of the configuration",
+                    i.name, i.addr
+                ),
+            ));
+        }
+        crate::notice!("using inherited socket {} on {}", i.name, i.addr);
+    }
     // Bind everything before any loop starts, so an unbindable address is reported at once.
     let mut sets = Vec::new();
     for _ in 0..n {
-        sets.push(bind(&cfg, n > 1)?);
+        sets.push(bind(&cfg, n > 1, &opts.inherited)?);
     }
+    let up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut handles = Vec::new();
     for (i, listeners) in sets.into_iter().enumerate() {
         let control = control.clone();
         let cfg = cfg.clone();
+        let (up, notify) = (up.clone(), opts.notify.clone());
         let run = move || -> io::Result<()> {
             // The backend is opened on the thread that uses it (io_uring SINGLE_ISSUER).
             let opened = backends::open(kind, &backends::Options::default())
                 .map_err(|e| io::Error::new(e.kind(), format!("backend {kind:?}: {e}")))?;
-            if let Some(why) = &opened.fallback {
+            // Every worker gets the same answer: say it once.
+            if let Some(why) = opened.fallback.as_ref().filter(|_| i == 0) {
                 crate::notice!("{why}");
             }
             control.add_waker(opened.backend.waker());
@@ -81,6 +115,10 @@ pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
                 env!("CARGO_PKG_VERSION"),
                 lp.backend_name()
             );
+            // The listeners are bound and this loop exists: connections queue from now on.
+            if up.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == n {
+                notify.notify("READY=1\nSTATUS=serving");
+            }
             lp.run()
         };
         if n == 1 {

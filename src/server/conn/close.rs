@@ -130,6 +130,10 @@ impl Conn {
                 self.close(Abort::Timeout, env);
             }
             Phase::Linger => self.close(Abort::Timeout, env),
+            Phase::Proxy => {
+                crate::info!("{id}: no PROXY header within client_header_timeout; closing");
+                self.close(Abort::Timeout, env);
+            }
             Phase::Head => {
                 // Mid-request: 408 while a response is still possible (RFC 9110 §15.5.9).
                 crate::info!("{id}: client_header_timeout");

@@ -31,6 +31,9 @@ pub struct Env<'a> {
     pub parsers: &'a mut Vec<Box<crate::http::request::HeadParser>>,
     /// Input buffers not lent to a connection.
     pub bufs: &'a mut Vec<Vec<u8>>,
+    /// Every worker's published state, and this worker's slot (the Prometheus page).
+    pub metrics: &'a crate::server::metrics::Registry,
+    pub worker: usize,
 }
 
 impl Env<'_> {

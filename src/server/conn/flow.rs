@@ -33,6 +33,7 @@ impl Conn {
         match self.phase {
             Phase::Closing | Phase::Linger => false,
             Phase::Active => self.feed_body(env),
+            Phase::Proxy => self.read_proxy_header(env),
             Phase::Idle | Phase::Head => {
                 if self.flags.has(Flags::CLOSE_AFTER)
                     || self.flags.has(Flags::CLOSE_WHEN_FLUSHED)

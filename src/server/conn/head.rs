@@ -87,6 +87,7 @@ impl Conn {
             Ok(n) => (n.path, n.query.map(str::to_string), None),
             Err(e) => ("/".to_string(), None, Some(e)),
         };
+        let client = self.client_addr(&req, env);
         self.req = Some(Box::new(RequestRecord {
             seq: self.seq,
             cfg: cfg.clone(),
@@ -117,6 +118,7 @@ impl Conn {
             deferred: None,
             scratch: Vec::new(),
             held: None,
+            client,
         }));
         self.set_phase(Phase::Active, env);
         self.deadline = Stamp::of(env.now + env.cfg.timeouts.send);
@@ -191,7 +193,7 @@ impl Conn {
                 query: rq.query.as_deref(),
                 host: &rq.host,
                 local: self.local.get(),
-                peer: self.peer.get(),
+                peer: rq.client,
                 body,
                 server_name: srv.names.iter().find_map(|n| match n {
                     crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.as_str()),
@@ -228,6 +230,8 @@ impl Conn {
                 cgi,
                 gauges: env.gauges,
                 backend: &*env.be,
+                metrics: env.metrics,
+                worker: env.worker,
             },
             &cx,
             env.cache,

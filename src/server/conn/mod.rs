@@ -21,6 +21,7 @@ mod close;
 pub mod env;
 mod flow;
 pub mod head;
+mod proxy;
 pub mod request;
 
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ pub const OUT_HIGH: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// On a `proxy_protocol` listener, before the PROXY header is complete.
+    Proxy,
     /// Between requests, nothing buffered.
     Idle,
     /// Reading a request head.
@@ -61,7 +64,7 @@ impl Phase {
     fn gauge(self) -> Gauge {
         match self {
             Phase::Idle => Gauge::Idle,
-            Phase::Head => Gauge::Reading,
+            Phase::Proxy | Phase::Head => Gauge::Reading,
             Phase::Active | Phase::Linger => Gauge::Writing,
             Phase::Closing => Gauge::None,
         }
@@ -154,6 +157,8 @@ pub struct Conn {
     /// The id of the connection's own I/O task.
     task: u32,
     pub local: Addr,
+    /// The client: the TCP peer, or on a `proxy_protocol` listener the source its PROXY
+    /// header named (see `proxy.rs`).
     pub peer: Addr,
     inbuf: Vec<u8>,
     pub out: OutQueue,
@@ -193,7 +198,11 @@ impl Conn {
             recv: RecvState::Off,
             hangup: RecvState::Off,
             flags: Flags::default(),
-            phase: Phase::Idle,
+            phase: if env.cfg.proxy_protocol(local) {
+                Phase::Proxy
+            } else {
+                Phase::Idle
+            },
             parser: None,
             req: None,
             seq: 0,
@@ -201,7 +210,7 @@ impl Conn {
             served: 0,
             deadline: Stamp::of(env.now + env.cfg.timeouts.header),
         };
-        env.gauges.enter(Gauge::Idle);
+        env.gauges.enter(c.phase.gauge());
         c.update_recv(env);
         c
     }
@@ -329,6 +338,7 @@ impl Conn {
                 return;
             }
         };
+        crate::server::metrics::add(&crate::server::metrics::COUNTERS.received_bytes, n as u64);
         if let Buf::Recv(b) = c.buf {
             let keep = match self.phase {
                 Phase::Closing | Phase::Linger => false,
@@ -389,7 +399,8 @@ impl Conn {
     fn on_send(&mut self, c: Completion, env: &mut Env) {
         self.flags.set(Flags::SENDING, false);
         match c.result {
-            Ok(_) => {
+            Ok(n) => {
+                crate::server::metrics::add(&crate::server::metrics::COUNTERS.sent_bytes, n as u64);
                 // Progress restarts send_timeout while output remains; once everything is
                 // out, a connection waiting for its next request gets keepalive_timeout, and
                 // one with a next head already started keeps that head's deadline.
@@ -415,7 +426,7 @@ impl Conn {
 
     /// Idle between requests with nothing buffered (for reclaiming and stopping).
     pub fn is_idle(&self) -> bool {
-        self.phase == Phase::Idle
+        matches!(self.phase, Phase::Idle | Phase::Proxy)
             && self.inbuf.is_empty()
             && !self.flags.has(Flags::SENDING)
             && self.out.is_empty()

@@ -57,6 +57,8 @@ pub struct RequestRecord {
     pub deferred: Option<RequestTask>,
     /// Decoded request-body bytes on their way to the task (reused within the request).
     pub scratch: Vec<u8>,
+    /// The client address it runs under (PROXY header and realip applied).
+    pub client: std::net::SocketAddr,
     /// The head of a request whose routing waits for a lookup (`task::lookup`).
     pub held: Option<Box<Held>>,
 }
@@ -169,6 +171,7 @@ impl Conn {
                 deferred: None,
                 scratch: Vec::new(),
                 held: None,
+                client: self.peer.get(),
             };
             self.req = Some(Box::new(bare));
         }
@@ -279,6 +282,10 @@ impl Conn {
         } = &mut **req;
         let step = match task.as_mut() {
             Some(task) => {
+                if matches!(task, RequestTask::Upload(_) | RequestTask::Multipart(_)) {
+                    let m = &crate::server::metrics::COUNTERS;
+                    crate::server::metrics::add(&m.upload_bytes, scratch.len() as u64);
+                }
                 let mut cx = env.cx(id, *tseq, &mut self.out);
                 task.on_body(scratch, piece.done, &mut cx)
             }
@@ -303,6 +310,11 @@ impl Conn {
         if let Some(req) = &req {
             env.gauges.requests += 1;
             self.served += 1;
+            let m = &crate::server::metrics::COUNTERS;
+            m.request(self.out.last_status, req.method);
+            if self.served > 1 {
+                crate::server::metrics::add(&m.keepalive_reused, 1);
+            }
             if !req.body_done() {
                 // The answer came before the whole body: the rest cannot be told from a next
                 // request.
@@ -423,7 +435,7 @@ impl Conn {
         };
         let line = format!(
             "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
-            self.peer.get().ip(),
+            req.client.ip(),
             crate::log::access_time(secs),
             req.line.escape_debug(),
             self.out.last_status,
