@@ -16,14 +16,14 @@ use super::error::ConfigError;
 use super::listen;
 use super::model::{
     BackendChoice, Config, DocRoot, ErrorLog, Listen, Location, LocationTree, LogLevel, Methods,
-    Modifier, Return, Server, ServerName, Symlinks, Timeouts, Workers,
+    Modifier, Return, Server, ServerName, Symlinks, Timeouts, TryFiles, Workers,
     DEFAULT_AUTOINDEX_MAX_ENTRIES,
 };
 use super::settings::{
     bad_value, resolve, Settings, DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE,
 };
 use super::tree::{Directive, Word};
-use super::{route, values, vhost};
+use super::{route, try_files, values, vhost};
 
 /// Per-worker connection cap when `worker_connections` is not set (see `Config` docs).
 pub const DEFAULT_WORKER_CONNECTIONS: usize = 1024 * 10;
@@ -35,6 +35,7 @@ pub(crate) struct RawServer {
     pub names: Vec<(ServerName, Word)>,
     settings: Settings,
     ret: Option<Return>,
+    try_files: Option<TryFiles>,
     locations: Vec<RawLocation>,
 }
 
@@ -46,6 +47,7 @@ struct RawLocation {
     allow_methods: Option<Methods>,
     ret: Option<Return>,
     status: bool,
+    try_files: Option<TryFiles>,
     children: Vec<RawLocation>,
 }
 
@@ -282,6 +284,7 @@ impl Builder<'_> {
             names: Vec::new(),
             settings: Settings::default(),
             ret: None,
+            try_files: None,
             locations: Vec::new(),
         };
         for c in d.block.as_deref().unwrap_or_default() {
@@ -316,6 +319,7 @@ impl Builder<'_> {
                     let r = parse_return(c)?;
                     set_once(&mut s.ret, r, c)?;
                 }
+                "try_files" => set_once(&mut s.try_files, try_files::parse(c)?, c)?,
                 "location" => {
                     let loc = self.location(c, None)?;
                     s.locations.push(loc);
@@ -331,6 +335,15 @@ impl Builder<'_> {
             }
         }
         route::check_siblings(s.locations.iter().map(|l| (l.modifier, &l.pattern)))?;
+        let named: Vec<&str> = s
+            .locations
+            .iter()
+            .filter(|l| l.modifier == Modifier::Named)
+            .map(|l| l.pattern.text.as_str())
+            .collect();
+        let mut refs = Vec::new();
+        named_refs(d.block.as_deref().unwrap_or_default(), &mut refs);
+        try_files::check_names(&refs, &named)?;
         Ok(s)
     }
 
@@ -359,8 +372,31 @@ impl Builder<'_> {
             [p] => (Modifier::Prefix, p.clone()),
             _ => unreachable!("arity checked against the directive table"),
         };
-        if pattern.text.starts_with('@') {
-            return Err(pattern.err("named locations are not supported"));
+        let named = pattern.text.starts_with('@');
+        if named && modifier != Modifier::Prefix {
+            return Err(pattern.err(format!(
+                "invalid location modifier for the named location \"{}\"",
+                pattern.text
+            )));
+        }
+        if named && pattern.text.len() == 1 {
+            return Err(pattern.err("invalid named location \"@\""));
+        }
+        let modifier = if named { Modifier::Named } else { modifier };
+        if let Some((pm, pw)) = parent {
+            // nginx's messages for the two nestings it refuses.
+            if named {
+                return Err(pattern.err(format!(
+                    "named location \"{}\" can be on the server level only",
+                    pattern.text
+                )));
+            }
+            if pm == Modifier::Named {
+                return Err(pattern.err(format!(
+                    "location \"{}\" could not be inside the named location \"{}\"",
+                    pattern.text, pw.text
+                )));
+            }
         }
         let is_regex = matches!(modifier, Modifier::Regex | Modifier::RegexCaseless);
         if let Some((pm, pw)) = parent {
@@ -398,6 +434,7 @@ impl Builder<'_> {
             allow_methods: None,
             ret: None,
             status: false,
+            try_files: None,
             children: Vec::new(),
         };
         for c in d.block.as_deref().unwrap_or_default() {
@@ -429,6 +466,7 @@ impl Builder<'_> {
                     let r = parse_return(c)?;
                     set_once(&mut loc.ret, r, c)?;
                 }
+                "try_files" => set_once(&mut loc.try_files, try_files::parse(c)?, c)?,
                 "status" => {
                     if loc.status {
                         return Err(c.name.err("\"status\" directive is duplicate"));
@@ -493,13 +531,31 @@ impl Builder<'_> {
                 _ => prefix.join("html"),
             };
             let mut locations = Vec::new();
+            let mut named = Vec::new();
             let mut tree = LocationTree::default();
             for l in &raw.locations {
+                if l.modifier == Modifier::Named {
+                    // Named locations have no children (refused above): resolve it alone.
+                    let mut settings = l.settings.clone();
+                    settings.inherit(&raw.settings);
+                    let mut loc = resolve_location(
+                        l.modifier,
+                        l.pattern.text.clone(),
+                        None,
+                        &settings,
+                        l.allow_methods,
+                        l.ret.clone(),
+                        l.status,
+                    );
+                    loc.try_files.clone_from(&l.try_files);
+                    named.push(loc);
+                    continue;
+                }
                 let idx = flatten(l, &raw.settings, None, &mut locations);
                 tree.push(idx, &locations);
             }
             tree.sort(&locations);
-            let default_location = resolve_location(
+            let mut default_location = resolve_location(
                 Modifier::Prefix,
                 "/".to_string(),
                 None,
@@ -508,12 +564,14 @@ impl Builder<'_> {
                 None,
                 false,
             );
+            default_location.try_files.clone_from(&raw.try_files);
             servers.push(Server {
                 listens: raw.listens.iter().map(|l| l.0).collect(),
                 names: raw.names.iter().map(|n| n.0.clone()).collect(),
                 root,
                 ret: raw.ret.clone(),
                 locations,
+                named,
                 default_location,
                 tree,
             });
@@ -581,6 +639,7 @@ fn flatten(
         raw.ret.clone(),
         raw.status,
     ));
+    out[idx].try_files.clone_from(&raw.try_files);
     let mut tree = LocationTree::default();
     for c in &raw.children {
         let ci = flatten(c, &settings, methods, out);
@@ -622,7 +681,26 @@ fn resolve_location(
         cgi_params: s.cgi_params.clone().unwrap_or_default(),
         upload_store: s.upload_store.clone(),
         status,
+        // Not inherited (nginx): set by the caller from the location's own directive.
+        try_files: None,
         regex,
         tree: LocationTree::default(),
+    }
+}
+
+/// The `@name` references in a server's directives (nested locations included): `try_files`
+/// fallbacks and `error_page` targets, with the word to point at.
+fn named_refs(ds: &[Directive], out: &mut Vec<(String, Word)>) {
+    for d in ds {
+        if matches!(d.name.text.as_str(), "try_files" | "error_page") {
+            if let Some(w) = d.args.last() {
+                if let Some(name) = w.text.strip_prefix('@') {
+                    out.push((name.to_string(), w.clone()));
+                }
+            }
+        }
+        if let Some(b) = &d.block {
+            named_refs(b, out);
+        }
     }
 }

@@ -83,6 +83,7 @@ pub static SPECS: &[Spec] = &[
     d("server_name", SERVER, 1, ANY),
     d("upload_store", SERVER | LOCATION, 1, 1),
     d("return", SERVER | LOCATION, 1, 2),
+    d("try_files", SERVER | LOCATION, 2, ANY),
     b("location", SERVER | LOCATION, 1, 2),
     // location
     d("alias", LOCATION, 1, 1),

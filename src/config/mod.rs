@@ -17,10 +17,11 @@
 //!
 //! Departures from nginx, each deliberate: `default_type` is application/octet-stream (nginx's
 //! documented default, not the text/plain of its sample config); `worker_connections` defaults to
-//! 10240; timeouts, logs and `types` are global (http level only); named (`@x`) locations and
-//! regex server names are rejected; `alias` in a regex location is used as the whole path
-//! (no `$1` substitution yet). Variables are expanded only in `cgi_param` values (`template.rs`,
-//! a fixed list); elsewhere, e.g. in a `return` URL, a `$` is literal text.
+//! 10240; timeouts, logs and `types` are global (http level only); regex server names are
+//! rejected; named (`@x`) locations stand at server level and are reached only from `try_files`
+//! and `error_page` (a missing one is a load error, not nginx's 500 per request); `alias` in a regex location is used as the whole path
+//! (no `$1` substitution yet). Variables are expanded in `cgi_param` values and `try_files` arguments
+//! (`template.rs`, a fixed list); elsewhere, e.g. in a `return` URL, a `$` is literal text.
 
 mod build;
 mod directives;
@@ -34,6 +35,7 @@ mod route;
 mod settings;
 mod template;
 mod tree;
+mod try_files;
 mod values;
 mod vhost;
 
@@ -49,7 +51,7 @@ pub use error::{ConfigError, Pos};
 pub use model::{
     AddrServers, BackendChoice, Cgi, CgiParam, Config, DocRoot, ErrorLog, ErrorPage,
     ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, Return, Server, ServerName,
-    Symlinks, Timeouts, Workers, DEFAULT_AUTOINDEX_MAX_ENTRIES,
+    Symlinks, Timeouts, TryFallback, TryFiles, Workers, DEFAULT_AUTOINDEX_MAX_ENTRIES,
 };
 pub use settings::{DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE};
 pub use template::{Piece, Template, TemplateError, Variable, VARIABLES};

@@ -148,6 +148,9 @@ pub struct Server {
     pub ret: Option<Return>,
     /// Every location of this server, nested ones included, in file order (pre-order).
     pub locations: Vec<Location>,
+    /// Named locations (`location @name`), reached only from `try_files` and `error_page`;
+    /// `pattern` keeps the `@`.
+    pub named: Vec<Location>,
     /// What a request matching no location gets: server-level settings, prefix `/`.
     pub default_location: Location,
     /// The server's top-level location search tables.
@@ -167,6 +170,8 @@ pub enum Modifier {
     Regex,
     /// `~*`: case-insensitive regex.
     RegexCaseless,
+    /// `@name`: never matched against a path; reached by `try_files` or `error_page`.
+    Named,
 }
 
 /// Where a location's files come from.
@@ -227,6 +232,27 @@ pub struct Return {
     pub code: u16,
     /// For 301/302/303/307/308 the Location URL, otherwise the response body text.
     pub target: Option<String>,
+}
+
+/// `try_files FILE... FALLBACK`: the first FILE that exists under the location's root or alias
+/// answers (in this location, with `$uri` set to it); a FILE ending in `/` checks for a
+/// directory. When none exists, FALLBACK decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TryFiles {
+    /// INVARIANT: not empty.
+    pub files: Vec<Template>,
+    pub fallback: TryFallback,
+}
+
+/// The last argument of `try_files`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryFallback {
+    /// `=404`: answer with this status (and its error page).
+    Code(u16),
+    /// `@name`: the named location answers, with the URI unchanged (without the `@`).
+    Named(String),
+    /// A URI (`/index.py?$args`): an internal redirect to it, method and body kept.
+    Uri(Template),
 }
 
 /// What status an `error_page` answers with.
@@ -310,6 +336,8 @@ pub struct Location {
     pub upload_store: Option<PathBuf>,
     /// `status`: answer with server statistics (stub_status).
     pub status: bool,
+    /// `try_files` of this location (not inherited, as in nginx).
+    pub try_files: Option<TryFiles>,
     /// Compiled pattern for regex modifiers.
     pub(crate) regex: Option<Regex>,
     /// Search tables for nested locations (indices into `Server::locations`).

@@ -23,6 +23,7 @@ pub mod gauges;
 pub mod ident;
 pub mod out;
 pub mod reply;
+pub mod rewrite;
 pub mod route;
 pub mod serve;
 pub mod task;

@@ -91,6 +91,7 @@ impl Conn {
             method: req.method,
             host,
             hops: 0,
+            named: None,
             tseq: 0,
             meta,
             line: if logging {
@@ -135,17 +136,22 @@ impl Conn {
     /// Decide the route for a parsed request (a client's, or a CGI's local redirect), from
     /// the current request record's path; returns it with the body-size limit that applies.
     pub(super) fn route_parsed(
-        &self,
+        &mut self,
         req: &crate::http::request::Request<'_>,
         body: BodyKind,
         env: &mut Env,
     ) -> (Route, u64) {
+        let Some(cfg) = self.req.as_ref().map(|r| r.cfg.clone()) else {
+            return (Route::Error(500, Vec::new()), 0);
+        };
+        let srv = &cfg.servers[cfg_server(self)];
+        let mut loc = match self.rewrite(req, srv) {
+            Ok(l) => l,
+            Err(code) => return (Route::Error(code, Vec::new()), 0),
+        };
         let Some(rq) = self.req.as_ref() else {
             return (Route::Error(500, Vec::new()), 0);
         };
-        let cfg = rq.cfg.clone();
-        let srv = &cfg.servers[rq.server];
-        let mut loc = srv.location_for(&rq.path);
         // The index file is resolved before anything looks at the extension: the file that
         // will answer (`/app/index.sh`), not the request path (`/app/`), decides whether a CGI
         // runs it.
@@ -209,6 +215,91 @@ impl Conn {
             env.cache,
         );
         (route, loc.client_max_body_size)
+    }
+
+    /// `try_files` (see `server::rewrite`): may change the request's path and query, and
+    /// picks the location that answers — or a status to answer with. Each fallback is a hop
+    /// counted with local redirects, so a loop ends in 500.
+    fn rewrite<'c>(
+        &mut self,
+        req: &crate::http::request::Request<'_>,
+        srv: &'c crate::config::Server,
+    ) -> Result<&'c crate::config::Location, u16> {
+        use crate::server::rewrite::{try_files, TryOutcome, VarsOwned};
+        let id = self.ident();
+        let (local, peer) = (self.local.get(), self.peer.get());
+        let Some(rq) = self.req.as_mut() else {
+            return Err(500);
+        };
+        let mut loc = match rq.named.as_deref().and_then(|n| srv.named_location(n)) {
+            Some(l) => l,
+            None => srv.location_for(&rq.path),
+        };
+        if loc.try_files.is_none() {
+            return Ok(loc);
+        }
+        let server_name = srv
+            .names
+            .iter()
+            .find_map(|n| match n {
+                crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let host = crate::config::normalize_host(&rq.host);
+        let text = |n: &str| {
+            req.header(n)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let mut v = VarsOwned {
+            uri: String::new(),
+            request_uri: req.target().to_string(),
+            args: String::new(),
+            document_root: String::new(),
+            request_filename: String::new(),
+            host: if host.is_empty() {
+                server_name.clone()
+            } else {
+                host
+            },
+            server_name,
+            server_port: local.port(),
+            remote_addr: peer.ip().to_string(),
+            request_method: req.method.as_str(),
+            content_type: text("Content-Type"),
+            content_length: text("Content-Length"),
+        };
+        loop {
+            let Some(tf) = &loc.try_files else {
+                return Ok(loc);
+            };
+            v.set_location(loc, &rq.path);
+            rq.query.as_deref().unwrap_or("").clone_into(&mut v.args);
+            match try_files(srv, loc, tf, &v.vars()) {
+                TryOutcome::Found(uri) => {
+                    crate::trace!("{id}: try_files: {uri}");
+                    rq.path = uri;
+                    return Ok(loc);
+                }
+                TryOutcome::Code(c) => return Err(c),
+                TryOutcome::Named(l) => {
+                    crate::trace!("{id}: try_files: {}", l.pattern);
+                    loc = l;
+                }
+                TryOutcome::Redirect(path, query) => {
+                    crate::trace!("{id}: try_files: redirect to {path}");
+                    rq.path = path;
+                    rq.query = query;
+                    loc = srv.location_for(&rq.path);
+                }
+            }
+            rq.hops += 1;
+            if rq.hops > super::request::MAX_REDIRECTS {
+                crate::error!("{id}: try_files: more than {} redirects", rq.hops - 1);
+                return Err(500);
+            }
+        }
     }
 
     pub(super) fn dispatch_route(
@@ -313,4 +404,9 @@ impl Conn {
         }
         self.start_task(task, env);
     }
+}
+
+/// The index of the virtual server the current request was routed to.
+fn cfg_server(c: &Conn) -> usize {
+    c.req.as_ref().map_or(0, |r| r.server)
 }

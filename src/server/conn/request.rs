@@ -38,6 +38,9 @@ pub struct RequestRecord {
     pub host: String,
     /// Local redirects followed so far.
     pub hops: u8,
+    /// Set once an `error_page` sent it to a named location: routing starts there, and a
+    /// second error is answered with the built-in page (nginx's `recursive_error_pages off`).
+    pub named: Option<String>,
     /// The sequence number of its current task on the connection (in the task's tokens).
     pub tseq: u32,
     pub meta: Meta,
@@ -128,6 +131,10 @@ impl Conn {
     /// page streams like any file). A request that failed before its record existed gets a
     /// bare one.
     pub(super) fn answer_error(&mut self, code: u16, extra: &[(String, String)], env: &mut Env) {
+        if let Some((name, status)) = self.named_error_page(code) {
+            self.internal_redirect_named(&name, status.unwrap_or(0), env);
+            return;
+        }
         let r = self.error_reply(code, extra, env);
         let task = self.reply_task(r, TaskKind::ErrorPage, env);
         if self.req.is_none() {
@@ -140,6 +147,7 @@ impl Conn {
                 method: Method::Get,
                 host: String::new(),
                 hops: 0,
+                named: None,
                 tseq: 0,
                 meta: Meta {
                     http10: false,
@@ -362,6 +370,64 @@ impl Conn {
         req.path = n.path;
         req.query = n.query.map(str::to_string);
         let (route, _) = self.route_parsed(r, BodyKind::None, env);
+        self.dispatch_route(route, BodyKind::None, false, 0, env);
+    }
+
+    /// The named location an `error_page` for `code` sends the current request to, with the
+    /// status to answer with (`None`: the named location's own, for `error_page CODE = @x`).
+    fn named_error_page(&self, code: u16) -> Option<(String, Option<u16>)> {
+        let req = self.req.as_ref()?;
+        if req.named.is_some() || req.hops >= MAX_REDIRECTS {
+            return None;
+        }
+        let ep = req.cfg.servers[req.server]
+            .location_for(&req.path)
+            .error_page(code)?;
+        let name = ep.uri.strip_prefix('@')?;
+        let status = match ep.status {
+            crate::config::ErrorPageStatus::Original => Some(code),
+            crate::config::ErrorPageStatus::Fixed(n) => Some(n),
+            crate::config::ErrorPageStatus::FromTarget => None,
+        };
+        Some((name.to_string(), status))
+    }
+
+    /// An `error_page` to `@name`: the request (as a GET, or HEAD, of the same URI, body
+    /// dropped — nginx keeps the method for a named location, but the body is gone by now) is
+    /// routed from that location, and its answer carries `status` (0: its own).
+    fn internal_redirect_named(&mut self, name: &str, status: u16, env: &mut Env) {
+        self.abort_task(Abort::Finished, env);
+        let Some(req) = self.req.as_mut() else {
+            return;
+        };
+        if !req.body_done() {
+            self.close_after = true;
+        }
+        req.body = None;
+        req.hops += 1;
+        req.named = Some(name.to_string());
+        let mut target = req.path.clone();
+        if let Some(q) = &req.query {
+            target.push('?');
+            target.push_str(q);
+        }
+        let head = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", req.host);
+        let parsed = crate::http::request::HeadParser::new().parse(head.as_bytes());
+        let Ok(crate::http::request::Status::Complete(r, _)) = &parsed else {
+            // The path came from a parsed request; it parses again. If not: the built-in page.
+            let r = self.error_reply(500, &[], env);
+            let task = self.reply_task(r, TaskKind::ErrorPage, env);
+            self.start_task(task, env);
+            return;
+        };
+        crate::trace!("{}: error_page to @{name}", self.ident());
+        let (route, _) = self.route_parsed(r, BodyKind::None, env);
+        let route = match route {
+            crate::server::route::Route::Reply(rep) if status != 0 => {
+                crate::server::route::Route::Reply(rep.with_status(status))
+            }
+            other => other,
+        };
         self.dispatch_route(route, BodyKind::None, false, 0, env);
     }
 

@@ -55,6 +55,19 @@ impl Reply {
             Reply::Full { status, .. } | Reply::File { status, .. } => *status,
         }
     }
+
+    /// The same reply with another status (an `error_page` answered by a named location keeps
+    /// the error's status, as nginx's `err_status`): the status line is rewritten.
+    pub fn with_status(mut self, code: u16) -> Reply {
+        let (Reply::Full { status, head, .. } | Reply::File { status, head, .. }) = &mut self;
+        if let Some(end) = head.windows(2).position(|w| w == b"\r\n") {
+            let mut line = Vec::with_capacity(40);
+            crate::http::response::ResponseHead::new(&mut line, code);
+            head.splice(..end + 2, line);
+            *status = code;
+        }
+        self
+    }
 }
 
 /// Per-request facts the builders need.
@@ -177,7 +190,9 @@ pub fn error(
     extra: &[(&str, &[u8])],
     cx: &Ctx,
 ) -> Reply {
-    if let Some(ep) = loc.error_page(code) {
+    // An `@name` target is routed by the connection (`Conn::answer_error`); here, where that
+    // is not possible (a second error while answering the first), the built-in page answers.
+    if let Some(ep) = loc.error_page(code).filter(|e| !e.uri.starts_with('@')) {
         let status = match ep.status {
             ErrorPageStatus::Fixed(n) => n,
             _ => code,
