@@ -504,6 +504,8 @@ impl Builder<'_> {
             cgi_timeout: Some(DEFAULT_CGI_TIMEOUT),
             cgi_params: Some(Vec::new()),
             upload_store: None,
+            add_headers: Some(Vec::new()),
+            expires: Some(None),
         };
         http.inherit(&defaults);
         let mut servers = Vec::with_capacity(self.g.servers.len());
@@ -680,6 +682,8 @@ fn resolve_location(
         cgi_timeout: s.cgi_timeout.unwrap_or(DEFAULT_CGI_TIMEOUT),
         cgi_params: s.cgi_params.clone().unwrap_or_default(),
         upload_store: s.upload_store.clone(),
+        add_headers: s.add_headers.clone().unwrap_or_default(),
+        expires: s.expires.flatten(),
         status,
         // Not inherited (nginx): set by the caller from the location's own directive.
         try_files: None,

@@ -77,6 +77,8 @@ pub static SPECS: &[Spec] = &[
     d("cgi", HSL, 1, 2),
     d("cgi_timeout", HSL, 1, 1),
     d("cgi_param", HSL, 2, 3),
+    d("add_header", HSL, 2, 3),
+    d("expires", HSL, 1, 1),
     // server
     b("server", HTTP, 0, 0),
     d("listen", SERVER, 1, 2),

@@ -26,6 +26,7 @@
 mod build;
 mod directives;
 mod error;
+mod headers;
 mod include;
 mod lexer;
 mod listen;
@@ -48,6 +49,7 @@ use std::path::Path;
 
 pub use build::DEFAULT_WORKER_CONNECTIONS;
 pub use error::{ConfigError, Pos};
+pub use headers::{AddHeader, Expires};
 pub use model::{
     AddrServers, BackendChoice, Cgi, CgiParam, Config, DocRoot, ErrorLog, ErrorPage,
     ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, Return, Server, ServerName,

@@ -336,6 +336,10 @@ pub struct Location {
     pub upload_store: Option<PathBuf>,
     /// `status`: answer with server statistics (stub_status).
     pub status: bool,
+    /// `add_header` list in effect (a level with any replaces the inherited list).
+    pub add_headers: Vec<super::headers::AddHeader>,
+    /// `expires`; `None` = off (the default).
+    pub expires: Option<super::headers::Expires>,
     /// `try_files` of this location (not inherited, as in nginx).
     pub try_files: Option<TryFiles>,
     /// Compiled pattern for regex modifiers.

@@ -37,6 +37,10 @@ pub struct Settings {
     pub cgi_timeout: Option<Duration>,
     pub cgi_params: Option<Vec<CgiParam>>,
     pub upload_store: Option<PathBuf>,
+    /// Like `error_page`: a level with any `add_header` replaces the inherited list.
+    pub add_headers: Option<Vec<super::headers::AddHeader>>,
+    /// `Some(None)` is `expires off`.
+    pub expires: Option<Option<super::headers::Expires>>,
 }
 
 /// `path` against `prefix` unless already absolute.
@@ -176,6 +180,11 @@ impl Settings {
                 let p = parse_cgi_param(d)?;
                 self.cgi_params.get_or_insert_with(Vec::new).push(p);
             }
+            "add_header" => {
+                let h = super::headers::parse_add_header(d)?;
+                self.add_headers.get_or_insert_with(Vec::new).push(h);
+            }
+            "expires" => set_once(&mut self.expires, super::headers::parse_expires(d)?, d)?,
             "error_page" => {
                 let pages = parse_error_page(d)?;
                 self.error_pages.get_or_insert_with(Vec::new).extend(pages);
@@ -206,6 +215,8 @@ impl Settings {
         take(&mut self.cgi_timeout, &parent.cgi_timeout);
         take(&mut self.cgi_params, &parent.cgi_params);
         take(&mut self.upload_store, &parent.upload_store);
+        take(&mut self.add_headers, &parent.add_headers);
+        take(&mut self.expires, &parent.expires);
     }
 }
 

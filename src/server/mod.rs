@@ -20,6 +20,7 @@ pub mod conn;
 pub mod control;
 pub mod event_loop;
 pub mod gauges;
+pub mod headers;
 pub mod ident;
 pub mod out;
 pub mod reply;

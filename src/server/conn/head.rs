@@ -92,6 +92,7 @@ impl Conn {
             host,
             hops: 0,
             named: None,
+            extra: None,
             tseq: 0,
             meta,
             line: if logging {
@@ -149,6 +150,19 @@ impl Conn {
             Ok(l) => l,
             Err(code) => return (Route::Error(code, Vec::new()), 0),
         };
+        if let Some(rq) = self.req.as_mut() {
+            // A local redirect routes again: only the last location's lines apply.
+            rq.extra = None;
+        }
+        if !loc.add_headers.is_empty() || loc.expires.is_some() {
+            let mut v = self.vars_for(req, srv);
+            if let Some(rq) = self.req.as_mut() {
+                v.set_location(loc, &rq.path);
+                rq.query.as_deref().unwrap_or("").clone_into(&mut v.args);
+                let now = std::time::SystemTime::now();
+                rq.extra = crate::server::headers::for_location(loc, &v.vars(), now);
+            }
+        }
         let Some(rq) = self.req.as_ref() else {
             return (Route::Error(500, Vec::new()), 0);
         };
@@ -225,10 +239,9 @@ impl Conn {
         req: &crate::http::request::Request<'_>,
         srv: &'c crate::config::Server,
     ) -> Result<&'c crate::config::Location, u16> {
-        use crate::server::rewrite::{try_files, TryOutcome, VarsOwned};
+        use crate::server::rewrite::{try_files, TryOutcome};
         let id = self.ident();
-        let (local, peer) = (self.local.get(), self.peer.get());
-        let Some(rq) = self.req.as_mut() else {
+        let Some(rq) = self.req.as_ref() else {
             return Err(500);
         };
         let mut loc = match rq.named.as_deref().and_then(|n| srv.named_location(n)) {
@@ -238,37 +251,9 @@ impl Conn {
         if loc.try_files.is_none() {
             return Ok(loc);
         }
-        let server_name = srv
-            .names
-            .iter()
-            .find_map(|n| match n {
-                crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let host = crate::config::normalize_host(&rq.host);
-        let text = |n: &str| {
-            req.header(n)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        let mut v = VarsOwned {
-            uri: String::new(),
-            request_uri: req.target().to_string(),
-            args: String::new(),
-            document_root: String::new(),
-            request_filename: String::new(),
-            host: if host.is_empty() {
-                server_name.clone()
-            } else {
-                host
-            },
-            server_name,
-            server_port: local.port(),
-            remote_addr: peer.ip().to_string(),
-            request_method: req.method.as_str(),
-            content_type: text("Content-Type"),
-            content_length: text("Content-Length"),
+        let mut v = self.vars_for(req, srv);
+        let Some(rq) = self.req.as_mut() else {
+            return Err(500);
         };
         loop {
             let Some(tf) = &loc.try_files else {
@@ -299,6 +284,64 @@ impl Conn {
                 crate::error!("{id}: try_files: more than {} redirects", rq.hops - 1);
                 return Err(500);
             }
+        }
+    }
+
+    /// The values templates may use for this request (location-dependent ones empty; see
+    /// `VarsOwned::set_location`).
+    fn vars_for(
+        &self,
+        req: &crate::http::request::Request<'_>,
+        srv: &crate::config::Server,
+    ) -> crate::server::rewrite::VarsOwned {
+        let (local, peer) = (self.local.get(), self.peer.get());
+        let rq_host = self.req.as_ref().map_or("", |r| r.host.as_str());
+        let server_name = srv
+            .names
+            .iter()
+            .find_map(|n| match n {
+                crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let host = crate::config::normalize_host(rq_host);
+        let text = |n: &str| {
+            req.header(n)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        crate::server::rewrite::VarsOwned {
+            uri: String::new(),
+            request_uri: req.target().to_string(),
+            args: String::new(),
+            document_root: String::new(),
+            request_filename: String::new(),
+            host: if host.is_empty() {
+                server_name.clone()
+            } else {
+                host
+            },
+            server_name,
+            server_port: local.port(),
+            remote_addr: peer.ip().to_string(),
+            request_method: req.method.as_str(),
+            content_type: text("Content-Type"),
+            content_length: text("Content-Length"),
+        }
+    }
+
+    /// The add_header and expires lines wait with the request until its final head is queued
+    /// (see `server::headers`); called after every task step, before anything is sent.
+    pub(super) fn add_headers(&mut self) {
+        let Some(req) = self.req.as_mut() else {
+            return;
+        };
+        if req.extra.is_none() || self.out.heads == req.heads_at_start {
+            return;
+        }
+        if let Some(x) = req.extra.take() {
+            self.out
+                .patch_last_head(|h| crate::server::headers::apply(&x, h));
         }
     }
 

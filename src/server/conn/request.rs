@@ -41,6 +41,8 @@ pub struct RequestRecord {
     /// Set once an `error_page` sent it to a named location: routing starts there, and a
     /// second error is answered with the built-in page (nginx's `recursive_error_pages off`).
     pub named: Option<String>,
+    /// `add_header` / `expires` lines for its final response head, until they are in it.
+    pub extra: Option<Box<crate::server::headers::ExtraHeaders>>,
     /// The sequence number of its current task on the connection (in the task's tokens).
     pub tseq: u32,
     pub meta: Meta,
@@ -148,6 +150,7 @@ impl Conn {
                 host: String::new(),
                 hops: 0,
                 named: None,
+                extra: None,
                 tseq: 0,
                 meta: Meta {
                     http10: false,
