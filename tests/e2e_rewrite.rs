@@ -225,3 +225,89 @@ fn try_files_config_errors() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+const RETURN_CONF: &str = "{BASE}
+server {
+    listen 127.0.0.1:{PORT};
+    server_name localhost;
+    root www;
+    location ~ ^/old/(.*)$ {
+        return 301 /new/$1?was=$uri;
+    }
+    location ~* ^/text/(\\w+)/(\\w+)?$ {
+        return 200 \"hello $1 [$2] via $request_method $scheme://$host:$server_port$request_uri\";
+    }
+    location ~ ^/img/(.+)\\.png$ {
+        alias pictures/$1-large.png;
+    }
+    location ~ ^/pic/(?<name>[a-z]+)/(\\d+)$ {
+        alias pictures/${2}_$1.png;
+    }
+}
+server {
+    listen 127.0.0.1:{PORT2};
+    server_name localhost;
+    return 301 https://$host$request_uri;
+}
+";
+
+fn return_setup(dir: &Path) {
+    write_file(dir, "pictures/cat-large.png", "large cat");
+    write_file(dir, "pictures/a/b-large.png", "nested b");
+    write_file(dir, "pictures/7_dog.png", "dog seven");
+}
+
+#[test]
+fn return_with_variables_and_captures() {
+    for_each_backend("return_with_variables_and_captures", |be| {
+        let s = Server::start(be, RETURN_CONF, return_setup);
+        let r = get(s.port, "/old/a/b.html?x=1");
+        assert_eq!(r.status, 301, "{}", r.dump());
+        assert_eq!(
+            r.header("Location"),
+            Some("/new/a/b.html?was=/old/a/b.html")
+        );
+        let r = get_host(s.port, "Example.COM", "/TEXT/world/?q=%41");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(
+            r.text(),
+            format!(
+                "hello world [] via GET http://example.com:{}/TEXT/world/?q=%41",
+                s.port
+            )
+        );
+        // The server-level redirect to https, with the Host as sent (port dropped) and the
+        // target as received.
+        let r = get_host(s.port2, "www.example.org:8080", "/a%20b/c?d=e&f");
+        assert_eq!(r.status, 301, "{}", r.dump());
+        assert_eq!(
+            r.header("Location"),
+            Some("https://www.example.org/a%20b/c?d=e&f")
+        );
+    });
+}
+
+#[test]
+fn alias_with_regex_captures() {
+    for_each_backend("alias_with_regex_captures", |be| {
+        let s = Server::start(be, RETURN_CONF, return_setup);
+        let r = get(s.port, "/img/cat.png");
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert_eq!(r.text(), "large cat");
+        assert_eq!(r.header("Content-Type"), Some("image/png"));
+        let r = get(s.port, "/img/a/b.png");
+        assert_eq!((r.status, r.text().as_str()), (200, "nested b"));
+        let r = get(s.port, "/pic/dog/7");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "dog seven"),
+            "{}",
+            r.dump()
+        );
+        let r = get(s.port, "/img/none.png");
+        assert_eq!(r.status, 404, "{}", r.dump());
+        // A normalised path cannot climb out through a capture.
+        let r = get(s.port, "/img/../../etc/passwd.png");
+        assert_ne!(r.status, 200, "{}", r.dump());
+    });
+}

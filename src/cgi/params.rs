@@ -41,6 +41,9 @@ pub struct Vars<'a> {
     pub content_type: &'a str,
     /// `$content_length`: the Content-Length request header field.
     pub content_length: &'a str,
+    /// `$0`…`$9`: the captures of the regex location that answers (index 0: the whole match;
+    /// a group that did not take part is `""`).
+    pub captures: &'a [String],
 }
 
 impl Vars<'_> {
@@ -63,6 +66,7 @@ impl Vars<'_> {
             Variable::RequestMethod => self.request_method,
             Variable::ContentType => self.content_type,
             Variable::ContentLength => self.content_length,
+            Variable::Scheme => "http",
         };
         out.push_str(s);
     }
@@ -74,6 +78,11 @@ pub fn expand_into(t: &Template, vars: &Vars<'_>, out: &mut String) {
         match piece {
             Piece::Literal(s) => out.push_str(s),
             Piece::Var(v) => vars.push(*v, out),
+            Piece::Capture(n) => {
+                if let Some(c) = vars.captures.get(usize::from(*n)) {
+                    out.push_str(c);
+                }
+            }
         }
     }
 }
@@ -125,6 +134,7 @@ mod tests {
             request_method: "POST",
             content_type: "text/plain",
             content_length: "12",
+            captures: &[],
         }
     }
 
@@ -160,6 +170,7 @@ mod tests {
             ("request_method", "POST"),
             ("content_type", "text/plain"),
             ("content_length", "12"),
+            ("scheme", "http"),
         ];
         assert_eq!(want.len(), VARIABLES.len(), "a variable has no case here");
         for (name, value) in want {

@@ -22,6 +22,7 @@ use super::model::{
 use super::settings::{
     bad_value, resolve, Settings, DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE,
 };
+use super::template::Template;
 use super::tree::{Directive, Word};
 use super::{route, try_files, values, vhost};
 
@@ -134,10 +135,11 @@ fn parse_return(d: &Directive) -> Result<Return, ConfigError> {
     let first = &d.args[0].text;
     if first.bytes().all(|b| b.is_ascii_digit()) {
         let code = values::status(first, 0..=999).ok_or_else(|| bad_value(d, 0, ""))?;
-        return Ok(Return {
-            code,
-            target: d.args.get(1).map(|a| a.text.clone()),
-        });
+        let target = match d.args.get(1) {
+            Some(_) => Some(try_files::template_arg(d, 1)?),
+            None => None,
+        };
+        return Ok(Return { code, target });
     }
     if d.args.len() == 1
         && (first.starts_with("http://")
@@ -146,7 +148,7 @@ fn parse_return(d: &Directive) -> Result<Return, ConfigError> {
     {
         return Ok(Return {
             code: 302,
-            target: Some(first.clone()),
+            target: Some(try_files::template_arg(d, 0)?),
         });
     }
     Err(d.args[0].err(format!("invalid return code \"{first}\"")))
@@ -682,6 +684,14 @@ fn resolve_location(
         cgi_timeout: s.cgi_timeout.unwrap_or(DEFAULT_CGI_TIMEOUT),
         cgi_params: s.cgi_params.clone().unwrap_or_default(),
         upload_store: s.upload_store.clone(),
+        alias_captures: match (&s.docroot, modifier) {
+            (Some(DocRoot::Alias { dir, .. }), Modifier::Regex | Modifier::RegexCaseless) => {
+                let text = dir.to_string_lossy();
+                // Checked at load (settings.rs); a `$` that does not parse stays literal.
+                Template::parse(&text).ok().filter(|t| t.has_vars())
+            }
+            _ => None,
+        },
         add_headers: s.add_headers.clone().unwrap_or_default(),
         expires: s.expires.flatten(),
         status,

@@ -180,7 +180,8 @@ pub enum DocRoot {
     /// `root DIR`: file = DIR + full URI path.
     Root(PathBuf),
     /// `alias DIR` in location `strip`: file = DIR + (URI path minus `strip`). For regex
-    /// locations `strip` is empty and DIR is used as-is (capture substitution: not yet).
+    /// locations `strip` is empty and DIR is used as-is: the whole file path (after its
+    /// `$1`… captures are substituted, see `Location::alias_captures`).
     Alias { dir: PathBuf, strip: String },
 }
 
@@ -230,8 +231,9 @@ impl Methods {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Return {
     pub code: u16,
-    /// For 301/302/303/307/308 the Location URL, otherwise the response body text.
-    pub target: Option<String>,
+    /// For 301/302/303/307/308 the Location URL, otherwise the response body text; variables
+    /// (`$host`, `$request_uri`, `$1`…) are expanded per request.
+    pub target: Option<Template>,
 }
 
 /// `try_files FILE... FALLBACK`: the first FILE that exists under the location's root or alias
@@ -340,6 +342,9 @@ pub struct Location {
     pub add_headers: Vec<super::headers::AddHeader>,
     /// `expires`; `None` = off (the default).
     pub expires: Option<super::headers::Expires>,
+    /// A regex location's `alias` that uses captures (`alias /data/$1;`): substituted per
+    /// request into `docroot` (`server::rewrite::with_captures`).
+    pub alias_captures: Option<Template>,
     /// `try_files` of this location (not inherited, as in nginx).
     pub try_files: Option<TryFiles>,
     /// Compiled pattern for regex modifiers.

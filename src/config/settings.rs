@@ -100,6 +100,12 @@ impl Settings {
                         d.name.text
                     )));
                 }
+                if d.name.text == "alias" && location.is_some_and(|l| l.0) && arg(0).contains('$') {
+                    // A regex location's alias may use its captures (and variables).
+                    Template::parse(arg(0)).map_err(|e| {
+                        d.args[0].err_at_char(e.at, format!("{} in \"alias\" directive", e.message))
+                    })?;
+                }
                 let dir = resolve(prefix, arg(0));
                 self.docroot = Some(if d.name.text == "root" {
                     DocRoot::Root(dir)

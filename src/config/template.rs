@@ -8,8 +8,9 @@
 //! directly (`${uri}x`). As in nginx, a `$` that is not followed by a name (`a$`, `$-`, `${}`)
 //! is an error ("invalid variable name") — nginx has no escape for a literal `$` — and so is an
 //! unclosed `${name`. Names are matched case-insensitively (nginx compares them with
-//! `ngx_strncasecmp`). `$1`…`$9` are regex captures in nginx; this server has none to offer, so
-//! they are refused with their own message. Only the variables in [`VARIABLES`] exist; any other
+//! `ngx_strncasecmp`). `$0`…`$9` are the captures of the regex location that answers (one
+//! digit: `$12` is capture 1 then "2"; `${12}` is an error); where there are none they expand to
+//! `""`, as in nginx (`cgi_param` is not given them yet). Only the variables in [`VARIABLES`] exist; any other
 //! name is nginx's `unknown "x" variable` error, at load.
 
 use std::fmt;
@@ -31,6 +32,8 @@ pub enum Variable {
     RequestMethod,
     ContentType,
     ContentLength,
+    /// `$scheme`: always `http` here (no TLS).
+    Scheme,
 }
 
 /// Every variable name known here (lower case), with what it refers to.
@@ -48,6 +51,7 @@ pub const VARIABLES: &[(&str, Variable)] = &[
     ("request_method", Variable::RequestMethod),
     ("content_type", Variable::ContentType),
     ("content_length", Variable::ContentLength),
+    ("scheme", Variable::Scheme),
 ];
 
 impl Variable {
@@ -66,6 +70,9 @@ pub enum Piece {
     /// INVARIANT: never empty, and never next to another `Literal`.
     Literal(String),
     Var(Variable),
+    /// `$0`…`$9`: a capture of the regex location that answers (`$0` the whole match); `""`
+    /// where there is none, as in nginx.
+    Capture(u8),
 }
 
 /// A value with its variables located. An empty template expands to `""`.
@@ -126,10 +133,18 @@ impl Template {
             if name.is_empty() {
                 return Err(err("invalid variable name".to_string()));
             }
-            if name.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(err(format!(
-                    "regex captures like \"${name}\" are not supported"
-                )));
+            if let Some(d) = name.chars().next().and_then(|c| c.to_digit(10)) {
+                // nginx: one digit is the capture number; what follows is text (`$12` is
+                // capture 1, then "2").
+                if braced && name.len() > 1 {
+                    return Err(err(format!("invalid capture \"${{{name}}}\"")));
+                }
+                if !lit.is_empty() {
+                    pieces.push(Piece::Literal(std::mem::take(&mut lit)));
+                }
+                pieces.push(Piece::Capture(d as u8));
+                i = if braced { end + 1 } else { start + 1 };
+                continue;
             }
             let lower = name.to_ascii_lowercase();
             let Some(&(_, var)) = VARIABLES.iter().find(|(n, _)| *n == lower) else {
@@ -147,9 +162,21 @@ impl Template {
         Ok(Template { pieces })
     }
 
+    /// Whether any piece is a variable or capture (else it is the same text for every request).
+    pub fn has_vars(&self) -> bool {
+        self.pieces.iter().any(|p| !matches!(p, Piece::Literal(_)))
+    }
+
     /// The pieces, in order.
     pub fn pieces(&self) -> &[Piece] {
         &self.pieces
+    }
+}
+
+/// A template that is `text` as is (no variables looked for).
+impl From<&str> for Template {
+    fn from(text: &str) -> Template {
+        Template::literal(text)
     }
 }
 
@@ -161,6 +188,7 @@ impl fmt::Display for Template {
             match p {
                 Piece::Literal(s) => f.write_str(s)?,
                 Piece::Var(v) => write!(f, "${{{}}}", v.name())?,
+                Piece::Capture(n) => write!(f, "${{{n}}}")?,
             }
         }
         Ok(())
@@ -195,6 +223,12 @@ mod tests {
                 vec![Piece::Var(Host), Piece::Var(RequestUri)],
             ),
             ("é$args-", vec![lit("é"), Piece::Var(Args), lit("-")]),
+            ("/d/$1", vec![lit("/d/"), Piece::Capture(1)]),
+            (
+                "$12${3}x",
+                vec![Piece::Capture(1), lit("2"), Piece::Capture(3), lit("x")],
+            ),
+            ("$0", vec![Piece::Capture(0)]),
         ];
         for (text, want) in cases {
             let t = Template::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e:?}"));
@@ -236,7 +270,7 @@ mod tests {
                 4,
                 "the closing bracket in \"\" variable is missing",
             ),
-            ("$1", 0, "regex captures like \"$1\" are not supported"),
+            ("${12}", 0, "invalid capture \"${12}\""),
             ("$urix", 0, "unknown \"urix\" variable"),
             ("ok $uri $nope", 8, "unknown \"nope\" variable"),
             ("${Bad}", 0, "unknown \"Bad\" variable"),

@@ -88,6 +88,7 @@ pub struct VarsOwned {
     pub request_method: &'static str,
     pub content_type: String,
     pub content_length: String,
+    pub captures: Vec<String>,
 }
 
 impl VarsOwned {
@@ -105,6 +106,7 @@ impl VarsOwned {
             request_method: self.request_method,
             content_type: &self.content_type,
             content_length: &self.content_length,
+            captures: &self.captures,
         }
     }
 
@@ -116,6 +118,13 @@ impl VarsOwned {
             crate::config::DocRoot::Root(d) => d.to_string_lossy().into_owned(),
             crate::config::DocRoot::Alias { dir, .. } => dir.to_string_lossy().into_owned(),
         };
+        self.captures.clear();
+        if let Some(c) = loc.regex.as_ref().and_then(|r| r.captures(uri)) {
+            self.captures.extend(
+                c.iter()
+                    .map(|m| m.map_or(String::new(), |m| m.as_str().to_string())),
+            );
+        }
         self.request_filename = crate::server::reply::map(loc, uri)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();

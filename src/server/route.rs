@@ -49,6 +49,8 @@ pub struct Input<'a> {
     /// For the `status` page.
     pub gauges: &'a Gauges,
     pub backend: &'a dyn backends::Backend,
+    /// For `return` targets with variables (`None` when none has any).
+    pub vars: Option<&'a crate::cgi::params::Vars<'a>>,
 }
 
 pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
@@ -61,8 +63,17 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
         path,
         ..
     } = x;
+    let none = crate::cgi::params::Vars::default();
+    let vars = x.vars.unwrap_or(&none);
+    let ret = |r: &crate::config::Return| {
+        let target = r
+            .target
+            .as_ref()
+            .map(|t| crate::cgi::params::expand(t, vars));
+        Route::Reply(reply::ret(r.code, target.as_deref(), cx))
+    };
     if let Some(r) = &server.ret {
-        return Route::Reply(reply::ret(r.code, r.target.as_deref(), cx));
+        return ret(r);
     }
     if !loc.allows(method.as_str()) {
         let allow = loc
@@ -72,7 +83,7 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
         return Route::Error(405, vec![("Allow".into(), allow)]);
     }
     if let Some(r) = &loc.ret {
-        return Route::Reply(reply::ret(r.code, r.target.as_deref(), cx));
+        return ret(r);
     }
     if loc.status {
         let json = cx

@@ -154,14 +154,37 @@ impl Conn {
             // A local redirect routes again: only the last location's lines apply.
             rq.extra = None;
         }
-        if !loc.add_headers.is_empty() || loc.expires.is_some() {
+        let ret_vars = |r: &Option<crate::config::Return>| {
+            r.as_ref()
+                .and_then(|r| r.target.as_ref())
+                .is_some_and(|t| t.has_vars())
+        };
+        let headers = !loc.add_headers.is_empty() || loc.expires.is_some();
+        let mut vars = None;
+        if headers || ret_vars(&srv.ret) || ret_vars(&loc.ret) || loc.alias_captures.is_some() {
             let mut v = self.vars_for(req, srv);
             if let Some(rq) = self.req.as_mut() {
                 v.set_location(loc, &rq.path);
                 rq.query.as_deref().unwrap_or("").clone_into(&mut v.args);
-                let now = std::time::SystemTime::now();
-                rq.extra = crate::server::headers::for_location(loc, &v.vars(), now);
+                if headers {
+                    let now = std::time::SystemTime::now();
+                    rq.extra = crate::server::headers::for_location(loc, &v.vars(), now);
+                }
             }
+            vars = Some(v);
+        }
+        // A regex location's alias with captures names this request's file: the location
+        // answers with the substituted alias.
+        let substituted;
+        if let (Some(t), Some(v)) = (&loc.alias_captures, &vars) {
+            let mut l = loc.clone();
+            let dir = crate::cgi::params::expand(t, &v.vars());
+            l.docroot = crate::config::DocRoot::Alias {
+                dir: dir.into(),
+                strip: String::new(),
+            };
+            substituted = l;
+            loc = &substituted;
         }
         let Some(rq) = self.req.as_ref() else {
             return (Route::Error(500, Vec::new()), 0);
@@ -224,6 +247,7 @@ impl Conn {
                 cgi,
                 gauges: env.gauges,
                 backend: &*env.be,
+                vars: vars.as_ref().map(|v| v.vars()).as_ref(),
             },
             &cx,
             env.cache,
@@ -248,7 +272,8 @@ impl Conn {
             Some(l) => l,
             None => srv.location_for(&rq.path),
         };
-        if loc.try_files.is_none() {
+        // A server-level `return` answers first (nginx's server rewrite phase).
+        if loc.try_files.is_none() || srv.ret.is_some() {
             return Ok(loc);
         }
         let mut v = self.vars_for(req, srv);
@@ -327,6 +352,7 @@ impl Conn {
             request_method: req.method.as_str(),
             content_type: text("Content-Type"),
             content_length: text("Content-Length"),
+            captures: Vec::new(),
         }
     }
 

@@ -113,6 +113,8 @@ pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiP
             request_method: req.method.as_str(),
             content_type: content_type.unwrap_or(""),
             content_length: &length,
+            // Captures of a regex location are not offered to cgi_param (yet): `""`.
+            captures: &[],
         };
         crate::cgi::params::apply(&loc.cgi_params, &vars, &mut env);
     }
