@@ -508,6 +508,7 @@ impl Builder<'_> {
             upload_store: None,
             add_headers: Some(Vec::new()),
             expires: Some(None),
+            max_ranges: None,
         };
         http.inherit(&defaults);
         let mut servers = Vec::with_capacity(self.g.servers.len());
@@ -694,6 +695,7 @@ fn resolve_location(
         },
         add_headers: s.add_headers.clone().unwrap_or_default(),
         expires: s.expires.flatten(),
+        max_ranges: s.max_ranges.unwrap_or(u32::MAX),
         status,
         // Not inherited (nginx): set by the caller from the location's own directive.
         try_files: None,

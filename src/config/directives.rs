@@ -79,6 +79,7 @@ pub static SPECS: &[Spec] = &[
     d("cgi_param", HSL, 2, 3),
     d("add_header", HSL, 2, 3),
     d("expires", HSL, 1, 1),
+    d("max_ranges", HSL, 1, 1),
     // server
     b("server", HTTP, 0, 0),
     d("listen", SERVER, 1, 2),

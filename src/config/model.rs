@@ -345,6 +345,9 @@ pub struct Location {
     /// A regex location's `alias` that uses captures (`alias /data/$1;`): substituted per
     /// request into `docroot` (`server::rewrite::with_captures`).
     pub alias_captures: Option<Template>,
+    /// `max_ranges N`: a Range with more ranges is answered in full (`u32::MAX`: no limit,
+    /// nginx's default; 0 turns ranges off).
+    pub max_ranges: u32,
     /// `try_files` of this location (not inherited, as in nginx).
     pub try_files: Option<TryFiles>,
     /// Compiled pattern for regex modifiers.

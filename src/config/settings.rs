@@ -41,6 +41,7 @@ pub struct Settings {
     pub add_headers: Option<Vec<super::headers::AddHeader>>,
     /// `Some(None)` is `expires off`.
     pub expires: Option<Option<super::headers::Expires>>,
+    pub max_ranges: Option<u32>,
 }
 
 /// `path` against `prefix` unless already absolute.
@@ -155,6 +156,12 @@ impl Settings {
                 let v = values::size(arg(0)).ok_or_else(|| bad_value(d, 0, ""))?;
                 set_once(&mut self.client_max_body_size, v, d)?;
             }
+            "max_ranges" => {
+                let v = values::number(arg(0))
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad_value(d, 0, ""))?;
+                set_once(&mut self.max_ranges, v, d)?;
+            }
             "cgi_timeout" => {
                 let v = values::time(arg(0)).ok_or_else(|| bad_value(d, 0, ""))?;
                 set_once(&mut self.cgi_timeout, v, d)?;
@@ -223,6 +230,7 @@ impl Settings {
         take(&mut self.upload_store, &parent.upload_store);
         take(&mut self.add_headers, &parent.add_headers);
         take(&mut self.expires, &parent.expires);
+        take(&mut self.max_ranges, &parent.max_ranges);
     }
 }
 

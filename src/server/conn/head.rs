@@ -234,6 +234,9 @@ impl Conn {
             if_modified_since: h("If-Modified-Since"),
             range: h("Range"),
             if_range: h("If-Range"),
+            if_match: h("If-Match"),
+            if_unmodified_since: h("If-Unmodified-Since"),
+            max_ranges: loc.max_ranges,
         };
         let route = route::route(
             route::Input {

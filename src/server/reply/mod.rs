@@ -7,6 +7,7 @@
 //! the configuration and the file system.
 
 pub mod autoindex;
+mod byteranges;
 pub mod cache;
 pub mod map;
 pub mod static_file;
@@ -83,6 +84,11 @@ pub struct Ctx<'a> {
     pub range: Option<&'a [u8]>,
     /// `If-Range` (RFC 9110 §13.1.5): the range applies only if this validator still matches.
     pub if_range: Option<&'a [u8]>,
+    /// `If-Match` and `If-Unmodified-Since` (RFC 9110 §13.1.1, §13.1.4): 412 when they fail.
+    pub if_match: Option<&'a [u8]>,
+    pub if_unmodified_since: Option<&'a [u8]>,
+    /// `max_ranges` of the location (`u32::MAX`: no limit).
+    pub max_ranges: u32,
 }
 
 impl<'a> Ctx<'a> {
@@ -98,6 +104,9 @@ impl<'a> Ctx<'a> {
             if_modified_since: None,
             range: None,
             if_range: None,
+            if_match: None,
+            if_unmodified_since: None,
+            max_ranges: u32::MAX,
         }
     }
 }
