@@ -65,6 +65,10 @@ struct Globals {
     worker_connections: Option<usize>,
     error_log: Option<ErrorLog>,
     access_log: Option<Option<std::path::PathBuf>>,
+    access_opts: Option<super::log_format::AccessOpts>,
+    /// The `access_log` directive, for an error about its format name.
+    access_word: Option<Word>,
+    log_formats: Vec<super::log_format::LogFormat>,
     default_type: Option<String>,
     types: Option<HashMap<String, String>>,
     header: Option<Duration>,
@@ -226,10 +230,25 @@ impl Builder<'_> {
                 }
                 "access_log" => {
                     let v = match arg(0) {
-                        "off" => None,
+                        "off" if d.args.len() == 1 => None,
+                        "off" => return Err(bad_value(d, 1, "")),
                         p => Some(resolve(self.prefix, p)),
                     };
                     set_once(&mut self.g.access_log, v, d)?;
+                    let opts = super::log_format::parse_access_opts(d)?;
+                    if let Some((_, i)) = &opts.format {
+                        self.g.access_word = Some(d.args[*i].clone());
+                    }
+                    self.g.access_opts = Some(opts);
+                }
+                "log_format" => {
+                    let f = super::log_format::parse_log_format(d)?;
+                    if f.name == "combined" || self.g.log_formats.iter().any(|o| o.name == f.name) {
+                        return Err(
+                            d.args[0].err(format!("duplicate \"log_format\" name \"{}\"", f.name))
+                        );
+                    }
+                    self.g.log_formats.push(f);
                 }
                 "default_type" => set_once(&mut self.g.default_type, arg(0).to_string(), d)?,
                 "types" => self.types(d)?,
@@ -593,7 +612,29 @@ impl Builder<'_> {
             .map(|(e, t)| (e.to_string(), t.to_string()))
             .collect()
         });
+        let opts = self.g.access_opts.unwrap_or(super::log_format::AccessOpts {
+            format: None,
+            buffer: None,
+            flush: None,
+        });
+        let access_log_format = match &opts.format {
+            None => super::log_format::LogFormat::combined(),
+            Some((n, _)) if n == "combined" => super::log_format::LogFormat::combined(),
+            Some((n, _)) => match self.g.log_formats.iter().find(|f| &f.name == n) {
+                Some(f) => f.clone(),
+                None => {
+                    let msg = format!("unknown log format \"{n}\"");
+                    return Err(match &self.g.access_word {
+                        Some(w) => w.err(msg),
+                        None => ConfigError::new("", Default::default(), msg),
+                    });
+                }
+            },
+        };
         Ok(Config {
+            access_log_format: std::sync::Arc::new(access_log_format),
+            access_log_buffer: opts.buffer,
+            access_log_flush: opts.flush,
             prefix: prefix.to_path_buf(),
             backend: self.g.backend.unwrap_or(BackendChoice::Auto),
             workers: self.g.workers.unwrap_or(Workers::Count(1)),

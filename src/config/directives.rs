@@ -57,7 +57,8 @@ pub static SPECS: &[Spec] = &[
     b("http", MAIN, 0, 0),
     d("error_log", MAIN | HTTP, 1, 2),
     // http (global in this server)
-    d("access_log", HTTP, 1, 1),
+    d("access_log", HTTP, 1, 4),
+    d("log_format", HTTP, 2, ANY),
     b("types", HTTP, 0, 0),
     d("default_type", HTTP, 1, 1),
     d("client_header_timeout", HTTP, 1, 1),

@@ -30,6 +30,7 @@ mod headers;
 mod include;
 mod lexer;
 mod listen;
+mod log_format;
 mod mime;
 mod model;
 mod route;
@@ -50,13 +51,14 @@ use std::path::Path;
 pub use build::DEFAULT_WORKER_CONNECTIONS;
 pub use error::{ConfigError, Pos};
 pub use headers::{AddHeader, Expires};
+pub use log_format::{escape_into, LogEscape, LogFormat};
 pub use model::{
     AddrServers, BackendChoice, Cgi, CgiParam, Config, DocRoot, ErrorLog, ErrorPage,
     ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, Return, Server, ServerName,
     Symlinks, Timeouts, TryFallback, TryFiles, Workers, DEFAULT_AUTOINDEX_MAX_ENTRIES,
 };
 pub use settings::{DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE};
-pub use template::{Piece, Template, TemplateError, Variable, VARIABLES};
+pub use template::{Piece, Template, TemplateError, Variable, LOG_VARIABLES, VARIABLES};
 pub use vhost::normalize_host;
 
 /// Reads and resolves the config file at `path`; relative paths in it resolve against `prefix`

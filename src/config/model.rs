@@ -72,6 +72,12 @@ pub struct Config {
     pub error_log: ErrorLog,
     /// `None` = `access_log off` or not configured.
     pub access_log: Option<PathBuf>,
+    /// Its format (`combined` unless named).
+    pub access_log_format: std::sync::Arc<super::log_format::LogFormat>,
+    /// `buffer=SIZE`: lines collect up to SIZE before a write (`None`: written each loop turn).
+    pub access_log_buffer: Option<usize>,
+    /// `flush=TIME`: buffered lines are written at the latest this long after the first.
+    pub access_log_flush: Option<Duration>,
     pub timeouts: Timeouts,
     pub keepalive_requests: u32,
     /// Per worker. Default 10240: nginx's 512 is sized for a worker among many; one

@@ -34,6 +34,18 @@ pub enum Variable {
     ContentLength,
     /// `$scheme`: always `http` here (no TLS).
     Scheme,
+    // Only in `log_format` ([`LOG_VARIABLES`]): known once the response is sent.
+    Request,
+    Status,
+    BodyBytesSent,
+    BytesSent,
+    RequestTime,
+    Msec,
+    TimeLocal,
+    Connection,
+    ConnectionRequests,
+    RemoteUser,
+    RequestId,
 }
 
 /// Every variable name known here (lower case), with what it refers to.
@@ -54,11 +66,27 @@ pub const VARIABLES: &[(&str, Variable)] = &[
     ("scheme", Variable::Scheme),
 ];
 
+/// Variables `log_format` may use besides [`VARIABLES`] (and `$http_NAME`, any request header).
+pub const LOG_VARIABLES: &[(&str, Variable)] = &[
+    ("request", Variable::Request),
+    ("status", Variable::Status),
+    ("body_bytes_sent", Variable::BodyBytesSent),
+    ("bytes_sent", Variable::BytesSent),
+    ("request_time", Variable::RequestTime),
+    ("msec", Variable::Msec),
+    ("time_local", Variable::TimeLocal),
+    ("connection", Variable::Connection),
+    ("connection_requests", Variable::ConnectionRequests),
+    ("remote_user", Variable::RemoteUser),
+    ("request_id", Variable::RequestId),
+];
+
 impl Variable {
     /// The canonical (lower-case) name, without `$`.
     pub fn name(self) -> &'static str {
         VARIABLES
             .iter()
+            .chain(LOG_VARIABLES)
             .find(|(_, v)| *v == self)
             .map_or("?", |(n, _)| n)
     }
@@ -70,6 +98,9 @@ pub enum Piece {
     /// INVARIANT: never empty, and never next to another `Literal`.
     Literal(String),
     Var(Variable),
+    /// `$http_NAME` (log_format only): request header NAME, `_` read as `-`, stored in lower
+    /// case with `-`.
+    Http(String),
     /// `$0`…`$9`: a capture of the regex location that answers (`$0` the whole match); `""`
     /// where there is none, as in nginx.
     Capture(u8),
@@ -106,6 +137,16 @@ impl Template {
 
     /// Parses `text` per the module doc.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        Template::parse_in(text, false)
+    }
+
+    /// Like [`Template::parse`], also accepting the `log_format` variables ([`LOG_VARIABLES`],
+    /// `$http_NAME`).
+    pub fn parse_log(text: &str) -> Result<Template, TemplateError> {
+        Template::parse_in(text, true)
+    }
+
+    fn parse_in(text: &str, log: bool) -> Result<Template, TemplateError> {
         let chars: Vec<char> = text.chars().collect();
         let mut pieces = Vec::new();
         let mut lit = String::new();
@@ -147,13 +188,20 @@ impl Template {
                 continue;
             }
             let lower = name.to_ascii_lowercase();
-            let Some(&(_, var)) = VARIABLES.iter().find(|(n, _)| *n == lower) else {
-                return Err(err(format!("unknown \"{name}\" variable")));
+            let table = VARIABLES
+                .iter()
+                .chain(if log { LOG_VARIABLES } else { &[] });
+            let piece = match table.clone().find(|(n, _)| *n == lower) {
+                Some(&(_, var)) => Piece::Var(var),
+                None => match lower.strip_prefix("http_") {
+                    Some(h) if log && !h.is_empty() => Piece::Http(h.replace('_', "-")),
+                    _ => return Err(err(format!("unknown \"{name}\" variable"))),
+                },
             };
             if !lit.is_empty() {
                 pieces.push(Piece::Literal(std::mem::take(&mut lit)));
             }
-            pieces.push(Piece::Var(var));
+            pieces.push(piece);
             i = if braced { end + 1 } else { end };
         }
         if !lit.is_empty() {
@@ -189,6 +237,7 @@ impl fmt::Display for Template {
                 Piece::Literal(s) => f.write_str(s)?,
                 Piece::Var(v) => write!(f, "${{{}}}", v.name())?,
                 Piece::Capture(n) => write!(f, "${{{n}}}")?,
+                Piece::Http(h) => write!(f, "${{http_{}}}", h.replace('-', "_"))?,
             }
         }
         Ok(())

@@ -16,6 +16,7 @@
 //! `route`, `task` and `reply`; tasks know only their `Cx` (and `reply`); nothing below names
 //! the loop.
 
+pub mod access_log;
 pub mod conn;
 pub mod control;
 pub mod event_loop;

@@ -107,6 +107,7 @@ impl VarsOwned {
             content_type: &self.content_type,
             content_length: &self.content_length,
             captures: &self.captures,
+            log: None,
         }
     }
 

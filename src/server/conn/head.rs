@@ -55,12 +55,17 @@ impl Conn {
         let cfg = env.cfg.clone();
         let head_len = req.head_len();
         let logging = env.access.is_some();
-        let text = |name: &str| {
-            req.header(name)
-                .filter(|_| logging)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
+        // The headers the access log's format names, kept for its line.
+        let log_headers = env.access.as_ref().map_or_else(Vec::new, |a| {
+            a.format
+                .headers
+                .iter()
+                .filter_map(|h| {
+                    req.header(h)
+                        .map(|v| (h.clone(), String::from_utf8_lossy(v).into_owned()))
+                })
+                .collect()
+        });
         let analyzed = req.analyze();
         let keep_alive = analyzed.as_ref().is_ok_and(|h| h.keep_alive);
         let host = analyzed
@@ -105,8 +110,8 @@ impl Conn {
             } else {
                 String::new()
             },
-            referer: text("Referer"),
-            user_agent: text("User-Agent"),
+            log_headers,
+            started: env.now,
             out_start: self.out.total,
             heads_at_start: self.out.heads,
             body: None,

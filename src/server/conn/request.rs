@@ -48,8 +48,10 @@ pub struct RequestRecord {
     pub meta: Meta,
     /// For the access log (empty when there is none).
     pub line: String,
-    pub referer: String,
-    pub user_agent: String,
+    /// The request headers the access log's format names (lower-case name, value).
+    pub log_headers: Vec<(String, String)>,
+    /// When its head was parsed (`$request_time`).
+    pub started: std::time::Instant,
     /// `OutQueue::total` when the request started (bytes sent for it = the difference).
     pub out_start: u64,
     /// `OutQueue::heads` when it started: once the count moves, its answer is committed.
@@ -159,8 +161,8 @@ impl Conn {
                     keep_alive_10: false,
                 },
                 line: String::new(),
-                referer: String::new(),
-                user_agent: String::new(),
+                log_headers: Vec::new(),
+                started: env.now,
                 out_start: self.out.total,
                 heads_at_start: self.out.heads,
                 body: None,
@@ -446,26 +448,44 @@ impl Conn {
             .total
             .saturating_sub(req.out_start)
             .saturating_sub(u64::from(self.out.last_head));
-        let secs = crate::http::date::unix_secs(std::time::SystemTime::now());
-        let dash = |s: &str| {
-            if s.is_empty() {
-                "-".to_string()
-            } else {
-                s.to_string()
-            }
+        let now = std::time::SystemTime::now();
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let took = env.now.saturating_duration_since(req.started).as_millis();
+        let values = crate::cgi::params::LogValues {
+            request: req.line.clone(),
+            status: self.out.last_status,
+            body_bytes_sent: sent,
+            bytes_sent: self.out.total.saturating_sub(req.out_start),
+            request_time: format!("{}.{:03}", took / 1000, took % 1000),
+            msec: format!("{}.{:03}", ms / 1000, ms % 1000),
+            time_local: crate::log::access_time((ms / 1000) as u64),
+            connection: format!("{}.{}", self.slot, self.gen),
+            connection_requests: req.seq,
+            request_id: format!("c{}.{} r{}", self.slot, self.gen, req.seq),
+            headers: req.log_headers.clone(),
         };
-        let line = format!(
-            "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
-            self.peer.get().ip(),
-            crate::log::access_time(secs),
-            req.line.escape_debug(),
-            self.out.last_status,
-            sent,
-            dash(&req.referer),
-            dash(&req.user_agent),
-        );
-        use std::io::Write;
-        let _ = f.write_all(line.as_bytes());
+        let request_uri = req.line.split(' ').nth(1).unwrap_or("");
+        let host = crate::config::normalize_host(&req.host);
+        let remote = self.peer.get().ip().to_string();
+        let vars = crate::cgi::params::Vars {
+            uri: &req.path,
+            request_uri,
+            args: req.query.as_deref().unwrap_or(""),
+            host: &host,
+            server_port: self.local.get().port(),
+            remote_addr: &remote,
+            request_method: req.method.as_str(),
+            log: Some(&values),
+            ..Default::default()
+        };
+        let fmt = f.format.clone();
+        let mut line = String::with_capacity(256);
+        crate::cgi::params::expand_escaped(&fmt.template, &vars, &mut line, |v, out| {
+            crate::config::escape_into(fmt.escape, v, out)
+        });
+        f.push(&line, env.now);
     }
 }
 

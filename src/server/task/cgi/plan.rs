@@ -115,6 +115,7 @@ pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiP
             content_length: &length,
             // Captures of a regex location are not offered to cgi_param (yet): `""`.
             captures: &[],
+            log: None,
         };
         crate::cgi::params::apply(&loc.cgi_params, &vars, &mut env);
     }
