@@ -19,9 +19,10 @@
 //! documented default, not the text/plain of its sample config); `worker_connections` defaults to
 //! 10240; timeouts, logs and `types` are global (http level only); regex server names are
 //! rejected; named (`@x`) locations stand at server level and are reached only from `try_files`
-//! and `error_page` (a missing one is a load error, not nginx's 500 per request); `alias` in a regex location is used as the whole path
-//! (no `$1` substitution yet). Variables are expanded in `cgi_param` values and `try_files` arguments
-//! (`template.rs`, a fixed list); elsewhere, e.g. in a `return` URL, a `$` is literal text.
+//! and `error_page` (a missing one is a load error, not nginx's 500 per request); `alias` in a
+//! regex location is used as the whole path, with the location's `$1`… substituted. Variables (`template.rs`, a fixed list) are expanded
+//! in `cgi_param`, `try_files`, `return`, `add_header`, a regex location's `alias`, and
+//! `log_format` (which also has the log-only ones); elsewhere (`root`, say) a `$` is literal.
 
 mod build;
 mod directives;
