@@ -311,3 +311,52 @@ fn alias_with_regex_captures() {
         assert_ne!(r.status, 200, "{}", r.dump());
     });
 }
+
+const CAPTURE_CGI_CONF: &str = "{BASE}
+server {
+    listen 127.0.0.1:{PORT};
+    server_name localhost;
+    root www;
+    location ~ ^/app/(\\w+)/(\\w+)\\.sh$ {
+        allow_methods GET;
+        cgi .sh /bin/sh;
+        cgi_param APP_SECTION $1;
+        cgi_param APP_MISSING $3;
+    }
+    location /e/ {
+        error_page 404 =200 @soft;
+        error_page 403 = @soft;
+    }
+    location @soft {
+        return 202 \"soft $uri\";
+    }
+}
+";
+
+#[test]
+fn cgi_param_captures_and_error_page_status_to_a_named_location() {
+    for_each_backend(
+        "cgi_param_captures_and_error_page_status_to_a_named_location",
+        |be| {
+            let s = Server::start(be, CAPTURE_CGI_CONF, |d| {
+                write_file(
+                d,
+                "www/app/shop/run.sh",
+                "printf 'Content-Type: text/plain\\r\\n\\r\\n[%s][%s]' \"$APP_SECTION\" \"$APP_MISSING\"\n",
+            );
+                std::fs::create_dir_all(d.join("www/e/locked")).unwrap();
+            });
+            let r = get(s.port, "/app/shop/run.sh");
+            assert_eq!(r.status, 200, "{}", r.dump());
+            assert_eq!(r.text(), "[shop][]");
+            // `=200`: that status, whatever the named location answers.
+            let r = get(s.port, "/e/absent");
+            assert_eq!(r.status, 200, "{}", r.dump());
+            assert_eq!(r.text(), "soft /e/absent");
+            // `=`: the named location's own status (a directory without index: 403 first).
+            let r = get(s.port, "/e/locked/");
+            assert_eq!(r.status, 202, "{}", r.dump());
+            assert_eq!(r.text(), "soft /e/locked/");
+        },
+    );
+}

@@ -10,7 +10,7 @@
 //! unclosed `${name`. Names are matched case-insensitively (nginx compares them with
 //! `ngx_strncasecmp`). `$0`…`$9` are the captures of the regex location that answers (one
 //! digit: `$12` is capture 1 then "2"; `${12}` is an error); where there are none they expand to
-//! `""`, as in nginx (`cgi_param` is not given them yet). Only the variables in [`VARIABLES`] exist; any other
+//! `""`, as in nginx. Only the variables in [`VARIABLES`] exist; any other
 //! name is nginx's `unknown "x" variable` error, at load.
 
 use std::fmt;
