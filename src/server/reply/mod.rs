@@ -7,7 +7,7 @@
 //! the configuration and the file system.
 
 pub mod autoindex;
-mod byteranges;
+pub mod byteranges;
 pub mod cache;
 pub mod map;
 pub mod static_file;
@@ -48,6 +48,9 @@ pub enum Reply {
 pub enum Stream {
     Disk(File),
     Listing(Box<autoindex::Listing>),
+    /// Several ranges of a file: `multipart/byteranges` (each part's header, then its bytes,
+    /// then the closing delimiter).
+    Ranges(File, Box<byteranges::Parts>),
 }
 
 impl Reply {

@@ -30,7 +30,7 @@ fn file_head(
     uri: &str,
     mime: &crate::config::Config,
     cx: &Ctx,
-    data: Option<&std::sync::Arc<[u8]>>,
+    data: Body<'_>,
 ) -> Result<(u16, Vec<u8>, u64, u64), Reply> {
     let mut head = Vec::with_capacity(320);
     if range::precondition_failed(
@@ -66,17 +66,16 @@ fn file_head(
             start_range(&mut head, cx, &range::content_range(r, v.len));
             (206, start, end - start + 1)
         }
-        // Several ranges of a file held in memory (the small-file cache): multipart. A larger
-        // file gets the whole representation (RFC 9110 §14.2 allows ignoring Range).
-        Some(range::Ranges::Parts(p)) if data.is_some() => {
-            let data = data.map_or(&[][..], |d| &d[..]);
-            return Err(super::byteranges::reply(
-                &p,
-                data,
-                mime.mime_type(uri),
-                v,
-                cx,
-            ));
+        // Several ranges: multipart, built whole from the cache's bytes or streamed from disk.
+        Some(range::Ranges::Parts(p)) => {
+            let ty = mime.mime_type(uri);
+            return Err(match data {
+                Body::Mem(d) => super::byteranges::reply(&p, d, ty, v, cx),
+                Body::Disk(f) => match f.take() {
+                    Some(f) => super::byteranges::file_reply(&p, f, ty, v, cx),
+                    None => full(500, "text/plain", Vec::new(), &[], cx),
+                },
+            });
         }
         Some(range::Ranges::Unsatisfiable) => {
             let cr = range::content_range(ByteRange::Unsatisfiable, v.len);
@@ -105,7 +104,7 @@ fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -
         etag: &c.etag,
         last_modified: &c.last_modified,
     };
-    let (status, head, from, count) = match file_head(&v, uri, mime, cx, Some(&c.body)) {
+    let (status, head, from, count) = match file_head(&v, uri, mime, cx, Body::Mem(&c.body)) {
         Ok(h) => h,
         Err(reply) => return reply,
     };
@@ -119,6 +118,13 @@ fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -
         })
     };
     Reply::Full { status, head, body }
+}
+
+/// Where a file's bytes are, for a multipart answer: in memory, or the open file (taken when a
+/// multipart reply streams it).
+enum Body<'a> {
+    Mem(&'a [u8]),
+    Disk(&'a mut Option<File>),
 }
 
 /// What a GET/HEAD of a mapped path resolves to.
@@ -315,9 +321,13 @@ fn serve_file(
         etag: &etag,
         last_modified: &last_modified,
     };
-    let (status, head, offset, count) = match file_head(&v, uri, mime, cx, None) {
+    let mut file = Some(file);
+    let (status, head, offset, count) = match file_head(&v, uri, mime, cx, Body::Disk(&mut file)) {
         Ok(h) => h,
         Err(reply) => return Static::Reply(reply),
+    };
+    let Some(file) = file else {
+        return Static::Error(500);
     };
     if cx.head_only || count == 0 {
         return Static::Reply(Reply::Full {
