@@ -41,6 +41,33 @@ pub struct Vars<'a> {
     pub content_type: &'a str,
     /// `$content_length`: the Content-Length request header field.
     pub content_length: &'a str,
+    /// `$0`…`$9`: the captures of the regex location that answers (index 0: the whole match;
+    /// a group that did not take part is `""`).
+    pub captures: &'a [String],
+    /// The `log_format` values (`None` outside the access log: they expand to `""`).
+    pub log: Option<&'a LogValues>,
+}
+
+/// The values only an access-log line has (nginx's names; see `config::LOG_VARIABLES`).
+#[derive(Debug, Clone, Default)]
+pub struct LogValues {
+    /// `$request`: the request line as received.
+    pub request: String,
+    pub status: u16,
+    pub body_bytes_sent: u64,
+    pub bytes_sent: u64,
+    /// `$request_time`: seconds with millisecond resolution, from the first byte of the head.
+    pub request_time: String,
+    /// `$msec`: the time of the log write, seconds with millisecond resolution.
+    pub msec: String,
+    pub time_local: String,
+    /// `$connection`: the connection's identity (`17.2`: slot and generation).
+    pub connection: String,
+    pub connection_requests: u32,
+    /// `$request_id`: the request's identity in this server's log lines (`c17.2 r3`).
+    pub request_id: String,
+    /// The request headers the format names (lower-case name, value).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Vars<'_> {
@@ -63,6 +90,26 @@ impl Vars<'_> {
             Variable::RequestMethod => self.request_method,
             Variable::ContentType => self.content_type,
             Variable::ContentLength => self.content_length,
+            Variable::Scheme => "http",
+            log_var => {
+                if let Some(l) = self.log {
+                    // Writing to a String cannot fail.
+                    let _ = match log_var {
+                        Variable::Request => write!(out, "{}", l.request),
+                        Variable::Status => write!(out, "{}", l.status),
+                        Variable::BodyBytesSent => write!(out, "{}", l.body_bytes_sent),
+                        Variable::BytesSent => write!(out, "{}", l.bytes_sent),
+                        Variable::RequestTime => write!(out, "{}", l.request_time),
+                        Variable::Msec => write!(out, "{}", l.msec),
+                        Variable::TimeLocal => write!(out, "{}", l.time_local),
+                        Variable::Connection => write!(out, "{}", l.connection),
+                        Variable::ConnectionRequests => write!(out, "{}", l.connection_requests),
+                        Variable::RequestId => write!(out, "{}", l.request_id),
+                        _ => Ok(()),
+                    };
+                }
+                return;
+            }
         };
         out.push_str(s);
     }
@@ -73,7 +120,49 @@ pub fn expand_into(t: &Template, vars: &Vars<'_>, out: &mut String) {
     for piece in t.pieces() {
         match piece {
             Piece::Literal(s) => out.push_str(s),
-            Piece::Var(v) => vars.push(*v, out),
+            _ => value_into(piece, vars, out),
+        }
+    }
+}
+
+/// Appends the value of one variable piece.
+fn value_into(piece: &Piece, vars: &Vars<'_>, out: &mut String) {
+    match piece {
+        Piece::Literal(s) => out.push_str(s),
+        Piece::Var(v) => vars.push(*v, out),
+        Piece::Capture(n) => {
+            if let Some(c) = vars.captures.get(usize::from(*n)) {
+                out.push_str(c);
+            }
+        }
+        Piece::Http(name) => {
+            let v = vars
+                .log
+                .and_then(|l| l.headers.iter().find(|(n, _)| n == name));
+            if let Some((_, v)) = v {
+                out.push_str(v);
+            }
+        }
+    }
+}
+
+/// Appends `t` expanded with `vars`, each variable's value passed through `escape` (literal
+/// text as is): what an access-log line needs.
+pub fn expand_escaped(
+    t: &Template,
+    vars: &Vars<'_>,
+    out: &mut String,
+    mut escape: impl FnMut(&str, &mut String),
+) {
+    let mut value = String::new();
+    for piece in t.pieces() {
+        match piece {
+            Piece::Literal(s) => out.push_str(s),
+            _ => {
+                value.clear();
+                value_into(piece, vars, &mut value);
+                escape(&value, out);
+            }
         }
     }
 }
@@ -125,6 +214,8 @@ mod tests {
             request_method: "POST",
             content_type: "text/plain",
             content_length: "12",
+            captures: &[],
+            log: None,
         }
     }
 
@@ -160,6 +251,7 @@ mod tests {
             ("request_method", "POST"),
             ("content_type", "text/plain"),
             ("content_length", "12"),
+            ("scheme", "http"),
         ];
         assert_eq!(want.len(), VARIABLES.len(), "a variable has no case here");
         for (name, value) in want {

@@ -17,14 +17,15 @@ use super::limits::HeadBuffers;
 use super::listen;
 use super::model::{
     BackendChoice, Config, DocRoot, ErrorLog, Listen, Location, LocationTree, LogLevel, Methods,
-    Modifier, Return, Server, ServerName, Symlinks, Timeouts, Workers,
+    Modifier, Return, Server, ServerName, Symlinks, Timeouts, TryFiles, Workers,
     DEFAULT_AUTOINDEX_MAX_ENTRIES,
 };
 use super::settings::{
     bad_value, resolve, Settings, DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE,
 };
+use super::template::Template;
 use super::tree::{Directive, Word};
-use super::{route, values, vhost};
+use super::{route, try_files, values, vhost};
 
 /// Per-worker connection cap when `worker_connections` is not set (see `Config` docs).
 pub const DEFAULT_WORKER_CONNECTIONS: usize = 1024 * 10;
@@ -36,6 +37,7 @@ pub(crate) struct RawServer {
     pub names: Vec<(ServerName, Word)>,
     settings: Settings,
     ret: Option<Return>,
+    try_files: Option<TryFiles>,
     locations: Vec<RawLocation>,
 }
 
@@ -47,6 +49,7 @@ struct RawLocation {
     allow_methods: Option<Methods>,
     ret: Option<Return>,
     status: bool,
+    try_files: Option<TryFiles>,
     children: Vec<RawLocation>,
 }
 
@@ -65,6 +68,10 @@ struct Globals {
     worker_connections: Option<usize>,
     error_log: Option<ErrorLog>,
     access_log: Option<Option<std::path::PathBuf>>,
+    access_opts: Option<super::log_format::AccessOpts>,
+    /// The `access_log` directive, for an error about its format name.
+    access_word: Option<Word>,
+    log_formats: Vec<super::log_format::LogFormat>,
     default_type: Option<String>,
     types: Option<HashMap<String, String>>,
     header: Option<Duration>,
@@ -163,10 +170,11 @@ fn parse_return(d: &Directive) -> Result<Return, ConfigError> {
     let first = &d.args[0].text;
     if first.bytes().all(|b| b.is_ascii_digit()) {
         let code = values::status(first, 0..=999).ok_or_else(|| bad_value(d, 0, ""))?;
-        return Ok(Return {
-            code,
-            target: d.args.get(1).map(|a| a.text.clone()),
-        });
+        let target = match d.args.get(1) {
+            Some(_) => Some(try_files::template_arg(d, 1)?),
+            None => None,
+        };
+        return Ok(Return { code, target });
     }
     if d.args.len() == 1
         && (first.starts_with("http://")
@@ -175,7 +183,7 @@ fn parse_return(d: &Directive) -> Result<Return, ConfigError> {
     {
         return Ok(Return {
             code: 302,
-            target: Some(first.clone()),
+            target: Some(try_files::template_arg(d, 0)?),
         });
     }
     Err(d.args[0].err(format!("invalid return code \"{first}\"")))
@@ -260,10 +268,25 @@ impl Builder<'_> {
                 }
                 "access_log" => {
                     let v = match arg(0) {
-                        "off" => None,
+                        "off" if d.args.len() == 1 => None,
+                        "off" => return Err(bad_value(d, 1, "")),
                         p => Some(resolve(self.prefix, p)),
                     };
                     set_once(&mut self.g.access_log, v, d)?;
+                    let opts = super::log_format::parse_access_opts(d)?;
+                    if let Some((_, i)) = &opts.format {
+                        self.g.access_word = Some(d.args[*i].clone());
+                    }
+                    self.g.access_opts = Some(opts);
+                }
+                "log_format" => {
+                    let f = super::log_format::parse_log_format(d)?;
+                    if f.name == "combined" || self.g.log_formats.iter().any(|o| o.name == f.name) {
+                        return Err(
+                            d.args[0].err(format!("duplicate \"log_format\" name \"{}\"", f.name))
+                        );
+                    }
+                    self.g.log_formats.push(f);
                 }
                 "default_type" => set_once(&mut self.g.default_type, arg(0).to_string(), d)?,
                 "types" => self.types(d)?,
@@ -352,6 +375,7 @@ impl Builder<'_> {
             names: Vec::new(),
             settings: Settings::default(),
             ret: None,
+            try_files: None,
             locations: Vec::new(),
         };
         for c in d.block.as_deref().unwrap_or_default() {
@@ -359,6 +383,16 @@ impl Builder<'_> {
             self.diags.take(r);
         }
         let r = route::check_siblings(s.locations.iter().map(|l| (l.modifier, &l.pattern)));
+        self.diags.take(r);
+        let named: Vec<&str> = s
+            .locations
+            .iter()
+            .filter(|l| l.modifier == Modifier::Named)
+            .map(|l| l.pattern.text.as_str())
+            .collect();
+        let mut refs = Vec::new();
+        named_refs(d.block.as_deref().unwrap_or_default(), &mut refs);
+        let r = try_files::check_names(&refs, &named);
         self.diags.take(r);
         s
     }
@@ -401,6 +435,7 @@ impl Builder<'_> {
                     let r = parse_return(c)?;
                     set_once(&mut s.ret, r, c)?;
                 }
+                "try_files" => set_once(&mut s.try_files, try_files::parse(c)?, c)?,
                 "location" => {
                     let loc = self.location(c, None)?;
                     s.locations.push(loc);
@@ -443,8 +478,31 @@ impl Builder<'_> {
             [p] => (Modifier::Prefix, p.clone()),
             _ => unreachable!("arity checked against the directive table"),
         };
-        if pattern.text.starts_with('@') {
-            return Err(pattern.err("named locations are not supported"));
+        let named = pattern.text.starts_with('@');
+        if named && modifier != Modifier::Prefix {
+            return Err(pattern.err(format!(
+                "invalid location modifier for the named location \"{}\"",
+                pattern.text
+            )));
+        }
+        if named && pattern.text.len() == 1 {
+            return Err(pattern.err("invalid named location \"@\""));
+        }
+        let modifier = if named { Modifier::Named } else { modifier };
+        if let Some((pm, pw)) = parent {
+            // nginx's messages for the two nestings it refuses.
+            if named {
+                return Err(pattern.err(format!(
+                    "named location \"{}\" can be on the server level only",
+                    pattern.text
+                )));
+            }
+            if pm == Modifier::Named {
+                return Err(pattern.err(format!(
+                    "location \"{}\" could not be inside the named location \"{}\"",
+                    pattern.text, pw.text
+                )));
+            }
         }
         let is_regex = matches!(modifier, Modifier::Regex | Modifier::RegexCaseless);
         if let Some((pm, pw)) = parent {
@@ -482,6 +540,7 @@ impl Builder<'_> {
             allow_methods: None,
             ret: None,
             status: false,
+            try_files: None,
             children: Vec::new(),
         };
         for c in d.block.as_deref().unwrap_or_default() {
@@ -534,6 +593,7 @@ impl Builder<'_> {
                     let r = parse_return(c)?;
                     set_once(&mut loc.ret, r, c)?;
                 }
+                "try_files" => set_once(&mut loc.try_files, try_files::parse(c)?, c)?,
                 "status" => {
                     if loc.status {
                         return Err(c.name.err("\"status\" directive is duplicate"));
@@ -571,6 +631,9 @@ impl Builder<'_> {
             cgi_timeout: Some(DEFAULT_CGI_TIMEOUT),
             cgi_params: Some(Vec::new()),
             upload_store: None,
+            add_headers: Some(Vec::new()),
+            expires: Some(None),
+            max_ranges: None,
         };
         http.inherit(&defaults);
         let mut servers = Vec::with_capacity(self.g.servers.len());
@@ -599,13 +662,31 @@ impl Builder<'_> {
                 _ => prefix.join("html"),
             };
             let mut locations = Vec::new();
+            let mut named = Vec::new();
             let mut tree = LocationTree::default();
             for l in &raw.locations {
+                if l.modifier == Modifier::Named {
+                    // Named locations have no children (refused above): resolve it alone.
+                    let mut settings = l.settings.clone();
+                    settings.inherit(&raw.settings);
+                    let mut loc = resolve_location(
+                        l.modifier,
+                        l.pattern.text.clone(),
+                        None,
+                        &settings,
+                        l.allow_methods,
+                        l.ret.clone(),
+                        l.status,
+                    );
+                    loc.try_files.clone_from(&l.try_files);
+                    named.push(loc);
+                    continue;
+                }
                 let idx = flatten(l, &raw.settings, None, &mut locations);
                 tree.push(idx, &locations);
             }
             tree.sort(&locations);
-            let default_location = resolve_location(
+            let mut default_location = resolve_location(
                 Modifier::Prefix,
                 "/".to_string(),
                 None,
@@ -614,12 +695,14 @@ impl Builder<'_> {
                 None,
                 false,
             );
+            default_location.try_files.clone_from(&raw.try_files);
             servers.push(Server {
                 listens: raw.listens.iter().map(|l| l.0).collect(),
                 names: raw.names.iter().map(|n| n.0.clone()).collect(),
                 root,
                 ret: raw.ret.clone(),
                 locations,
+                named,
                 default_location,
                 tree,
             });
@@ -636,7 +719,30 @@ impl Builder<'_> {
             .map(|(e, t)| (e.to_string(), t.to_string()))
             .collect()
         });
+        let opts = self.g.access_opts.unwrap_or(super::log_format::AccessOpts {
+            format: None,
+            buffer: None,
+            flush: None,
+        });
+        let access_log_format = match &opts.format {
+            None => super::log_format::LogFormat::combined(),
+            Some((n, _)) if n == "combined" => super::log_format::LogFormat::combined(),
+            Some((n, _)) => match self.g.log_formats.iter().find(|f| &f.name == n) {
+                Some(f) => f.clone(),
+                None => {
+                    let msg = format!("unknown log format \"{n}\"");
+                    self.diags.push(match &self.g.access_word {
+                        Some(w) => w.err(msg),
+                        None => ConfigError::new("", Default::default(), msg),
+                    });
+                    return None;
+                }
+            },
+        };
         Some(Config {
+            access_log_format: std::sync::Arc::new(access_log_format),
+            access_log_buffer: opts.buffer,
+            access_log_flush: opts.flush,
             prefix: prefix.to_path_buf(),
             backend: self.g.backend.unwrap_or(BackendChoice::Auto),
             workers: self.g.workers.unwrap_or(Workers::Count(1)),
@@ -694,6 +800,7 @@ fn flatten(
         raw.ret.clone(),
         raw.status,
     ));
+    out[idx].try_files.clone_from(&raw.try_files);
     let mut tree = LocationTree::default();
     for c in &raw.children {
         let ci = flatten(c, &settings, methods, out);
@@ -734,8 +841,38 @@ fn resolve_location(
         cgi_timeout: s.cgi_timeout.unwrap_or(DEFAULT_CGI_TIMEOUT),
         cgi_params: s.cgi_params.clone().unwrap_or_default(),
         upload_store: s.upload_store.clone(),
+        alias_captures: match (&s.docroot, modifier) {
+            (Some(DocRoot::Alias { dir, .. }), Modifier::Regex | Modifier::RegexCaseless) => {
+                let text = dir.to_string_lossy();
+                // Checked at load (settings.rs); a `$` that does not parse stays literal.
+                Template::parse(&text).ok().filter(|t| t.has_vars())
+            }
+            _ => None,
+        },
+        add_headers: s.add_headers.clone().unwrap_or_default(),
+        expires: s.expires.flatten(),
+        max_ranges: s.max_ranges.unwrap_or(u32::MAX),
         status,
+        // Not inherited (nginx): set by the caller from the location's own directive.
+        try_files: None,
         regex,
         tree: LocationTree::default(),
+    }
+}
+
+/// The `@name` references in a server's directives (nested locations included): `try_files`
+/// fallbacks and `error_page` targets, with the word to point at.
+fn named_refs(ds: &[Directive], out: &mut Vec<(String, Word)>) {
+    for d in ds {
+        if matches!(d.name.text.as_str(), "try_files" | "error_page") {
+            if let Some(w) = d.args.last() {
+                if let Some(name) = w.text.strip_prefix('@') {
+                    out.push((name.to_string(), w.clone()));
+                }
+            }
+        }
+        if let Some(b) = &d.block {
+            named_refs(b, out);
+        }
     }
 }

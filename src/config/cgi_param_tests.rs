@@ -157,7 +157,7 @@ fn errors_point_at_the_name_or_the_variable() {
         ("cgi_param X ${nope};", "t.conf:1:13: error: unknown \"nope\" variable in \"cgi_param\" directive"),
         ("cgi_param X a${uri;", "t.conf:1:14: error: the closing bracket in \"uri\" variable is missing in \"cgi_param\" directive"),
         ("cgi_param X 'cost: 5$';", "t.conf:1:21: error: invalid variable name in \"cgi_param\" directive"),
-        ("cgi_param X $1;", "t.conf:1:13: error: regex captures like \"$1\" are not supported in \"cgi_param\" directive"),
+        ("cgi_param X ${12};", "t.conf:1:13: error: invalid capture \"${12}\" in \"cgi_param\" directive"),
         // An escape before the `$` moves it in the source: the word's start is reported.
         ("cgi_param X \"\\\"$nope\";", "t.conf:1:13: error: unknown \"nope\" variable in \"cgi_param\" directive"),
         // Shape.

@@ -57,7 +57,8 @@ pub static SPECS: &[Spec] = &[
     b("http", MAIN, 0, 0),
     d("error_log", MAIN | HTTP, 1, 2),
     // http (global in this server)
-    d("access_log", HTTP, 1, 1),
+    d("access_log", HTTP, 1, 4),
+    d("log_format", HTTP, 2, ANY),
     b("types", HTTP, 0, 0),
     d("default_type", HTTP, 1, 1),
     d("client_header_timeout", HTTP, 1, 1),
@@ -87,12 +88,16 @@ pub static SPECS: &[Spec] = &[
     d("cgi", HSL, 1, 2),
     d("cgi_timeout", HSL, 1, 1),
     d("cgi_param", HSL, 2, 3),
+    d("add_header", HSL, 2, 3),
+    d("expires", HSL, 1, 1),
+    d("max_ranges", HSL, 1, 1),
     // server
     b("server", HTTP, 0, 0),
     d("listen", SERVER, 1, 3),
     d("server_name", SERVER, 1, ANY),
     d("upload_store", SERVER | LOCATION, 1, 1),
     d("return", SERVER | LOCATION, 1, 2),
+    d("try_files", SERVER | LOCATION, 2, ANY),
     b("location", SERVER | LOCATION, 1, 2),
     // location
     d("alias", LOCATION, 1, 1),

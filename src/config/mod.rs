@@ -19,25 +19,31 @@
 //! Departures from nginx, each deliberate: `default_type` is application/octet-stream (nginx's
 //! documented default, not the text/plain of its sample config); `worker_connections` defaults to
 //! 10240; timeouts, logs, `types`, the request-head limits (`client_header_buffer_size`,
-//! `large_client_header_buffers`, `limits.rs`) and `server_tokens` are global (http level only);
-//! a configuration without any `server` is refused; named (`@x`) locations and
-//! regex server names are rejected; `alias` in a regex location is used as the whole path
-//! (no `$1` substitution yet). Variables are expanded only in `cgi_param` values (`template.rs`,
-//! a fixed list); elsewhere, e.g. in a `return` URL, a `$` is literal text.
+//! `large_client_header_buffers`, `limits.rs`) and `server_tokens` are global (http level
+//! only); a configuration without any `server` is refused; regex server names are rejected;
+//! named (`@x`) locations stand at server level and are reached only from `try_files` and
+//! `error_page` (a missing one is a load error, not nginx's 500 per request); `alias` in a
+//! regex location is used as the whole path, with the location's `$1`… substituted. Variables
+//! (`template.rs`, a fixed list) are expanded in `cgi_param`, `try_files`, `return`,
+//! `add_header`, a regex location's `alias`, and `log_format` (which also has the log-only
+//! ones); elsewhere (`root`, say) a `$` is literal.
 
 mod build;
 mod directives;
 mod error;
+mod headers;
 mod include;
 mod lexer;
 mod limits;
 mod listen;
+mod log_format;
 mod mime;
 mod model;
 mod route;
 mod settings;
 mod template;
 mod tree;
+mod try_files;
 mod values;
 mod vhost;
 
@@ -54,13 +60,15 @@ use std::path::Path;
 
 pub use build::DEFAULT_WORKER_CONNECTIONS;
 pub use error::{ConfigError, Diagnostics, Pos, Severity};
+pub use headers::{AddHeader, Expires};
+pub use log_format::{escape_into, LogEscape, LogFormat};
 pub use model::{
     AddrServers, BackendChoice, Cgi, CgiParam, Config, DocRoot, ErrorLog, ErrorPage,
     ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, Return, Server, ServerName,
-    Symlinks, Timeouts, Workers, DEFAULT_AUTOINDEX_MAX_ENTRIES,
+    Symlinks, Timeouts, TryFallback, TryFiles, Workers, DEFAULT_AUTOINDEX_MAX_ENTRIES,
 };
 pub use settings::{DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE};
-pub use template::{Piece, Template, TemplateError, Variable, VARIABLES};
+pub use template::{Piece, Template, TemplateError, Variable, LOG_VARIABLES, VARIABLES};
 pub use vhost::normalize_host;
 
 /// A loaded configuration and the warnings found on the way.

@@ -72,6 +72,12 @@ pub struct Config {
     pub error_log: ErrorLog,
     /// `None` = `access_log off` or not configured.
     pub access_log: Option<PathBuf>,
+    /// Its format (`combined` unless named).
+    pub access_log_format: std::sync::Arc<super::log_format::LogFormat>,
+    /// `buffer=SIZE`: lines collect up to SIZE before a write (`None`: written each loop turn).
+    pub access_log_buffer: Option<usize>,
+    /// `flush=TIME`: buffered lines are written at the latest this long after the first.
+    pub access_log_flush: Option<Duration>,
     pub timeouts: Timeouts,
     pub keepalive_requests: u32,
     /// `set_real_ip_from`, `real_ip_header`, `real_ip_recursive`.
@@ -159,6 +165,9 @@ pub struct Server {
     pub ret: Option<Return>,
     /// Every location of this server, nested ones included, in file order (pre-order).
     pub locations: Vec<Location>,
+    /// Named locations (`location @name`), reached only from `try_files` and `error_page`;
+    /// `pattern` keeps the `@`.
+    pub named: Vec<Location>,
     /// What a request matching no location gets: server-level settings, prefix `/`.
     pub default_location: Location,
     /// The server's top-level location search tables.
@@ -178,6 +187,8 @@ pub enum Modifier {
     Regex,
     /// `~*`: case-insensitive regex.
     RegexCaseless,
+    /// `@name`: never matched against a path; reached by `try_files` or `error_page`.
+    Named,
 }
 
 /// Where a location's files come from.
@@ -186,7 +197,8 @@ pub enum DocRoot {
     /// `root DIR`: file = DIR + full URI path.
     Root(PathBuf),
     /// `alias DIR` in location `strip`: file = DIR + (URI path minus `strip`). For regex
-    /// locations `strip` is empty and DIR is used as-is (capture substitution: not yet).
+    /// locations `strip` is empty and DIR is used as-is: the whole file path (after its
+    /// `$1`… captures are substituted, see `Location::alias_captures`).
     Alias { dir: PathBuf, strip: String },
 }
 
@@ -236,8 +248,30 @@ impl Methods {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Return {
     pub code: u16,
-    /// For 301/302/303/307/308 the Location URL, otherwise the response body text.
-    pub target: Option<String>,
+    /// For 301/302/303/307/308 the Location URL, otherwise the response body text; variables
+    /// (`$host`, `$request_uri`, `$1`…) are expanded per request.
+    pub target: Option<Template>,
+}
+
+/// `try_files FILE... FALLBACK`: the first FILE that exists under the location's root or alias
+/// answers (in this location, with `$uri` set to it); a FILE ending in `/` checks for a
+/// directory. When none exists, FALLBACK decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TryFiles {
+    /// INVARIANT: not empty.
+    pub files: Vec<Template>,
+    pub fallback: TryFallback,
+}
+
+/// The last argument of `try_files`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryFallback {
+    /// `=404`: answer with this status (and its error page).
+    Code(u16),
+    /// `@name`: the named location answers, with the URI unchanged (without the `@`).
+    Named(String),
+    /// A URI (`/index.py?$args`): an internal redirect to it, method and body kept.
+    Uri(Template),
 }
 
 /// What status an `error_page` answers with.
@@ -321,6 +355,18 @@ pub struct Location {
     pub upload_store: Option<PathBuf>,
     /// `status`: answer with server statistics (stub_status).
     pub status: bool,
+    /// `add_header` list in effect (a level with any replaces the inherited list).
+    pub add_headers: Vec<super::headers::AddHeader>,
+    /// `expires`; `None` = off (the default).
+    pub expires: Option<super::headers::Expires>,
+    /// A regex location's `alias` that uses captures (`alias /data/$1;`): substituted per
+    /// request into `docroot` (`server::rewrite::with_captures`).
+    pub alias_captures: Option<Template>,
+    /// `max_ranges N`: a Range with more ranges is answered in full (`u32::MAX`: no limit,
+    /// nginx's default; 0 turns ranges off).
+    pub max_ranges: u32,
+    /// `try_files` of this location (not inherited, as in nginx).
+    pub try_files: Option<TryFiles>,
     /// Compiled pattern for regex modifiers.
     pub(crate) regex: Option<Regex>,
     /// Search tables for nested locations (indices into `Server::locations`).

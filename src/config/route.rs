@@ -24,6 +24,8 @@ impl LocationTree {
             Modifier::Exact => self.exact.push(idx),
             Modifier::Prefix | Modifier::PreferPrefix => self.prefix.push(idx),
             Modifier::Regex | Modifier::RegexCaseless => self.regex.push(idx),
+            // Reached by name only (`Server::named_location`).
+            Modifier::Named => {}
         }
     }
 
@@ -43,7 +45,7 @@ pub(crate) fn check_siblings<'a>(
     for (m, w) in sibs {
         let key = match m {
             Modifier::Exact => (true, w.text.as_str()),
-            Modifier::Prefix | Modifier::PreferPrefix => (false, w.text.as_str()),
+            Modifier::Prefix | Modifier::PreferPrefix | Modifier::Named => (false, w.text.as_str()),
             Modifier::Regex | Modifier::RegexCaseless => continue,
         };
         if seen.contains(&key) {
@@ -99,5 +101,12 @@ impl Server {
     /// server-level root, index, error pages, limits).
     pub fn location_for(&self, path: &str) -> &Location {
         self.select_location(path).unwrap_or(&self.default_location)
+    }
+
+    /// The named location `@name` (`name` without the `@`).
+    pub fn named_location(&self, name: &str) -> Option<&Location> {
+        self.named
+            .iter()
+            .find(|l| l.pattern.strip_prefix('@') == Some(name))
     }
 }

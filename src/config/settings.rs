@@ -37,6 +37,11 @@ pub struct Settings {
     pub cgi_timeout: Option<Duration>,
     pub cgi_params: Option<Vec<CgiParam>>,
     pub upload_store: Option<PathBuf>,
+    /// Like `error_page`: a level with any `add_header` replaces the inherited list.
+    pub add_headers: Option<Vec<super::headers::AddHeader>>,
+    /// `Some(None)` is `expires off`.
+    pub expires: Option<Option<super::headers::Expires>>,
+    pub max_ranges: Option<u32>,
 }
 
 /// `path` against `prefix` unless already absolute.
@@ -96,6 +101,12 @@ impl Settings {
                         d.name.text
                     )));
                 }
+                if d.name.text == "alias" && location.is_some_and(|l| l.0) && arg(0).contains('$') {
+                    // A regex location's alias may use its captures (and variables).
+                    Template::parse(arg(0)).map_err(|e| {
+                        d.args[0].err_at_char(e.at, format!("{} in \"alias\" directive", e.message))
+                    })?;
+                }
                 let dir = resolve(prefix, arg(0));
                 self.docroot = Some(if d.name.text == "root" {
                     DocRoot::Root(dir)
@@ -145,6 +156,12 @@ impl Settings {
                 let v = values::size_or(arg(0)).map_err(|b| bad_value(d, 0, &b.hint("size")))?;
                 set_once(&mut self.client_max_body_size, v, d)?;
             }
+            "max_ranges" => {
+                let v = values::number(arg(0))
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad_value(d, 0, ""))?;
+                set_once(&mut self.max_ranges, v, d)?;
+            }
             "cgi_timeout" => {
                 let v = values::time_or(arg(0)).map_err(|b| bad_value(d, 0, &b.hint("time")))?;
                 set_once(&mut self.cgi_timeout, v, d)?;
@@ -176,6 +193,11 @@ impl Settings {
                 let p = parse_cgi_param(d)?;
                 self.cgi_params.get_or_insert_with(Vec::new).push(p);
             }
+            "add_header" => {
+                let h = super::headers::parse_add_header(d)?;
+                self.add_headers.get_or_insert_with(Vec::new).push(h);
+            }
+            "expires" => set_once(&mut self.expires, super::headers::parse_expires(d)?, d)?,
             "error_page" => {
                 let pages = parse_error_page(d)?;
                 self.error_pages.get_or_insert_with(Vec::new).extend(pages);
@@ -206,6 +228,9 @@ impl Settings {
         take(&mut self.cgi_timeout, &parent.cgi_timeout);
         take(&mut self.cgi_params, &parent.cgi_params);
         take(&mut self.upload_store, &parent.upload_store);
+        take(&mut self.add_headers, &parent.add_headers);
+        take(&mut self.expires, &parent.expires);
+        take(&mut self.max_ranges, &parent.max_ranges);
     }
 }
 

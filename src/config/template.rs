@@ -8,8 +8,9 @@
 //! directly (`${uri}x`). As in nginx, a `$` that is not followed by a name (`a$`, `$-`, `${}`)
 //! is an error ("invalid variable name") — nginx has no escape for a literal `$` — and so is an
 //! unclosed `${name`. Names are matched case-insensitively (nginx compares them with
-//! `ngx_strncasecmp`). `$1`…`$9` are regex captures in nginx; this server has none to offer, so
-//! they are refused with their own message. Only the variables in [`VARIABLES`] exist; any other
+//! `ngx_strncasecmp`). `$0`…`$9` are the captures of the regex location that answers (one
+//! digit: `$12` is capture 1 then "2"; `${12}` is an error); where there are none they expand to
+//! `""`, as in nginx. Only the variables in [`VARIABLES`] exist; any other
 //! name is nginx's `unknown "x" variable` error, at load.
 
 use std::fmt;
@@ -31,6 +32,20 @@ pub enum Variable {
     RequestMethod,
     ContentType,
     ContentLength,
+    /// `$scheme`: always `http` here (no TLS).
+    Scheme,
+    // Only in `log_format` ([`LOG_VARIABLES`]): known once the response is sent.
+    Request,
+    Status,
+    BodyBytesSent,
+    BytesSent,
+    RequestTime,
+    Msec,
+    TimeLocal,
+    Connection,
+    ConnectionRequests,
+    RemoteUser,
+    RequestId,
 }
 
 /// Every variable name known here (lower case), with what it refers to.
@@ -48,6 +63,22 @@ pub const VARIABLES: &[(&str, Variable)] = &[
     ("request_method", Variable::RequestMethod),
     ("content_type", Variable::ContentType),
     ("content_length", Variable::ContentLength),
+    ("scheme", Variable::Scheme),
+];
+
+/// Variables `log_format` may use besides [`VARIABLES`] (and `$http_NAME`, any request header).
+pub const LOG_VARIABLES: &[(&str, Variable)] = &[
+    ("request", Variable::Request),
+    ("status", Variable::Status),
+    ("body_bytes_sent", Variable::BodyBytesSent),
+    ("bytes_sent", Variable::BytesSent),
+    ("request_time", Variable::RequestTime),
+    ("msec", Variable::Msec),
+    ("time_local", Variable::TimeLocal),
+    ("connection", Variable::Connection),
+    ("connection_requests", Variable::ConnectionRequests),
+    ("remote_user", Variable::RemoteUser),
+    ("request_id", Variable::RequestId),
 ];
 
 impl Variable {
@@ -55,6 +86,7 @@ impl Variable {
     pub fn name(self) -> &'static str {
         VARIABLES
             .iter()
+            .chain(LOG_VARIABLES)
             .find(|(_, v)| *v == self)
             .map_or("?", |(n, _)| n)
     }
@@ -66,6 +98,12 @@ pub enum Piece {
     /// INVARIANT: never empty, and never next to another `Literal`.
     Literal(String),
     Var(Variable),
+    /// `$http_NAME` (log_format only): request header NAME, `_` read as `-`, stored in lower
+    /// case with `-`.
+    Http(String),
+    /// `$0`…`$9`: a capture of the regex location that answers (`$0` the whole match); `""`
+    /// where there is none, as in nginx.
+    Capture(u8),
 }
 
 /// A value with its variables located. An empty template expands to `""`.
@@ -99,6 +137,16 @@ impl Template {
 
     /// Parses `text` per the module doc.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        Template::parse_in(text, false)
+    }
+
+    /// Like [`Template::parse`], also accepting the `log_format` variables ([`LOG_VARIABLES`],
+    /// `$http_NAME`).
+    pub fn parse_log(text: &str) -> Result<Template, TemplateError> {
+        Template::parse_in(text, true)
+    }
+
+    fn parse_in(text: &str, log: bool) -> Result<Template, TemplateError> {
         let chars: Vec<char> = text.chars().collect();
         let mut pieces = Vec::new();
         let mut lit = String::new();
@@ -126,19 +174,34 @@ impl Template {
             if name.is_empty() {
                 return Err(err("invalid variable name".to_string()));
             }
-            if name.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(err(format!(
-                    "regex captures like \"${name}\" are not supported"
-                )));
+            if let Some(d) = name.chars().next().and_then(|c| c.to_digit(10)) {
+                // nginx: one digit is the capture number; what follows is text (`$12` is
+                // capture 1, then "2").
+                if braced && name.len() > 1 {
+                    return Err(err(format!("invalid capture \"${{{name}}}\"")));
+                }
+                if !lit.is_empty() {
+                    pieces.push(Piece::Literal(std::mem::take(&mut lit)));
+                }
+                pieces.push(Piece::Capture(d as u8));
+                i = if braced { end + 1 } else { start + 1 };
+                continue;
             }
             let lower = name.to_ascii_lowercase();
-            let Some(&(_, var)) = VARIABLES.iter().find(|(n, _)| *n == lower) else {
-                return Err(err(format!("unknown \"{name}\" variable")));
+            let table = VARIABLES
+                .iter()
+                .chain(if log { LOG_VARIABLES } else { &[] });
+            let piece = match table.clone().find(|(n, _)| *n == lower) {
+                Some(&(_, var)) => Piece::Var(var),
+                None => match lower.strip_prefix("http_") {
+                    Some(h) if log && !h.is_empty() => Piece::Http(h.replace('_', "-")),
+                    _ => return Err(err(format!("unknown \"{name}\" variable"))),
+                },
             };
             if !lit.is_empty() {
                 pieces.push(Piece::Literal(std::mem::take(&mut lit)));
             }
-            pieces.push(Piece::Var(var));
+            pieces.push(piece);
             i = if braced { end + 1 } else { end };
         }
         if !lit.is_empty() {
@@ -147,9 +210,21 @@ impl Template {
         Ok(Template { pieces })
     }
 
+    /// Whether any piece is a variable or capture (else it is the same text for every request).
+    pub fn has_vars(&self) -> bool {
+        self.pieces.iter().any(|p| !matches!(p, Piece::Literal(_)))
+    }
+
     /// The pieces, in order.
     pub fn pieces(&self) -> &[Piece] {
         &self.pieces
+    }
+}
+
+/// A template that is `text` as is (no variables looked for).
+impl From<&str> for Template {
+    fn from(text: &str) -> Template {
+        Template::literal(text)
     }
 }
 
@@ -161,6 +236,8 @@ impl fmt::Display for Template {
             match p {
                 Piece::Literal(s) => f.write_str(s)?,
                 Piece::Var(v) => write!(f, "${{{}}}", v.name())?,
+                Piece::Capture(n) => write!(f, "${{{n}}}")?,
+                Piece::Http(h) => write!(f, "${{http_{}}}", h.replace('-', "_"))?,
             }
         }
         Ok(())
@@ -195,6 +272,12 @@ mod tests {
                 vec![Piece::Var(Host), Piece::Var(RequestUri)],
             ),
             ("é$args-", vec![lit("é"), Piece::Var(Args), lit("-")]),
+            ("/d/$1", vec![lit("/d/"), Piece::Capture(1)]),
+            (
+                "$12${3}x",
+                vec![Piece::Capture(1), lit("2"), Piece::Capture(3), lit("x")],
+            ),
+            ("$0", vec![Piece::Capture(0)]),
         ];
         for (text, want) in cases {
             let t = Template::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e:?}"));
@@ -236,7 +319,7 @@ mod tests {
                 4,
                 "the closing bracket in \"\" variable is missing",
             ),
-            ("$1", 0, "regex captures like \"$1\" are not supported"),
+            ("${12}", 0, "invalid capture \"${12}\""),
             ("$urix", 0, "unknown \"urix\" variable"),
             ("ok $uri $nope", 8, "unknown \"nope\" variable"),
             ("${Bad}", 0, "unknown \"Bad\" variable"),

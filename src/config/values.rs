@@ -37,7 +37,6 @@ impl Bad {
 }
 
 /// `1024`, `8k`, `1M`, `2g`.
-#[cfg(test)]
 pub fn size(s: &str) -> Option<u64> {
     size_or(s).ok()
 }
@@ -57,7 +56,6 @@ pub fn size_or(s: &str) -> Result<u64, Bad> {
 }
 
 /// `30`, `30s`, `500ms`, `5m`, `1h`, `1d`.
-#[cfg(test)]
 pub fn time(s: &str) -> Option<Duration> {
     time_or(s).ok()
 }

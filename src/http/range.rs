@@ -1,8 +1,10 @@
 //! Byte ranges and conditional requests for static files (RFC 9110 §13, §14).
 //!
-//! Only a single range is served. A multi-range request, like any Range we cannot parse, is
-//! answered with the full representation (RFC 9110 §14.2: a server MAY ignore Range), which
-//! avoids multipart/byteranges and its amplification risks.
+//! A Range we cannot parse is ignored: the full representation is answered (RFC 9110 §14.2: a
+//! server MAY ignore Range). Several ranges ([`parse_ranges`]) are answered as
+//! `multipart/byteranges` (§14.6) by the caller, within nginx's `max_ranges` and only when they
+//! add up to no more than the representation (nginx's guard against amplification: overlapping
+//! or repeated ranges asking for more bytes than the file has get the whole file instead).
 
 use super::date::parse_http_date;
 use super::request::trim_ows;
@@ -33,6 +35,101 @@ pub fn parse_range(value: &[u8], len: u64) -> ByteRange {
     if spec.contains(&b',') {
         return ByteRange::Full;
     }
+    one_range(spec, len)
+}
+
+/// What to send for a `Range` header that may list several ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ranges {
+    /// Ignore the header (unparseable, or over the limits): 200 with everything.
+    Full,
+    /// 416.
+    Unsatisfiable,
+    /// The satisfiable ranges, in the order asked (INVARIANT: not empty; each as in
+    /// [`ByteRange::Partial`]). One range is a plain 206; more are multipart/byteranges.
+    Parts(Vec<(u64, u64)>),
+}
+
+/// Evaluates a `Range` value with any number of ranges against `len` bytes: unsatisfiable
+/// ranges are dropped (416 if none remains, RFC 9110 §14.1.1); more than `max` ranges, or
+/// ranges totalling more than `len` bytes, are answered in full (nginx does both).
+pub fn parse_ranges(value: &[u8], len: u64, max: u32) -> Ranges {
+    let value = trim_ows(value);
+    let Some(spec) = value
+        .get(..6)
+        .filter(|u| u.eq_ignore_ascii_case(b"bytes="))
+        .map(|_| &value[6..])
+    else {
+        return Ranges::Full;
+    };
+    let mut parts = Vec::new();
+    let mut total: u64 = 0;
+    // RFC 9110 §5.6.1: empty list elements are allowed and ignored.
+    for one in spec.split(|&b| b == b',').map(trim_ows) {
+        if one.is_empty() {
+            continue;
+        }
+        match one_range(one, len) {
+            ByteRange::Full => return Ranges::Full,
+            ByteRange::Unsatisfiable => {}
+            ByteRange::Partial { start, end } => {
+                total = total.saturating_add(end - start + 1);
+                parts.push((start, end));
+            }
+        }
+        if parts.len() > max as usize {
+            return Ranges::Full;
+        }
+    }
+    if parts.is_empty() {
+        // `bytes=` with no range at all is not a range request.
+        return if spec.iter().all(|&b| b == b',' || b == b' ' || b == b'\t') {
+            Ranges::Full
+        } else {
+            Ranges::Unsatisfiable
+        };
+    }
+    if total > len {
+        return Ranges::Full;
+    }
+    Ranges::Parts(parts)
+}
+
+/// RFC 9110 §13.2.2, the steps before `If-None-Match` on a GET: whether `If-Match` (strong
+/// comparison; `*` matches any current representation) or, without it, `If-Unmodified-Since`
+/// fails against `current` (its entity tag and modification time; `None` when there is no
+/// representation). For a method other than GET and HEAD, pass `if_none_match` too: a match
+/// there is also 412 (step 3).
+pub fn precondition_failed(
+    if_match: Option<&[u8]>,
+    if_unmodified_since: Option<&[u8]>,
+    if_none_match_value: Option<&[u8]>,
+    current: Option<(&str, u64)>,
+) -> bool {
+    if let Some(v) = if_match {
+        let v = trim_ows(v);
+        let ok = current.is_some_and(|(tag, _)| {
+            v == b"*"
+                || v.split(|&b| b == b',')
+                    .map(trim_ows)
+                    .any(|t| !t.starts_with(b"W/") && t == tag.as_bytes())
+        });
+        if !ok {
+            return true;
+        }
+    } else if let Some(since) = if_unmodified_since.and_then(|v| parse_http_date(trim_ows(v))) {
+        // §13.1.4: ignored without a modification date (no representation).
+        if current.is_some_and(|(_, mtime)| mtime > since) {
+            return true;
+        }
+    }
+    match (if_none_match_value, current) {
+        (Some(v), Some((tag, _))) => if_none_match(v, tag),
+        _ => false,
+    }
+}
+
+fn one_range(spec: &[u8], len: u64) -> ByteRange {
     let Some(dash) = spec.iter().position(|&b| b == b'-') else {
         return ByteRange::Full;
     };
@@ -181,6 +278,69 @@ mod tests {
         }
         assert_eq!(content_range(p(0, 99), 1000), "bytes 0-99/1000");
         assert_eq!(content_range(Unsatisfiable, 1000), "bytes */1000");
+    }
+
+    #[test]
+    fn multiple_ranges() {
+        let cases: &[(&str, u64, u32, Ranges)] = &[
+            ("bytes=0-1,4-5", 10, 10, Ranges::Parts(vec![(0, 1), (4, 5)])),
+            (
+                "bytes=0-1, -2 ,",
+                10,
+                10,
+                Ranges::Parts(vec![(0, 1), (8, 9)]),
+            ),
+            ("bytes=0-1,20-30", 10, 10, Ranges::Parts(vec![(0, 1)])),
+            ("bytes=20-30,40-", 10, 10, Ranges::Unsatisfiable),
+            ("bytes=0-1,x", 10, 10, Ranges::Full),
+            ("bytes=0-1,2-3,4-5", 10, 2, Ranges::Full),
+            ("bytes=0-1,2-3", 10, 2, Ranges::Parts(vec![(0, 1), (2, 3)])),
+            ("bytes=0-1", 10, 0, Ranges::Full),
+            // More bytes than the file: the whole file instead.
+            ("bytes=0-9,0-9", 10, 10, Ranges::Full),
+            ("bytes=,", 10, 10, Ranges::Full),
+            ("items=0-1,2-3", 10, 10, Ranges::Full),
+        ];
+        for (v, len, max, want) in cases {
+            assert_eq!(&parse_ranges(v.as_bytes(), *len, *max), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn preconditions() {
+        let tag = "\"a-1\"";
+        let cur = Some((tag, 100u64));
+        let pf = |im: Option<&str>, ius: Option<&str>, inm: Option<&str>, cur| {
+            precondition_failed(
+                im.map(str::as_bytes),
+                ius.map(str::as_bytes),
+                inm.map(str::as_bytes),
+                cur,
+            )
+        };
+        assert!(!pf(Some("\"a-1\""), None, None, cur));
+        assert!(!pf(Some("\"x\", \"a-1\""), None, None, cur));
+        assert!(!pf(Some("*"), None, None, cur));
+        assert!(pf(Some("*"), None, None, None));
+        assert!(pf(Some("W/\"a-1\""), None, None, cur));
+        assert!(pf(Some("\"b\""), None, None, cur));
+        // If-Unmodified-Since: 100 s after the epoch is "Thu, 01 Jan 1970 00:01:40 GMT".
+        assert!(!pf(None, Some("Thu, 01 Jan 1970 00:01:40 GMT"), None, cur));
+        assert!(pf(None, Some("Thu, 01 Jan 1970 00:01:39 GMT"), None, cur));
+        assert!(!pf(None, Some("garbage"), None, cur));
+        assert!(!pf(None, Some("Thu, 01 Jan 1970 00:01:39 GMT"), None, None));
+        // If-Match wins over If-Unmodified-Since.
+        assert!(!pf(
+            Some("*"),
+            Some("Thu, 01 Jan 1970 00:01:39 GMT"),
+            None,
+            cur
+        ));
+        // If-None-Match for PUT/DELETE.
+        assert!(pf(None, None, Some("*"), cur));
+        assert!(!pf(None, None, Some("*"), None));
+        assert!(pf(None, None, Some("\"a-1\""), cur));
+        assert!(!pf(None, None, Some("\"b\""), cur));
     }
 
     #[test]

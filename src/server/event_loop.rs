@@ -6,6 +6,7 @@
 //! Deadlines are checked by one tick a second (header, body, send, keep-alive, linger, CGI
 //! inactivity, KILL after TERM), so keeping a request alive costs no timer operation.
 
+use crate::server::access_log::AccessLogs;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -42,7 +43,7 @@ pub struct Loop {
     gauges: Gauges,
     date: crate::http::date::DateCache,
     date_now: [u8; 29],
-    access: Option<std::fs::File>,
+    access: AccessLogs,
     stopping: Option<Instant>,
     control: Arc<Control>,
     cfg_gen: u64,
@@ -74,10 +75,7 @@ impl Loop {
         listeners: Vec<(SocketAddr, std::os::fd::OwnedFd)>,
         control: Arc<Control>,
     ) -> io::Result<Loop> {
-        let access = match &cfg.access_log {
-            Some(p) => Some(crate::log::open_append(p)?),
-            None => None,
-        };
+        let access = AccessLogs::open(&cfg)?;
         Ok(Loop {
             now: be.now(),
             cfg,
@@ -170,6 +168,8 @@ impl Loop {
         for c in out.drain(..) {
             self.dispatch(c);
         }
+        let stopping = self.stopping.is_some();
+        self.access.pump(&mut *self.be, self.now, stopping);
         if self.control.stop.load(Ordering::Relaxed) && self.stopping.is_none() {
             self.begin_stop();
         }
@@ -179,7 +179,11 @@ impl Loop {
             self.reload();
         }
         if let Some(since) = self.stopping {
-            if self.conns.is_empty() && (self.children.is_empty() || self.now >= since + STOP_GRACE)
+            // The last access-log lines are written before the loop exits.
+            self.access.pump(&mut *self.be, self.now, true);
+            if self.conns.is_empty()
+                && self.access.idle()
+                && (self.children.is_empty() || self.now >= since + STOP_GRACE)
             {
                 crate::info!("all connections finished; exiting");
                 return Ok(true);
@@ -213,16 +217,7 @@ impl Loop {
         }
         // The access log is opened anew (a changed path, or a rotated file); if it cannot be,
         // the old one is kept and the reason logged.
-        match &new.access_log {
-            Some(p) => match crate::log::open_append(p) {
-                Ok(f) => self.access = Some(f),
-                Err(e) => crate::error!(
-                    "reload: access_log {}: {e}; keeping the old one",
-                    p.display()
-                ),
-            },
-            None => self.access = None,
-        }
+        self.access.reload(&new, &mut *self.be, self.now);
         self.cfg = new;
         // Roots and stores are opened again under the new configuration's names.
         self.cache.reset_anchors();
@@ -301,7 +296,9 @@ impl Loop {
             cache,
             gauges,
             date_now,
-            access,
+            access: AccessLogs {
+                current: access, ..
+            },
             stopping,
             now,
             parsers,
@@ -346,6 +343,7 @@ impl Loop {
             OpTag::Accept => self.on_accept(t.slot, c),
             OpTag::Tick => self.on_tick(),
             OpTag::RefuseClose | OpTag::AcceptCancel => {}
+            OpTag::AccessWrite => self.access.on_write(t.slot, c, &mut *self.be, self.now),
             OpTag::ChildExit => self.on_child_exit(t, c),
             _ => {
                 if self.conns.get(t.slot, t.gen).is_none() {
@@ -363,7 +361,11 @@ impl Loop {
     /// The `--debug` line for one completion: `c17.2 r3 cgi#41 stdout read: Ok(5120)`.
     fn trace(&self, t: &Tok, c: &Completion) {
         let id = match t.op {
-            OpTag::Accept | OpTag::Tick | OpTag::RefuseClose | OpTag::AcceptCancel => {
+            OpTag::Accept
+            | OpTag::Tick
+            | OpTag::RefuseClose
+            | OpTag::AcceptCancel
+            | OpTag::AccessWrite => {
                 format!("loop {}", t.slot)
             }
             OpTag::ChildExit => format!("child {}.{}", t.slot, t.gen),

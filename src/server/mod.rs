@@ -17,14 +17,17 @@
 //! `route`, `task` and `reply`; tasks know only their `Cx` (and `reply`); nothing below names
 //! the loop.
 
+pub mod access_log;
 pub mod conn;
 pub mod control;
 pub mod event_loop;
 pub mod gauges;
+pub mod headers;
 pub mod ident;
 pub mod metrics;
 pub mod out;
 pub mod reply;
+pub mod rewrite;
 pub mod route;
 pub mod serve;
 pub mod stamp;

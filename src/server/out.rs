@@ -56,6 +56,26 @@ impl OutQueue {
         self.q.push_back(Out::Buf(buf));
     }
 
+    /// Rewrites the last final response head queued (still in the queue: the connection
+    /// calls this right after the task that queued it), keeping the byte counts right.
+    /// Returns false when there is none.
+    pub fn patch_last_head(&mut self, f: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let Some(b) = self.q.iter_mut().rev().find_map(|o| match o {
+            Out::Buf(b) if status_of(&b.head).is_some_and(|c| c >= 200) => Some(b),
+            _ => None,
+        }) else {
+            return false;
+        };
+        let before = b.head.len();
+        f(&mut b.head);
+        let after = b.head.len();
+        self.last_head = after as u32;
+        self.total = (self.total + after as u64).saturating_sub(before as u64);
+        let bytes = u64::from(self.bytes) + after as u64;
+        self.bytes = bytes.saturating_sub(before as u64).min(u64::from(u32::MAX)) as u32;
+        true
+    }
+
     pub fn push_bytes(&mut self, head: Vec<u8>) {
         self.push(SendBuf {
             head,

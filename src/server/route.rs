@@ -59,6 +59,8 @@ pub struct Input<'a> {
     /// For `?format=prometheus`: every worker's state, and this worker's slot in it.
     pub metrics: &'a super::metrics::Registry,
     pub worker: usize,
+    /// For `return` targets with variables (`None` when none has any).
+    pub vars: Option<&'a crate::cgi::params::Vars<'a>>,
 }
 
 pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
@@ -71,8 +73,17 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
         path,
         ..
     } = x;
+    let none = crate::cgi::params::Vars::default();
+    let vars = x.vars.unwrap_or(&none);
+    let ret = |r: &crate::config::Return| {
+        let target = r
+            .target
+            .as_ref()
+            .map(|t| crate::cgi::params::expand(t, vars));
+        Route::Reply(reply::ret(r.code, target.as_deref(), cx))
+    };
     if let Some(r) = &server.ret {
-        return Route::Reply(reply::ret(r.code, r.target.as_deref(), cx));
+        return ret(r);
     }
     if !loc.allows(method.as_str()) {
         let allow = loc
@@ -82,7 +93,7 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
         return Route::Error(405, vec![("Allow".into(), allow)]);
     }
     if let Some(r) = &loc.ret {
-        return Route::Reply(reply::ret(r.code, r.target.as_deref(), cx));
+        return ret(r);
     }
     if loc.status {
         let format = |f: &str| cx.query.is_some_and(|q| q.split('&').any(|p| p == f));
@@ -150,7 +161,7 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
                 // RFC 7578 §4.1: the boundary parameter is required (RFC 2046 §5.1.1: 1–70
                 // characters); a form without a usable one cannot be split into its parts.
                 (Method::Post, None) if is_form => Route::Error(400, Vec::new()),
-                _ => upload_route(loc, method, path, cache),
+                _ => upload_route(loc, method, path, cx, cache),
             }
         }
         // DELETE changes files: only where uploads are enabled or the location lists DELETE
@@ -211,7 +222,28 @@ fn split_last(rel: &str) -> (&str, &str) {
     }
 }
 
-fn upload_route(loc: &Location, method: Method, path: &str, cache: &mut reply::FileCache) -> Route {
+/// RFC 9110 §13.2.2 for a PUT or DELETE of the file `st` describes (`None`: there is none):
+/// `If-Match`, `If-Unmodified-Since` and `If-None-Match` (a match is 412 for these methods).
+fn precondition_failed(cx: &Ctx, st: Option<&backends::util::FileStat>) -> bool {
+    let tag = st.map(reply::cache::etag_of);
+    let current = st
+        .zip(tag.as_deref())
+        .map(|(s, t)| (t, s.mtime.0.max(0) as u64));
+    crate::http::range::precondition_failed(
+        cx.if_match,
+        cx.if_unmodified_since,
+        cx.if_none_match,
+        current,
+    )
+}
+
+fn upload_route(
+    loc: &Location,
+    method: Method,
+    path: &str,
+    cx: &Ctx,
+    cache: &mut reply::FileCache,
+) -> Route {
     // upload_store is set here, so no target means the path would leave the store.
     let Some((store, rel)) = reply::upload_rel(loc, path) else {
         return Route::Error(404, Vec::new());
@@ -246,10 +278,14 @@ fn upload_route(loc: &Location, method: Method, path: &str, cache: &mut reply::F
     if replace {
         // Only a regular file is replaced: a directory is 409, a symlink or a special file
         // 403 — checked now so the client is not asked for a body it cannot store.
-        match backends::util::fstatat(dir.fd(), std::ffi::OsStr::new(&name), false) {
+        let st = backends::util::fstatat(dir.fd(), std::ffi::OsStr::new(&name), false);
+        match &st {
             Ok(st) if st.is_dir() => return Route::Error(409, Vec::new()),
             Ok(st) if !st.is_file() => return Route::Error(403, Vec::new()),
             _ => {}
+        }
+        if precondition_failed(cx, st.as_ref().ok()) {
+            return Route::Error(412, Vec::new());
         }
     }
     let dest = store.join(&dir_rel).join(&name);
@@ -322,6 +358,7 @@ fn delete(loc: &Location, path: &str, cx: &Ctx, cache: &mut reply::FileCache) ->
         Err(e) if e.kind() == io::ErrorKind::NotFound => Route::Error(404, Vec::new()),
         Err(_) => Route::Error(403, Vec::new()),
         Ok(st) if !st.is_file() => Route::Error(403, Vec::new()),
+        Ok(st) if precondition_failed(cx, Some(&st)) => Route::Error(412, Vec::new()),
         Ok(_) => match backends::util::unlinkat(dir.fd(), name) {
             Ok(()) => {
                 reply::cache::note_write();

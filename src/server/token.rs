@@ -38,6 +38,8 @@ pub enum OpTag {
     RefuseClose = 3,
     /// A listener's accept cancelled at stop.
     AcceptCancel = 4,
+    /// A write of the access log (slot = the log's generation).
+    AccessWrite = 5,
     /// Connection I/O.
     Recv = 10,
     RecvCancel = 11,
@@ -75,6 +77,7 @@ impl OpTag {
             2 => Tick,
             3 => RefuseClose,
             4 => AcceptCancel,
+            5 => AccessWrite,
             10 => Recv,
             11 => RecvCancel,
             12 => Send,
@@ -105,6 +108,7 @@ impl OpTag {
             Tick => "tick",
             RefuseClose => "refuse-close",
             AcceptCancel => "accept-cancel",
+            AccessWrite => "access-log write",
             Recv => "recv",
             RecvCancel => "recv-cancel",
             Send => "send",

@@ -37,6 +37,7 @@ impl Conn {
     /// What a task said.
     pub(super) fn handle(&mut self, step: Step, env: &mut Env) {
         self.log_failure(&step);
+        self.add_headers();
         match step {
             Step::Pending => {}
             Step::Done => self.finish_request(env),

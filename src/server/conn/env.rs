@@ -23,7 +23,7 @@ pub struct Env<'a> {
     pub cache: &'a mut FileCache,
     pub children: &'a mut Children,
     pub gauges: &'a mut Gauges,
-    pub access: &'a mut Option<std::fs::File>,
+    pub access: &'a mut Option<crate::server::access_log::AccessLog>,
     pub stopping: bool,
     pub sendfile: bool,
     /// Request-head parsers not lent to a connection (none allocated per request).

@@ -60,12 +60,17 @@ impl Conn {
         let cfg = env.cfg.clone();
         let head_len = req.head_len();
         let logging = env.access.is_some();
-        let text = |name: &str| {
-            req.header(name)
-                .filter(|_| logging)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
+        // The headers the access log's format names, kept for its line.
+        let log_headers = env.access.as_ref().map_or_else(Vec::new, |a| {
+            a.format
+                .headers
+                .iter()
+                .filter_map(|h| {
+                    req.header(h)
+                        .map(|v| (h.clone(), String::from_utf8_lossy(v).into_owned()))
+                })
+                .collect()
+        });
         let analyzed = req.analyze();
         let keep_alive = analyzed.as_ref().is_ok_and(|h| h.keep_alive);
         let host = analyzed
@@ -97,6 +102,8 @@ impl Conn {
             method: req.method,
             host,
             hops: 0,
+            named: None,
+            extra: None,
             tseq: 0,
             meta,
             line: if logging {
@@ -109,8 +116,8 @@ impl Conn {
             } else {
                 String::new()
             },
-            referer: text("Referer"),
-            user_agent: text("User-Agent"),
+            log_headers,
+            started: env.now,
             out_start: self.out.total,
             heads_at_start: self.out.heads,
             body: None,
@@ -159,18 +166,59 @@ impl Conn {
     /// Decide the route for a parsed request (a client's, or a CGI's local redirect), from
     /// the current request record's path; returns it with the body-size limit that applies.
     pub(super) fn route_parsed(
-        &self,
+        &mut self,
         req: &crate::http::request::Request<'_>,
         body: BodyKind,
         env: &mut Env,
         cached_lookups: bool,
     ) -> (Route, u64) {
+        let Some(cfg) = self.req.as_ref().map(|r| r.cfg.clone()) else {
+            return (Route::Error(500, Vec::new()), 0);
+        };
+        let srv = &cfg.servers[cfg_server(self)];
+        let mut loc = match self.rewrite(req, srv) {
+            Ok(l) => l,
+            Err(code) => return (Route::Error(code, Vec::new()), 0),
+        };
+        if let Some(rq) = self.req.as_mut() {
+            // A local redirect routes again: only the last location's lines apply.
+            rq.extra = None;
+        }
+        let ret_vars = |r: &Option<crate::config::Return>| {
+            r.as_ref()
+                .and_then(|r| r.target.as_ref())
+                .is_some_and(|t| t.has_vars())
+        };
+        let headers = !loc.add_headers.is_empty() || loc.expires.is_some();
+        let mut vars = None;
+        if headers || ret_vars(&srv.ret) || ret_vars(&loc.ret) || loc.alias_captures.is_some() {
+            let mut v = self.vars_for(req, srv);
+            if let Some(rq) = self.req.as_mut() {
+                v.set_location(loc, &rq.path);
+                rq.query.as_deref().unwrap_or("").clone_into(&mut v.args);
+                if headers {
+                    let now = std::time::SystemTime::now();
+                    rq.extra = crate::server::headers::for_location(loc, &v.vars(), now);
+                }
+            }
+            vars = Some(v);
+        }
+        // A regex location's alias with captures names this request's file: the location
+        // answers with the substituted alias.
+        let substituted;
+        if let (Some(t), Some(v)) = (&loc.alias_captures, &vars) {
+            let mut l = loc.clone();
+            let dir = crate::cgi::params::expand(t, &v.vars());
+            l.docroot = crate::config::DocRoot::Alias {
+                dir: dir.into(),
+                strip: String::new(),
+            };
+            substituted = l;
+            loc = &substituted;
+        }
         let Some(rq) = self.req.as_ref() else {
             return (Route::Error(500, Vec::new()), 0);
         };
-        let cfg = rq.cfg.clone();
-        let srv = &cfg.servers[rq.server];
-        let mut loc = srv.location_for(&rq.path);
         // The index file is resolved before anything looks at the extension: the file that
         // will answer (`/app/index.sh`), not the request path (`/app/`), decides whether a CGI
         // runs it.
@@ -217,6 +265,9 @@ impl Conn {
             range: h("Range"),
             if_range: h("If-Range"),
             cached_lookups,
+            if_match: h("If-Match"),
+            if_unmodified_since: h("If-Unmodified-Since"),
+            max_ranges: loc.max_ranges,
         };
         let route = route::route(
             route::Input {
@@ -232,11 +283,128 @@ impl Conn {
                 backend: &*env.be,
                 metrics: env.metrics,
                 worker: env.worker,
+                vars: vars.as_ref().map(|v| v.vars()).as_ref(),
             },
             &cx,
             env.cache,
         );
         (route, loc.client_max_body_size)
+    }
+
+    /// `try_files` (see `server::rewrite`): may change the request's path and query, and
+    /// picks the location that answers — or a status to answer with. Each fallback is a hop
+    /// counted with local redirects, so a loop ends in 500.
+    fn rewrite<'c>(
+        &mut self,
+        req: &crate::http::request::Request<'_>,
+        srv: &'c crate::config::Server,
+    ) -> Result<&'c crate::config::Location, u16> {
+        use crate::server::rewrite::{try_files, TryOutcome};
+        let id = self.ident();
+        let Some(rq) = self.req.as_ref() else {
+            return Err(500);
+        };
+        let mut loc = match rq.named.as_deref().and_then(|n| srv.named_location(n)) {
+            Some(l) => l,
+            None => srv.location_for(&rq.path),
+        };
+        // A server-level `return` answers first (nginx's server rewrite phase).
+        if loc.try_files.is_none() || srv.ret.is_some() {
+            return Ok(loc);
+        }
+        let mut v = self.vars_for(req, srv);
+        let Some(rq) = self.req.as_mut() else {
+            return Err(500);
+        };
+        loop {
+            let Some(tf) = &loc.try_files else {
+                return Ok(loc);
+            };
+            v.set_location(loc, &rq.path);
+            rq.query.as_deref().unwrap_or("").clone_into(&mut v.args);
+            match try_files(srv, loc, tf, &v.vars()) {
+                TryOutcome::Found(uri) => {
+                    crate::trace!("{id}: try_files: {uri}");
+                    rq.path = uri;
+                    return Ok(loc);
+                }
+                TryOutcome::Code(c) => return Err(c),
+                TryOutcome::Named(l) => {
+                    crate::trace!("{id}: try_files: {}", l.pattern);
+                    loc = l;
+                }
+                TryOutcome::Redirect(path, query) => {
+                    crate::trace!("{id}: try_files: redirect to {path}");
+                    rq.path = path;
+                    rq.query = query;
+                    loc = srv.location_for(&rq.path);
+                }
+            }
+            rq.hops += 1;
+            if rq.hops > super::request::MAX_REDIRECTS {
+                crate::error!("{id}: try_files: more than {} redirects", rq.hops - 1);
+                return Err(500);
+            }
+        }
+    }
+
+    /// The values templates may use for this request (location-dependent ones empty; see
+    /// `VarsOwned::set_location`).
+    fn vars_for(
+        &self,
+        req: &crate::http::request::Request<'_>,
+        srv: &crate::config::Server,
+    ) -> crate::server::rewrite::VarsOwned {
+        let (local, peer) = (self.local.get(), self.peer.get());
+        let rq_host = self.req.as_ref().map_or("", |r| r.host.as_str());
+        let server_name = srv
+            .names
+            .iter()
+            .find_map(|n| match n {
+                crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let host = crate::config::normalize_host(rq_host);
+        let text = |n: &str| {
+            req.header(n)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        crate::server::rewrite::VarsOwned {
+            uri: String::new(),
+            request_uri: req.target().to_string(),
+            args: String::new(),
+            document_root: String::new(),
+            request_filename: String::new(),
+            host: if host.is_empty() {
+                server_name.clone()
+            } else {
+                host
+            },
+            server_name,
+            server_port: local.port(),
+            remote_addr: peer.ip().to_string(),
+            request_method: req.method.as_str(),
+            content_type: text("Content-Type"),
+            content_length: text("Content-Length"),
+            captures: Vec::new(),
+        }
+    }
+
+    /// The add_header and expires lines wait with the request until its final head is queued
+    /// (see `server::headers`); called after every task step, before anything is sent.
+    pub(super) fn add_headers(&mut self) {
+        let Some(req) = self.req.as_mut() else {
+            return;
+        };
+        if req.extra.is_none() || self.out.heads == req.heads_at_start {
+            return;
+        }
+        if let Some(x) = req.extra.take() {
+            self.out
+                .patch_last_head(|h| crate::server::headers::apply(&x, h));
+        }
     }
 
     pub(super) fn dispatch_route(
@@ -352,4 +520,9 @@ impl Conn {
         }
         self.start_task(task, env);
     }
+}
+
+/// The index of the virtual server the current request was routed to.
+fn cfg_server(c: &Conn) -> usize {
+    c.req.as_ref().map_or(0, |r| r.server)
 }

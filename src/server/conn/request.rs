@@ -40,13 +40,20 @@ pub struct RequestRecord {
     pub host: String,
     /// Local redirects followed so far.
     pub hops: u8,
+    /// Set once an `error_page` sent it to a named location: routing starts there, and a
+    /// second error is answered with the built-in page (nginx's `recursive_error_pages off`).
+    pub named: Option<String>,
+    /// `add_header` / `expires` lines for its final response head, until they are in it.
+    pub extra: Option<Box<crate::server::headers::ExtraHeaders>>,
     /// The sequence number of its current task on the connection (in the task's tokens).
     pub tseq: u32,
     pub meta: Meta,
     /// For the access log (empty when there is none).
     pub line: String,
-    pub referer: String,
-    pub user_agent: String,
+    /// The request headers the access log's format names (lower-case name, value).
+    pub log_headers: Vec<(String, String)>,
+    /// When its head was parsed (`$request_time`).
+    pub started: std::time::Instant,
     /// `OutQueue::total` when the request started (bytes sent for it = the difference).
     pub out_start: u64,
     /// `OutQueue::heads` when it started: once the count moves, its answer is committed.
@@ -142,6 +149,10 @@ impl Conn {
     /// page streams like any file). A request that failed before its record existed gets a
     /// bare one.
     pub(super) fn answer_error(&mut self, code: u16, extra: &[(String, String)], env: &mut Env) {
+        if let Some((name, status)) = self.named_error_page(code) {
+            self.internal_redirect_named(&name, status.unwrap_or(0), env);
+            return;
+        }
         let r = self.error_reply(code, extra, env);
         let task = self.reply_task(r, TaskKind::ErrorPage, env);
         if self.req.is_none() {
@@ -154,6 +165,8 @@ impl Conn {
                 method: Method::Get,
                 host: String::new(),
                 hops: 0,
+                named: None,
+                extra: None,
                 tseq: 0,
                 meta: Meta {
                     http10: false,
@@ -162,8 +175,8 @@ impl Conn {
                     keep_alive_10: false,
                 },
                 line: String::new(),
-                referer: String::new(),
-                user_agent: String::new(),
+                log_headers: Vec::new(),
+                started: env.now,
                 out_start: self.out.total,
                 heads_at_start: self.out.heads,
                 body: None,
@@ -413,6 +426,64 @@ impl Conn {
         self.dispatch_route(route, BodyKind::None, false, 0, env);
     }
 
+    /// The named location an `error_page` for `code` sends the current request to, with the
+    /// status to answer with (`None`: the named location's own, for `error_page CODE = @x`).
+    fn named_error_page(&self, code: u16) -> Option<(String, Option<u16>)> {
+        let req = self.req.as_ref()?;
+        if req.named.is_some() || req.hops >= MAX_REDIRECTS {
+            return None;
+        }
+        let ep = req.cfg.servers[req.server]
+            .location_for(&req.path)
+            .error_page(code)?;
+        let name = ep.uri.strip_prefix('@')?;
+        let status = match ep.status {
+            crate::config::ErrorPageStatus::Original => Some(code),
+            crate::config::ErrorPageStatus::Fixed(n) => Some(n),
+            crate::config::ErrorPageStatus::FromTarget => None,
+        };
+        Some((name.to_string(), status))
+    }
+
+    /// An `error_page` to `@name`: the request (as a GET, or HEAD, of the same URI, body
+    /// dropped — nginx keeps the method for a named location, but the body is gone by now) is
+    /// routed from that location, and its answer carries `status` (0: its own).
+    fn internal_redirect_named(&mut self, name: &str, status: u16, env: &mut Env) {
+        self.abort_task(Abort::Finished, env);
+        let Some(req) = self.req.as_mut() else {
+            return;
+        };
+        if !req.body_done() {
+            self.flags.set(Flags::CLOSE_AFTER, true);
+        }
+        req.body = None;
+        req.hops += 1;
+        req.named = Some(name.to_string());
+        let mut target = req.path.clone();
+        if let Some(q) = &req.query {
+            target.push('?');
+            target.push_str(q);
+        }
+        let head = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", req.host);
+        let parsed = crate::http::request::HeadParser::new().parse(head.as_bytes());
+        let Ok(crate::http::request::Status::Complete(r, _)) = &parsed else {
+            // The path came from a parsed request; it parses again. If not: the built-in page.
+            let r = self.error_reply(500, &[], env);
+            let task = self.reply_task(r, TaskKind::ErrorPage, env);
+            self.start_task(task, env);
+            return;
+        };
+        crate::trace!("{}: error_page to @{name}", self.ident());
+        let (route, _) = self.route_parsed(r, BodyKind::None, env, false);
+        let route = match route {
+            crate::server::route::Route::Reply(rep) if status != 0 => {
+                crate::server::route::Route::Reply(rep.with_status(status))
+            }
+            other => other,
+        };
+        self.dispatch_route(route, BodyKind::None, false, 0, env);
+    }
+
     fn access_log(&self, req: &RequestRecord, env: &mut Env) {
         let Some(f) = env.access.as_mut() else {
             return;
@@ -425,26 +496,44 @@ impl Conn {
             .total
             .saturating_sub(req.out_start)
             .saturating_sub(u64::from(self.out.last_head));
-        let secs = crate::http::date::unix_secs(std::time::SystemTime::now());
-        let dash = |s: &str| {
-            if s.is_empty() {
-                "-".to_string()
-            } else {
-                s.to_string()
-            }
+        let now = std::time::SystemTime::now();
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let took = env.now.saturating_duration_since(req.started).as_millis();
+        let values = crate::cgi::params::LogValues {
+            request: req.line.clone(),
+            status: self.out.last_status,
+            body_bytes_sent: sent,
+            bytes_sent: self.out.total.saturating_sub(req.out_start),
+            request_time: format!("{}.{:03}", took / 1000, took % 1000),
+            msec: format!("{}.{:03}", ms / 1000, ms % 1000),
+            time_local: crate::log::access_time((ms / 1000) as u64),
+            connection: format!("{}.{}", self.slot, self.gen),
+            connection_requests: req.seq,
+            request_id: format!("c{}.{} r{}", self.slot, self.gen, req.seq),
+            headers: req.log_headers.clone(),
         };
-        let line = format!(
-            "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
-            req.client.ip(),
-            crate::log::access_time(secs),
-            req.line.escape_debug(),
-            self.out.last_status,
-            sent,
-            dash(&req.referer),
-            dash(&req.user_agent),
-        );
-        use std::io::Write;
-        let _ = f.write_all(line.as_bytes());
+        let request_uri = req.line.split(' ').nth(1).unwrap_or("");
+        let host = crate::config::normalize_host(&req.host);
+        let remote = req.client.ip().to_string();
+        let vars = crate::cgi::params::Vars {
+            uri: &req.path,
+            request_uri,
+            args: req.query.as_deref().unwrap_or(""),
+            host: &host,
+            server_port: self.local.get().port(),
+            remote_addr: &remote,
+            request_method: req.method.as_str(),
+            log: Some(&values),
+            ..Default::default()
+        };
+        let fmt = f.format.clone();
+        let mut line = String::with_capacity(256);
+        crate::cgi::params::expand_escaped(&fmt.template, &vars, &mut line, |v, out| {
+            crate::config::escape_into(fmt.escape, v, out)
+        });
+        f.push(&line, env.now);
     }
 }
 

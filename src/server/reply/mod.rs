@@ -7,6 +7,7 @@
 //! the configuration and the file system.
 
 pub mod autoindex;
+pub mod byteranges;
 pub mod cache;
 pub mod map;
 pub mod static_file;
@@ -47,6 +48,9 @@ pub enum Reply {
 pub enum Stream {
     Disk(File),
     Listing(Box<autoindex::Listing>),
+    /// Several ranges of a file: `multipart/byteranges` (each part's header, then its bytes,
+    /// then the closing delimiter).
+    Ranges(File, Box<byteranges::Parts>),
 }
 
 impl Reply {
@@ -54,6 +58,19 @@ impl Reply {
         match self {
             Reply::Full { status, .. } | Reply::File { status, .. } => *status,
         }
+    }
+
+    /// The same reply with another status (an `error_page` answered by a named location keeps
+    /// the error's status, as nginx's `err_status`): the status line is rewritten.
+    pub fn with_status(mut self, code: u16) -> Reply {
+        let (Reply::Full { status, head, .. } | Reply::File { status, head, .. }) = &mut self;
+        if let Some(end) = head.windows(2).position(|w| w == b"\r\n") {
+            let mut line = Vec::with_capacity(40);
+            crate::http::response::ResponseHead::new(&mut line, code);
+            head.splice(..end + 2, line);
+            *status = code;
+        }
+        self
     }
 }
 
@@ -73,6 +90,11 @@ pub struct Ctx<'a> {
     /// Look files up only as far as the kernel's caches go: a lookup that would wait for the
     /// disk gives [`static_file::Static::Lookup`] instead of blocking the loop.
     pub cached_lookups: bool,
+    /// `If-Match` and `If-Unmodified-Since` (RFC 9110 §13.1.1, §13.1.4): 412 when they fail.
+    pub if_match: Option<&'a [u8]>,
+    pub if_unmodified_since: Option<&'a [u8]>,
+    /// `max_ranges` of the location (`u32::MAX`: no limit).
+    pub max_ranges: u32,
 }
 
 impl<'a> Ctx<'a> {
@@ -89,6 +111,9 @@ impl<'a> Ctx<'a> {
             range: None,
             if_range: None,
             cached_lookups: false,
+            if_match: None,
+            if_unmodified_since: None,
+            max_ranges: u32::MAX,
         }
     }
 }
@@ -180,7 +205,9 @@ pub fn error(
     extra: &[(&str, &[u8])],
     cx: &Ctx,
 ) -> Reply {
-    if let Some(ep) = loc.error_page(code) {
+    // An `@name` target is routed by the connection (`Conn::answer_error`); here, where that
+    // is not possible (a second error while answering the first), the built-in page answers.
+    if let Some(ep) = loc.error_page(code).filter(|e| !e.uri.starts_with('@')) {
         let status = match ep.status {
             ErrorPageStatus::Fixed(n) => n,
             _ => code,

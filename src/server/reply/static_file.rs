@@ -16,11 +16,11 @@ use crate::http::range::{self, ByteRange};
 use crate::http::response::error_page_html;
 
 /// The validators of a file representation.
-struct Validators<'a> {
-    len: u64,
-    mtime: u64,
-    etag: &'a str,
-    last_modified: &'a [u8; 29],
+pub(super) struct Validators<'a> {
+    pub(super) len: u64,
+    pub(super) mtime: u64,
+    pub(super) etag: &'a str,
+    pub(super) last_modified: &'a [u8; 29],
 }
 
 /// The head of a GET/HEAD of a file: 304 when the conditionals say so, 416 for an unsatisfiable
@@ -30,8 +30,18 @@ fn file_head(
     uri: &str,
     mime: &crate::config::Config,
     cx: &Ctx,
+    data: Body<'_>,
 ) -> Result<(u16, Vec<u8>, u64, u64), Reply> {
     let mut head = Vec::with_capacity(320);
+    if range::precondition_failed(
+        cx.if_match,
+        cx.if_unmodified_since,
+        None,
+        Some((v.etag, v.mtime)),
+    ) {
+        let body = error_page_html(412).into_bytes();
+        return Err(full(412, "text/html; charset=utf-8", body, &[], cx));
+    }
     if range::not_modified(cx.if_none_match, cx.if_modified_since, v.etag, v.mtime) {
         start(&mut head, 304, cx);
         header(&mut head, "ETag", v.etag.as_bytes());
@@ -48,12 +58,26 @@ fn file_head(
     let range = cx
         .range
         .filter(|_| cx.if_range.is_none_or(|ir| if_range_matches(ir, v)));
-    let (status, from, count) = match range.map(|r| range::parse_range(r, v.len)) {
-        Some(r @ ByteRange::Partial { start, end }) => {
+    let ranges = range.map(|r| range::parse_ranges(r, v.len, cx.max_ranges));
+    let (status, from, count) = match ranges {
+        Some(range::Ranges::Parts(p)) if p.len() == 1 => {
+            let (start, end) = p[0];
+            let r = ByteRange::Partial { start, end };
             start_range(&mut head, cx, &range::content_range(r, v.len));
             (206, start, end - start + 1)
         }
-        Some(ByteRange::Unsatisfiable) => {
+        // Several ranges: multipart, built whole from the cache's bytes or streamed from disk.
+        Some(range::Ranges::Parts(p)) => {
+            let ty = mime.mime_type(uri);
+            return Err(match data {
+                Body::Mem(d) => super::byteranges::reply(&p, d, ty, v, cx),
+                Body::Disk(f) => match f.take() {
+                    Some(f) => super::byteranges::file_reply(&p, f, ty, v, cx),
+                    None => full(500, "text/plain", Vec::new(), &[], cx),
+                },
+            });
+        }
+        Some(range::Ranges::Unsatisfiable) => {
             let cr = range::content_range(ByteRange::Unsatisfiable, v.len);
             let body = error_page_html(416).into_bytes();
             let extra = [("Content-Range", cr.as_bytes())];
@@ -80,7 +104,7 @@ fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -
         etag: &c.etag,
         last_modified: &c.last_modified,
     };
-    let (status, head, from, count) = match file_head(&v, uri, mime, cx) {
+    let (status, head, from, count) = match file_head(&v, uri, mime, cx, Body::Mem(&c.body)) {
         Ok(h) => h,
         Err(reply) => return reply,
     };
@@ -94,6 +118,13 @@ fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -
         })
     };
     Reply::Full { status, head, body }
+}
+
+/// Where a file's bytes are, for a multipart answer: in memory, or the open file (taken when a
+/// multipart reply streams it).
+enum Body<'a> {
+    Mem(&'a [u8]),
+    Disk(&'a mut Option<File>),
 }
 
 /// What a GET/HEAD of a mapped path resolves to.
@@ -327,9 +358,13 @@ fn serve_file(
         etag: &etag,
         last_modified: &last_modified,
     };
-    let (status, head, offset, count) = match file_head(&v, uri, mime, cx) {
+    let mut file = Some(file);
+    let (status, head, offset, count) = match file_head(&v, uri, mime, cx, Body::Disk(&mut file)) {
         Ok(h) => h,
         Err(reply) => return Static::Reply(reply),
+    };
+    let Some(file) = file else {
+        return Static::Error(500);
     };
     if cx.head_only || count == 0 {
         return Static::Reply(Reply::Full {

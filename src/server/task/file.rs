@@ -19,7 +19,8 @@ const LISTING_PIECE: usize = 64 * 1024;
 pub struct FileTask {
     id: TaskId,
     fd: Option<RawFd>,
-    listing: Option<Box<crate::server::reply::autoindex::Listing>>,
+    /// A listing to render, or the parts of a multipart body (one box: the task stays small).
+    more: Option<Box<More>>,
     head: Option<Vec<u8>>,
     offset: u64,
     left: u64,
@@ -28,19 +29,30 @@ pub struct FileTask {
     trail: Trail,
 }
 
+/// What a file task streams besides a plain file range.
+enum More {
+    Listing(crate::server::reply::autoindex::Listing),
+    /// The parts of a multipart/byteranges body still to send: each one's header, then its
+    /// range; then the closing delimiter.
+    Parts(crate::server::reply::byteranges::Parts),
+}
+
 impl FileTask {
     pub fn new(id: u32, head: Vec<u8>, file: Stream, offset: u64, len: u64) -> FileTask {
-        let (fd, listing) = match file {
+        let (fd, more) = match file {
             Stream::Disk(f) => (Some(f.into_raw_fd()), None),
-            Stream::Listing(l) => (None, Some(l)),
+            Stream::Listing(l) => (None, Some(Box::new(More::Listing(*l)))),
+            Stream::Ranges(f, p) => (Some(f.into_raw_fd()), Some(Box::new(More::Parts(*p)))),
         };
+        // With parts, the first range comes from them (with its header).
+        let len = if more.is_some() { 0 } else { len };
         FileTask {
             id: TaskId {
                 kind: TaskKind::File,
                 id,
             },
             fd,
-            listing,
+            more,
             head: Some(head),
             offset,
             left: len,
@@ -66,12 +78,21 @@ impl Task for FileTask {
         if let Some(h) = self.head.take() {
             cx.out.push_bytes(h);
         }
-        if self.listing.is_some() {
+        if matches!(self.more.as_deref(), Some(More::Listing(_))) {
             return self.on_drained(cx);
         }
         if cx.sendfile {
             if let Some(fd) = self.fd {
-                cx.out.push_file(fd, self.offset, self.left);
+                if let Some(More::Parts(p)) = self.more.take().map(|b| *b) {
+                    // Every part queued at once: headers in memory, ranges by sendfile.
+                    for (h, off, len) in p.parts {
+                        cx.out.push_bytes(h);
+                        cx.out.push_file(fd, off, len);
+                    }
+                    cx.out.push_bytes(p.trailer);
+                } else {
+                    cx.out.push_file(fd, self.offset, self.left);
+                }
                 self.queued = true;
                 self.trail.push("sendfile queued", self.left);
             }
@@ -109,7 +130,7 @@ impl Task for FileTask {
     }
 
     fn on_drained(&mut self, cx: &mut Cx) -> Step {
-        if let Some(l) = self.listing.as_mut() {
+        if let Some(More::Listing(l)) = self.more.as_deref_mut() {
             return match l.next_piece(LISTING_PIECE) {
                 Some(piece) => {
                     self.offset += piece.len() as u64;
@@ -118,7 +139,7 @@ impl Task for FileTask {
                     Step::Pending
                 }
                 None => {
-                    self.listing = None;
+                    self.more = None;
                     Step::Done
                 }
             };
@@ -126,6 +147,21 @@ impl Task for FileTask {
         let Some(fd) = self.fd else {
             return Step::Done;
         };
+        if self.left == 0 && !self.queued {
+            // By reads: the next part's header and range, or the closing delimiter.
+            if let Some(More::Parts(p)) = self.more.as_deref_mut() {
+                if let Some((h, off, len)) = p.parts.pop_front() {
+                    cx.out.push_bytes(h);
+                    self.offset = off;
+                    self.left = len;
+                } else {
+                    let t = std::mem::take(&mut p.trailer);
+                    self.more = None;
+                    cx.out.push_bytes(t);
+                    return Step::Pending;
+                }
+            }
+        }
         if self.queued || self.left == 0 {
             // Everything went out (the queue drained past the file range).
             self.close(cx);
@@ -148,7 +184,7 @@ impl Task for FileTask {
     }
 
     fn abort(&mut self, _why: Abort, cx: &mut Cx) {
-        self.listing = None;
+        self.more = None;
         self.close(cx);
     }
 

@@ -96,6 +96,17 @@ pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiP
         let length = content_length.map(|n| n.to_string()).unwrap_or_default();
         // nginx's $host: the Host without its port, lower-cased; else the server's name.
         let host = server_name.to_ascii_lowercase();
+        // `$1`…: the captures of a regex location, against the script's URI path.
+        let captures: Vec<String> = loc
+            .regex
+            .as_ref()
+            .and_then(|r| r.captures(facts.path))
+            .map(|c| {
+                c.iter()
+                    .map(|m| m.map_or(String::new(), |m| m.as_str().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let vars = crate::cgi::params::Vars {
             uri: facts.path,
             request_uri: req.target(),
@@ -113,6 +124,8 @@ pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiP
             request_method: req.method.as_str(),
             content_type: content_type.unwrap_or(""),
             content_length: &length,
+            captures: &captures,
+            log: None,
         };
         crate::cgi::params::apply(&loc.cgi_params, &vars, &mut env);
     }
