@@ -235,20 +235,9 @@ pub enum Op {
     /// Complete once when the peer of socket `fd` hung up or the connection failed
     /// (invariant 10).
     Hangup { fd: RawFd },
-    /// Open `path` relative to directory `dir`: `flags` (`O_*`; `O_CLOEXEC` is added), `mode`
-    /// for a created file. With `beneath`, resolution never leaves `dir` and, with
-    /// `no_symlinks` too, follows no symbolic link ([`util::open_beneath`]); otherwise it is a
-    /// plain `openat(2)`. Off the caller's thread (invariant 13); the result is the new fd.
-    /// `dir` passes with the op (a `dup` of the caller's, say) and is closed after it, so its
-    /// number cannot name another directory while the lookup runs.
-    OpenAt {
-        dir: std::os::fd::OwnedFd,
-        path: std::ffi::CString,
-        flags: libc::c_int,
-        mode: u32,
-        beneath: bool,
-        no_symlinks: bool,
-    },
+    /// Open a path relative to a directory fd off the caller's thread (invariant 13); the
+    /// result is the new fd. See [`Open`].
+    OpenAt(Open),
     /// Send `len` bytes of regular file `file` from `offset` to socket `fd` without copying
     /// them through user space (`sendfile(2)`), whole (invariant 6). io_uring has no sendfile
     /// opcode: that backend calls it on the non-blocking socket and polls out EAGAIN. Where
@@ -275,8 +264,39 @@ impl Op {
             Op::ChildExit { .. } => OpKind::ChildExit,
             Op::SendFile { .. } => OpKind::SendFile,
             Op::Hangup { .. } => OpKind::Hangup,
-            Op::OpenAt { .. } => OpKind::OpenAt,
+            Op::OpenAt(_) => OpKind::OpenAt,
         }
+    }
+}
+
+/// What an [`Op::OpenAt`] opens: `path` relative to directory `dir`, with `flags` (`O_*`;
+/// `O_CLOEXEC` is added) and `mode` for a created file. With `beneath`, resolution never leaves
+/// `dir` and, with `no_symlinks` too, follows no symbolic link ([`util::open_beneath`]);
+/// otherwise it is a plain `openat(2)`. `dir` passes with the op (a `dup` of the caller's, say)
+/// and is closed after it, so its number cannot name another directory while the lookup runs.
+#[derive(Debug)]
+pub struct Open {
+    pub dir: std::os::fd::OwnedFd,
+    pub path: std::ffi::CString,
+    pub flags: libc::c_int,
+    pub mode: u32,
+    pub beneath: bool,
+    pub no_symlinks: bool,
+}
+
+impl Open {
+    /// The open itself, blocking (on a pool thread, or in the simulation): the new fd.
+    pub fn run(&self) -> io::Result<usize> {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        util::open_at(
+            self.dir.as_raw_fd(),
+            &self.path,
+            self.flags,
+            self.mode,
+            self.beneath,
+            self.no_symlinks,
+        )
+        .map(|fd| fd.into_raw_fd() as usize)
     }
 }
 

@@ -9,9 +9,8 @@
 //! opened after the drop is closed by it.
 
 use std::collections::VecDeque;
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::{Token, Wake};
@@ -19,30 +18,11 @@ use crate::{Token, Wake};
 /// At most this many lookups run at once (each may wait for a disk read).
 pub const MAX_THREADS: usize = 4;
 
-/// One blocking open (see [`crate::Op::OpenAt`]).
+/// One blocking open (see [`crate::Op::OpenAt`]) and the token it completes.
 #[derive(Debug)]
 pub struct Job {
     pub token: Token,
-    pub dir: OwnedFd,
-    pub path: CString,
-    pub flags: libc::c_int,
-    pub mode: u32,
-    pub beneath: bool,
-    pub no_symlinks: bool,
-}
-
-impl Job {
-    fn run(&self) -> io::Result<usize> {
-        crate::util::open_at(
-            std::os::fd::AsRawFd::as_raw_fd(&self.dir),
-            &self.path,
-            self.flags,
-            self.mode,
-            self.beneath,
-            self.no_symlinks,
-        )
-        .map(|fd| fd.into_raw_fd() as usize)
-    }
+    pub open: crate::Open,
 }
 
 #[derive(Default)]
@@ -161,7 +141,7 @@ fn worker(shared: Arc<Shared>) {
         };
         g.running.push(job.token);
         drop(g);
-        let result = job.run();
+        let result = job.open.run();
         g = shared.lock();
         g.running.retain(|&t| t != job.token);
         if g.closing {

@@ -449,10 +449,35 @@ fn openat2_cached(
     flags: libc::c_int,
     no_symlinks: bool,
 ) -> io::Result<OwnedFd> {
+    const RESOLVE_CACHED: u64 = 0x20;
+    openat2_raw(
+        dir,
+        path,
+        flags,
+        0,
+        beneath_resolve(no_symlinks) | RESOLVE_CACHED,
+    )
+}
+
+/// `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`, and `RESOLVE_NO_SYMLINKS` with `no_symlinks`.
+#[cfg(target_os = "linux")]
+fn beneath_resolve(no_symlinks: bool) -> u64 {
     const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
     const RESOLVE_NO_SYMLINKS: u64 = 0x04;
     const RESOLVE_BENEATH: u64 = 0x08;
-    const RESOLVE_CACHED: u64 = 0x20;
+    RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | if no_symlinks { RESOLVE_NO_SYMLINKS } else { 0 }
+}
+
+/// One `openat2(2)` with `resolve` (`RESOLVE_*`); `O_CLOEXEC` is added, and `mode` is passed
+/// only with `O_CREAT`/`O_TMPFILE` (openat2 refuses it otherwise).
+#[cfg(target_os = "linux")]
+fn openat2_raw(
+    dir: RawFd,
+    path: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     #[repr(C)]
     struct OpenHow {
         flags: u64,
@@ -460,13 +485,11 @@ fn openat2_cached(
         resolve: u64,
     }
     let c = cstr(path)?;
+    let creating = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_BENEATH
-            | RESOLVE_NO_MAGICLINKS
-            | RESOLVE_CACHED
-            | if no_symlinks { RESOLVE_NO_SYMLINKS } else { 0 },
+        mode: if creating { u64::from(mode) } else { 0 },
+        resolve,
     };
     // SAFETY: openat2(2) with a NUL-terminated path and a live `open_how` of the size passed.
     let r = unsafe {
@@ -494,6 +517,13 @@ fn openat2_cached(
 ) -> io::Result<OwnedFd> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
+
+/// The open flags for a lookup only (nothing read or written through the fd): `O_PATH` where
+/// it exists; elsewhere a non-blocking read-only open (a FIFO then opens at once too).
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+pub const O_LOOKUP: libc::c_int = libc::O_PATH;
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+pub const O_LOOKUP: libc::c_int = libc::O_RDONLY | libc::O_NONBLOCK;
 
 /// A duplicate of `fd` (close-on-exec), owned: for an op that must own its directory fd.
 pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
@@ -575,44 +605,13 @@ fn openat2_beneath(
     if MISSING.load(Ordering::Relaxed) {
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
     }
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-    const RESOLVE_BENEATH: u64 = 0x08;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
+    let r = openat2_raw(dir, path, flags, mode, beneath_resolve(no_symlinks));
+    if r.as_ref()
+        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOSYS))
+    {
+        MISSING.store(true, Ordering::Relaxed);
     }
-    let c = cstr(path)?;
-    let creating = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        // openat2 refuses a mode without O_CREAT/O_TMPFILE.
-        mode: if creating { u64::from(mode) } else { 0 },
-        resolve: RESOLVE_BENEATH
-            | RESOLVE_NO_MAGICLINKS
-            | if no_symlinks { RESOLVE_NO_SYMLINKS } else { 0 },
-    };
-    // SAFETY: openat2(2) with a NUL-terminated path and a live `open_how` of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOSYS) {
-            MISSING.store(true, Ordering::Relaxed);
-        }
-        return Err(e);
-    }
-    // SAFETY: `r` is a new fd returned by openat2 and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    r
 }
 
 /// FreeBSD ≥ 13: `O_RESOLVE_BENEATH` gives the same containment to a plain `openat`. With

@@ -1847,14 +1847,14 @@ fn open_at(dir: RawFd, path: &str, beneath: bool, no_symlinks: bool) -> Op {
     let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(dir) }
         .try_clone_to_owned()
         .unwrap();
-    Op::OpenAt {
+    Op::OpenAt(backends::Open {
         dir,
         path: std::ffi::CString::new(path).unwrap(),
         flags: libc::O_RDONLY,
         mode: 0,
         beneath,
         no_symlinks,
-    }
+    })
 }
 
 /// Invariant 13: an open runs off the loop's thread and completes with a new fd (read back

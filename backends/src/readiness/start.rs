@@ -48,23 +48,8 @@ impl<P: Poller> Readiness<P> {
                 return out.push(c);
             }
             Op::Cancel { target } => return self.cancel(token, target, out),
-            Op::OpenAt {
-                dir,
-                path,
-                flags,
-                mode,
-                beneath,
-                no_symlinks,
-            } => {
-                let job = Job {
-                    token,
-                    dir,
-                    path,
-                    flags,
-                    mode,
-                    beneath,
-                    no_symlinks,
-                };
+            Op::OpenAt(open) => {
+                let job = Job { token, open };
                 if let Err(e) = self.offload.submit(job) {
                     out.push(Completion::new(token, Err(e), Buf::None, false));
                 }

@@ -286,15 +286,7 @@ impl State {
                 let r = if cancelled && !honour {
                     Err(err(libc::ECANCELED))
                 } else {
-                    crate::util::open_at(
-                        std::os::fd::AsRawFd::as_raw_fd(&job.dir),
-                        &job.path,
-                        job.flags,
-                        job.mode,
-                        job.beneath,
-                        job.no_symlinks,
-                    )
-                    .map(|fd| std::os::fd::IntoRawFd::into_raw_fd(fd) as usize)
+                    job.open.run()
                 };
                 // The fd is the caller's (invariant 13), closed by it however it likes: it
                 // is tracked for leaks only once an op uses it.

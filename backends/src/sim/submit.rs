@@ -140,23 +140,8 @@ impl State {
                 self.push(token, P::Cancel { found }, out);
             }
             Op::Timeout { deadline } => self.push(token, P::Timeout { deadline }, out),
-            Op::OpenAt {
-                dir,
-                path,
-                flags,
-                mode,
-                beneath,
-                no_symlinks,
-            } => {
-                let job = Box::new(crate::offload::Job {
-                    token,
-                    dir,
-                    path,
-                    flags,
-                    mode,
-                    beneath,
-                    no_symlinks,
-                });
+            Op::OpenAt(open) => {
+                let job = Box::new(crate::offload::Job { token, open });
                 self.push(token, P::OpenAt { job }, out)
             }
             Op::Hangup { fd } => {

@@ -21,8 +21,7 @@ pub(super) struct SendOp {
 /// An open in flight: the path and `open_how` the kernel reads, boxed so their addresses are
 /// stable until the completion.
 pub(super) struct OpenOp {
-    pub(super) dir: OwnedFd,
-    pub(super) path: std::ffi::CString,
+    pub(super) open: crate::Open,
     pub(super) how: types::OpenHow,
 }
 

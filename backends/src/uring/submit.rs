@@ -91,8 +91,8 @@ impl Uring {
                 }
                 State::Close => opcode::Close::new(fd).build(),
                 State::OpenAt { op } => {
-                    let dir = types::Fd(op.dir.as_raw_fd());
-                    opcode::OpenAt2::new(dir, op.path.as_ptr(), &op.how).build()
+                    let dir = types::Fd(op.open.dir.as_raw_fd());
+                    opcode::OpenAt2::new(dir, op.open.path.as_ptr(), &op.how).build()
                 }
                 State::Wake { val } => {
                     opcode::Read::new(fd, (&mut **val as *mut u64).cast(), 8).build()
@@ -139,9 +139,7 @@ impl Uring {
                 sys::check_fd(fd, known).and_then(|()| sys::check_fd(file, known))
             }
             // The kernel answers EBADF for a bad directory fd.
-            Op::Cancel { .. } | Op::Timeout { .. } | Op::ChildExit { .. } | Op::OpenAt { .. } => {
-                Ok(())
-            }
+            Op::Cancel { .. } | Op::Timeout { .. } | Op::ChildExit { .. } | Op::OpenAt(_) => Ok(()),
         }
     }
 
@@ -225,29 +223,22 @@ impl Uring {
             }
             Op::Close { fd } => return self.close(token, fd),
             Op::Cancel { target } => return self.cancel(token, target, out),
-            Op::OpenAt {
-                dir,
-                path,
-                flags,
-                mode,
-                beneath,
-                no_symlinks,
-            } => {
+            Op::OpenAt(open) => {
                 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
                 const RESOLVE_NO_SYMLINKS: u64 = 0x04;
                 const RESOLVE_BENEATH: u64 = 0x08;
-                let resolve = match (beneath, no_symlinks) {
+                let resolve = match (open.beneath, open.no_symlinks) {
                     (false, _) => 0,
                     (true, false) => RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
                     (true, true) => RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
                 };
-                let creating = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
+                let creating = open.flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
                 let how = types::OpenHow::new()
-                    .flags((flags | libc::O_CLOEXEC) as u64)
+                    .flags((open.flags | libc::O_CLOEXEC) as u64)
                     // openat2 refuses a mode without O_CREAT/O_TMPFILE.
-                    .mode(if creating { u64::from(mode) } else { 0 })
+                    .mode(if creating { u64::from(open.mode) } else { 0 })
                     .resolve(resolve);
-                let op = Box::new(OpenOp { dir, path, how });
+                let op = Box::new(OpenOp { open, how });
                 (-1, State::OpenAt { op })
             }
         };

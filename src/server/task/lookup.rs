@@ -1,6 +1,6 @@
 //! A file lookup that would have blocked the loop: routing a GET found a step of its path
 //! missing from the kernel's caches (`RESOLVE_CACHED` said `EAGAIN`), so the same lookup is
-//! done off the loop's thread ([`Op::OpenAt`], `O_PATH`: no file is read) and the request is
+//! done off the loop's thread ([`Op::OpenAt`], `O_PATH` where it exists: no file is read) and the request is
 //! then routed again from its held head, with the caches warm.
 //!
 //! The task holds nothing but its op: the op owns a duplicate of the root's directory fd, and
@@ -32,14 +32,14 @@ impl LookupTask {
                 kind: TaskKind::Lookup,
                 id,
             },
-            op: Some(Op::OpenAt {
+            op: Some(Op::OpenAt(backends::Open {
                 dir,
                 path,
-                flags: libc::O_PATH,
+                flags: backends::util::O_LOOKUP,
                 mode: 0,
                 beneath: true,
                 no_symlinks,
-            }),
+            })),
             what: rel.to_string(),
             done: false,
         })
