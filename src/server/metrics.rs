@@ -111,6 +111,10 @@ pub struct WorkerState {
 pub struct Registry {
     started: Instant,
     workers: Mutex<Vec<WorkerState>>,
+    /// The workers the server starts: the count reported from the first request on, before
+    /// every loop has registered (the sockets are bound, and served by the first loop up,
+    /// before the others exist).
+    expected: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Registry {
@@ -118,11 +122,17 @@ impl Default for Registry {
         Registry {
             started: Instant::now(),
             workers: Mutex::new(Vec::new()),
+            expected: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
 
 impl Registry {
+    /// The number of workers the server is starting.
+    pub fn expect_workers(&self, n: usize) {
+        self.expected.store(n, Relaxed);
+    }
+
     /// A new worker's slot.
     pub fn register(&self) -> usize {
         let mut w = self.workers.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,7 +158,8 @@ impl Registry {
             Some(x) => *x = own,
             None => all.push(own),
         }
-        render(&all, self.started.elapsed().as_secs_f64())
+        let workers = all.len().max(self.expected.load(Relaxed));
+        render(&all, workers, self.started.elapsed().as_secs_f64())
     }
 }
 
@@ -162,7 +173,7 @@ fn one(out: &mut String, name: &str, kind: &str, help: &str, v: impl std::fmt::D
     let _ = writeln!(out, "{name} {v}");
 }
 
-fn render(w: &[WorkerState], uptime: f64) -> String {
+fn render(w: &[WorkerState], workers: usize, uptime: f64) -> String {
     let c = &COUNTERS;
     let get = |a: &AtomicU64| a.load(Relaxed);
     let sum = |f: &dyn Fn(&WorkerState) -> u64| w.iter().map(f).sum::<u64>();
@@ -201,7 +212,7 @@ fn render(w: &[WorkerState], uptime: f64) -> String {
         "webserv_workers",
         "gauge",
         "Event loops (workers) running.",
-        w.len(),
+        workers,
     );
     head(
         &mut o,
@@ -480,7 +491,7 @@ mod tests {
             backend: "epoll",
             ..Default::default()
         };
-        let text = render(&[w.clone(), w], 1.5);
+        let text = render(&[w.clone(), w], 2, 1.5);
         check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert!(text.contains("webserv_connections_active 4\n"), "{text}");
         assert!(text.contains("webserv_requests_total{code=\"4xx\",method=\"POST\"} "));

@@ -69,6 +69,7 @@ pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
         crate::config::BackendChoice::Kqueue => backends::Kind::Kqueue,
     });
     let n = worker_count(cfg.workers);
+    control.metrics.expect_workers(n);
     let no_sendfile = opts.no_sendfile;
     backends::util::raise_nofile_limit();
     // Every inherited socket must be one a `listen` line names (systemd's unit and the
