@@ -57,3 +57,80 @@ fn try_files_found_file_keeps_its_location_after_a_cold_lookup() {
         },
     );
 }
+
+fn realip_conf(recursive: bool) -> String {
+    format!(
+        "{{BASE}}
+workers 1;
+set_real_ip_from 127.0.0.0/8;
+real_ip_header X-Forwarded-For;
+real_ip_recursive {};
+server {{
+    listen 127.0.0.1:{{PORT}};
+    root www;
+    location /cgi-bin/ {{ cgi .sh /bin/sh; }}
+}}
+",
+        if recursive {
+            {
+                "on"
+            }
+        } else {
+            {
+                "off"
+            }
+        }
+    )
+}
+
+fn realip_setup(dir: &Path) {
+    write_file(
+        dir,
+        "www/cgi-bin/ra.sh",
+        "printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"$REMOTE_ADDR\"\n",
+    );
+}
+
+fn remote_addr(port: u16, xff: &str) -> String {
+    let req = format!(
+        "GET /cgi-bin/ra.sh HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n"
+    );
+    let r = request(port, req.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.dump());
+    r.text().trim().to_string()
+}
+
+/// X-Forwarded-For is a list, and a recipient must accept empty elements (RFC 9110 §5.6.1;
+/// nginx skips them). An empty element was taken for a bad address: a trailing comma from a
+/// trusted proxy dropped the client address (the proxy's own stood), and in recursive mode an
+/// empty element stopped the walk at a trusted proxy's address.
+#[test]
+fn realip_skips_empty_forwarded_for_elements() {
+    for_each_backend("realip_skips_empty_forwarded_for_elements", |b| {
+        let s = Server::start(b, &realip_conf(false), realip_setup);
+        let rec = Server::start(b, &realip_conf(true), realip_setup);
+        // Sanity: the plain forms work.
+        assert_eq!(remote_addr(s.port, "198.51.100.7"), "198.51.100.7", "[{b}]");
+        assert_eq!(
+            remote_addr(s.port, "198.51.100.7,"),
+            "198.51.100.7",
+            "[{b}]"
+        );
+        assert_eq!(
+            remote_addr(s.port, "198.51.100.7 , ,"),
+            "198.51.100.7",
+            "[{b}]"
+        );
+        assert_eq!(
+            remote_addr(rec.port, "198.51.100.7,, 127.0.0.5"),
+            "198.51.100.7",
+            "[{b}] recursive"
+        );
+        // A bad element still ends the walk (the address to its right stands).
+        assert_eq!(
+            remote_addr(rec.port, "198.51.100.7, bogus, 127.0.0.5"),
+            "127.0.0.5",
+            "[{b}] recursive, bad element"
+        );
+    });
+}
