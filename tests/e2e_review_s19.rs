@@ -134,3 +134,46 @@ fn realip_skips_empty_forwarded_for_elements() {
         );
     });
 }
+
+const SYMLINK_CONF: &str = "{BASE}
+workers 1;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    location /strict/ { disable_symlinks on; }
+    location /x/ { alias www/strict/; }
+}
+";
+
+fn symlink_setup(dir: &Path) {
+    write_file(dir, "www/strict/real.txt", "real");
+    write_file(dir, "www/strict/realdir/f.txt", "in a linked dir");
+    std::os::unix::fs::symlink("real.txt", dir.join("www/strict/link.txt")).unwrap();
+    std::os::unix::fs::symlink("realdir", dir.join("www/strict/d")).unwrap();
+}
+
+/// `disable_symlinks on` refuses a symlink anywhere on the way (403). The small-file cache is
+/// keyed by the mapped path, which an alias in a location that follows links shares: once that
+/// location had served the file, the strict location answered it from the cache (200).
+#[test]
+fn disable_symlinks_holds_after_another_location_cached_the_file() {
+    for_each_backend(
+        "disable_symlinks_holds_after_another_location_cached_the_file",
+        |b| {
+            let s = Server::start(b, SYMLINK_CONF, symlink_setup);
+            for (strict, lax, body) in [
+                ("/strict/link.txt", "/x/link.txt", "real"),
+                ("/strict/d/f.txt", "/x/d/f.txt", "in a linked dir"),
+            ] {
+                let r = get(s.port, strict);
+                assert_eq!(r.status, 403, "[{b}] {strict} first: {}", r.dump());
+                let r = get(s.port, lax);
+                assert_eq!((r.status, r.text()), (200, body.into()), "[{b}] {lax}");
+                let r = get(s.port, strict);
+                assert_eq!(r.status, 403, "[{b}] {strict} after {lax}: {}", r.dump());
+            }
+            let r = get(s.port, "/strict/real.txt");
+            assert_eq!((r.status, r.text()), (200, "real".into()), "[{b}]");
+        },
+    );
+}
