@@ -69,6 +69,8 @@ server {{
     listen 127.0.0.1:{{PORT}};
     root www;
     location /cgi-bin/ {{ cgi .sh /bin/sh; }}
+    location = /ret {{ return 200 \"$remote_addr\\n\"; }}
+    location = /hdr {{ add_header X-Client $remote_addr; return 204; }}
 }}
 ",
         if recursive {
@@ -174,6 +176,44 @@ fn disable_symlinks_holds_after_another_location_cached_the_file() {
             }
             let r = get(s.port, "/strict/real.txt");
             assert_eq!((r.status, r.text()), (200, "real".into()), "[{b}]");
+        },
+    );
+}
+
+/// realip sets the client address for the whole request (nginx: `$remote_addr`): the access log
+/// and a CGI had it, but `$remote_addr` in `return` and `add_header` still said the proxy's
+/// address.
+#[test]
+fn realip_address_is_remote_addr_in_return_and_add_header() {
+    for_each_backend(
+        "realip_address_is_remote_addr_in_return_and_add_header",
+        |b| {
+            let s = Server::start(b, &realip_conf(false), realip_setup);
+            assert_eq!(
+                remote_addr(s.port, "198.51.100.7"),
+                "198.51.100.7",
+                "[{b}] CGI"
+            );
+            let r = request(
+            s.port,
+            b"GET /ret HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.7\r\nConnection: close\r\n\r\n",
+        );
+            assert_eq!(
+                (r.status, r.text()),
+                (200, "198.51.100.7\n".into()),
+                "[{b}] {}",
+                r.dump()
+            );
+            let r = request(
+            s.port,
+            b"GET /hdr HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.7\r\nConnection: close\r\n\r\n",
+        );
+            assert_eq!(
+                r.header("X-Client"),
+                Some("198.51.100.7"),
+                "[{b}] {}",
+                r.dump()
+            );
         },
     );
 }

@@ -384,7 +384,14 @@ impl Conn {
             },
             server_name,
             server_port: local.port(),
-            remote_addr: peer.ip().to_string(),
+            // The request's client (PROXY header and realip applied), as the access log and
+            // a CGI see it: realip sets `$remote_addr` for the whole request, as nginx's.
+            remote_addr: self
+                .req
+                .as_ref()
+                .map_or(peer, |r| r.client)
+                .ip()
+                .to_string(),
             request_method: req.method.as_str(),
             content_type: text("Content-Type"),
             content_length: text("Content-Length"),
