@@ -217,3 +217,67 @@ fn realip_address_is_remote_addr_in_return_and_add_header() {
         },
     );
 }
+
+const PIPE_CONF: &str = "{BASE}
+workers 1;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    index index.html;
+}
+";
+
+fn pipe_setup(dir: &Path) {
+    write_file(dir, "www/a.txt", "alpha");
+    write_file(dir, "www/dir/index.html", "idx");
+    write_file(dir, "www/big.bin", vec![b'z'; 100_000]);
+}
+
+/// Complete pipelined requests, then the start of one more and a half-close: the client reads
+/// on, and every complete request is answered before the server closes (RFC 9112 §9.3: the
+/// partial one can never complete). The server closed at once on seeing the partial head at
+/// EOF, dropping answers still queued; warm and cold lookups alike.
+#[test]
+fn answers_queued_before_a_partial_head_at_eof_are_sent() {
+    for_each_backend(
+        "answers_queued_before_a_partial_head_at_eof_are_sent",
+        |b| {
+            for cold_lookups in [false, true] {
+                let env: &[(&str, &str)] = if cold_lookups {
+                    &[("WEBSERV_COLD_LOOKUPS", "1")]
+                } else {
+                    &[]
+                };
+                let s = Server::start_env(b, PIPE_CONF, pipe_setup, &[], false, env);
+                for (paths, want) in [
+                    (&["/a.txt", "/a.txt"][..], vec![200, 200]),
+                    (&["/big.bin", "/dir/", "/a.txt"][..], vec![200, 200, 200]),
+                ] {
+                    for _ in 0..5 {
+                        let mut req = Vec::new();
+                        for p in paths {
+                            req.extend_from_slice(
+                                format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+                            );
+                        }
+                        req.extend_from_slice(b"GET /a.txt HTTP/1.1\r\nHo");
+                        let mut c = connect_with_timeout(s.port, std::time::Duration::from_secs(5));
+                        use std::io::Write;
+                        c.write_all(&req).unwrap();
+                        c.shutdown(std::net::Shutdown::Write).unwrap();
+                        let (bytes, closed) =
+                            read_until_close(&mut c, std::time::Duration::from_secs(5));
+                        let got: Vec<u16> =
+                            parse_responses(&bytes).iter().map(|r| r.status).collect();
+                        assert_eq!(
+                            (got, closed),
+                            (want.clone(), true),
+                            "[{b}] cold={cold_lookups} {paths:?}:\n{}",
+                            String::from_utf8_lossy(&bytes[..bytes.len().min(600)])
+                        );
+                    }
+                }
+            }
+        },
+    );
+}

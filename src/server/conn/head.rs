@@ -38,7 +38,14 @@ impl Conn {
             Ok(Status::Partial) => {
                 self.inbuf = buf;
                 if self.flags.has(Flags::EOF) {
-                    self.close(crate::server::task::Abort::ClientGone, env);
+                    // This head can never complete. Answers to the requests before it may
+                    // still be queued for a half-closed client that reads on: they go out
+                    // first, then the connection closes.
+                    if self.out.is_empty() && !self.flags.has(Flags::SENDING) {
+                        self.close(crate::server::task::Abort::ClientGone, env);
+                    } else {
+                        self.flags.set(Flags::CLOSE_WHEN_FLUSHED, true);
+                    }
                     return true;
                 }
                 return false;
