@@ -166,8 +166,10 @@ impl RealIp {
             Source::XRealIp => one(v.trim()),
             _ => {
                 let mut found = None;
-                for item in v.rsplit(',') {
-                    let Some(a) = one(item.trim()) else {
+                // RFC 9110 §5.6.1: empty list elements (`a,,b`, a trailing comma) are
+                // accepted and skipped, not taken for a bad address.
+                for item in v.rsplit(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    let Some(a) = one(item) else {
                         break;
                     };
                     found = Some(a);

@@ -38,7 +38,14 @@ impl Conn {
             Ok(Status::Partial) => {
                 self.inbuf = buf;
                 if self.flags.has(Flags::EOF) {
-                    self.close(crate::server::task::Abort::ClientGone, env);
+                    // This head can never complete. Answers to the requests before it may
+                    // still be queued for a half-closed client that reads on: they go out
+                    // first, then the connection closes.
+                    if self.out.is_empty() && !self.flags.has(Flags::SENDING) {
+                        self.close(crate::server::task::Abort::ClientGone, env);
+                    } else {
+                        self.flags.set(Flags::CLOSE_WHEN_FLUSHED, true);
+                    }
                     return true;
                 }
                 return false;
@@ -384,7 +391,14 @@ impl Conn {
             },
             server_name,
             server_port: local.port(),
-            remote_addr: peer.ip().to_string(),
+            // The request's client (PROXY header and realip applied), as the access log and
+            // a CGI see it: realip sets `$remote_addr` for the whole request, as nginx's.
+            remote_addr: self
+                .req
+                .as_ref()
+                .map_or(peer, |r| r.client)
+                .ip()
+                .to_string(),
             request_method: req.method.as_str(),
             content_type: text("Content-Type"),
             content_length: text("Content-Length"),

@@ -387,6 +387,15 @@ impl Conn {
             self.answer_error(500, &[], env);
             return;
         };
+        // Route it as it first was, from the client's path: the first routing's `try_files`
+        // may have rewritten the path (a found file answers in the location that tried it,
+        // which the rewritten path need not match) and counted hops.
+        if let (Some(rq), Ok(n)) = (self.req.as_mut(), crate::http::path::normalize(r.path())) {
+            rq.path = n.path;
+            rq.query = n.query.map(str::to_string);
+            rq.hops = 0;
+            rq.named = None;
+        }
         let (route, limit) = self.route_parsed(&r, held.body, env, false);
         self.dispatch_route(route, held.body, held.expect, limit, env);
     }

@@ -234,7 +234,11 @@ pub fn serve_static(
     let Some(fs_path) = map(loc, path) else {
         return Static::Error(404);
     };
-    if !path.ends_with('/') {
+    // The cache is keyed by the mapped path, which another location (an alias) may share
+    // with a laxer symlink policy: a location that restricts symlinks answers from the cache
+    // only after its own open (below) has checked the way to the file.
+    let follow_all = loc.disable_symlinks == Symlinks::Follow;
+    if !path.ends_with('/') && follow_all {
         if let Some(c) = cache.fresh(&fs_path) {
             return Static::Reply(serve_cached(&c, path, mime, cx));
         }
@@ -246,9 +250,10 @@ pub fn serve_static(
         Ok(a) => a,
         Err(e) => return Static::Error(open_status(&e)),
     };
-    let follow = loc.disable_symlinks != Symlinks::Refuse;
-    if !path.ends_with('/') && loc.disable_symlinks != Symlinks::IfSameOwner {
-        if let Some(c) = cache.revalidate(&fs_path, anchor.as_raw_fd(), &rel, follow) {
+    // `fstatat` sees only the last component's link: under `disable_symlinks on` a linked
+    // directory on the way would pass, so only a location that follows links revalidates so.
+    if !path.ends_with('/') && follow_all {
+        if let Some(c) = cache.revalidate(&fs_path, anchor.as_raw_fd(), &rel, true) {
             return Static::Reply(serve_cached(&c, path, mime, cx));
         }
     }
