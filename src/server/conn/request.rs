@@ -400,18 +400,30 @@ impl Conn {
         self.dispatch_route(route, held.body, held.expect, limit, env);
     }
 
-    pub(super) fn internal_redirect(&mut self, path: &str, env: &mut Env) {
+    /// Leave the current task for an internal redirect: its body, if unread, is dropped (the
+    /// rest of it can no longer be told from a next request: the connection closes after) and
+    /// the hop is counted. False when there is no request.
+    fn leave_for_redirect(&mut self, env: &mut Env) -> bool {
         self.abort_task(Abort::Finished, env);
-        let id = self.ident();
         let Some(req) = self.req.as_mut() else {
-            return;
+            return false;
         };
         if !req.body_done() {
-            // The rest of the body can no longer be told from a next request: close after.
             self.flags.set(Flags::CLOSE_AFTER, true);
         }
         req.body = None;
         req.hops += 1;
+        true
+    }
+
+    pub(super) fn internal_redirect(&mut self, path: &str, env: &mut Env) {
+        if !self.leave_for_redirect(env) {
+            return;
+        }
+        let id = self.ident();
+        let Some(req) = self.req.as_mut() else {
+            return;
+        };
         let head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", req.host);
         let parsed = crate::http::request::HeadParser::new().parse(head.as_bytes());
         let norm = match &parsed {
@@ -458,15 +470,12 @@ impl Conn {
     /// dropped — nginx keeps the method for a named location, but the body is gone by now) is
     /// routed from that location, and its answer carries `status` (0: its own).
     fn internal_redirect_named(&mut self, name: &str, status: u16, env: &mut Env) {
-        self.abort_task(Abort::Finished, env);
+        if !self.leave_for_redirect(env) {
+            return;
+        }
         let Some(req) = self.req.as_mut() else {
             return;
         };
-        if !req.body_done() {
-            self.flags.set(Flags::CLOSE_AFTER, true);
-        }
-        req.body = None;
-        req.hops += 1;
         req.named = Some(name.to_string());
         let mut target = req.path.clone();
         if let Some(q) = &req.query {

@@ -199,6 +199,22 @@ fn same_owner_links(anchor: RawFd, rel: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Open `rel` beneath `anchor`; with `cached`, only as far as the kernel's caches go (`EAGAIN`
+/// otherwise: see [`Static::Lookup`]).
+fn open_beneath(
+    anchor: RawFd,
+    rel: &str,
+    flags: libc::c_int,
+    nofollow: bool,
+    cached: bool,
+) -> std::io::Result<OwnedFd> {
+    if cached {
+        util::open_beneath_cached(anchor, OsStr::new(rel), flags, nofollow)
+    } else {
+        util::open_beneath(anchor, OsStr::new(rel), flags, 0, nofollow)
+    }
+}
+
 /// Open `rel` beneath `anchor` for reading, never blocking: `O_NONBLOCK` makes a FIFO open at
 /// once (it is then refused by its type), and `openat2(RESOLVE_BENEATH)` keeps the resolution
 /// beneath the root. Returns the file with its `fstat`.
@@ -209,12 +225,7 @@ fn open_read(
     cached: bool,
 ) -> std::io::Result<(OwnedFd, RawFd, FileStat)> {
     let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-    let nofollow = policy == Symlinks::Refuse;
-    let fd = if cached {
-        util::open_beneath_cached(anchor, OsStr::new(rel), flags, nofollow)?
-    } else {
-        util::open_beneath(anchor, OsStr::new(rel), flags, 0, nofollow)?
-    };
+    let fd = open_beneath(anchor, rel, flags, policy == Symlinks::Refuse, cached)?;
     if policy == Symlinks::IfSameOwner {
         same_owner_links(anchor, rel)?;
     }
@@ -277,12 +288,7 @@ pub fn serve_static(
         }
         for name in &loc.index {
             let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-            let opened = if cached {
-                util::open_beneath_cached(raw, OsStr::new(name), flags, nofollow)
-            } else {
-                util::open_beneath(raw, OsStr::new(name), flags, 0, nofollow)
-            };
-            let f = match opened {
+            let f = match open_beneath(raw, name, flags, nofollow, cached) {
                 Ok(f) => f,
                 Err(e) if is_cold(&e) => {
                     let rel = format!("{}/{name}", rel.trim_end_matches('/'));
