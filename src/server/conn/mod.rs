@@ -22,6 +22,7 @@ pub mod env;
 mod flow;
 pub mod head;
 mod proxy;
+mod redirect;
 pub mod request;
 
 use std::net::SocketAddr;
