@@ -143,7 +143,24 @@ fn prometheus_page_parses_and_counters_move() {
             );
             parse(&py, &r.text())
         };
-        let p1 = page(&s);
+        // Server::start's probe connected once; with two workers and a listener each
+        // (SO_REUSEPORT) the worker that holds it may accept it only after this first page
+        // was rendered. Page again until every connection made so far was accepted, so the
+        // deltas below count this test's connections only.
+        let mut made = 1.0;
+        let p1 = loop {
+            let p = page(&s);
+            made += 1.0;
+            if p.get("webserv_connections_accepted_total{}") >= made || made > 200.0 {
+                break p;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(
+            p1.get("webserv_connections_accepted_total{}"),
+            made,
+            "({b})"
+        );
         for (name, ty) in [
             ("webserv_requests", "counter"),
             ("webserv_received_bytes", "counter"),
