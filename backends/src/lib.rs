@@ -75,9 +75,11 @@
 //!     fd or pid mean something. A spawned child's pipe ends are the caller's: it closes them
 //!     with [`Op::Close`] (never `close(2)`), and reaps the child with [`Op::ChildExit`].
 //! 13. **A lookup that may block runs off the caller's thread.** [`Op::OpenAt`] (a path
-//!     resolved under a directory fd, contained or not) can wait for disk reads of
-//!     directories and inodes. io_uring issues `IORING_OP_OPENAT2` (the kernel tries
-//!     it without blocking and hands it to its io-wq workers when it would); the readiness
+//!     resolved under a directory fd, contained or not), [`Op::RenameAt`] and
+//!     [`Op::UnlinkAt`] can wait for disk reads and writes of directories and inodes.
+//!     io_uring issues `IORING_OP_OPENAT2`, `IORING_OP_RENAMEAT` and `IORING_OP_UNLINKAT`
+//!     (the kernel tries each without blocking and hands it to its io-wq workers when it
+//!     would); the readiness
 //!     backends run it on a small pool of threads ([`offload`]) and complete it through their
 //!     own wake-up. The op owns its `dir`; the result is the new fd (close-on-exec), which
 //!     is the caller's — also when it arrives after the caller stopped caring. A Cancel ends an open not yet started with
@@ -238,6 +240,11 @@ pub enum Op {
     /// Open a path relative to a directory fd off the caller's thread (invariant 13); the
     /// result is the new fd. See [`Open`].
     OpenAt(Open),
+    /// Rename a name in a directory to another name in the same directory, off the caller's
+    /// thread (invariant 13). See [`Rename`].
+    RenameAt(Rename),
+    /// Remove a name from a directory off the caller's thread (invariant 13). See [`Unlink`].
+    UnlinkAt(Unlink),
     /// Send `len` bytes of regular file `file` from `offset` to socket `fd` without copying
     /// them through user space (`sendfile(2)`), whole (invariant 6). io_uring has no sendfile
     /// opcode: that backend calls it on the non-blocking socket and polls out EAGAIN. Where
@@ -265,6 +272,8 @@ impl Op {
             Op::SendFile { .. } => OpKind::SendFile,
             Op::Hangup { .. } => OpKind::Hangup,
             Op::OpenAt(_) => OpKind::OpenAt,
+            Op::RenameAt(_) => OpKind::RenameAt,
+            Op::UnlinkAt(_) => OpKind::UnlinkAt,
         }
     }
 }
@@ -300,6 +309,79 @@ impl Open {
     }
 }
 
+/// What an [`Op::RenameAt`] does: `renameat(2)` of `from` to `to`, both in `dir`. With
+/// `noreplace` an existing `to` is never replaced (`EEXIST`): `renameat2(RENAME_NOREPLACE)`,
+/// or where a file system or platform lacks it a `linkat` + `unlinkat` pair, which is as atomic
+/// for the new name. The result is 0.
+#[derive(Debug)]
+pub struct Rename {
+    pub dir: std::os::fd::OwnedFd,
+    pub from: std::ffi::CString,
+    pub to: std::ffi::CString,
+    pub noreplace: bool,
+}
+
+/// What an [`Op::UnlinkAt`] removes: `path` in `dir` (`unlinkat(2)`; with `rmdir`, an empty
+/// directory, `AT_REMOVEDIR`). A symbolic link is removed itself, never followed. The result
+/// is 0.
+#[derive(Debug)]
+pub struct Unlink {
+    pub dir: std::os::fd::OwnedFd,
+    pub path: std::ffi::CString,
+    pub rmdir: bool,
+}
+
+/// A call on names that may block (invariant 13), as a pool thread or the simulation runs it.
+#[derive(Debug)]
+pub enum PathCall {
+    Open(Open),
+    Rename(Rename),
+    Unlink(Unlink),
+}
+
+impl PathCall {
+    /// Run it, blocking: an open's new fd, 0 for the others.
+    pub fn run(&self) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        match self {
+            PathCall::Open(o) => o.run(),
+            PathCall::Rename(r) => {
+                util::renameat_c(r.dir.as_raw_fd(), &r.from, &r.to, r.noreplace).map(|()| 0)
+            }
+            PathCall::Unlink(u) => {
+                util::unlinkat_c(u.dir.as_raw_fd(), &u.path, u.rmdir).map(|()| 0)
+            }
+        }
+    }
+
+    /// Whether a successful result is a new fd (which someone must close).
+    pub fn opens(&self) -> bool {
+        matches!(self, PathCall::Open(_))
+    }
+
+    /// The op kind, for statistics and logs.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            PathCall::Open(_) => OpKind::OpenAt,
+            PathCall::Rename(_) => OpKind::RenameAt,
+            PathCall::Unlink(_) => OpKind::UnlinkAt,
+        }
+    }
+}
+
+impl Op {
+    /// The call of an [`Op::OpenAt`], [`Op::RenameAt`] or [`Op::UnlinkAt`]; any other op
+    /// comes back as `Err`.
+    pub fn into_path_call(self) -> Result<PathCall, Op> {
+        match self {
+            Op::OpenAt(o) => Ok(PathCall::Open(o)),
+            Op::RenameAt(r) => Ok(PathCall::Rename(r)),
+            Op::UnlinkAt(u) => Ok(PathCall::Unlink(u)),
+            op => Err(op),
+        }
+    }
+}
+
 /// The kinds of [`Op`], for statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
@@ -316,10 +398,12 @@ pub enum OpKind {
     SendFile,
     Hangup,
     OpenAt,
+    RenameAt,
+    UnlinkAt,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 14] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -332,6 +416,8 @@ impl OpKind {
         OpKind::SendFile,
         OpKind::Hangup,
         OpKind::OpenAt,
+        OpKind::RenameAt,
+        OpKind::UnlinkAt,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -347,6 +433,8 @@ impl OpKind {
             OpKind::SendFile => "sendfile",
             OpKind::Hangup => "hangup",
             OpKind::OpenAt => "openat",
+            OpKind::RenameAt => "renameat",
+            OpKind::UnlinkAt => "unlinkat",
         }
     }
 }

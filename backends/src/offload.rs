@@ -1,5 +1,6 @@
 //! A small pool of threads for the system calls that may block and that readiness cannot
-//! watch (invariant 13): [`crate::Op::OpenAt`] on the readiness backends. A job is queued
+//! watch (invariant 13): [`crate::Op::OpenAt`], [`crate::Op::RenameAt`] and
+//! [`crate::Op::UnlinkAt`] on the readiness backends. A job is queued
 //! by the backend's thread, run by a pool thread, and its result handed back through the
 //! backend's own wake-up ([`Offload::take_done`] in its `wait`), never to another thread.
 //!
@@ -18,11 +19,11 @@ use crate::{Token, Wake};
 /// At most this many lookups run at once (each may wait for a disk read).
 pub const MAX_THREADS: usize = 4;
 
-/// One blocking open (see [`crate::Op::OpenAt`]) and the token it completes.
+/// One blocking call on names (see [`crate::PathCall`]) and the token it completes.
 #[derive(Debug)]
 pub struct Job {
     pub token: Token,
-    pub open: crate::Open,
+    pub call: crate::PathCall,
 }
 
 #[derive(Default)]
@@ -30,7 +31,8 @@ struct Inner {
     queued: VecDeque<Job>,
     /// Tokens of the jobs running now.
     running: Vec<Token>,
-    done: Vec<(Token, io::Result<usize>)>,
+    /// Finished jobs: token, result, and whether an `Ok` result is an fd it opened.
+    done: Vec<(Token, io::Result<usize>, bool)>,
     threads: usize,
     idle: usize,
     closing: bool,
@@ -95,7 +97,7 @@ impl Offload {
 
     /// The results of the jobs done since the last call, in the order they finished.
     pub fn take_done(&self, out: &mut Vec<(Token, io::Result<usize>)>) {
-        out.append(&mut self.shared.lock().done);
+        out.extend(self.shared.lock().done.drain(..).map(|(t, r, _)| (t, r)));
     }
 
     /// Jobs queued or running (results not yet taken count too).
@@ -111,8 +113,8 @@ impl Drop for Offload {
         g.closing = true;
         g.queued.clear();
         // Results nobody will take: an fd opened for nobody is closed here.
-        for (_, r) in g.done.drain(..) {
-            if let Ok(fd) = r {
+        for (_, r, opened) in g.done.drain(..) {
+            if let (Ok(fd), true) = (r, opened) {
                 close(fd as RawFd);
             }
         }
@@ -141,16 +143,17 @@ fn worker(shared: Arc<Shared>) {
         };
         g.running.push(job.token);
         drop(g);
-        let result = job.open.run();
+        let result = job.call.run();
+        let opened = job.call.opens();
         g = shared.lock();
         g.running.retain(|&t| t != job.token);
         if g.closing {
-            if let Ok(fd) = result {
-                close(fd as RawFd);
+            if let (Ok(fd), true) = (&result, opened) {
+                close(*fd as RawFd);
             }
             break;
         }
-        g.done.push((job.token, result));
+        g.done.push((job.token, result, opened));
         drop(g);
         // An eventfd write or EVFILT_USER trigger fails only when the backend is gone (its
         // pool is then closing and nobody waits for the result).

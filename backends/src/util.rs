@@ -679,25 +679,39 @@ fn walk_beneath(
 
 /// `unlinkat(2)` of one name in `dir` (a symlink is removed, never followed).
 pub fn unlinkat(dir: RawFd, name: &OsStr) -> io::Result<()> {
-    let c = cstr(name)?;
+    unlinkat_c(dir, &cstr(name)?, false)
+}
+
+/// `unlinkat(2)` of a NUL-terminated name; `rmdir` removes an empty directory.
+pub fn unlinkat_c(dir: RawFd, name: &std::ffi::CStr, rmdir: bool) -> io::Result<()> {
+    let flags = if rmdir { libc::AT_REMOVEDIR } else { 0 };
     // SAFETY: a NUL-terminated name.
-    cvt(unsafe { libc::unlinkat(dir, c.as_ptr(), 0) }).map(drop)
+    cvt(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }).map(drop)
 }
 
 /// `renameat(2)` within one directory; `noreplace` fails with EEXIST rather than replace
 /// (Linux `renameat2(RENAME_NOREPLACE)`; elsewhere `linkat` + `unlinkat`, which is also atomic
 /// for the new name).
 pub fn renameat(dir: RawFd, from: &OsStr, to: &OsStr, noreplace: bool) -> io::Result<()> {
-    let (f, t) = (cstr(from)?, cstr(to)?);
+    renameat_c(dir, &cstr(from)?, &cstr(to)?, noreplace)
+}
+
+/// [`renameat`] of NUL-terminated names.
+pub fn renameat_c(
+    dir: RawFd,
+    f: &std::ffi::CStr,
+    t: &std::ffi::CStr,
+    noreplace: bool,
+) -> io::Result<()> {
     if noreplace {
-        return rename_noreplace(dir, &f, &t);
+        return rename_noreplace(dir, f, t);
     }
     // SAFETY: NUL-terminated names.
     cvt(unsafe { libc::renameat(dir, f.as_ptr(), dir, t.as_ptr()) }).map(drop)
 }
 
 #[cfg(target_os = "linux")]
-fn rename_noreplace(dir: RawFd, f: &CString, t: &CString) -> io::Result<()> {
+fn rename_noreplace(dir: RawFd, f: &std::ffi::CStr, t: &std::ffi::CStr) -> io::Result<()> {
     // SAFETY: NUL-terminated names; RENAME_NOREPLACE is a plain flag.
     let r =
         cvt(unsafe { libc::renameat2(dir, f.as_ptr(), dir, t.as_ptr(), libc::RENAME_NOREPLACE) });
@@ -709,11 +723,12 @@ fn rename_noreplace(dir: RawFd, f: &CString, t: &CString) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn rename_noreplace(dir: RawFd, f: &CString, t: &CString) -> io::Result<()> {
+fn rename_noreplace(dir: RawFd, f: &std::ffi::CStr, t: &std::ffi::CStr) -> io::Result<()> {
     link_unlink(dir, f, t)
 }
 
-fn link_unlink(dir: RawFd, f: &CString, t: &CString) -> io::Result<()> {
+/// A no-replace rename as `linkat` + `unlinkat` (file systems without `RENAME_NOREPLACE`).
+pub fn link_unlink(dir: RawFd, f: &std::ffi::CStr, t: &std::ffi::CStr) -> io::Result<()> {
     // SAFETY: NUL-terminated names.
     cvt(unsafe { libc::linkat(dir, f.as_ptr(), dir, t.as_ptr(), 0) })?;
     // SAFETY: as above.

@@ -1967,3 +1967,96 @@ fn cancel_of_an_open_at_completes_it_once() {
         let _ = std::fs::remove_dir_all(d);
     });
 }
+
+fn dup_dir(dir: RawFd) -> std::os::fd::OwnedFd {
+    // SAFETY: `dir` is open (the caller's directory); the op gets its own duplicate.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(dir) }
+        .try_clone_to_owned()
+        .unwrap()
+}
+
+fn rename_at(dir: RawFd, from: &str, to: &str, noreplace: bool) -> Op {
+    Op::RenameAt(backends::Rename {
+        dir: dup_dir(dir),
+        from: std::ffi::CString::new(from).unwrap(),
+        to: std::ffi::CString::new(to).unwrap(),
+        noreplace,
+    })
+}
+
+fn unlink_at(dir: RawFd, path: &str, rmdir: bool) -> Op {
+    Op::UnlinkAt(backends::Unlink {
+        dir: dup_dir(dir),
+        path: std::ffi::CString::new(path).unwrap(),
+        rmdir,
+    })
+}
+
+/// Invariant 13 for renames and unlinks: each completes once with 0 or the syscall's error,
+/// and what it did is on disk: a no-replace rename never replaces, a plain one does; an
+/// unlink of a symlink removes the link, never its target; `rmdir` removes an empty directory
+/// only.
+#[test]
+fn rename_and_unlink_at_do_what_they_say() {
+    each_backend("rename_and_unlink_at_do_what_they_say", |b| {
+        let (d, dir) = open_at_tree("names");
+        let dfd = dir.as_raw_fd();
+        std::fs::write(d.join("b.txt"), b"bee").unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/x"), b"x").unwrap();
+        std::fs::create_dir(d.join("empty")).unwrap();
+        let run = |b: &mut dyn Backend, t: u64, op: Op| -> Result<usize, i32> {
+            b.submit(t, op);
+            let c = collect(b, 1).pop().unwrap();
+            assert_eq!(c.token, t);
+            assert!(!c.more);
+            c.result.map_err(|e| e.raw_os_error().unwrap())
+        };
+        // No-replace onto an existing name: EEXIST, both files intact.
+        assert_eq!(
+            run(b, 1, rename_at(dfd, "a.txt", "b.txt", true)),
+            Err(libc::EEXIST)
+        );
+        assert_eq!(std::fs::read(d.join("b.txt")).unwrap(), b"bee");
+        // No-replace onto a free name: moved.
+        assert_eq!(run(b, 2, rename_at(dfd, "a.txt", "c.txt", true)), Ok(0));
+        assert!(!d.join("a.txt").exists());
+        assert_eq!(std::fs::read(d.join("c.txt")).unwrap(), b"hello");
+        // A plain rename replaces.
+        assert_eq!(run(b, 3, rename_at(dfd, "c.txt", "b.txt", false)), Ok(0));
+        assert_eq!(std::fs::read(d.join("b.txt")).unwrap(), b"hello");
+        assert_eq!(
+            run(b, 4, rename_at(dfd, "missing", "z", false)),
+            Err(libc::ENOENT)
+        );
+        // Unlink a symlink to a file: the link goes, the file stays.
+        assert_eq!(run(b, 5, unlink_at(dfd, "out", false)), Ok(0));
+        assert!(std::fs::symlink_metadata(d.join("out")).is_err());
+        assert!(std::path::Path::new("/etc/hostname").exists());
+        assert_eq!(run(b, 6, unlink_at(dfd, "b.txt", false)), Ok(0));
+        assert!(!d.join("b.txt").exists());
+        assert_eq!(run(b, 7, unlink_at(dfd, "b.txt", false)), Err(libc::ENOENT));
+        // A directory: not without rmdir; not when it has entries; yes when empty.
+        assert_eq!(run(b, 8, unlink_at(dfd, "empty", false)), Err(libc::EISDIR));
+        assert_eq!(run(b, 9, unlink_at(dfd, "sub", true)), Err(libc::ENOTEMPTY));
+        assert_eq!(run(b, 10, unlink_at(dfd, "empty", true)), Ok(0));
+        assert!(!d.join("empty").exists());
+        // Many in one batch complete once each.
+        for i in 0..50 {
+            std::fs::write(d.join(format!("m{i}")), b"m").unwrap();
+        }
+        for i in 0..50u64 {
+            b.submit(100 + i, unlink_at(dfd, &format!("m{i}"), false));
+        }
+        let got = collect(b, 50);
+        let mut seen = std::collections::HashSet::new();
+        for c in &got {
+            assert!(seen.insert(c.token), "token {} completed twice", c.token);
+            assert!(c.result.is_ok(), "{c:?}");
+        }
+        assert!((0..50).all(|i| !d.join(format!("m{i}")).exists()));
+        quiet_for(b, 100, "after the unlinks");
+        drop(dir);
+        let _ = std::fs::remove_dir_all(d);
+    });
+}

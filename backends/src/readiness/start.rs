@@ -48,8 +48,11 @@ impl<P: Poller> Readiness<P> {
                 return out.push(c);
             }
             Op::Cancel { target } => return self.cancel(token, target, out),
-            Op::OpenAt(open) => {
-                let job = Job { token, open };
+            op @ (Op::OpenAt(_) | Op::RenameAt(_) | Op::UnlinkAt(_)) => {
+                let Ok(call) = op.into_path_call() else {
+                    unreachable!("a path op")
+                };
+                let job = Job { token, call };
                 if let Err(e) = self.offload.submit(job) {
                     out.push(Completion::new(token, Err(e), Buf::None, false));
                 }

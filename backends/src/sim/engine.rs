@@ -91,7 +91,8 @@ pub(crate) enum P {
     ChildExit {
         pid: u32,
     },
-    /// A real `openat` (the simulated world has no files of its own), done at completion.
+    /// A real `openat`, `renameat` or `unlinkat` (the simulated world has no files of its
+    /// own), done at completion.
     OpenAt {
         job: Box<crate::offload::Job>,
     },
@@ -145,7 +146,7 @@ impl Pending {
             P::Hangup { .. } => "hangup",
             P::Timeout { .. } => "timeout",
             P::ChildExit { .. } => "child exit",
-            P::OpenAt { .. } => "openat",
+            P::OpenAt { job } => job.call.kind().name(),
         };
         let fds: Vec<String> = self
             .fds()
@@ -286,7 +287,7 @@ impl State {
                 let r = if cancelled && !honour {
                     Err(err(libc::ECANCELED))
                 } else {
-                    job.open.run()
+                    job.call.run()
                 };
                 // The fd is the caller's (invariant 13), closed by it however it likes: it
                 // is tracked for leaks only once an op uses it.

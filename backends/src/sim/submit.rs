@@ -140,8 +140,11 @@ impl State {
                 self.push(token, P::Cancel { found }, out);
             }
             Op::Timeout { deadline } => self.push(token, P::Timeout { deadline }, out),
-            Op::OpenAt(open) => {
-                let job = Box::new(crate::offload::Job { token, open });
+            op @ (Op::OpenAt(_) | Op::RenameAt(_) | Op::UnlinkAt(_)) => {
+                let Ok(call) = op.into_path_call() else {
+                    unreachable!("a path op")
+                };
+                let job = Box::new(crate::offload::Job { token, call });
                 self.push(token, P::OpenAt { job }, out)
             }
             Op::Hangup { fd } => {

@@ -75,7 +75,10 @@ impl Uring {
                 && (s.state.on_fd()
                     || matches!(
                         s.state,
-                        State::Timer | State::Child { .. } | State::OpenAt { .. }
+                        State::Timer
+                            | State::Child { .. }
+                            | State::OpenAt { .. }
+                            | State::Names { .. }
                     ))
         });
         let Some((t, _)) = found else {

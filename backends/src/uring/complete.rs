@@ -214,6 +214,20 @@ impl Uring {
                     }
                 }
             }
+            State::Names { call } => {
+                let result = match (res, &**call) {
+                    (r, _) if r >= 0 => Ok(0),
+                    // A file system without RENAME_NOREPLACE (rare; the local ones have it):
+                    // the link + unlink pair, here.
+                    (r, crate::PathCall::Rename(x)) if -r == libc::EINVAL && x.noreplace => {
+                        use std::os::fd::AsRawFd;
+                        crate::util::link_unlink(x.dir.as_raw_fd(), &x.from, &x.to).map(|()| 0)
+                    }
+                    (r, _) => Err(errno(r)),
+                };
+                let c = self.finish(idx, result)?;
+                out.push(c);
+            }
             State::OpenAt { .. } => {
                 let result = if res >= 0 {
                     Ok(res as usize)

@@ -70,6 +70,8 @@ pub(super) fn open_ring(opts: &Options) -> io::Result<(IoUring, Features)> {
         (opcode::Timeout::CODE, "TIMEOUT"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
         (opcode::OpenAt2::CODE, "OPENAT2"),
+        (opcode::RenameAt::CODE, "RENAMEAT"),
+        (opcode::UnlinkAt::CODE, "UNLINKAT"),
     ] {
         if !probe.is_supported(code) {
             return Err(io::Error::new(

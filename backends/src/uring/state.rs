@@ -65,6 +65,11 @@ pub(super) enum State {
     OpenAt {
         op: Box<OpenOp>,
     },
+    /// `IORING_OP_RENAMEAT` or `IORING_OP_UNLINKAT` (invariant 13), boxed so the names'
+    /// addresses stay put until the completion.
+    Names {
+        call: Box<crate::PathCall>,
+    },
     /// In the timer heap, not in the kernel: timers complete in deadline order.
     Timer,
     Child {

@@ -94,6 +94,26 @@ impl Uring {
                     let dir = types::Fd(op.open.dir.as_raw_fd());
                     opcode::OpenAt2::new(dir, op.open.path.as_ptr(), &op.how).build()
                 }
+                State::Names { call } => match &**call {
+                    crate::PathCall::Rename(r) => {
+                        let dir = types::Fd(r.dir.as_raw_fd());
+                        let flags = if r.noreplace {
+                            libc::RENAME_NOREPLACE
+                        } else {
+                            0
+                        };
+                        opcode::RenameAt::new(dir, r.from.as_ptr(), dir, r.to.as_ptr())
+                            .flags(flags)
+                            .build()
+                    }
+                    crate::PathCall::Unlink(u) => {
+                        let flags = if u.rmdir { libc::AT_REMOVEDIR } else { 0 };
+                        opcode::UnlinkAt::new(types::Fd(u.dir.as_raw_fd()), u.path.as_ptr())
+                            .flags(flags)
+                            .build()
+                    }
+                    crate::PathCall::Open(_) => unreachable!("an open is State::OpenAt"),
+                },
                 State::Wake { val } => {
                     opcode::Read::new(fd, (&mut **val as *mut u64).cast(), 8).build()
                 }
@@ -139,7 +159,12 @@ impl Uring {
                 sys::check_fd(fd, known).and_then(|()| sys::check_fd(file, known))
             }
             // The kernel answers EBADF for a bad directory fd.
-            Op::Cancel { .. } | Op::Timeout { .. } | Op::ChildExit { .. } | Op::OpenAt(_) => Ok(()),
+            Op::Cancel { .. }
+            | Op::Timeout { .. }
+            | Op::ChildExit { .. }
+            | Op::OpenAt(_)
+            | Op::RenameAt(_)
+            | Op::UnlinkAt(_) => Ok(()),
         }
     }
 
@@ -240,6 +265,17 @@ impl Uring {
                     .resolve(resolve);
                 let op = Box::new(OpenOp { open, how });
                 (-1, State::OpenAt { op })
+            }
+            op @ (Op::RenameAt(_) | Op::UnlinkAt(_)) => {
+                let Ok(call) = op.into_path_call() else {
+                    unreachable!("a path op")
+                };
+                (
+                    -1,
+                    State::Names {
+                        call: Box::new(call),
+                    },
+                )
             }
         };
         let idx = self.alloc(token, fd, state);
