@@ -874,11 +874,20 @@ fn h09_half_close_at_every_phase() {
         c.send(&[b'h'; 50_000]);
         c.shutdown_write();
         assert!(c.is_closed(), "[{b}] mid-body half-close: not closed");
-        let left: Vec<_> = std::fs::read_dir(s.dir.join("www/uploads"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(left, ["adir"], "[{b}] an unfinished PUT left files");
+        // The temp file is removed by an unlink op off the loop's thread, which nobody waits
+        // for once the client is gone: it is gone within moments, not necessarily before the
+        // close.
+        let listing = || -> Vec<String> {
+            std::fs::read_dir(s.dir.join("www/uploads"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while listing() != ["adir"] && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(listing(), ["adir"], "[{b}] an unfinished PUT left files");
         let mut c = Conn::open(s.port);
         c.send(b"GET /a.txt HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\r\n");
         let r = c.read_response();

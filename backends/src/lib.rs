@@ -340,6 +340,15 @@ pub enum PathCall {
 }
 
 impl PathCall {
+    /// What its completion gives back: a rename or unlink itself ([`Buf::Path`]); an open
+    /// nothing (the new fd is the result).
+    pub fn into_buf(self) -> Buf {
+        match self {
+            PathCall::Open(_) => Buf::None,
+            call => Buf::Path(Box::new(call)),
+        }
+    }
+
     /// Run it, blocking: an open's new fd, 0 for the others.
     pub fn run(&self) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
@@ -450,6 +459,9 @@ pub enum Buf {
     Send(SendBuf),
     /// The buffer of an [`Op::Read`] or [`Op::Write`].
     Vec(Vec<u8>),
+    /// What an [`Op::RenameAt`] or [`Op::UnlinkAt`] carried (its directory fd and names),
+    /// given back so that a caller can undo a rename whose requester is gone.
+    Path(Box<PathCall>),
 }
 
 /// One completion of one operation.

@@ -31,8 +31,8 @@ struct Inner {
     queued: VecDeque<Job>,
     /// Tokens of the jobs running now.
     running: Vec<Token>,
-    /// Finished jobs: token, result, and whether an `Ok` result is an fd it opened.
-    done: Vec<(Token, io::Result<usize>, bool)>,
+    /// Finished jobs: token, result, and what the job carried (given back with the result).
+    done: Vec<(Token, io::Result<usize>, crate::PathCall)>,
     threads: usize,
     idle: usize,
     closing: bool,
@@ -96,8 +96,14 @@ impl Offload {
     }
 
     /// The results of the jobs done since the last call, in the order they finished.
-    pub fn take_done(&self, out: &mut Vec<(Token, io::Result<usize>)>) {
-        out.extend(self.shared.lock().done.drain(..).map(|(t, r, _)| (t, r)));
+    pub fn take_done(&self, out: &mut Vec<(Token, io::Result<usize>, crate::Buf)>) {
+        out.extend(
+            self.shared
+                .lock()
+                .done
+                .drain(..)
+                .map(|(t, r, call)| (t, r, call.into_buf())),
+        );
     }
 
     /// Jobs queued or running (results not yet taken count too).
@@ -113,8 +119,8 @@ impl Drop for Offload {
         g.closing = true;
         g.queued.clear();
         // Results nobody will take: an fd opened for nobody is closed here.
-        for (_, r, opened) in g.done.drain(..) {
-            if let (Ok(fd), true) = (r, opened) {
+        for (_, r, call) in g.done.drain(..) {
+            if let (Ok(fd), true) = (r, call.opens()) {
                 close(fd as RawFd);
             }
         }
@@ -153,7 +159,7 @@ fn worker(shared: Arc<Shared>) {
             }
             break;
         }
-        g.done.push((job.token, result, opened));
+        g.done.push((job.token, result, job.call));
         drop(g);
         // An eventfd write or EVFILT_USER trigger fails only when the backend is gone (its
         // pool is then closing and nobody waits for the result).

@@ -2041,6 +2041,23 @@ fn rename_and_unlink_at_do_what_they_say() {
         assert_eq!(run(b, 9, unlink_at(dfd, "sub", true)), Err(libc::ENOTEMPTY));
         assert_eq!(run(b, 10, unlink_at(dfd, "empty", true)), Ok(0));
         assert!(!d.join("empty").exists());
+        // The completion gives the op's directory and names back (a caller can undo it).
+        std::fs::write(d.join("g"), b"g").unwrap();
+        b.submit(11, rename_at(dfd, "g", "h", true));
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.token, 11);
+        assert!(c.result.is_ok(), "{c:?}");
+        match c.buf {
+            Buf::Path(call) => match *call {
+                backends::PathCall::Rename(r) => {
+                    assert_eq!(r.from.to_bytes(), b"g");
+                    assert_eq!(r.to.to_bytes(), b"h");
+                    assert!(r.dir.as_raw_fd() >= 0);
+                }
+                other => panic!("a rename gave back {other:?}"),
+            },
+            other => panic!("a rename gave back {other:?}"),
+        }
         // Many in one batch complete once each.
         for i in 0..50 {
             std::fs::write(d.join(format!("m{i}")), b"m").unwrap();

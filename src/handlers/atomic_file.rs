@@ -157,6 +157,47 @@ impl AtomicFile {
         &self.dir
     }
 
+    /// The rename that gives the content the name `to` (one component) in its directory, as
+    /// a backend op run off the loop's thread: `noreplace` (a POST upload) never overwrites
+    /// (`EEXIST`: try [`suffixed`] names, at most [`MAX_RENAME_TRIES`]); otherwise (PUT) it
+    /// replaces `to` atomically — a directory there fails with `EISDIR`. Once it succeeded,
+    /// call [`committed`](Self::committed).
+    pub fn rename_op(&self, to: &str, noreplace: bool) -> io::Result<backends::Op> {
+        let Some(tmp) = self.tmp.as_ref() else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        Ok(backends::Op::RenameAt(backends::Rename {
+            dir: util::dup_fd(self.dir.fd())?,
+            from: c_name(tmp)?,
+            to: c_name(OsStr::new(to))?,
+            noreplace,
+        }))
+    }
+
+    /// The rename op succeeded: the temp name is gone. Returns the fd, for the caller to close
+    /// through the backend.
+    pub fn committed(mut self) -> RawFd {
+        self.tmp = None;
+        self.file
+            .take()
+            .map_or(-1, std::os::fd::IntoRawFd::into_raw_fd)
+    }
+
+    /// Give up the upload through the backend: the op that removes the temp file (`None` when
+    /// there is none) and the fd to close with an `Op::Close` (a write op may still be in
+    /// flight on it). Nothing is removed on the loop's thread.
+    pub fn discard(mut self) -> (Option<backends::Op>, RawFd) {
+        let unlink = self
+            .tmp
+            .take()
+            .and_then(|tmp| unlink_op(&self.dir, &tmp).ok());
+        let fd = self
+            .file
+            .take()
+            .map_or(-1, std::os::fd::IntoRawFd::into_raw_fd);
+        (unlink, fd)
+    }
+
     /// Give the content its final `name` (one component) in its directory, returning the name
     /// it landed under and whether a new file was created (201) rather than one replaced (204).
     ///
@@ -225,6 +266,21 @@ pub fn suffixed(name: &str, r: u32) -> String {
 /// Remove a committed file by name (rolling back a multipart upload that failed later).
 pub fn remove(dir: &StoreDir, name: &str) -> io::Result<()> {
     util::unlinkat(dir.fd(), OsStr::new(name))
+}
+
+/// The op that removes `name` (one component, never followed if a symlink) from `dir`, off
+/// the loop's thread.
+pub fn unlink_op(dir: &StoreDir, name: &OsStr) -> io::Result<backends::Op> {
+    Ok(backends::Op::UnlinkAt(backends::Unlink {
+        dir: util::dup_fd(dir.fd())?,
+        path: c_name(name)?,
+        rmdir: false,
+    }))
+}
+
+fn c_name(name: &OsStr) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 impl Drop for AtomicFile {

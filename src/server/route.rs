@@ -24,6 +24,8 @@ pub enum Route {
         file: AtomicFile,
         dest: PathBuf,
         replace: bool,
+        /// PUT: a regular file of that name is there now (a 204, not a 201).
+        existed: bool,
         uri_dir: String,
     },
     /// A multipart/form-data upload into `dir`.
@@ -275,10 +277,12 @@ fn upload_route(
         Ok(d) => d,
         Err(e) => return Route::Error(store_status(&e), Vec::new()),
     };
+    let mut existed = false;
     if replace {
         // Only a regular file is replaced: a directory is 409, a symlink or a special file
         // 403 — checked now so the client is not asked for a body it cannot store.
         let st = backends::util::fstatat(dir.fd(), std::ffi::OsStr::new(&name), false);
+        existed = st.is_ok();
         match &st {
             Ok(st) if st.is_dir() => return Route::Error(409, Vec::new()),
             Ok(st) if !st.is_file() => return Route::Error(403, Vec::new()),
@@ -294,6 +298,7 @@ fn upload_route(
             file,
             dest,
             replace,
+            existed,
             uri_dir,
         },
         Err(e) => {

@@ -56,6 +56,12 @@ pub enum OpTag {
     UploadWrite = 25,
     /// An upload task: close of its temp file's fd while a write may be in flight.
     UploadClose = 26,
+    /// An upload task: the rename that commits a temp file, and the unlink that drops one (or
+    /// a committed part of a multipart upload that failed later).
+    UploadRename = 27,
+    UploadUnlink = 28,
+    /// A DELETE: the unlink of its file.
+    DeleteUnlink = 29,
     /// CGI pipes (write end of stdin, read ends of stdout and stderr) and their closes.
     CgiStdin = 30,
     CgiStdout = 31,
@@ -88,6 +94,9 @@ impl OpTag {
             21 => FileClose,
             25 => UploadWrite,
             26 => UploadClose,
+            27 => UploadRename,
+            28 => UploadUnlink,
+            29 => DeleteUnlink,
             30 => CgiStdin,
             31 => CgiStdout,
             32 => CgiStderr,
@@ -119,6 +128,9 @@ impl OpTag {
             FileClose => "file close",
             UploadWrite => "upload write",
             UploadClose => "upload close",
+            UploadRename => "upload rename",
+            UploadUnlink => "upload unlink",
+            DeleteUnlink => "delete unlink",
             CgiStdin => "stdin write",
             CgiStdout => "stdout read",
             CgiStderr => "stderr read",

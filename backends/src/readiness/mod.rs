@@ -123,7 +123,7 @@ pub struct Readiness<P: Poller> {
     /// Set by the caller's [`Waker`] (not the offload's): only its wake-ups are completed
     /// with [`crate::WAKE_TOKEN`].
     user_woken: Arc<AtomicBool>,
-    offload_done: Vec<(Token, io::Result<usize>)>,
+    offload_done: Vec<(Token, io::Result<usize>, Buf)>,
 }
 
 /// The caller's waker: marks the wake-up as the caller's, then wakes the poller.
@@ -213,8 +213,8 @@ impl<P: Poller> Readiness<P> {
                 }
                 Event::Wake => {
                     self.offload.take_done(&mut self.offload_done);
-                    for (token, result) in self.offload_done.drain(..) {
-                        out.push(Completion::new(token, result, Buf::None, false));
+                    for (token, result, buf) in self.offload_done.drain(..) {
+                        out.push(Completion::new(token, result, buf, false));
                     }
                     if self.user_woken.swap(false, Ordering::Acquire) {
                         out.push(Completion::new(crate::WAKE_TOKEN, Ok(0), Buf::None, false));

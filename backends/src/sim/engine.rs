@@ -291,8 +291,11 @@ impl State {
                 };
                 // The fd is the caller's (invariant 13), closed by it however it likes: it
                 // is tracked for leaks only once an op uses it.
-                self.pending.remove(i);
-                keep(self, Completion::new(token, r, Buf::None, false))
+                let buf = match self.pending.remove(i).p {
+                    P::OpenAt { job } => job.call.into_buf(),
+                    _ => Buf::None,
+                };
+                keep(self, Completion::new(token, r, buf, false))
             }
             P::Hangup { fd } => {
                 let sock = matches!(self.fds.get(fd), Some(Obj::Sock(_)));

@@ -219,6 +219,7 @@ impl Uring {
             State::Send { op } => Buf::Send(op.buf),
             State::Read { buf, .. } => Buf::Vec(buf),
             State::Write { op } => Buf::Vec(op.buf),
+            State::Names { call } => call.into_buf(),
             _ => Buf::None,
         };
         Ok(Completion::new(token, result, buf, false))

@@ -13,7 +13,8 @@ use crate::server::stamp::Stamp;
 use crate::server::task::cgi::framing::Meta;
 use crate::server::task::cgi::{plan, CgiTask};
 use crate::server::task::lookup::LookupTask;
-use crate::server::task::upload::{MultipartTask, UploadTask};
+use crate::server::task::multipart::MultipartTask;
+use crate::server::task::upload::UploadTask;
 use crate::server::task::{body::BodyReader, RequestTask};
 
 impl Conn {
@@ -469,10 +470,11 @@ impl Conn {
                 file,
                 dest,
                 replace,
+                existed,
                 uri_dir,
             } => {
                 let id = env.gauges.task_id();
-                let t = UploadTask::new(id, file, dest, replace, uri_dir, meta);
+                let t = UploadTask::new(id, file, dest, replace, existed, uri_dir, meta);
                 self.start_with_body(RequestTask::Upload(Box::new(t)), body, expect, limit, env);
             }
             Route::Multipart {

@@ -292,6 +292,11 @@ impl Conn {
             // buffer is dropped here, nothing else refers to it.
             crate::trace!("{}: stale {} completion dropped", self.ident(), t.op.name());
             crate::server::task::lookup::close_stray_fd(t.op, &c);
+            let unlink = Tok {
+                op: OpTag::UploadUnlink,
+                ..t
+            };
+            crate::server::task::upload::undo_stray_rename(t.op, c, env.be, unlink.encode());
             return;
         }
         let step = self.with_task(env, |task, cx| task.on_completion(t.op, c, cx));

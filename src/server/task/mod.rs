@@ -25,6 +25,7 @@ pub mod body;
 pub mod cgi;
 pub mod file;
 pub mod lookup;
+pub mod multipart;
 pub mod reply;
 pub mod upload;
 
@@ -133,7 +134,7 @@ pub enum RequestTask {
     Reply(reply::ReplyTask),
     File(file::FileTask),
     Upload(Box<upload::UploadTask>),
-    Multipart(Box<upload::MultipartTask>),
+    Multipart(Box<multipart::MultipartTask>),
     Cgi(Box<cgi::CgiTask>),
     Lookup(lookup::LookupTask),
 }
