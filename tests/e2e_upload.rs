@@ -21,6 +21,7 @@ server {
         autoindex on;
         client_max_body_size 10m;
     }
+    location = /status { status; }
     location /small/ {
         allow_methods GET POST PUT;
         upload_store www/small;
@@ -412,5 +413,47 @@ fn uploaded_filenames_are_sanitised_into_the_store() {
             );
         }
         assert_eq!(names(&dir), ["evil.txt", "hidden", "sub", "win.txt"]);
+    });
+}
+
+/// Ops submitted, by name, from the status page's JSON.
+fn ops_submitted(port: u16) -> std::collections::BTreeMap<String, u64> {
+    let r = get(port, "/status?format=json");
+    assert_eq!(r.status, 200, "{}", r.dump());
+    let text = r.text();
+    let start = text.find("\"ops_submitted\":{").expect("ops_submitted") + 17;
+    let end = start + text[start..].find('}').unwrap();
+    text[start..end]
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once(':').unwrap();
+            (k.trim_matches('"').to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Issue 16: an upload's commit, a failed upload's clean-up and a DELETE go through the
+/// backend's rename and unlink ops (io_uring's own opcodes, the readiness backends' pool),
+/// not through calls on the loop's thread: the status page counts them, and the files say
+/// what they did.
+#[test]
+fn commits_rollbacks_and_deletes_are_backend_ops() {
+    for_each_backend("commits_rollbacks_and_deletes_are_backend_ops", |b| {
+        let s = start(b);
+        let before = ops_submitted(s.port);
+        assert_eq!(put(s.port, "/uploads/op.txt", b"one").status, 201);
+        let body = multipart(&[("f", Some("m1.txt"), b"m1"), ("g", Some("m2.txt"), b"m2")]);
+        assert_eq!(post_multipart(s.port, "/uploads/", &body).status, 201);
+        // Over the limit in /small/: the temp file is unlinked before the 413.
+        assert_eq!(put(s.port, "/small/big", &[b'x'; 4096]).status, 413);
+        assert_eq!(delete(s.port, "/uploads/op.txt").status, 204);
+        let after = ops_submitted(s.port);
+        let d = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        assert_eq!(d("renameat"), 3, "[{b}] one PUT, two parts: {after:?}");
+        assert!(d("unlinkat") >= 1, "[{b}] the DELETE: {after:?}");
+        assert_eq!(names(&store(&s)), ["m1.txt", "m2.txt", "sub"], "[{b}]");
+        assert_eq!(fs::read(store(&s).join("m2.txt")).unwrap(), b"m2");
+        assert!(temp_files(&s.dir.join("www/small")).is_empty(), "[{b}]");
+        assert!(names(&s.dir.join("www/small")).is_empty(), "[{b}]");
     });
 }

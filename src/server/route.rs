@@ -34,6 +34,8 @@ pub enum Route {
         dir: StoreDir,
         uri_dir: String,
     },
+    /// Remove a file (a DELETE, checked): the unlink op and, for the log, what it removes.
+    Delete(backends::Op, String),
     /// Run a CGI.
     Cgi(CgiPlan),
     /// A file lookup would wait for the disk: do it off the loop's thread, then route again
@@ -364,11 +366,8 @@ fn delete(loc: &Location, path: &str, cx: &Ctx, cache: &mut reply::FileCache) ->
         Err(_) => Route::Error(403, Vec::new()),
         Ok(st) if !st.is_file() => Route::Error(403, Vec::new()),
         Ok(st) if precondition_failed(cx, Some(&st)) => Route::Error(412, Vec::new()),
-        Ok(_) => match backends::util::unlinkat(dir.fd(), name) {
-            Ok(()) => {
-                reply::cache::note_write();
-                Route::Reply(reply::full(204, "text/plain", Vec::new(), &[], cx))
-            }
+        Ok(_) => match crate::handlers::atomic_file::unlink_op(&dir, name) {
+            Ok(op) => Route::Delete(op, rel.to_string()),
             Err(e) => Route::Error(reply::static_file::io_status(&e), Vec::new()),
         },
     }

@@ -466,6 +466,11 @@ impl Conn {
                     self.answer_error(code, &extra, env);
                 }
             }
+            Route::Delete(op, what) => {
+                let id = env.gauges.task_id();
+                let t = crate::server::task::delete::DeleteTask::new(id, op, what, meta);
+                self.start_with_body(RequestTask::Delete(t), body, expect, limit, env);
+            }
             Route::Upload {
                 file,
                 dest,

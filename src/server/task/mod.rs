@@ -23,6 +23,7 @@
 
 pub mod body;
 pub mod cgi;
+pub mod delete;
 pub mod file;
 pub mod lookup;
 pub mod multipart;
@@ -137,6 +138,7 @@ pub enum RequestTask {
     Multipart(Box<multipart::MultipartTask>),
     Cgi(Box<cgi::CgiTask>),
     Lookup(lookup::LookupTask),
+    Delete(delete::DeleteTask),
 }
 
 macro_rules! each {
@@ -148,6 +150,7 @@ macro_rules! each {
             RequestTask::Multipart($t) => $e,
             RequestTask::Cgi($t) => $e,
             RequestTask::Lookup($t) => $e,
+            RequestTask::Delete($t) => $e,
         }
     };
 }
