@@ -94,20 +94,33 @@ impl FileCache {
         self.anchors.clear();
     }
 
-    /// An expired entry checked without opening the file: `fstatat` of `rel` in `anchor`. The
-    /// entry is kept only for the very same inode and times, i.e. the file that a contained open
-    /// read before, unchanged — so serving it needs no descriptor even when none is left.
+    /// An expired entry checked without reading the file: `rel` looked up beneath `anchor`
+    /// from the kernel's caches only (`openat2(O_PATH, RESOLVE_CACHED)`, then `fstat` of the
+    /// held inode: never a wait for the disk on the loop's thread; a miss returns `None` and
+    /// the request takes the open path, which looks up off the thread), or with `fstatat`
+    /// where the caller allows a blocking lookup (`cached` false). The entry is kept only for
+    /// the very same inode and times, i.e. the file that a contained open read before,
+    /// unchanged — so serving it needs no descriptor even when none is left.
     pub(super) fn revalidate(
         &mut self,
         path: &Path,
         anchor: RawFd,
         rel: &str,
-        follow: bool,
+        cached: bool,
     ) -> Option<std::rc::Rc<Cached>> {
         if !self.map.contains_key(path) {
             return None;
         }
-        let st = backends::util::fstatat(anchor, std::ffi::OsStr::new(rel), follow).ok()?;
+        let name = std::ffi::OsStr::new(rel);
+        let st = if cached {
+            use std::os::fd::AsRawFd;
+            let fd =
+                backends::util::open_beneath_cached(anchor, name, backends::util::O_LOOKUP, false)
+                    .ok()?;
+            backends::util::fstat(fd.as_raw_fd()).ok()?
+        } else {
+            backends::util::fstatat(anchor, name, true).ok()?
+        };
         let e = self.map.get_mut(path)?;
         if e.stat != st {
             return None;

@@ -261,10 +261,10 @@ pub fn serve_static(
         Ok(a) => a,
         Err(e) => return Static::Error(open_status(&e)),
     };
-    // `fstatat` sees only the last component's link: under `disable_symlinks on` a linked
-    // directory on the way would pass, so only a location that follows links revalidates so.
+    // The revalidating lookup follows links: under `disable_symlinks on` a linked directory
+    // on the way would pass, so only a location that follows links revalidates so.
     if !path.ends_with('/') && follow_all {
-        if let Some(c) = cache.revalidate(&fs_path, anchor.as_raw_fd(), &rel, true) {
+        if let Some(c) = cache.revalidate(&fs_path, anchor.as_raw_fd(), &rel, cx.cached_lookups) {
             return Static::Reply(serve_cached(&c, path, mime, cx));
         }
     }
