@@ -21,7 +21,7 @@ server {
     location / { }
     location /strict/ { disable_symlinks on; }
     location /up/ {
-        allow_methods GET HEAD PUT;
+        allow_methods GET HEAD PUT POST DELETE;
         upload_store www/up;
     }
 }
@@ -105,7 +105,7 @@ fn cold_lookups_answer_as_warm_ones() {
 }
 
 /// Pipelined requests whose lookups go off the loop's thread are answered in order, on one
-/// connection, and the connection stays usable; a request with a body is not held back.
+/// connection, and the connection stays usable; a request with a body is held too.
 #[test]
 fn cold_lookups_keep_pipelined_order() {
     for_each_backend("cold_lookups_keep_pipelined_order", |b| {
@@ -172,5 +172,111 @@ fn cold_lookups_abandoned_leave_no_fds() {
             after <= before + 2,
             "[{b}] {before} fds before 200 abandoned lookups, {after} after"
         );
+    });
+}
+
+/// Uploads and DELETE look their store up from the kernel's caches only; when that misses the
+/// request is held (its body waiting in the input), the lookup runs off the loop's thread, and
+/// the answers and files are those of the warm way: PUT 201 then 204, `Expect: 100-continue`,
+/// multipart, DELETE 204 then 404, a symlink in the store refused, a pipeline in order.
+#[test]
+fn cold_lookups_hold_uploads_and_deletes() {
+    for_each_backend("cold_lookups_hold_uploads_and_deletes", |b| {
+        let s = cold(b);
+        let up = s.dir.join("www/up");
+        std::os::unix::fs::symlink("../a.txt", up.join("link")).unwrap();
+        let put = |path: &str, body: &str| {
+            request(
+                s.port,
+                format!(
+                    "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+        };
+        assert_eq!(put("/up/p.txt", "one").status, 201, "[{b}]");
+        assert_eq!(put("/up/p.txt", "two").status, 204, "[{b}]");
+        assert_eq!(fs::read(up.join("p.txt")).unwrap(), b"two", "[{b}]");
+        assert_eq!(
+            put("/up/link", "x").status,
+            403,
+            "[{b}] a symlink in the store"
+        );
+        assert_eq!(
+            fs::read(s.dir.join("www/a.txt")).unwrap(),
+            b"alpha",
+            "[{b}]"
+        );
+        assert_eq!(put("/up/nodir/x", "x").status, 409, "[{b}]");
+        // 100-continue: the interim answer comes once the held request is routed.
+        let mut c = Conn::open(s.port);
+        c.send(b"PUT /up/c.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(c.read_response_head(false).status, 100, "[{b}]");
+        c.send(b"cont");
+        assert_eq!(c.read_response().status, 201, "[{b}]");
+        assert_eq!(fs::read(up.join("c.txt")).unwrap(), b"cont", "[{b}]");
+        // Multipart.
+        let body = "--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"m.txt\"\r\n\r\nmpart\r\n--B--\r\n";
+        let r = request(
+            s.port,
+            format!(
+                "POST /up/ HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, 201, "[{b}] {}", r.dump());
+        assert_eq!(fs::read(up.join("m.txt")).unwrap(), b"mpart", "[{b}]");
+        // DELETE, and a pipeline of PUT, GET, DELETE, GET on one connection.
+        let del = |path: &str| {
+            request(
+                s.port,
+                format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .status
+        };
+        assert_eq!(del("/up/m.txt"), 204, "[{b}]");
+        assert_eq!(del("/up/m.txt"), 404, "[{b}]");
+        assert_eq!(del("/up/link"), 403, "[{b}]");
+        let mut c = Conn::open(s.port);
+        c.send(
+            b"PUT /up/q.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nqueue\
+              GET /up/q.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+              DELETE /up/q.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /up/q.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let got: Vec<(u16, String)> = (0..4)
+            .map(|_| {
+                let r = c.read_response();
+                (r.status, r.text())
+            })
+            .collect();
+        assert_eq!(got[0].0, 201, "[{b}] {got:?}");
+        assert_eq!(got[1], (200, "queue".to_string()), "[{b}]");
+        assert_eq!(got[2].0, 204, "[{b}] {got:?}");
+        assert_eq!(got[3].0, 404, "[{b}] {got:?}");
+        let mut left: Vec<String> = fs::read_dir(&up)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["c.txt", "link", "p.txt"], "[{b}]");
+        // Each upload and DELETE was held: its request ran a lookup task before its own.
+        let log = s.log();
+        for kind in [" upload#", " multipart#", " delete#"] {
+            let held = log.lines().filter(|l| l.contains(kind)).all(|l| {
+                let (_, rest) = l.split_once("]").unwrap_or(("", l));
+                let who = rest.split(kind).next().unwrap_or("");
+                let who = who.rsplit(": ").next().unwrap_or(who);
+                log.lines()
+                    .any(|m| m.contains(&format!("{who} lookup#")) && m.contains("lookup open"))
+            });
+            assert!(
+                held && log.contains(kind),
+                "[{b}] a{kind} task without a lookup before it:\n{log}"
+            );
+        }
     });
 }

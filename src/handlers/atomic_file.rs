@@ -50,6 +50,11 @@ impl StoreDir {
         Ok(StoreDir(Rc::new(fd)))
     }
 
+    /// A store directory opened elsewhere (beneath its store, no symlink followed).
+    pub fn from_fd(fd: OwnedFd) -> StoreDir {
+        StoreDir(Rc::new(fd))
+    }
+
     pub fn fd(&self) -> RawFd {
         self.0.as_raw_fd()
     }

@@ -161,7 +161,7 @@ pub fn route(x: Input<'_>, cx: &Ctx, cache: &mut reply::FileCache) -> Route {
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("multipart/form-data"));
             match (method, crate::handlers::multipart::boundary(ct)) {
-                (Method::Post, Some(b)) => multipart_route(loc, path, b, cache),
+                (Method::Post, Some(b)) => multipart_route(loc, path, b, cx, cache),
                 // RFC 7578 §4.1: the boundary parameter is required (RFC 2046 §5.1.1: 1–70
                 // characters); a form without a usable one cannot be split into its parts.
                 (Method::Post, None) if is_form => Route::Error(400, Vec::new()),
@@ -205,10 +205,98 @@ fn store_status(e: &io::Error) -> u16 {
     }
 }
 
-/// Directory `rel` beneath the store (or root) `anchor`, whose fd the cache keeps open.
-fn open_store(cache: &mut reply::FileCache, anchor: &Path, rel: &str) -> io::Result<StoreDir> {
-    let fd = cache.anchor(anchor)?;
-    StoreDir::open_at(fd.as_raw_fd(), rel)
+/// A lookup in an upload store that the kernel's caches could not answer (`EAGAIN` from a
+/// cached-only lookup): the request is held while `rel` is looked up off the loop's thread,
+/// then routed again.
+struct Cold(Route);
+
+/// `rel` beneath the store (or root) `anchor` (the cache keeps its fd open), no symlink
+/// followed, with `flags`: from the kernel's caches only when `cx.cached_lookups` (a miss is
+/// [`Cold`], to look `rel` up off the loop), else a plain contained open.
+fn store_open(
+    cache: &mut reply::FileCache,
+    cx: &Ctx,
+    anchor: &Path,
+    rel: &str,
+    flags: libc::c_int,
+) -> Result<io::Result<std::os::fd::OwnedFd>, Cold> {
+    let fd = match cache.anchor(anchor) {
+        Ok(fd) => fd,
+        Err(e) => return Ok(Err(e)),
+    };
+    let rel = if rel.is_empty() { "." } else { rel };
+    let name = std::ffi::OsStr::new(rel);
+    if !cx.cached_lookups {
+        return Ok(backends::util::open_beneath(
+            fd.as_raw_fd(),
+            name,
+            flags,
+            0,
+            true,
+        ));
+    }
+    match backends::util::open_beneath_cached(fd.as_raw_fd(), name, flags, true) {
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            Err(Cold(match backends::util::dup_fd(fd.as_raw_fd()) {
+                Ok(dir) => Route::Lookup {
+                    dir,
+                    rel: rel.to_string(),
+                    no_symlinks: true,
+                },
+                Err(e) => Route::Error(reply::static_file::io_status(&e), Vec::new()),
+            }))
+        }
+        r => Ok(r),
+    }
+}
+
+/// Directory `rel` beneath the store (or root) `anchor` (see [`store_open`]).
+fn open_store(
+    cache: &mut reply::FileCache,
+    cx: &Ctx,
+    anchor: &Path,
+    rel: &str,
+) -> Result<io::Result<StoreDir>, Cold> {
+    let r = store_open(cache, cx, anchor, rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    Ok(r.map(StoreDir::from_fd))
+}
+
+/// What one name in a store directory is, found with a cached-only lookup where the request
+/// may be held (no `fstatat` that can wait for the disk on the loop): `Ok(None)` when there
+/// is nothing, a symlink reads as `ELOOP` (it is never followed in a store).
+fn stat_in_store(
+    dir: &StoreDir,
+    cx: &Ctx,
+    name: &str,
+    lookup: Route,
+) -> Result<io::Result<Option<backends::util::FileStat>>, Cold> {
+    let os = std::ffi::OsStr::new(name);
+    let r = if cx.cached_lookups {
+        backends::util::open_beneath_cached(dir.fd(), os, backends::util::O_LOOKUP, true)
+    } else {
+        backends::util::open_beneath(dir.fd(), os, backends::util::O_LOOKUP, 0, true)
+    };
+    match r {
+        Ok(fd) => Ok(backends::util::fstat(fd.as_raw_fd()).map(Some)),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(Cold(lookup)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Ok(None)),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// The held-request route for a cold lookup of `rel` beneath the store `anchor`.
+fn cold_route(cache: &mut reply::FileCache, anchor: &Path, rel: &str) -> Route {
+    let dir = cache
+        .anchor(anchor)
+        .and_then(|fd| backends::util::dup_fd(fd.as_raw_fd()));
+    match dir {
+        Ok(dir) => Route::Lookup {
+            dir,
+            rel: rel.to_string(),
+            no_symlinks: true,
+        },
+        Err(e) => Route::Error(reply::static_file::io_status(&e), Vec::new()),
+    }
 }
 
 /// Whether a path in an upload store names a dot-file (or goes through a dot-directory): the
@@ -275,22 +363,30 @@ fn upload_route(
             dir_uri(path),
         )
     };
-    let dir = match open_store(cache, &store, &dir_rel) {
-        Ok(d) => d,
-        Err(e) => return Route::Error(store_status(&e), Vec::new()),
+    let dir = match open_store(cache, cx, &store, &dir_rel) {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return Route::Error(store_status(&e), Vec::new()),
+        Err(Cold(r)) => return r,
     };
     let mut existed = false;
     if replace {
         // Only a regular file is replaced: a directory is 409, a symlink or a special file
         // 403 — checked now so the client is not asked for a body it cannot store.
-        let st = backends::util::fstatat(dir.fd(), std::ffi::OsStr::new(&name), false);
-        existed = st.is_ok();
+        let st = match stat_in_store(&dir, cx, &name, cold_route(cache, &store, &rel)) {
+            Ok(Ok(st)) => st,
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Route::Error(403, Vec::new())
+            }
+            Ok(Err(e)) => return Route::Error(store_status(&e), Vec::new()),
+            Err(Cold(r)) => return r,
+        };
+        existed = st.is_some();
         match &st {
-            Ok(st) if st.is_dir() => return Route::Error(409, Vec::new()),
-            Ok(st) if !st.is_file() => return Route::Error(403, Vec::new()),
+            Some(st) if st.is_dir() => return Route::Error(409, Vec::new()),
+            Some(st) if !st.is_file() => return Route::Error(403, Vec::new()),
             _ => {}
         }
-        if precondition_failed(cx, st.as_ref().ok()) {
+        if precondition_failed(cx, st.as_ref()) {
             return Route::Error(412, Vec::new());
         }
     }
@@ -317,6 +413,7 @@ fn multipart_route(
     loc: &Location,
     path: &str,
     boundary: String,
+    cx: &Ctx,
     cache: &mut reply::FileCache,
 ) -> Route {
     let Some((store, rel)) = reply::upload_rel(loc, path) else {
@@ -325,13 +422,15 @@ fn multipart_route(
     if hidden(&rel) {
         return Route::Error(400, Vec::new());
     }
-    match open_store(cache, &store, rel.trim_end_matches('/')) {
-        Ok(dir) => Route::Multipart {
+    let rel = rel.trim_end_matches('/');
+    match open_store(cache, cx, &store, rel) {
+        Ok(Ok(dir)) => Route::Multipart {
             boundary,
             dir,
             uri_dir: dir_uri(path),
         },
-        Err(e) => Route::Error(store_status(&e), Vec::new()),
+        Ok(Err(e)) => Route::Error(store_status(&e), Vec::new()),
+        Err(Cold(r)) => r,
     }
 }
 
@@ -355,18 +454,24 @@ fn delete(loc: &Location, path: &str, cx: &Ctx, cache: &mut reply::FileCache) ->
     if name.is_empty() || name == "." {
         return Route::Error(403, Vec::new());
     }
-    let dir = match open_store(cache, &anchor, dir_rel) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Route::Error(404, Vec::new()),
-        Err(e) => return Route::Error(store_status(&e), Vec::new()),
+    let dir = match open_store(cache, cx, &anchor, dir_rel) {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => return Route::Error(404, Vec::new()),
+        Ok(Err(e)) => return Route::Error(store_status(&e), Vec::new()),
+        Err(Cold(r)) => return r,
+    };
+    let full = rel.trim_end_matches('/');
+    let st = match stat_in_store(&dir, cx, name, cold_route(cache, &anchor, full)) {
+        Ok(st) => st,
+        Err(Cold(r)) => return r,
     };
     let name = std::ffi::OsStr::new(name);
-    match backends::util::fstatat(dir.fd(), name, false) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Route::Error(404, Vec::new()),
+    match st {
+        Ok(None) => Route::Error(404, Vec::new()),
         Err(_) => Route::Error(403, Vec::new()),
-        Ok(st) if !st.is_file() => Route::Error(403, Vec::new()),
-        Ok(st) if precondition_failed(cx, Some(&st)) => Route::Error(412, Vec::new()),
-        Ok(_) => match crate::handlers::atomic_file::unlink_op(&dir, name) {
+        Ok(Some(st)) if !st.is_file() => Route::Error(403, Vec::new()),
+        Ok(Some(st)) if precondition_failed(cx, Some(&st)) => Route::Error(412, Vec::new()),
+        Ok(Some(_)) => match crate::handlers::atomic_file::unlink_op(&dir, name) {
             Ok(op) => Route::Delete(op, rel.to_string()),
             Err(e) => Route::Error(reply::static_file::io_status(&e), Vec::new()),
         },

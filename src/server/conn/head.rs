@@ -146,21 +146,17 @@ impl Conn {
             }
         };
         let (body, expect) = (head.body, head.expect_continue);
-        let (mut route, mut limit) = self.route_parsed(&req, body, env, true);
+        let (route, limit) = self.route_parsed(&req, body, env, true);
         if matches!(route, Route::Lookup { .. }) {
-            if matches!(body, BodyKind::None | BodyKind::Length(0)) {
-                // Routed again once the lookup is done: from this head, held until then.
-                if let Some(r) = self.req.as_mut() {
-                    r.held = Some(Box::new(Held {
-                        head: buf[..head_len].to_vec(),
-                        body,
-                        expect,
-                    }));
-                }
-            } else {
-                // A request with a body is not held back (its body follows in the input):
-                // it looks up at once, on the loop's thread.
-                (route, limit) = self.route_parsed(&req, body, env, false);
+            // Routed again once the lookup is done: from this head, held until then. A body
+            // waits in the input (at most `IN_HIGH` of it read) and is read after the
+            // routing; a `100 Continue` is sent only then.
+            if let Some(r) = self.req.as_mut() {
+                r.held = Some(Box::new(Held {
+                    head: buf[..head_len].to_vec(),
+                    body,
+                    expect,
+                }));
             }
         }
         // The head is consumed; what follows in the buffer is the body or the next request.
