@@ -112,15 +112,21 @@ impl FileCache {
             return None;
         }
         let name = std::ffi::OsStr::new(rel);
-        let st = if cached {
-            use std::os::fd::AsRawFd;
-            let fd =
-                backends::util::open_beneath_cached(anchor, name, backends::util::O_LOOKUP, false)
-                    .ok()?;
-            backends::util::fstat(fd.as_raw_fd()).ok()?
-        } else {
-            backends::util::fstatat(anchor, name, true).ok()?
-        };
+        let flags = backends::util::O_LOOKUP;
+        let st =
+            match cached.then(|| backends::util::open_beneath_cached(anchor, name, flags, false)) {
+                Some(Ok(fd)) => {
+                    use std::os::fd::AsRawFd;
+                    backends::util::fstat(fd.as_raw_fd()).ok()?
+                }
+                // Out of descriptors: the check that needs none, so the cached copy is still
+                // served to the connections there are.
+                Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    backends::util::fstatat(anchor, name, true).ok()?
+                }
+                Some(Err(_)) => return None,
+                None => backends::util::fstatat(anchor, name, true).ok()?,
+            };
         let e = self.map.get_mut(path)?;
         if e.stat != st {
             return None;
