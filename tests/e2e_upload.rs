@@ -450,6 +450,9 @@ fn commits_rollbacks_and_deletes_are_backend_ops() {
         let after = ops_submitted(s.port);
         let d = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
         assert_eq!(d("renameat"), 3, "[{b}] one PUT, two parts: {after:?}");
+        // Three temp files, plus any lookup the kernel's caches could not answer (a new
+        // name's first lookup, say).
+        assert!(d("openat") >= 3, "[{b}] their temp files: {after:?}");
         assert!(d("unlinkat") >= 1, "[{b}] the DELETE: {after:?}");
         assert_eq!(names(&store(&s)), ["m1.txt", "m2.txt", "sub"], "[{b}]");
         assert_eq!(fs::read(store(&s).join("m2.txt")).unwrap(), b"m2");

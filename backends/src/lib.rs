@@ -81,7 +81,8 @@
 //!     (the kernel tries each without blocking and hands it to its io-wq workers when it
 //!     would); the readiness
 //!     backends run it on a small pool of threads ([`offload`]) and complete it through their
-//!     own wake-up. The op owns its `dir`; the result is the new fd (close-on-exec), which
+//!     own wake-up. The op owns its `dir` and gives it back with its names in the
+//!     completion of a call that ran ([`Buf::Path`]); an open's result is the new fd (close-on-exec), which
 //!     is the caller's — also when it arrives after the caller stopped caring. A Cancel ends an open not yet started with
 //!     `ECANCELED`; one already running completes with its result.
 //!
@@ -340,13 +341,9 @@ pub enum PathCall {
 }
 
 impl PathCall {
-    /// What its completion gives back: a rename or unlink itself ([`Buf::Path`]); an open
-    /// nothing (the new fd is the result).
+    /// What its completion gives back: the call itself ([`Buf::Path`]).
     pub fn into_buf(self) -> Buf {
-        match self {
-            PathCall::Open(_) => Buf::None,
-            call => Buf::Path(Box::new(call)),
-        }
+        Buf::Path(Box::new(self))
     }
 
     /// Run it, blocking: an open's new fd, 0 for the others.
@@ -459,8 +456,9 @@ pub enum Buf {
     Send(SendBuf),
     /// The buffer of an [`Op::Read`] or [`Op::Write`].
     Vec(Vec<u8>),
-    /// What an [`Op::RenameAt`] or [`Op::UnlinkAt`] carried (its directory fd and names),
-    /// given back so that a caller can undo a rename whose requester is gone.
+    /// What an [`Op::OpenAt`], [`Op::RenameAt`] or [`Op::UnlinkAt`] carried (its directory
+    /// fd and names), given back so that a caller can undo what it did for a requester that
+    /// is gone (remove a file created or renamed for nobody).
     Path(Box<PathCall>),
 }
 

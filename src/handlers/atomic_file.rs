@@ -115,6 +115,31 @@ impl AtomicFile {
         Err(last.unwrap_or_else(|| io::ErrorKind::AlreadyExists.into()))
     }
 
+    /// The op that creates a temp file in `dir` off the loop's thread (`O_CREAT | O_EXCL |
+    /// O_NOFOLLOW`, a random hidden name, mode 0644 less the umask). Its completion gives the
+    /// fd and, in its `Buf::Path`, the name: make the file with [`opened`](Self::opened). An
+    /// `EEXIST` (a name taken) is retried with a new op.
+    pub fn create_op(dir: &StoreDir) -> io::Result<backends::Op> {
+        Ok(backends::Op::OpenAt(backends::Open {
+            dir: util::dup_fd(dir.fd())?,
+            path: c_name(OsStr::new(&random_name()))?,
+            flags: libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            mode: 0o644,
+            beneath: false,
+            no_symlinks: false,
+        }))
+    }
+
+    /// The temp file a [`create_op`](Self::create_op) made: `fd`, named `tmp` in `dir`.
+    pub fn opened(fd: OwnedFd, dir: StoreDir, tmp: OsString) -> AtomicFile {
+        AtomicFile {
+            file: Some(File::from(fd)),
+            dir,
+            tmp: Some(tmp),
+            len: 0,
+        }
+    }
+
     /// The temp file's fd, for backend write ops (at offset [`len`](Self::len)); report
     /// completed writes with [`advance`](Self::advance).
     pub fn fd(&self) -> RawFd {

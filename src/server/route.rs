@@ -10,7 +10,7 @@ use super::gauges::Gauges;
 use super::reply::{self, Ctx, Reply, Static};
 use super::task::cgi::plan::CgiPlan;
 use crate::config::{Config, Location, Server};
-use crate::handlers::atomic_file::{AtomicFile, StoreDir};
+use crate::handlers::atomic_file::StoreDir;
 use crate::http::request::{BodyKind, Method};
 
 /// The decision.
@@ -21,7 +21,7 @@ pub enum Route {
     Error(u16, Vec<(String, String)>),
     /// Store the body: a PUT to `dest`, or a POST under a generated name in `dest`'s directory.
     Upload {
-        file: AtomicFile,
+        dir: StoreDir,
         dest: PathBuf,
         replace: bool,
         /// PUT: a regular file of that name is there now (a 204, not a 201).
@@ -390,22 +390,12 @@ fn upload_route(
             return Route::Error(412, Vec::new());
         }
     }
-    let dest = store.join(&dir_rel).join(&name);
-    match AtomicFile::create_in(&dir) {
-        Ok(file) => Route::Upload {
-            file,
-            dest,
-            replace,
-            existed,
-            uri_dir,
-        },
-        Err(e) => {
-            crate::error!(
-                "upload temp file in {}: {e}",
-                store.join(&dir_rel).display()
-            );
-            Route::Error(store_status(&e), Vec::new())
-        }
+    Route::Upload {
+        dir,
+        dest: store.join(&dir_rel).join(&name),
+        replace,
+        existed,
+        uri_dir,
     }
 }
 

@@ -59,6 +59,8 @@ pub enum OpTag {
     /// An upload task: the rename that commits a temp file, and the unlink that drops one (or
     /// a committed part of a multipart upload that failed later).
     UploadRename = 27,
+    /// An upload task: the open that creates a temp file.
+    UploadOpen = 24,
     UploadUnlink = 28,
     /// A DELETE: the unlink of its file.
     DeleteUnlink = 29,
@@ -94,6 +96,7 @@ impl OpTag {
             21 => FileClose,
             25 => UploadWrite,
             26 => UploadClose,
+            24 => UploadOpen,
             27 => UploadRename,
             28 => UploadUnlink,
             29 => DeleteUnlink,
@@ -128,6 +131,7 @@ impl OpTag {
             FileClose => "file close",
             UploadWrite => "upload write",
             UploadClose => "upload close",
+            UploadOpen => "upload open",
             UploadRename => "upload rename",
             UploadUnlink => "upload unlink",
             DeleteUnlink => "delete unlink",

@@ -220,6 +220,7 @@ impl Uring {
             State::Read { buf, .. } => Buf::Vec(buf),
             State::Write { op } => Buf::Vec(op.buf),
             State::Names { call } => call.into_buf(),
+            State::OpenAt { op } => crate::PathCall::Open(op.open).into_buf(),
             _ => Buf::None,
         };
         Ok(Completion::new(token, result, buf, false))

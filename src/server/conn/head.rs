@@ -468,14 +468,14 @@ impl Conn {
                 self.start_with_body(RequestTask::Delete(t), body, expect, limit, env);
             }
             Route::Upload {
-                file,
+                dir,
                 dest,
                 replace,
                 existed,
                 uri_dir,
             } => {
                 let id = env.gauges.task_id();
-                let t = UploadTask::new(id, file, dest, replace, existed, uri_dir, meta);
+                let t = UploadTask::new(id, dir, dest, replace, existed, uri_dir, meta);
                 self.start_with_body(RequestTask::Upload(Box::new(t)), body, expect, limit, env);
             }
             Route::Multipart {

@@ -296,7 +296,7 @@ impl Conn {
                 op: OpTag::UploadUnlink,
                 ..t
             };
-            crate::server::task::upload::undo_stray_rename(t.op, c, env.be, unlink.encode());
+            crate::server::task::upload::undo_stray(t.op, c, env.be, unlink.encode());
             return;
         }
         let step = self.with_task(env, |task, cx| task.on_completion(t.op, c, cx));

@@ -4,7 +4,9 @@
 use backends::Completion;
 
 use super::cgi::framing::Meta;
-use super::upload::{commit_status, ctx, discard, queue, storage_status, Undo, WRITE_MAX};
+use super::upload::{
+    commit_status, created, ctx, discard, queue, storage_status, Undo, CREATE_TRIES, WRITE_MAX,
+};
 use super::{Abort, Cx, Step, Task};
 use crate::handlers::atomic_file::{self, AtomicFile, StoreDir};
 use crate::server::ident::{TaskId, TaskKind};
@@ -17,14 +19,18 @@ use crate::server::token::OpTag;
 ///
 /// Part contents are written through backend write ops at explicit offsets, one in flight;
 /// while writes are queued or in flight `body_room` is 0, so at most one body piece
-/// ([`WRITE_MAX`]) waits in memory. Creating a part's temp file (`openat`) runs on the loop.
+/// ([`WRITE_MAX`]) waits in memory. Each part's temp file is created by a create op before its
+/// writes go out; the parts are renamed into place one rename op at a time at the end.
 pub struct MultipartTask {
     id: TaskId,
     parser: crate::handlers::multipart::MultipartParser,
     dir: StoreDir,
     uri_dir: String,
     /// Every file part so far, with its final name and the offset its next write goes to.
-    files: Vec<(AtomicFile, String, u64)>,
+    /// (The temp file is `None` until its create op completed.)
+    files: Vec<(Option<AtomicFile>, String, u64)>,
+    /// The create op in flight: the file index, and how many taken names came before.
+    opening: Option<(usize, u32)>,
     /// The part being received (an index into `files`), if it is a file part.
     current: Option<usize>,
     /// Writes not yet submitted: (file index, offset, bytes).
@@ -60,6 +66,7 @@ impl MultipartTask {
             failed: false,
             renaming: None,
             undo: Undo::default(),
+            opening: None,
         }
     }
 
@@ -67,7 +74,6 @@ impl MultipartTask {
         use crate::handlers::multipart::{sanitize_filename, Part};
         let MultipartTask {
             parser,
-            dir,
             files,
             current,
             pending,
@@ -86,7 +92,7 @@ impl MultipartTask {
                                 let name = sanitize_filename(raw).unwrap_or_else(|| {
                                     format!("upload-{:08x}", atomic_file::random_u32())
                                 });
-                                files.push((AtomicFile::create_in(dir)?, name, 0));
+                                files.push((None, name, 0));
                                 Some(files.len() - 1)
                             }
                         };
@@ -112,12 +118,16 @@ impl MultipartTask {
 
     /// Submit the next queued write, or — all written and the body complete — commit.
     fn pump(&mut self, cx: &mut Cx) -> Step {
-        if self.writing.is_some() {
+        if self.writing.is_some() || self.opening.is_some() {
             return Step::Pending;
+        }
+        // Every part's temp file is created (one create op at a time) before writes go on.
+        if let Some(i) = self.files.iter().position(|f| f.0.is_none()) {
+            return self.create(i, 0, cx);
         }
         if let Some((i, offset, buf)) = self.pending.pop_front() {
             self.writing = Some(i);
-            let fd = self.files[i].0.fd();
+            let fd = self.files[i].0.as_ref().map_or(-1, AtomicFile::fd);
             cx.submit(
                 OpTag::UploadWrite,
                 backends::Op::Write {
@@ -132,6 +142,50 @@ impl MultipartTask {
             return Step::Pending;
         }
         self.commit_next(cx)
+    }
+
+    /// Submit the op that creates part `i`'s temp file; `tries` names were taken before.
+    fn create(&mut self, i: usize, tries: u32, cx: &mut Cx) -> Step {
+        match AtomicFile::create_op(&self.dir) {
+            Ok(op) => {
+                cx.submit(OpTag::UploadOpen, op);
+                self.opening = Some((i, tries));
+                Step::Pending
+            }
+            Err(e) => {
+                crate::error!("{}: multipart temp file: {e}", cx.id);
+                self.fail(storage_status(&e), cx)
+            }
+        }
+    }
+
+    fn on_created(&mut self, c: Completion, cx: &mut Cx) -> Step {
+        let Some((i, tries)) = self.opening.take() else {
+            return Step::Pending;
+        };
+        let r = created(c, &self.dir);
+        if self.failed {
+            // Rolled back while the create ran: the new file goes too.
+            if let Ok(f) = r {
+                discard(f, &mut self.undo, cx);
+            }
+            return Step::Pending;
+        }
+        match r {
+            Ok(f) => {
+                if let Some(slot) = self.files.get_mut(i) {
+                    slot.0 = Some(f);
+                }
+                self.pump(cx)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < CREATE_TRIES => {
+                self.create(i, tries + 1, cx)
+            }
+            Err(e) => {
+                crate::error!("{}: multipart temp file: {e}", cx.id);
+                self.fail(commit_status(&e), cx)
+            }
+        }
     }
 
     /// Every complete part under its name, or none: one rename op at a time (off the loop's
@@ -151,7 +205,11 @@ impl MultipartTask {
     }
 
     fn rename_first(&mut self, candidate: String, tries: u32, cx: &mut Cx) -> Step {
-        match self.files[0].0.rename_op(&candidate, true) {
+        let op = match &self.files[0].0 {
+            Some(f) => f.rename_op(&candidate, true),
+            None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        match op {
             Ok(op) => {
                 cx.submit(OpTag::UploadRename, op);
                 self.renaming = Some((candidate, tries));
@@ -174,7 +232,7 @@ impl MultipartTask {
         match result {
             Ok(_) => {
                 let (f, _, _) = self.files.remove(0);
-                let fd = f.committed();
+                let fd = f.map_or(-1, AtomicFile::committed);
                 if fd >= 0 {
                     cx.submit(OpTag::UploadClose, backends::Op::Close { fd });
                 }
@@ -215,7 +273,9 @@ impl MultipartTask {
         self.current = None;
         self.writing = None;
         for (f, _, _) in std::mem::take(&mut self.files) {
-            discard(f, &mut self.undo, cx);
+            if let Some(f) = f {
+                discard(f, &mut self.undo, cx);
+            }
         }
     }
 
@@ -295,6 +355,9 @@ impl Task for MultipartTask {
         if op == OpTag::UploadUnlink {
             return self.undo.unlinked();
         }
+        if op == OpTag::UploadOpen {
+            return self.on_created(c, cx);
+        }
         if op != OpTag::UploadWrite {
             return Step::Pending;
         }
@@ -303,7 +366,7 @@ impl Task for MultipartTask {
         };
         match c.result {
             Ok(n) => {
-                if let Some((f, _, _)) = self.files.get_mut(i) {
+                if let Some((Some(f), _, _)) = self.files.get_mut(i) {
                     f.advance(n as u64);
                 }
                 self.pump(cx)
@@ -315,7 +378,11 @@ impl Task for MultipartTask {
         }
     }
     fn abort(&mut self, _why: Abort, cx: &mut Cx) {
-        if self.files.is_empty() && self.writing.is_none() && self.pending.is_empty() {
+        if self.files.is_empty()
+            && self.writing.is_none()
+            && self.pending.is_empty()
+            && self.opening.is_none()
+        {
             // Nothing in progress: either everything was committed and answered, or it was
             // already rolled back.
             if self.failed || !self.body_done {

@@ -2,9 +2,12 @@
 //! complete (atomic: a failed upload leaves nothing); multipart/form-data (one temp file per
 //! file part) is [`super::multipart`].
 //!
-//! A raw upload writes through backend write ops (one in flight, at explicit offsets); a
-//! multipart upload's parts are written with plain `write(2)` calls on the loop while the parser
-//! runs (regular files; see the README's list of what still blocks).
+//! Every file-system call of an upload is a backend op, off the loop's thread where the
+//! backend can (README, "File lookups off the event loop"): the temp file is created by
+//! `Op::OpenAt` (`O_CREAT | O_EXCL`, a random hidden name), written by `Op::Write` (one in
+//! flight, at explicit offsets), named by `Op::RenameAt` and, on failure, removed by
+//! `Op::UnlinkAt` — the client told of a failure only once that is done. An op that completes
+//! after its client left is undone by [`undo_stray`] from what the op gives back.
 
 use std::path::PathBuf;
 
@@ -12,7 +15,7 @@ use backends::Completion;
 
 use super::cgi::framing::Meta;
 use super::{Abort, Cx, Step, Task};
-use crate::handlers::atomic_file::{self, AtomicFile};
+use crate::handlers::atomic_file::{self, AtomicFile, StoreDir};
 use crate::server::ident::{TaskId, TaskKind};
 use crate::server::reply::{self, Ctx};
 use crate::server::token::OpTag;
@@ -34,6 +37,10 @@ pub(super) fn storage_status(e: &std::io::Error) -> u16 {
     crate::http::status::from_io(e)
 }
 
+/// How many random temp names are tried after the first is taken (64 random bits each: a
+/// collision of all of them means something else is wrong).
+pub(super) const CREATE_TRIES: u32 = 8;
+
 /// Most body bytes one write op carries.
 pub(super) const WRITE_MAX: usize = 256 * 1024;
 
@@ -42,7 +49,11 @@ pub(super) const WRITE_MAX: usize = 256 * 1024;
 /// is, which is the back-pressure on the client.
 pub struct UploadTask {
     id: TaskId,
+    /// The temp file, once its create op completed.
     file: Option<AtomicFile>,
+    dir: StoreDir,
+    /// The create op in flight, and how many taken names came before it.
+    opening: Option<u32>,
     /// For the log and the final name (its last component).
     dest: PathBuf,
     replace: bool,
@@ -63,7 +74,7 @@ pub struct UploadTask {
 impl UploadTask {
     pub fn new(
         id: u32,
-        file: AtomicFile,
+        dir: StoreDir,
         dest: PathBuf,
         replace: bool,
         existed: bool,
@@ -75,7 +86,9 @@ impl UploadTask {
                 kind: TaskKind::Upload,
                 id,
             },
-            file: Some(file),
+            file: None,
+            dir,
+            opening: None,
             dest,
             replace,
             existed,
@@ -86,6 +99,52 @@ impl UploadTask {
             renaming: None,
             undo: Undo::default(),
             body_done: false,
+        }
+    }
+
+    /// Submit the op that creates the temp file (off the loop's thread); `tries` names were
+    /// taken before.
+    fn create(&mut self, tries: u32, cx: &mut Cx) -> Step {
+        match AtomicFile::create_op(&self.dir) {
+            Ok(op) => {
+                cx.submit(OpTag::UploadOpen, op);
+                self.opening = Some(tries);
+                Step::Pending
+            }
+            Err(e) => {
+                crate::error!(
+                    "{}: upload temp file for {}: {e}",
+                    cx.id,
+                    self.dest.display()
+                );
+                Step::Fail(storage_status(&e))
+            }
+        }
+    }
+
+    fn on_created(&mut self, c: Completion, cx: &mut Cx) -> Step {
+        let Some(tries) = self.opening.take() else {
+            return Step::Pending;
+        };
+        match created(c, &self.dir) {
+            Ok(f) => {
+                self.file = Some(f);
+                if self.body_done {
+                    return self.commit(cx);
+                }
+                Step::Pending
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < CREATE_TRIES => {
+                self.create(tries + 1, cx)
+            }
+            Err(e) => {
+                crate::error!(
+                    "{}: upload temp file for {}: {e}",
+                    cx.id,
+                    self.dest.display()
+                );
+                Step::Fail(commit_status(&e))
+            }
         }
     }
 
@@ -202,30 +261,58 @@ impl UploadTask {
     }
 }
 
-/// A rename that completed after its upload task was gone (the client left while it ran):
-/// a no-replace rename (a POST's file, a multipart part) put a file under a name nobody was
-/// told of, in an upload the client never saw succeed — it is removed again, by the unlink
-/// op submitted here with `token`. A PUT's rename (replace) is kept: its body was whole, and
-/// the file it replaced is gone either way.
-pub fn undo_stray_rename(op: OpTag, c: Completion, be: &mut dyn backends::Backend, token: u64) {
-    if op != OpTag::UploadRename || c.result.is_err() {
+/// What an upload's create op ([`AtomicFile::create_op`]) completed with: the temp file in
+/// `dir`, or the error (`EEXIST`: the name was taken, try another).
+pub(super) fn created(c: Completion, dir: &StoreDir) -> std::io::Result<AtomicFile> {
+    use std::os::unix::ffi::OsStringExt;
+    let fd = backends::util::adopt_fd(c.result? as std::os::fd::RawFd)?;
+    match c.buf {
+        backends::Buf::Path(call) => match *call {
+            backends::PathCall::Open(o) => Ok(AtomicFile::opened(
+                fd,
+                dir.clone(),
+                std::ffi::OsString::from_vec(o.path.into_bytes()),
+            )),
+            _ => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+        },
+        _ => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+    }
+}
+
+/// An upload op that completed after its task was gone (the client left meanwhile), undone
+/// with the directory and names the op gives back, through an unlink op submitted with
+/// `token`:
+/// - a temp file created for nobody: its fd closed, its name removed;
+/// - a no-replace rename (a POST's file, a multipart part): a file under a name nobody was
+///   told of, in an upload the client never saw succeed — removed again. A PUT's rename
+///   (replace) is kept: its body was whole, and the file it replaced is gone either way.
+pub fn undo_stray(op: OpTag, c: Completion, be: &mut dyn backends::Backend, token: u64) {
+    if !matches!(op, OpTag::UploadRename | OpTag::UploadOpen) {
         return;
     }
-    if let backends::Buf::Path(call) = c.buf {
-        if let backends::PathCall::Rename(r) = *call {
-            if r.noreplace {
-                crate::info!("upload rename completed after its request ended: removed again");
-                be.submit(
-                    token,
-                    backends::Op::UnlinkAt(backends::Unlink {
-                        dir: r.dir,
-                        path: r.to,
-                        rmdir: false,
-                    }),
-                );
-            }
+    let Ok(n) = c.result else {
+        return;
+    };
+    let backends::Buf::Path(call) = c.buf else {
+        return;
+    };
+    let (dir, path) = match *call {
+        backends::PathCall::Open(o) if op == OpTag::UploadOpen => {
+            drop(backends::util::adopt_fd(n as std::os::fd::RawFd));
+            (o.dir, o.path)
         }
-    }
+        backends::PathCall::Rename(r) if r.noreplace => (r.dir, r.to),
+        _ => return,
+    };
+    crate::info!(
+        "{} completed after its request ended: its file is removed",
+        op.name()
+    );
+    let rmdir = false;
+    be.submit(
+        token,
+        backends::Op::UnlinkAt(backends::Unlink { dir, path, rmdir }),
+    );
 }
 
 /// Unlinks in flight for a failed upload, and the status it answers once they are done: a
@@ -283,8 +370,8 @@ impl Task for UploadTask {
     fn id(&self) -> TaskId {
         self.id
     }
-    fn start(&mut self, _cx: &mut Cx) -> Step {
-        Step::Pending
+    fn start(&mut self, cx: &mut Cx) -> Step {
+        self.create(0, cx)
     }
     fn body_room(&self) -> usize {
         if self.file.is_some() && !self.writing && !self.body_done {
@@ -294,6 +381,11 @@ impl Task for UploadTask {
         }
     }
     fn on_body(&mut self, data: &[u8], done: bool, cx: &mut Cx) -> Step {
+        if self.opening.is_some() && data.is_empty() {
+            // A request without a body ends before its temp file exists.
+            self.body_done |= done;
+            return Step::Pending;
+        }
         let Some(f) = self.file.as_ref() else {
             return Step::Pending;
         };
@@ -323,6 +415,9 @@ impl Task for UploadTask {
         }
         if op == OpTag::UploadUnlink {
             return self.undo.unlinked();
+        }
+        if op == OpTag::UploadOpen {
+            return self.on_created(c, cx);
         }
         if op != OpTag::UploadWrite || !self.writing {
             return Step::Pending;
