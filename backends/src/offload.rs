@@ -1,6 +1,7 @@
 //! A small pool of threads for the system calls that may block and that readiness cannot
 //! watch (invariant 13): [`crate::Op::OpenAt`], [`crate::Op::RenameAt`] and
-//! [`crate::Op::UnlinkAt`] on the readiness backends. A job is queued
+//! [`crate::Op::UnlinkAt`] on the readiness backends, and their reads and writes of regular
+//! files. A job is queued
 //! by the backend's thread, run by a pool thread, and its result handed back through the
 //! backend's own wake-up ([`Offload::take_done`] in its `wait`), never to another thread.
 //!
@@ -19,11 +20,80 @@ use crate::{Token, Wake};
 /// At most this many lookups run at once (each may wait for a disk read).
 pub const MAX_THREADS: usize = 4;
 
-/// One blocking call on names (see [`crate::PathCall`]) and the token it completes.
+/// One blocking call and the token it completes.
 #[derive(Debug)]
 pub struct Job {
     pub token: Token,
-    pub call: crate::PathCall,
+    pub call: Call,
+}
+
+/// What a job runs: a call on names ([`crate::PathCall`]), or a read or write of a regular
+/// file — which readiness cannot watch (a file is always "ready") and which waits for the
+/// disk when the page cache does not have it.
+#[derive(Debug)]
+pub enum Call {
+    Path(crate::PathCall),
+    /// [`crate::Op::Read`]: once, into the spare capacity of `buf`.
+    Read {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: Option<u64>,
+    },
+    /// [`crate::Op::Write`]: `buf` whole (invariant 6).
+    Write {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: Option<u64>,
+    },
+}
+
+impl Call {
+    /// Run it, blocking.
+    pub fn run(&mut self) -> io::Result<usize> {
+        match self {
+            Call::Path(p) => p.run(),
+            Call::Read { fd, buf, offset } => loop {
+                match crate::sys::read_spare(*fd, buf, *offset) {
+                    Err(e) if crate::sys::interrupted(&e) => {}
+                    r => return r,
+                }
+            },
+            Call::Write { fd, buf, offset } => {
+                let mut done = 0;
+                while done < buf.len() {
+                    let at = offset.map(|o| o + done as u64);
+                    match crate::sys::write_at(*fd, &buf[done..], at) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => done += n,
+                        Err(e) if crate::sys::interrupted(&e) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(done)
+            }
+        }
+    }
+
+    /// Whether a successful result is a new fd (which someone must close).
+    pub fn opens(&self) -> bool {
+        matches!(self, Call::Path(p) if p.opens())
+    }
+
+    pub fn kind(&self) -> crate::OpKind {
+        match self {
+            Call::Path(p) => p.kind(),
+            Call::Read { .. } => crate::OpKind::Read,
+            Call::Write { .. } => crate::OpKind::Write,
+        }
+    }
+
+    /// What the completion gives back.
+    pub fn into_buf(self) -> crate::Buf {
+        match self {
+            Call::Path(p) => p.into_buf(),
+            Call::Read { buf, .. } | Call::Write { buf, .. } => crate::Buf::Vec(buf),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -32,7 +102,7 @@ struct Inner {
     /// Tokens of the jobs running now.
     running: Vec<Token>,
     /// Finished jobs: token, result, and what the job carried (given back with the result).
-    done: Vec<(Token, io::Result<usize>, crate::PathCall)>,
+    done: Vec<(Token, io::Result<usize>, Call)>,
     threads: usize,
     idle: usize,
     closing: bool,
@@ -141,7 +211,7 @@ fn worker(shared: Arc<Shared>) {
         if g.closing {
             break;
         }
-        let Some(job) = g.queued.pop_front() else {
+        let Some(mut job) = g.queued.pop_front() else {
             g.idle += 1;
             g = shared.work.wait(g).unwrap_or_else(|e| e.into_inner());
             g.idle -= 1;

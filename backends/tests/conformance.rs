@@ -2077,3 +2077,47 @@ fn rename_and_unlink_at_do_what_they_say() {
         let _ = std::fs::remove_dir_all(d);
     });
 }
+
+/// Invariant 7 for regular files, whose reads and writes the readiness backends run on their
+/// pool: a Close in the batch of a large write completes after it; the write either ran
+/// whole (its bytes on disk) or was cancelled before it began, never half.
+#[test]
+fn close_in_the_batch_of_a_file_write_completes_after_it() {
+    each_backend(
+        "close_in_the_batch_of_a_file_write_completes_after_it",
+        |b| {
+            let path = std::env::temp_dir().join(format!(
+                "conformance-file-close-{}-{}",
+                std::process::id(),
+                b.name()
+            ));
+            for round in 0..20u64 {
+                let f = std::fs::File::create(&path).unwrap();
+                let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+                let len = 4 << 20;
+                b.submit(
+                    10 * round + 1,
+                    Op::Write {
+                        fd,
+                        buf: vec![b'w'; len],
+                        offset: Some(0),
+                    },
+                );
+                b.submit(10 * round + 2, Op::Close { fd });
+                let got = collect(b, 2);
+                assert_eq!(got[0].token, 10 * round + 1, "the write first: {got:?}");
+                assert_eq!(got[1].token, 10 * round + 2);
+                assert!(got[1].result.is_ok(), "{got:?}");
+                let size = std::fs::metadata(&path).unwrap().len();
+                match &got[0].result {
+                    Ok(n) => assert_eq!((*n, size), (len, len as u64)),
+                    Err(e) => {
+                        assert_eq!(e.raw_os_error(), Some(libc::ECANCELED), "{e}");
+                        assert!(size == 0 || size == len as u64, "half a write: {size}");
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        },
+    );
+}

@@ -124,6 +124,11 @@ pub struct Readiness<P: Poller> {
     /// with [`crate::WAKE_TOKEN`].
     user_woken: Arc<AtomicBool>,
     offload_done: Vec<(Token, io::Result<usize>, Buf)>,
+    /// Reads and writes of regular files running on the offload pool (a file is always
+    /// "ready", and its I/O waits for the disk), with their fd: a close of it waits for them.
+    file_jobs: Vec<(Token, RawFd)>,
+    /// Closes waiting for the file jobs on their fd: (fd, the close's token).
+    closes_waiting: Vec<(RawFd, Token)>,
 }
 
 /// The caller's waker: marks the wake-up as the caller's, then wakes the poller.
@@ -148,6 +153,8 @@ impl<P: Poller> Readiness<P> {
             offload,
             user_woken: Arc::new(AtomicBool::new(false)),
             offload_done: Vec::new(),
+            file_jobs: Vec::new(),
+            closes_waiting: Vec::new(),
             pool: BufPool::new(opts.buf_count, opts.buf_size),
             slots: Slab::new(opts.first_generation),
             fds: Vec::new(),
@@ -212,10 +219,13 @@ impl<P: Poller> Readiness<P> {
                     out.push(Completion::new(token, result, Buf::None, false));
                 }
                 Event::Wake => {
-                    self.offload.take_done(&mut self.offload_done);
-                    for (token, result, buf) in self.offload_done.drain(..) {
+                    let mut done = std::mem::take(&mut self.offload_done);
+                    self.offload.take_done(&mut done);
+                    for (token, result, buf) in done.drain(..) {
                         out.push(Completion::new(token, result, buf, false));
+                        self.file_job_done(token, out);
                     }
+                    self.offload_done = done;
                     if self.user_woken.swap(false, Ordering::Acquire) {
                         out.push(Completion::new(crate::WAKE_TOKEN, Ok(0), Buf::None, false));
                     }

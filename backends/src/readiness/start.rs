@@ -44,14 +44,17 @@ impl<P: Poller> Readiness<P> {
                 (fd, Queue::Write, state)
             }
             Op::Close { fd } => {
-                let c = self.close(token, fd, out);
-                return out.push(c);
+                if let Some(c) = self.close(token, fd, out) {
+                    out.push(c);
+                }
+                return;
             }
             Op::Cancel { target } => return self.cancel(token, target, out),
             op @ (Op::OpenAt(_) | Op::RenameAt(_) | Op::UnlinkAt(_)) => {
                 let Ok(call) = op.into_path_call() else {
                     unreachable!("a path op")
                 };
+                let call = crate::offload::Call::Path(call);
                 let job = Job { token, call };
                 if let Err(e) = self.offload.submit(job) {
                     out.push(Completion::new(token, Err(e), Buf::None, false));
@@ -77,6 +80,11 @@ impl<P: Poller> Readiness<P> {
         };
         if let Err(e) = self.watch(fd) {
             return out.push(Self::ended(token, Err(e), state));
+        }
+        if matches!(state, State::Read { .. } | State::Write { .. })
+            && self.fds[fd as usize].has(FdState::ALWAYS_READY)
+        {
+            return self.offload_file(token, fd, state, out);
         }
         let idx = self.alloc(token, fd, state);
         self.push_back(fd, q, idx);
@@ -115,14 +123,63 @@ impl<P: Poller> Readiness<P> {
         Ok(())
     }
 
+    /// A read or write of a regular file goes to the offload pool (invariant 13): readiness
+    /// says nothing about a file, and the call may wait for the disk.
+    fn offload_file(&mut self, token: Token, fd: RawFd, state: State, out: &mut Vec<Completion>) {
+        let call = match state {
+            State::Read { buf, offset } => crate::offload::Call::Read { fd, buf, offset },
+            State::Write { buf, offset, .. } => crate::offload::Call::Write { fd, buf, offset },
+            _ => unreachable!("only reads and writes"),
+        };
+        match self.offload.submit(Job { token, call }) {
+            Ok(()) => self.file_jobs.push((token, fd)),
+            Err(e) => out.push(Completion::new(token, Err(e), Buf::None, false)),
+        }
+    }
+
+    /// A job of the pool completed: if it was a file's read or write and the last one on its
+    /// fd, a close waiting for it goes ahead.
+    pub(super) fn file_job_done(&mut self, token: Token, out: &mut Vec<Completion>) {
+        let Some(i) = self.file_jobs.iter().position(|&(t, _)| t == token) else {
+            return;
+        };
+        let (_, fd) = self.file_jobs.swap_remove(i);
+        if self.file_jobs.iter().any(|&(_, f)| f == fd) {
+            return;
+        }
+        if let Some(j) = self.closes_waiting.iter().position(|&(f, _)| f == fd) {
+            let (_, close) = self.closes_waiting.swap_remove(j);
+            if let Some(c) = self.close(close, fd, out) {
+                out.push(c);
+            }
+        }
+    }
+
+    /// Close `fd` after ending what is queued on it; `None` when a read or write of it is
+    /// running on the pool: the close completes once that is done (invariant 7).
     pub(super) fn close(
         &mut self,
         token: Token,
         fd: RawFd,
         out: &mut Vec<Completion>,
-    ) -> Completion {
+    ) -> Option<Completion> {
         if let Err(e) = sys::check_fd(fd, self.fds.len()) {
-            return Completion::new(token, Err(e), Buf::None, false);
+            return Some(Completion::new(token, Err(e), Buf::None, false));
+        }
+        // File jobs not started yet are dropped; running ones are waited for.
+        let mut i = 0;
+        while i < self.file_jobs.len() {
+            let (t, f) = self.file_jobs[i];
+            if f == fd && self.offload.cancel(t) == Some(true) {
+                self.file_jobs.swap_remove(i);
+                out.push(Completion::new(t, Err(sys::canceled()), Buf::None, false));
+            } else {
+                i += 1;
+            }
+        }
+        if self.file_jobs.iter().any(|&(_, f)| f == fd) {
+            self.closes_waiting.push((fd, token));
+            return None;
         }
         let registered = self.fd_state(fd).has(FdState::REGISTERED);
         for q in Queue::ALL {
@@ -161,7 +218,12 @@ impl<P: Poller> Readiness<P> {
         }
         let st = &mut self.fds[fd as usize];
         st.renew();
-        Completion::new(token, sys::close(fd).map(|()| 0), Buf::None, false)
+        Some(Completion::new(
+            token,
+            sys::close(fd).map(|()| 0),
+            Buf::None,
+            false,
+        ))
     }
 
     pub(super) fn cancel(&mut self, token: Token, target: Token, out: &mut Vec<Completion>) {
@@ -175,6 +237,7 @@ impl<P: Poller> Readiness<P> {
             // An open on the offload pool: dropped if not started, else it completes itself.
             let result = match self.offload.cancel(target) {
                 Some(true) => {
+                    self.file_jobs.retain(|&(t, _)| t != target);
                     out.push(Completion::new(
                         target,
                         Err(sys::canceled()),

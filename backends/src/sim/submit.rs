@@ -144,6 +144,7 @@ impl State {
                 let Ok(call) = op.into_path_call() else {
                     unreachable!("a path op")
                 };
+                let call = crate::offload::Call::Path(call);
                 let job = Box::new(crate::offload::Job { token, call });
                 self.push(token, P::OpenAt { job }, out)
             }
