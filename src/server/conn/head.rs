@@ -226,7 +226,7 @@ impl Conn {
         // The index file is resolved before anything looks at the extension: the file that
         // will answer (`/app/index.sh`), not the request path (`/app/`), decides whether a CGI
         // runs it.
-        let index = reply::static_file::index_uri(loc, &rq.path).filter(|u| {
+        let index = reply::static_file::index_uri(loc, &rq.path, |u| {
             let l = srv.location_for(u);
             !l.cgi.is_empty() && l.cgi_for(u).is_some()
         });

@@ -159,17 +159,25 @@ fn is_cold(e: &std::io::Error) -> bool {
 }
 
 /// For a URI naming a directory (`/app/`), the URI of its first existing index file
-/// (`/app/index.sh`): resolved before anything else looks at the extension, so the file that
-/// will be answered — not the request path — decides whether a CGI runs it.
-pub fn index_uri(loc: &Location, path: &str) -> Option<String> {
-    if !path.ends_with('/') {
+/// (`/app/index.sh`) when `wanted` says that URI matters (a CGI would run it): resolved
+/// before anything else looks at the extension, so the file that will be answered — not the
+/// request path — decides whether a CGI runs it. No index name is looked up unless some
+/// index name is wanted: a site whose index files are plain pages makes no system call here.
+pub fn index_uri(loc: &Location, path: &str, wanted: impl Fn(&str) -> bool) -> Option<String> {
+    if !path.ends_with('/') || loc.index.is_empty() {
+        return None;
+    }
+    let uris: Vec<String> = loc.index.iter().map(|n| format!("{path}{n}")).collect();
+    if !uris.iter().any(|u| wanted(u)) {
         return None;
     }
     let dir = map(loc, path)?;
     loc.index
         .iter()
-        .find(|name| dir.join(name).is_file())
-        .map(|name| format!("{path}{name}"))
+        .zip(uris)
+        .find(|(name, _)| dir.join(name).is_file())
+        .map(|(_, u)| u)
+        .filter(|u| wanted(u))
 }
 
 /// The status for a failed open beneath a root: a symlink refused by `disable_symlinks`
