@@ -42,6 +42,7 @@ mod model;
 mod route;
 mod settings;
 mod template;
+mod tls;
 mod tree;
 mod try_files;
 mod values;

@@ -105,7 +105,8 @@ fn defaults() {
         [Listen {
             addr: sa("0.0.0.0:80"),
             default_server: false,
-            proxy_protocol: false
+            proxy_protocol: false,
+            ssl: false
         }]
     );
     assert_eq!(srv.names, [ServerName::Exact(String::new())]);
