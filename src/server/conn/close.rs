@@ -131,6 +131,10 @@ impl Conn {
                 self.close(Abort::Timeout, env);
             }
             Phase::Linger => self.close(Abort::Timeout, env),
+            Phase::Handshake => {
+                crate::info!("{id}: no TLS handshake within client_header_timeout; closing");
+                self.close(Abort::Timeout, env);
+            }
             Phase::Proxy => {
                 crate::info!("{id}: no PROXY header within client_header_timeout; closing");
                 self.close(Abort::Timeout, env);

@@ -1,0 +1,272 @@
+//! TLS on a connection (issue 14): a rustls `ServerConnection` between the socket and the HTTP
+//! layer, driven entirely by the connection's ordinary operations — no thread, no blocking.
+//!
+//! - **In**: each buffer a `Recv` completion brings is fed to rustls (`read_tls`, then
+//!   `process_new_packets`); the plaintext it yields is appended to the connection's input, as
+//!   received bytes are on a plain connection. Before the handshake completes the phase is
+//!   [`Phase::Handshake`] under the header timeout, which received handshake bytes do not
+//!   extend (a slow handshake is cut like a slow head).
+//! - **Out**: the HTTP layer queues plaintext in the [`OutQueue`] exactly as on a plain
+//!   connection; instead of sending it, [`Conn::tls_next_send`] encrypts up to [`WIRE_MAX`]
+//!   bytes of it and returns the records as one `Send`. One send in flight, so the queue's
+//!   back-pressure bounds still hold. Files are never queued as ranges on a TLS connection:
+//!   the file task reads them through the backend in pieces instead of sendfile.
+//! - **Close**: after the last response, `close_notify` goes out before the lingering close.
+//! - **Errors**: a failed handshake closes only that connection. Plain HTTP on the TLS port
+//!   (the first byte is a letter, not a TLS record) gets nginx's 400 "The plain HTTP request
+//!   was sent to HTTPS port" in clear text, then a close.
+//!
+//! This uses rustls's buffered `ServerConnection` over in-memory buffers rather than the
+//! unbuffered API (see README, "HTTPS").
+//!
+//! [`OutQueue`]: crate::server::out::OutQueue
+
+use std::io::{Read, Write};
+
+use backends::{Body, Op, SendBuf};
+
+use super::env::Env;
+use super::{Conn, Flags, Phase};
+use crate::server::out::Out;
+use crate::server::stamp::Stamp;
+use crate::server::task::Abort;
+use crate::server::token::OpTag;
+
+/// Ciphertext produced for one send at most (plaintext is taken from the queue until the
+/// records reach this size).
+const WIRE_MAX: usize = 64 * 1024;
+
+/// A connection's TLS state.
+pub struct Tls {
+    conn: rustls::ServerConnection,
+    /// `close_notify` was queued.
+    notified: bool,
+}
+
+impl Tls {
+    /// For a connection accepted on a TLS address.
+    pub fn new(cfg: &std::sync::Arc<rustls::ServerConfig>) -> Result<Box<Tls>, rustls::Error> {
+        let mut conn = rustls::ServerConnection::new(cfg.clone())?;
+        // The connection bounds what it queues itself (`WIRE_MAX`, `OUT_HIGH`).
+        conn.set_buffer_limit(None);
+        Ok(Box::new(Tls {
+            conn,
+            notified: false,
+        }))
+    }
+
+    /// Every record rustls has ready, appended to `wire`.
+    fn drain(&mut self, wire: &mut Vec<u8>) {
+        for _ in 0..1024 {
+            if !self.conn.wants_write() {
+                break;
+            }
+            if self.conn.write_tls(wire).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// nginx's answer to plain HTTP on an HTTPS port (its internal status 497, sent as 400).
+const PLAIN_HTTP_BODY: &str = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n<hr><center>webserv</center>\r\n</body>\r\n</html>\r\n";
+
+impl Conn {
+    /// Whether this connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Ciphertext received: feed it to rustls and keep the plaintext it yields.
+    pub(super) fn tls_input(&mut self, b: &[u8], env: &mut Env) {
+        if matches!(self.phase, Phase::Closing | Phase::Linger) || b.is_empty() {
+            return;
+        }
+        if self.phase == Phase::Handshake && !self.flags.has(Flags::TLS_FED) {
+            // A TLS connection starts with a handshake record (0x16); SSLv2's hello with 0x80.
+            match b[0] {
+                0x16 | 0x80 => {}
+                b'A'..=b'Z' => return self.plain_http(env),
+                _ => {
+                    crate::info!("{}: not a TLS handshake; closing", self.io_ident());
+                    self.close(Abort::Closing, env);
+                    return;
+                }
+            }
+        }
+        self.flags.set(Flags::TLS_FED, true);
+        let keep = self.keeps_input();
+        let id = self.io_ident();
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        let mut rest = b;
+        let mut plain = Vec::new();
+        let mut failed = None;
+        let mut peer_closed = false;
+        for _ in 0..4096 {
+            if rest.is_empty() {
+                break;
+            }
+            match tls.conn.read_tls(&mut rest) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+            if let Err(e) = tls.conn.process_new_packets() {
+                failed = Some(e.to_string());
+                break;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                match tls.conn.reader().read(&mut chunk) {
+                    Ok(0) => {
+                        peer_closed = true;
+                        break;
+                    }
+                    Ok(n) if keep => plain.extend_from_slice(&chunk[..n]),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        if let Some(e) = failed {
+            crate::info!("{id}: TLS: {e}; closing");
+            // Only this connection ends; the alert rustls queued is not waited for.
+            self.close(Abort::Closing, env);
+            return;
+        }
+        let handshaking = tls.conn.is_handshaking();
+        if self.phase == Phase::Handshake && !handshaking {
+            crate::trace!(
+                "{}: TLS handshake done: {:?} {:?}, SNI {:?}",
+                id,
+                tls.conn.protocol_version(),
+                tls.conn.negotiated_cipher_suite().map(|s| s.suite()),
+                tls.conn.server_name()
+            );
+            self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
+            self.set_phase(Phase::Idle, env);
+        }
+        if !plain.is_empty() {
+            if self.phase == Phase::Idle {
+                self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
+                self.set_phase(Phase::Head, env);
+            }
+            if self.inbuf.is_empty() && self.inbuf.capacity() == 0 {
+                self.inbuf = env.bufs.pop().unwrap_or_default();
+            }
+            self.inbuf.extend_from_slice(&plain);
+        }
+        if peer_closed && !self.flags.has(Flags::EOF) {
+            // close_notify: the client sends nothing more.
+            self.flags.set(Flags::EOF, true);
+            self.on_eof(env);
+        }
+    }
+
+    /// Plain HTTP on the TLS port: answer nginx's 400 in clear text and close.
+    fn plain_http(&mut self, env: &mut Env) {
+        crate::info!(
+            "{}: plain HTTP request sent to HTTPS port; 400",
+            self.io_ident()
+        );
+        self.tls = None;
+        let mut head = Vec::with_capacity(512);
+        head.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\nServer: webserv\r\nDate: ");
+        head.extend_from_slice(env.date);
+        let _ = write!(
+            head,
+            "\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            PLAIN_HTTP_BODY.len()
+        );
+        head.extend_from_slice(PLAIN_HTTP_BODY.as_bytes());
+        self.out.push_bytes(head);
+        self.flags.set(Flags::CLOSE_AFTER, true);
+        self.flags.set(Flags::CLOSE_WHEN_FLUSHED, true);
+        self.set_phase(Phase::Idle, env);
+    }
+
+    /// The next send of a TLS connection: handshake records, or queued plaintext encrypted.
+    pub(super) fn tls_next_send(&mut self) -> Option<Op> {
+        let id = self.io_ident();
+        let tls = self.tls.as_mut()?;
+        let mut wire = Vec::new();
+        tls.drain(&mut wire);
+        if !tls.conn.is_handshaking() {
+            while wire.len() < WIRE_MAX {
+                match self.out.pop() {
+                    Some(Out::Buf(b)) => {
+                        let mut w = tls.conn.writer();
+                        if w.write_all(&b.head).is_err() || w.write_all(b.body.as_slice()).is_err()
+                        {
+                            crate::error!("{id}: TLS: plaintext refused");
+                        }
+                    }
+                    Some(Out::File { .. }) => {
+                        // Never queued on TLS (the file task reads instead of sendfile).
+                        crate::error!("{id}: file range queued on a TLS connection");
+                    }
+                    None => break,
+                }
+                tls.drain(&mut wire);
+            }
+        }
+        if wire.is_empty() {
+            return None;
+        }
+        Some(Op::Send {
+            fd: self.fd,
+            buf: SendBuf {
+                head: wire,
+                body: Body::Empty,
+            },
+        })
+    }
+
+    /// Before the lingering close: queue `close_notify` (true when a send went out for it).
+    pub(super) fn tls_close_notify(&mut self, env: &mut Env) -> bool {
+        let Some(tls) = self.tls.as_mut().filter(|t| !t.notified) else {
+            return false;
+        };
+        tls.notified = true;
+        tls.conn.send_close_notify();
+        let mut wire = Vec::new();
+        tls.drain(&mut wire);
+        if wire.is_empty() {
+            return false;
+        }
+        self.flags.set(Flags::SENDING, true);
+        let op = Op::Send {
+            fd: self.fd,
+            buf: SendBuf {
+                head: wire,
+                body: Body::Empty,
+            },
+        };
+        env.be.submit(self.tok(OpTag::Send), op);
+        true
+    }
+
+    /// A TLS listener's new connection: its session, or a close when it cannot be made.
+    pub(super) fn tls_accept(&mut self, env: &mut Env) {
+        let Some(cfg) = env.cfg.tls(self.local.get()) else {
+            return;
+        };
+        match Tls::new(cfg) {
+            Ok(t) => {
+                self.tls = Some(t);
+                if self.phase != Phase::Proxy {
+                    self.set_phase(Phase::Handshake, env);
+                }
+            }
+            Err(e) => {
+                crate::error!("{}: TLS session: {e}", self.io_ident());
+                self.close(Abort::Closing, env);
+            }
+        }
+    }
+}
