@@ -120,6 +120,7 @@ fn get_req(path: &str, host: &str) -> String {
 }
 
 const CONF: &str = "{BASE}
+client_header_timeout 1s;
 server {
     listen 127.0.0.1:{PORT} ssl;
     listen 127.0.0.1:{PORT2};
@@ -131,6 +132,7 @@ server {
     location /cgi-bin/ {
         allow_methods GET POST;
         cgi .sh /bin/sh;
+        client_max_body_size 0;
     }
     location /up/ {
         allow_methods GET POST PUT;
@@ -180,6 +182,11 @@ fn start(backend: &str, conf: &str) -> Site {
             "www/cgi-bin/env.sh",
             "printf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv\n",
         );
+        write_file(
+            dir,
+            "www/cgi-bin/echo.sh",
+            "printf 'Content-Type: application/octet-stream\\r\\n\\r\\n'\ncat\n",
+        );
         std::fs::create_dir_all(dir.join("www/up")).unwrap();
     });
     let (a, b) = certs.into_inner().unwrap();
@@ -210,5 +217,275 @@ fn static_files_small_and_large_over_tls() {
         // The same server's plain listener still answers in clear.
         let r = get_host(site.s.port2, "a.test", "/");
         assert_eq!(r.body, b"site a\n");
+    });
+}
+
+#[test]
+fn keep_alive_pipelining_uploads_and_cgi_over_tls() {
+    for_each_backend("keep_alive_pipelining_uploads_and_cgi_over_tls", |b| {
+        let site = start(b, CONF);
+        let cfg = client_config(&[site.a.clone()], false);
+        let mut c = Tls::open(site.s.port, &cfg, "a.test");
+        // Three pipelined requests in one write, answered in order on one connection.
+        let three = format!(
+            "{}{}{}",
+            get_req("/", "a.test"),
+            get_req("/nope", "a.test"),
+            get_req("/big.bin", "a.test")
+        );
+        c.send(three.as_bytes());
+        let r = c.response();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"site a\n"[..]));
+        assert_eq!(c.response().status, 404);
+        let r = c.response();
+        assert!(r.status == 200 && r.body == big(), "pipelined 1 MiB");
+        // An upload on the same connection lands on disk byte for byte.
+        let data: Vec<u8> = big()[..300_000].to_vec();
+        let mut req = format!(
+            "PUT /up/f.bin HTTP/1.1\r\nHost: a.test\r\nContent-Length: {}\r\n\r\n",
+            data.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&data);
+        c.send(&req);
+        let r = c.response();
+        assert_eq!(r.status, 201, "{}", r.dump());
+        assert!(std::fs::read(site.s.dir.join("www/up/f.bin")).unwrap() == data);
+        // A POST body streams through a CGI and back.
+        let mut req = format!(
+            "POST /cgi-bin/echo.sh HTTP/1.1\r\nHost: a.test\r\nContent-Length: {}\r\n\r\n",
+            data.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&data);
+        c.send(&req);
+        let r = c.response();
+        assert_eq!(r.status, 200, "{}", r.dump());
+        assert!(r.body == data, "CGI echo over TLS: {} B", r.body.len());
+        // The CGI sees HTTPS=on; over the plain listener it does not.
+        c.send(get_req("/cgi-bin/env.sh", "a.test").as_bytes());
+        let env = parse_env(&c.response().text());
+        assert_eq!(env.get("HTTPS").map(String::as_str), Some("on"));
+        let r = get_host(site.s.port2, "a.test", "/cgi-bin/env.sh");
+        assert_eq!(parse_env(&r.text()).get("HTTPS"), None);
+    });
+}
+
+#[test]
+fn sni_picks_the_virtual_hosts_certificate() {
+    for_each_backend("sni_picks_the_virtual_hosts_certificate", |b| {
+        let site = start(b, CONF);
+        let cfg = client_config(&[site.a.clone(), site.b.clone()], false);
+        let mut c = Tls::open(site.s.port, &cfg, "b.test");
+        assert!(c.peer_cert() == site.b, "b.test got another certificate");
+        c.send(get_req("/", "b.test").as_bytes());
+        assert_eq!(c.response().body, b"site b\n");
+        let c = Tls::open(site.s.port, &cfg, "a.test");
+        assert!(c.peer_cert() == site.a, "a.test got another certificate");
+        // An unknown name gets the default server's certificate (a.test's), which the
+        // client then refuses for that name: the handshake fails, the server lives on.
+        let e = Tls::try_open(site.s.port, &cfg, "other.test").err();
+        let e = e.expect("a certificate for a.test accepted for other.test");
+        assert!(e.to_string().contains("certificate"), "{e}");
+        let c = Tls::open(site.s.port, &cfg, "a.test");
+        assert!(c.peer_cert() == site.a);
+    });
+}
+
+/// A client that checks nothing but records the certificate it was shown (to see what the
+/// server picks without SNI or for an unknown name).
+mod shown {
+    use super::*;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::UnixTime;
+    use rustls::DigitallySignedStruct;
+
+    #[derive(Debug)]
+    pub struct AnyCert(pub std::sync::Mutex<Option<CertificateDer<'static>>>);
+
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            end: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            *self.0.lock().unwrap() = Some(end.clone().into_owned());
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// The certificate the server shows for `sni` (an IP address: no SNI is sent).
+    pub fn cert_for(port: u16, sni: &str) -> CertificateDer<'static> {
+        let v = Arc::new(AnyCert(Default::default()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(v.clone())
+            .with_no_client_auth();
+        let _c = Tls::open(port, &Arc::new(cfg), sni);
+        let got = v.0.lock().unwrap().clone();
+        got.expect("no certificate seen")
+    }
+}
+
+#[test]
+fn unknown_or_absent_sni_gets_the_default_servers_certificate() {
+    for_each_backend(
+        "unknown_or_absent_sni_gets_the_default_servers_certificate",
+        |b| {
+            let site = start(b, CONF);
+            assert!(shown::cert_for(site.s.port, "other.test") == site.a);
+            // rustls sends no SNI for an IP address.
+            assert!(shown::cert_for(site.s.port, "127.0.0.1") == site.a);
+            assert!(shown::cert_for(site.s.port, "b.test") == site.b);
+        },
+    );
+}
+
+#[test]
+fn plain_http_on_the_tls_port_gets_nginxs_400() {
+    for_each_backend("plain_http_on_the_tls_port_gets_nginxs_400", |b| {
+        let site = start(b, CONF);
+        let (bytes, _) = exchange(
+            site.s.port,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            Duration::from_secs(3),
+        );
+        let rs = parse_responses(&bytes);
+        assert_eq!(rs.len(), 1, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(rs[0].status, 400);
+        let body = rs[0].text();
+        assert!(
+            body.contains("The plain HTTP request was sent to HTTPS port"),
+            "{body}"
+        );
+        assert_eq!(rs[0].header("Connection"), Some("close"));
+    });
+}
+
+#[test]
+fn garbage_and_bad_handshakes_close_only_their_connection() {
+    for_each_backend(
+        "garbage_and_bad_handshakes_close_only_their_connection",
+        |b| {
+            let site = start(b, CONF);
+            let cfg = client_config(&[site.a.clone()], false);
+            // A client mid-connection, before and after the garbage.
+            let mut good = Tls::open(site.s.port, &cfg, "a.test");
+            good.send(get_req("/", "a.test").as_bytes());
+            assert_eq!(good.response().status, 200);
+            let junk: [&[u8]; 3] = [
+                b"\x00\x01\x02garbage that is no record\r\n\r\n",
+                // A handshake record header announcing a record rustls refuses.
+                b"\x16\x03\x01\xff\xff\x01\x02\x03",
+                // A record of the wrong type first.
+                b"\x17\x03\x03\x00\x05hello",
+            ];
+            for j in junk {
+                let (bytes, closed) = exchange(site.s.port, j, Duration::from_secs(3));
+                assert!(closed, "not closed after {j:?}");
+                assert!(
+                    !bytes.starts_with(b"HTTP/"),
+                    "an HTTP answer to TLS garbage: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+            good.send(get_req("/big.bin", "a.test").as_bytes());
+            let r = good.response();
+            assert!(r.status == 200 && r.body == big());
+            let mut again = Tls::open(site.s.port, &cfg, "a.test");
+            again.send(get_req("/", "a.test").as_bytes());
+            assert_eq!(again.response().status, 200);
+        },
+    );
+}
+
+#[test]
+fn a_stalled_handshake_is_cut_by_the_header_timeout() {
+    for_each_backend("a_stalled_handshake_is_cut_by_the_header_timeout", |b| {
+        let site = start(b, CONF);
+        // A ClientHello record header, then one byte every 200 ms: every byte is progress,
+        // but the handshake never completes. client_header_timeout is 1 s.
+        let mut s = TcpStream::connect(("127.0.0.1", site.s.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s.write_all(b"\x16\x03\x01\x02\x00\x01").unwrap();
+        let t0 = Instant::now();
+        let mut closed = false;
+        let mut one = [0u8; 1];
+        while t0.elapsed() < Duration::from_secs(8) {
+            if s.write_all(b"\x00").is_err() {
+                closed = true;
+                break;
+            }
+            match s.read(&mut one) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => panic!("the server answered a half handshake"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        assert!(closed, "a dripping handshake was still open after 8 s");
+        assert!(
+            site.s.log().contains("no TLS handshake within"),
+            "{}",
+            site.s.log()
+        );
+    });
+}
+
+#[test]
+fn sessions_resume() {
+    for_each_backend("sessions_resume", |b| {
+        let site = start(b, CONF);
+        for tls12 in [false, true] {
+            let cfg = client_config(&[site.a.clone()], tls12);
+            let mut c = Tls::open(site.s.port, &cfg, "a.test");
+            assert!(!c.resumed());
+            // Reading a response also takes in the session tickets sent after the handshake.
+            c.send(get_req("/", "a.test").as_bytes());
+            assert_eq!(c.response().status, 200);
+            let mut d = Tls::open(site.s.port, &cfg, "a.test");
+            assert!(
+                d.resumed(),
+                "TLS 1.{} session not resumed",
+                if tls12 { 2 } else { 3 }
+            );
+            d.send(get_req("/", "a.test").as_bytes());
+            assert_eq!(d.response().body, b"site a\n");
+        }
     });
 }
