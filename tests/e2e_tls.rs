@@ -197,7 +197,7 @@ fn start(backend: &str, conf: &str) -> Site {
 fn static_files_small_and_large_over_tls() {
     for_each_backend("static_files_small_and_large_over_tls", |b| {
         let site = start(b, CONF);
-        let cfg = client_config(&[site.a.clone()], false);
+        let cfg = client_config(std::slice::from_ref(&site.a), false);
         let mut c = Tls::open(site.s.port, &cfg, "a.test");
         c.send(get_req("/", "a.test").as_bytes());
         let r = c.response();
@@ -209,7 +209,7 @@ fn static_files_small_and_large_over_tls() {
         assert_eq!(r.body.len(), 1 << 20);
         assert!(r.body == big(), "1 MiB body differs");
         // TLS 1.2 too.
-        let cfg12 = client_config(&[site.a.clone()], true);
+        let cfg12 = client_config(std::slice::from_ref(&site.a), true);
         let mut c = Tls::open(site.s.port, &cfg12, "a.test");
         c.send(get_req("/big.bin", "a.test").as_bytes());
         let r = c.response();
@@ -224,7 +224,7 @@ fn static_files_small_and_large_over_tls() {
 fn keep_alive_pipelining_uploads_and_cgi_over_tls() {
     for_each_backend("keep_alive_pipelining_uploads_and_cgi_over_tls", |b| {
         let site = start(b, CONF);
-        let cfg = client_config(&[site.a.clone()], false);
+        let cfg = client_config(std::slice::from_ref(&site.a), false);
         let mut c = Tls::open(site.s.port, &cfg, "a.test");
         // Three pipelined requests in one write, answered in order on one connection.
         let three = format!(
@@ -395,7 +395,7 @@ fn garbage_and_bad_handshakes_close_only_their_connection() {
         "garbage_and_bad_handshakes_close_only_their_connection",
         |b| {
             let site = start(b, CONF);
-            let cfg = client_config(&[site.a.clone()], false);
+            let cfg = client_config(std::slice::from_ref(&site.a), false);
             // A client mid-connection, before and after the garbage.
             let mut good = Tls::open(site.s.port, &cfg, "a.test");
             good.send(get_req("/", "a.test").as_bytes());
@@ -435,7 +435,9 @@ fn a_stalled_handshake_is_cut_by_the_header_timeout() {
         let mut s = TcpStream::connect(("127.0.0.1", site.s.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        s.write_all(b"\x16\x03\x01\x02\x00\x01").unwrap();
+        // Record: handshake, 512 bytes; message: ClientHello, 508 bytes; version TLS 1.2.
+        s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+            .unwrap();
         let t0 = Instant::now();
         let mut closed = false;
         let mut one = [0u8; 1];
@@ -458,7 +460,11 @@ fn a_stalled_handshake_is_cut_by_the_header_timeout() {
                 }
             }
         }
-        assert!(closed, "a dripping handshake was still open after 8 s");
+        assert!(
+            closed,
+            "a dripping handshake was still open after 8 s; log:\n{}",
+            site.s.log()
+        );
         assert!(
             site.s.log().contains("no TLS handshake within"),
             "{}",
@@ -472,7 +478,7 @@ fn sessions_resume() {
     for_each_backend("sessions_resume", |b| {
         let site = start(b, CONF);
         for tls12 in [false, true] {
-            let cfg = client_config(&[site.a.clone()], tls12);
+            let cfg = client_config(std::slice::from_ref(&site.a), tls12);
             let mut c = Tls::open(site.s.port, &cfg, "a.test");
             assert!(!c.resumed());
             // Reading a response also takes in the session tickets sent after the handshake.
@@ -488,4 +494,123 @@ fn sessions_resume() {
             assert_eq!(d.response().body, b"site a\n");
         }
     });
+}
+
+#[test]
+fn connection_close_ends_with_close_notify() {
+    for_each_backend("connection_close_ends_with_close_notify", |b| {
+        let site = start(b, CONF);
+        let cfg = client_config(std::slice::from_ref(&site.a), false);
+        let mut c = Tls::open(site.s.port, &cfg, "a.test");
+        c.send(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+        assert_eq!(c.response().body, b"site a\n");
+        // rustls reports a TCP close without close_notify as UnexpectedEof; a clean end of
+        // the TLS stream reads as 0.
+        let mut rest = [0u8; 64];
+        let n = c.s.0.borrow_mut().read(&mut rest);
+        assert!(matches!(n, Ok(0)), "after the last response: {n:?}");
+    });
+}
+
+#[test]
+fn ipv6_tls_listener() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("ipv6_tls_listener: NOT RUN: no ::1 on this machine");
+        return;
+    }
+    for_each_backend("ipv6_tls_listener", |b| {
+        let conf = CONF.replace(
+            "    listen 127.0.0.1:{PORT2};\n",
+            "    listen 127.0.0.1:{PORT2};\n    listen [::1]:{PORT2} ssl;\n",
+        );
+        let site = start(b, &conf);
+        let cfg = client_config(std::slice::from_ref(&site.a), false);
+        let tcp = TcpStream::connect(("::1", site.s.port2)).unwrap();
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let name = ServerName::try_from("a.test").unwrap();
+        let conn = ClientConnection::new(cfg, name).unwrap();
+        let mut st = StreamOwned::new(conn, tcp);
+        st.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = st.read_to_end(&mut got);
+        let rs = parse_responses(&got);
+        assert!(rs.len() == 1 && rs[0].body == b"site a\n", "{got:?}");
+    });
+}
+
+/// `webserv -t -p DIR -c DIR/t.conf`: (success, stderr).
+fn check(dir: &Path, conf: &str) -> (bool, String) {
+    let path = dir.join("t.conf");
+    std::fs::write(&path, conf).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["-t", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run webserv -t");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn test_mode_loads_and_matches_certificates_and_keys() {
+    let dir = temp_dir();
+    make_cert(&dir, "a", &["a.test"]);
+    make_cert(&dir, "b", &["b.test"]);
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    let conf = |directives: &str| {
+        format!("server {{\n    listen 127.0.0.1:8443 ssl;\n{directives}    root www;\n}}\n")
+    };
+    let good = conf("    ssl_certificate a.crt;\n    ssl_certificate_key a.key;\n");
+    let (ok, text) = check(&dir, &good);
+    assert!(ok, "{text}");
+    let at =
+        |line: u32, col: u32| format!("{}:{line}:{col}: error: ", dir.join("t.conf").display());
+    let cases = [
+        (
+            conf("    ssl_certificate_key a.key;\n"),
+            at(2, 12),
+            "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive",
+        ),
+        (
+            conf("    ssl_certificate a.crt;\n    ssl_certificate_key b.key;\n"),
+            at(4, 25),
+            "the key does not match certificate",
+        ),
+        (
+            conf("    ssl_certificate none.crt;\n    ssl_certificate_key a.key;\n"),
+            at(3, 21),
+            "cannot load certificate",
+        ),
+        (
+            conf("    ssl_certificate a.key;\n    ssl_certificate_key a.key;\n"),
+            at(3, 21),
+            "cannot load certificate",
+        ),
+        (
+            conf("    ssl_certificate a.crt;\n    ssl_certificate_key a.crt;\n"),
+            at(4, 25),
+            "cannot load certificate key",
+        ),
+        (
+            conf("    ssl_certificate a.crt;\n    ssl_certificate_key a.key;\n    ssl_protocols TLSv1;\n"),
+            at(5, 19),
+            "\"TLSv1\" is not supported",
+        ),
+    ];
+    for (text_in, pos, msg) in cases {
+        let (ok, text) = check(&dir, &text_in);
+        assert!(!ok, "accepted:\n{text_in}");
+        assert!(
+            text.lines().any(|l| l.starts_with(&pos) && l.contains(msg)),
+            "want {pos}{msg}\n got: {text}\nfor:\n{text_in}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
