@@ -407,9 +407,13 @@ fn garbage_and_bad_handshakes_close_only_their_connection() {
                 // A record of the wrong type first.
                 b"\x17\x03\x03\x00\x05hello",
             ];
-            for j in junk {
+            for (i, j) in junk.into_iter().enumerate() {
                 let (bytes, closed) = exchange(site.s.port, j, Duration::from_secs(3));
                 assert!(closed, "not closed after {j:?}");
+                if i == 1 {
+                    // A record that rustls refuses gets a fatal alert back.
+                    assert_eq!(bytes.first(), Some(&0x15), "no alert for {j:?}: {bytes:?}");
+                }
                 assert!(
                     !bytes.starts_with(b"HTTP/"),
                     "an HTTP answer to TLS garbage: {}",
@@ -439,35 +443,44 @@ fn a_stalled_handshake_is_cut_by_the_header_timeout() {
         s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
             .unwrap();
         let t0 = Instant::now();
-        let mut closed = false;
+        let mut closed = None;
         let mut one = [0u8; 1];
         while t0.elapsed() < Duration::from_secs(8) {
-            if s.write_all(b"\x00").is_err() {
-                closed = true;
+            if let Err(e) = s.write_all(b"\x00") {
+                closed = Some(format!("write: {e}"));
                 break;
             }
             match s.read(&mut one) {
                 Ok(0) => {
-                    closed = true;
+                    closed = Some("EOF".into());
                     break;
                 }
                 Ok(_) => panic!("the server answered a half handshake"),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
-                Err(_) => {
-                    closed = true;
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    closed = Some(format!("read: {e}"));
                     break;
                 }
             }
         }
+        let closed = closed.map(|how| format!("{how} after {:?}", t0.elapsed()));
         assert!(
-            closed,
+            closed.is_some(),
             "a dripping handshake was still open after 8 s; log:\n{}",
             site.s.log()
         );
+        // The log line is written before the close; give the log a moment to reach the file.
+        let t1 = Instant::now();
+        while !site.s.log().contains("no TLS handshake within")
+            && t1.elapsed() < Duration::from_secs(3)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert!(
             site.s.log().contains("no TLS handshake within"),
-            "{}",
+            "{closed:?}: {}",
             site.s.log()
         );
     });
@@ -499,8 +512,19 @@ fn sessions_resume() {
 #[test]
 fn connection_close_ends_with_close_notify() {
     for_each_backend("connection_close_ends_with_close_notify", |b| {
-        let site = start(b, CONF);
+        let conf = CONF.replace(
+            "client_header_timeout 1s;",
+            "client_header_timeout 1s;\nkeepalive_timeout 1s;",
+        );
+        let site = start(b, &conf);
         let cfg = client_config(std::slice::from_ref(&site.a), false);
+        // The keep-alive timeout also ends with close_notify.
+        let mut c = Tls::open(site.s.port, &cfg, "a.test");
+        c.send(get_req("/", "a.test").as_bytes());
+        assert_eq!(c.response().body, b"site a\n");
+        let mut rest = [0u8; 64];
+        let n = c.s.0.borrow_mut().read(&mut rest);
+        assert!(matches!(n, Ok(0)), "after the keep-alive timeout: {n:?}");
         let mut c = Tls::open(site.s.port, &cfg, "a.test");
         c.send(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
         assert_eq!(c.response().body, b"site a\n");

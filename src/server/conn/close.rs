@@ -128,7 +128,13 @@ impl Conn {
             Phase::Closing => {}
             Phase::Idle => {
                 crate::trace!("{id}: keepalive timeout");
-                self.close(Abort::Timeout, env);
+                if self.is_tls() && self.out.is_empty() && !self.flags.has(Flags::SENDING) {
+                    // close_notify first, then the lingering close (pump).
+                    self.flags.set(Flags::CLOSE_AFTER, true);
+                    self.flags.set(Flags::CLOSE_WHEN_FLUSHED, true);
+                } else {
+                    self.close(Abort::Timeout, env);
+                }
             }
             Phase::Linger => self.close(Abort::Timeout, env),
             Phase::Handshake => {

@@ -135,8 +135,15 @@ impl Conn {
         }
         if let Some(e) = failed {
             crate::info!("{id}: TLS: {e}; closing");
-            // Only this connection ends; the alert rustls queued is not waited for.
-            self.close(Abort::Closing, env);
+            if self.phase == Phase::Handshake {
+                // The alert rustls queued goes out (in place of close_notify), then the
+                // lingering close.
+                tls.notified = true;
+                self.flags.set(Flags::CLOSE_AFTER, true);
+                self.flags.set(Flags::CLOSE_WHEN_FLUSHED, true);
+            } else {
+                self.close(Abort::Closing, env);
+            }
             return;
         }
         let handshaking = tls.conn.is_handshaking();
