@@ -6,6 +6,10 @@
 //! connection layer that drives a `ServerConnection` over the backend's receive and send
 //! operations is `server/conn/tls.rs`.
 
+mod session;
+
+pub use session::{Session, Writer};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -62,7 +62,7 @@ impl Conn {
             return false;
         }
         if self.tls.is_some() {
-            if let Some(op) = self.tls_next_send() {
+            if let Some(op) = self.tls_next_send(env) {
                 self.flags.set(Flags::SENDING, true);
                 env.be.submit(self.tok(OpTag::Send), op);
                 return true;

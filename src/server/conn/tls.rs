@@ -1,4 +1,4 @@
-//! TLS on a connection (issue 14): a rustls `ServerConnection` between the socket and the HTTP
+//! TLS on a connection (issue 14): a rustls session between the socket and the HTTP
 //! layer, driven entirely by the connection's ordinary operations — no thread, no blocking.
 //!
 //! - **In**: each buffer a `Recv` completion brings is fed to rustls (`read_tls`, then
@@ -16,12 +16,13 @@
 //!   (the first byte is a letter, not a TLS record) gets nginx's 400 "The plain HTTP request
 //!   was sent to HTTPS port" in clear text, then a close.
 //!
-//! This uses rustls's buffered `ServerConnection` over in-memory buffers rather than the
-//! unbuffered API (see README, "HTTPS").
+//! The session is rustls's unbuffered API (`crate::tls::Session`): ciphertext is decrypted
+//! in place in the session's input buffer and plaintext encrypted straight into the send
+//! buffer.
 //!
 //! [`OutQueue`]: crate::server::out::OutQueue
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use backends::{Body, Op, SendBuf};
 
@@ -35,36 +36,23 @@ use crate::server::token::OpTag;
 /// Ciphertext produced for one send at most (plaintext is taken from the queue until the
 /// records reach this size).
 const WIRE_MAX: usize = 64 * 1024;
+/// Queued pieces smaller than this are gathered into one record rather than one each.
+const GATHER: usize = 16 * 1024;
 
 /// A connection's TLS state.
 pub struct Tls {
-    conn: rustls::ServerConnection,
-    /// `close_notify` was queued.
+    session: crate::tls::Session,
+    /// `close_notify` (or a fatal alert) was queued.
     notified: bool,
 }
 
 impl Tls {
     /// For a connection accepted on a TLS address.
     pub fn new(cfg: &std::sync::Arc<rustls::ServerConfig>) -> Result<Box<Tls>, rustls::Error> {
-        let mut conn = rustls::ServerConnection::new(cfg.clone())?;
-        // The connection bounds what it queues itself (`WIRE_MAX`, `OUT_HIGH`).
-        conn.set_buffer_limit(None);
         Ok(Box::new(Tls {
-            conn,
+            session: crate::tls::Session::new(cfg.clone())?,
             notified: false,
         }))
-    }
-
-    /// Every record rustls has ready, appended to `wire`.
-    fn drain(&mut self, wire: &mut Vec<u8>) {
-        for _ in 0..1024 {
-            if !self.conn.wants_write() {
-                break;
-            }
-            if self.conn.write_tls(wire).is_err() {
-                break;
-            }
-        }
     }
 }
 
@@ -96,82 +84,60 @@ impl Conn {
         }
         self.flags.set(Flags::TLS_FED, true);
         let keep = self.keeps_input();
-        let id = self.io_ident();
         let Some(tls) = self.tls.as_mut() else {
             return;
         };
-        let mut rest = b;
         let mut plain = Vec::new();
-        let mut failed = None;
-        let mut peer_closed = false;
-        for _ in 0..4096 {
-            if rest.is_empty() {
-                break;
-            }
-            match tls.conn.read_tls(&mut rest) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    break;
-                }
-            }
-            if let Err(e) = tls.conn.process_new_packets() {
-                failed = Some(e.to_string());
-                break;
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            loop {
-                match tls.conn.reader().read(&mut chunk) {
-                    Ok(0) => {
-                        peer_closed = true;
-                        break;
-                    }
-                    Ok(n) if keep => plain.extend_from_slice(&chunk[..n]),
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        if let Some(e) = failed {
-            crate::info!("{id}: TLS: {e}; closing");
-            if self.phase == Phase::Handshake {
-                // The alert rustls queued goes out (in place of close_notify), then the
-                // lingering close.
-                tls.notified = true;
-                self.flags.set(Flags::CLOSE_AFTER, true);
-                self.flags.set(Flags::CLOSE_WHEN_FLUSHED, true);
-            } else {
-                self.close(Abort::Closing, env);
-            }
+        if let Err(e) = tls.session.receive(b, keep, &mut plain) {
+            self.tls_failed(&e, env);
             return;
         }
-        let handshaking = tls.conn.is_handshaking();
-        if self.phase == Phase::Handshake && !handshaking {
-            crate::trace!(
-                "{}: TLS handshake done: {:?} {:?}, SNI {:?}",
-                id,
-                tls.conn.protocol_version(),
-                tls.conn.negotiated_cipher_suite().map(|s| s.suite()),
-                tls.conn.server_name()
-            );
+        let (established, peer_closed) = (tls.session.is_established(), tls.session.peer_closed());
+        if self.phase == Phase::Handshake && established {
+            crate::trace!("{}: TLS handshake done", self.io_ident());
             self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
             self.set_phase(Phase::Idle, env);
         }
-        if !plain.is_empty() {
-            if self.phase == Phase::Idle {
-                self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
-                self.set_phase(Phase::Head, env);
-            }
-            if self.inbuf.is_empty() && self.inbuf.capacity() == 0 {
-                self.inbuf = env.bufs.pop().unwrap_or_default();
-            }
-            self.inbuf.extend_from_slice(&plain);
-        }
+        self.tls_plaintext(plain, env);
         if peer_closed && !self.flags.has(Flags::EOF) {
             // close_notify: the client sends nothing more.
             self.flags.set(Flags::EOF, true);
             self.on_eof(env);
+        }
+    }
+
+    /// Decrypted request bytes join the connection's input.
+    fn tls_plaintext(&mut self, plain: Vec<u8>, env: &mut Env) {
+        if plain.is_empty() {
+            return;
+        }
+        if self.phase == Phase::Idle {
+            // A new request starts: its head must arrive within the header timeout.
+            self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
+            self.set_phase(Phase::Head, env);
+        }
+        if self.inbuf.is_empty() && self.inbuf.capacity() == 0 {
+            if plain.capacity() <= 64 * 1024 {
+                self.inbuf = plain;
+                return;
+            }
+            self.inbuf = env.bufs.pop().unwrap_or_default();
+        }
+        self.inbuf.extend_from_slice(&plain);
+    }
+
+    /// The session failed: during the handshake its alert goes out before a lingering close;
+    /// later the connection just closes.
+    fn tls_failed(&mut self, e: &str, env: &mut Env) {
+        crate::info!("{}: TLS: {e}; closing", self.io_ident());
+        if self.phase == Phase::Handshake {
+            if let Some(t) = self.tls.as_mut() {
+                t.notified = true;
+            }
+            self.flags.set(Flags::CLOSE_AFTER, true);
+            self.flags.set(Flags::CLOSE_WHEN_FLUSHED, true);
+        } else {
+            self.close(Abort::Closing, env);
         }
     }
 
@@ -197,21 +163,31 @@ impl Conn {
         self.set_phase(Phase::Idle, env);
     }
 
-    /// The next send of a TLS connection: handshake records, or queued plaintext encrypted.
-    pub(super) fn tls_next_send(&mut self) -> Option<Op> {
+    /// The next send of a TLS connection: handshake records, then queued plaintext
+    /// encrypted (up to [`WIRE_MAX`] of records).
+    pub(super) fn tls_next_send(&mut self, env: &mut Env) -> Option<Op> {
         let id = self.io_ident();
+        let keep = self.keeps_input();
         let tls = self.tls.as_mut()?;
-        let mut wire = Vec::new();
-        tls.drain(&mut wire);
-        if !tls.conn.is_handshaking() {
-            while wire.len() < WIRE_MAX {
-                match self.out.pop() {
-                    Some(Out::Buf(b)) => {
-                        let mut w = tls.conn.writer();
-                        if w.write_all(&b.head).is_err() || w.write_all(b.body.as_slice()).is_err()
-                        {
-                            crate::error!("{id}: TLS: plaintext refused");
+        let q = &mut self.out;
+        let mut plain = Vec::new();
+        let r = tls.session.send(keep, &mut plain, &mut |w| {
+            let mut gather: Vec<u8> = Vec::new();
+            while w.len() + gather.len() < WIRE_MAX {
+                match q.pop() {
+                    Some(Out::Buf(b)) if b.len() < GATHER => {
+                        gather.extend_from_slice(&b.head);
+                        gather.extend_from_slice(b.body.as_slice());
+                        if gather.len() >= GATHER {
+                            w.encrypt(&gather);
+                            gather.clear();
                         }
+                    }
+                    Some(Out::Buf(b)) => {
+                        w.encrypt(&gather);
+                        gather.clear();
+                        w.encrypt(&b.head);
+                        w.encrypt(b.body.as_slice());
                     }
                     Some(Out::File { .. }) => {
                         // Never queued on TLS (the file task reads instead of sendfile).
@@ -219,9 +195,17 @@ impl Conn {
                     }
                     None => break,
                 }
-                tls.drain(&mut wire);
             }
-        }
+            w.encrypt(&gather);
+        });
+        let wire = match r {
+            Ok(wire) => wire,
+            Err(e) => {
+                self.tls_failed(&e, env);
+                return None;
+            }
+        };
+        self.tls_plaintext(plain, env);
         if wire.is_empty() {
             return None;
         }
@@ -240,9 +224,10 @@ impl Conn {
             return false;
         };
         tls.notified = true;
-        tls.conn.send_close_notify();
-        let mut wire = Vec::new();
-        tls.drain(&mut wire);
+        let wire = tls
+            .session
+            .send(false, &mut Vec::new(), &mut |w| w.close_notify())
+            .unwrap_or_default();
         if wire.is_empty() {
             return false;
         }

@@ -1,0 +1,259 @@
+//! One TLS session over rustls's unbuffered API (`UnbufferedServerConnection`): the caller owns
+//! every buffer. Received ciphertext is appended to [`Session::incoming`] and decrypted there in
+//! place; records to send are encoded or encrypted straight into one outgoing `Vec` that the
+//! connection then hands to the backend as an ordinary send. No socket, no thread, no blocking:
+//! the connection layer (`server/conn/tls.rs`) decides when to receive and when to send.
+
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffic};
+
+/// A bound on state transitions handled in one call (each consumes input or produces output,
+/// so a well-behaved session needs far fewer).
+const STEPS: usize = 4096;
+
+pub struct Session {
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received and not yet consumed (a partial record waits here for the rest).
+    incoming: Vec<u8>,
+    /// Records ready to send (handshake messages, alerts, tickets), in order.
+    wire: Vec<u8>,
+    established: bool,
+    peer_closed: bool,
+    /// A fatal error happened; nothing more is processed.
+    failed: bool,
+}
+
+/// What the connection may write once the handshake is done: plaintext, encrypted on the
+/// spot into the outgoing buffer, and `close_notify`.
+pub struct Writer<'a, 'c> {
+    w: &'a mut WriteTraffic<'c, ServerConnectionData>,
+    out: &'a mut Vec<u8>,
+    failed: bool,
+}
+
+impl Writer<'_, '_> {
+    /// Encrypt `plain` into the outgoing records.
+    pub fn encrypt(&mut self, plain: &[u8]) {
+        if plain.is_empty() || self.failed {
+            return;
+        }
+        // A record carries at most 16 KiB plus a header, tag and content type.
+        let mut need = plain.len() + (plain.len() / 16384 + 1) * 64;
+        for _ in 0..4 {
+            let at = self.out.len();
+            self.out.resize(at + need, 0);
+            match self.w.encrypt(plain, &mut self.out[at..]) {
+                Ok(n) => {
+                    self.out.truncate(at + n);
+                    return;
+                }
+                Err(EncryptError::InsufficientSize(s)) => {
+                    self.out.truncate(at);
+                    need = s.required_size;
+                }
+                Err(_) => {
+                    self.out.truncate(at);
+                    break;
+                }
+            }
+        }
+        self.failed = true;
+    }
+
+    /// Queue `close_notify`.
+    pub fn close_notify(&mut self) {
+        let at = self.out.len();
+        self.out.resize(at + 64, 0);
+        match self.w.queue_close_notify(&mut self.out[at..]) {
+            Ok(n) => self.out.truncate(at + n),
+            Err(_) => self.out.truncate(at),
+        }
+    }
+
+    /// Ciphertext produced so far for this send.
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+}
+
+/// Appends one encoded handshake or alert record to `out`.
+fn encode(
+    out: &mut Vec<u8>,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), String> {
+    let mut need = 4096;
+    for _ in 0..4 {
+        let at = out.len();
+        out.resize(at + need, 0);
+        match f(&mut out[at..]) {
+            Ok(n) => {
+                out.truncate(at + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(s)) => {
+                out.truncate(at);
+                need = s.required_size;
+            }
+            Err(e) => {
+                out.truncate(at);
+                return Err(e.to_string());
+            }
+        }
+    }
+    Err("record does not fit".into())
+}
+
+impl Session {
+    pub fn new(cfg: std::sync::Arc<rustls::ServerConfig>) -> Result<Session, rustls::Error> {
+        Ok(Session {
+            conn: UnbufferedServerConnection::new(cfg)?,
+            incoming: Vec::new(),
+            wire: Vec::new(),
+            established: false,
+            peer_closed: false,
+            failed: false,
+        })
+    }
+
+    /// The handshake is complete.
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// The client sent `close_notify`: no more data comes.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// Records waiting to be sent.
+    pub fn has_wire(&self) -> bool {
+        !self.wire.is_empty()
+    }
+
+    /// Ciphertext received: decrypt what it completes. Application data is appended to
+    /// `plain` (dropped when `keep` is false).
+    pub fn receive(&mut self, bytes: &[u8], keep: bool, plain: &mut Vec<u8>) -> Result<(), String> {
+        self.incoming.extend_from_slice(bytes);
+        self.run(keep, plain, None)
+    }
+
+    /// The next send: waiting records, then (once established) what `write` encrypts.
+    /// Application data met on the way is appended to `plain`.
+    pub fn send(
+        &mut self,
+        keep: bool,
+        plain: &mut Vec<u8>,
+        write: &mut dyn FnMut(&mut Writer),
+    ) -> Result<Vec<u8>, String> {
+        if self.failed {
+            // Only the alert that ended it is left to send.
+            return Ok(std::mem::take(&mut self.wire));
+        }
+        let r = self.run(keep, plain, Some(write));
+        let wire = std::mem::take(&mut self.wire);
+        r.map(|()| wire)
+    }
+
+    /// Drive the state machine until it waits for input (or, with `write`, until the
+    /// connection has written what it had).
+    fn run(
+        &mut self,
+        keep: bool,
+        plain: &mut Vec<u8>,
+        mut write: Option<&mut dyn FnMut(&mut Writer)>,
+    ) -> Result<(), String> {
+        if self.failed {
+            return Err("session failed before".into());
+        }
+        let mut result = Ok(());
+        for _ in 0..STEPS {
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let mut stop = false;
+            match status.state {
+                Err(e) => {
+                    result = Err(e.to_string());
+                    stop = true;
+                }
+                Ok(ConnectionState::ReadTraffic(mut r)) => {
+                    while let Some(rec) = r.next_record() {
+                        match rec {
+                            Ok(rec) if keep => plain.extend_from_slice(rec.payload),
+                            Ok(_) => {}
+                            Err(e) => {
+                                result = Err(e.to_string());
+                                stop = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
+                Ok(ConnectionState::Closed) => {
+                    self.peer_closed = true;
+                    stop = true;
+                }
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    if let Err(m) = encode(&mut self.wire, |b| e.encode(b)) {
+                        result = Err(m);
+                        stop = true;
+                    }
+                }
+                // The records are in `wire`, which the connection sends before anything
+                // encrypted after them.
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                Ok(ConnectionState::BlockedHandshake) => stop = true,
+                Ok(ConnectionState::WriteTraffic(mut w)) => {
+                    self.established = true;
+                    if let Some(f) = write.take() {
+                        let mut wr = Writer {
+                            w: &mut w,
+                            out: &mut self.wire,
+                            failed: false,
+                        };
+                        f(&mut wr);
+                        if wr.failed {
+                            result = Err("encryption failed".into());
+                        }
+                    }
+                    stop = true;
+                }
+                // Early data is not enabled; nothing else is expected.
+                Ok(_) => stop = true,
+            }
+            self.incoming.drain(..discard.min(self.incoming.len()));
+            if stop {
+                break;
+            }
+        }
+        if result.is_err() {
+            self.failed = true;
+            self.collect_alert();
+        }
+        if self.incoming.is_empty() && self.incoming.capacity() > 0 {
+            // An idle session holds no input buffer.
+            self.incoming = Vec::new();
+        }
+        result
+    }
+
+    /// After an error: the fatal alert rustls queued, if any, into `wire`.
+    fn collect_alert(&mut self) {
+        for _ in 0..8 {
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    if encode(&mut self.wire, |b| e.encode(b)).is_err() {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                _ => return,
+            }
+        }
+    }
+}
