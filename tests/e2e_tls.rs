@@ -638,3 +638,57 @@ fn test_mode_loads_and_matches_certificates_and_keys() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn plain_listener_redirects_and_curl_trusts_the_ca_file() {
+    for_each_backend(
+        "plain_listener_redirects_and_curl_trusts_the_ca_file",
+        |b| {
+            let conf = format!(
+                "{CONF}server {{\n    listen 127.0.0.1:{{PORT2}};\n    server_name c.test;\n    \
+             return 301 https://$host:{{PORT}}$request_uri;\n}}\n"
+            );
+            let site = start(b, &conf);
+            let r = get_host(site.s.port2, "c.test", "/x?y=1");
+            assert_eq!(r.status, 301, "{}", r.dump());
+            assert_eq!(
+                r.header("Location"),
+                Some(format!("https://c.test:{}/x?y=1", site.s.port).as_str())
+            );
+            let curl = std::process::Command::new("curl")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !curl {
+                println!("curl check: NOT RUN (no curl on this machine)");
+                return;
+            }
+            let port = site.s.port;
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "5", "--cacert"])
+                .arg(site.s.dir.join("b.crt"))
+                .args(["--resolve", &format!("b.test:{port}:127.0.0.1")])
+                .arg(format!("https://b.test:{port}/"))
+                .output()
+                .expect("run curl");
+            assert!(
+                out.status.success(),
+                "curl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.stdout, b"site b\n");
+            // Trusting only a.test's certificate, curl refuses b.test's.
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "5", "--cacert"])
+                .arg(site.s.dir.join("a.crt"))
+                .args(["--resolve", &format!("b.test:{port}:127.0.0.1")])
+                .arg(format!("https://b.test:{port}/"))
+                .output()
+                .expect("run curl");
+            assert!(
+                !out.status.success(),
+                "curl accepted an untrusted certificate"
+            );
+        },
+    );
+}
