@@ -11,12 +11,41 @@ use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffi
 /// so a well-behaved session needs far fewer).
 const STEPS: usize = 4096;
 
+/// The outgoing records: `buf[..len]`. Bytes past `len` are stale but initialised, so a
+/// recycled buffer is written over without being zeroed (or faulted in) again.
+#[derive(Default)]
+struct Wire {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Wire {
+    /// `need` writable bytes after the records.
+    fn room(&mut self, need: usize) -> &mut [u8] {
+        if self.buf.len() < self.len + need {
+            self.buf.resize(self.len + need, 0);
+        }
+        &mut self.buf[self.len..self.len + need]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        let mut b = std::mem::take(&mut self.buf);
+        b.truncate(self.len);
+        self.len = 0;
+        b
+    }
+}
+
 pub struct Session {
     conn: UnbufferedServerConnection,
     /// Ciphertext received and not yet consumed (a partial record waits here for the rest).
     incoming: Vec<u8>,
     /// Records ready to send (handshake messages, alerts, tickets), in order.
-    wire: Vec<u8>,
+    wire: Wire,
     established: bool,
     peer_closed: bool,
     /// A fatal error happened; nothing more is processed.
@@ -27,7 +56,7 @@ pub struct Session {
 /// spot into the outgoing buffer, and `close_notify`.
 pub struct Writer<'a, 'c> {
     w: &'a mut WriteTraffic<'c, ServerConnectionData>,
-    out: &'a mut Vec<u8>,
+    out: &'a mut Wire,
     failed: bool,
 }
 
@@ -40,21 +69,13 @@ impl Writer<'_, '_> {
         // A record carries at most 16 KiB plus a header, tag and content type.
         let mut need = plain.len() + (plain.len() / 16384 + 1) * 64;
         for _ in 0..4 {
-            let at = self.out.len();
-            self.out.resize(at + need, 0);
-            match self.w.encrypt(plain, &mut self.out[at..]) {
+            match self.w.encrypt(plain, self.out.room(need)) {
                 Ok(n) => {
-                    self.out.truncate(at + n);
+                    self.out.commit(n);
                     return;
                 }
-                Err(EncryptError::InsufficientSize(s)) => {
-                    self.out.truncate(at);
-                    need = s.required_size;
-                }
-                Err(_) => {
-                    self.out.truncate(at);
-                    break;
-                }
+                Err(EncryptError::InsufficientSize(s)) => need = s.required_size,
+                Err(_) => break,
             }
         }
         self.failed = true;
@@ -62,46 +83,35 @@ impl Writer<'_, '_> {
 
     /// Queue `close_notify`.
     pub fn close_notify(&mut self) {
-        let at = self.out.len();
-        self.out.resize(at + 64, 0);
-        match self.w.queue_close_notify(&mut self.out[at..]) {
-            Ok(n) => self.out.truncate(at + n),
-            Err(_) => self.out.truncate(at),
+        if let Ok(n) = self.w.queue_close_notify(self.out.room(64)) {
+            self.out.commit(n);
         }
     }
 
     /// Ciphertext produced so far for this send.
     pub fn len(&self) -> usize {
-        self.out.len()
+        self.out.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
+        self.out.len == 0
     }
 }
 
 /// Appends one encoded handshake or alert record to `out`.
 fn encode(
-    out: &mut Vec<u8>,
+    out: &mut Wire,
     mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
 ) -> Result<(), String> {
     let mut need = 4096;
     for _ in 0..4 {
-        let at = out.len();
-        out.resize(at + need, 0);
-        match f(&mut out[at..]) {
+        match f(out.room(need)) {
             Ok(n) => {
-                out.truncate(at + n);
+                out.commit(n);
                 return Ok(());
             }
-            Err(EncodeError::InsufficientSize(s)) => {
-                out.truncate(at);
-                need = s.required_size;
-            }
-            Err(e) => {
-                out.truncate(at);
-                return Err(e.to_string());
-            }
+            Err(EncodeError::InsufficientSize(s)) => need = s.required_size,
+            Err(e) => return Err(e.to_string()),
         }
     }
     Err("record does not fit".into())
@@ -112,7 +122,7 @@ impl Session {
         Ok(Session {
             conn: UnbufferedServerConnection::new(cfg)?,
             incoming: Vec::new(),
-            wire: Vec::new(),
+            wire: Wire::default(),
             established: false,
             peer_closed: false,
             failed: false,
@@ -131,7 +141,22 @@ impl Session {
 
     /// Records waiting to be sent.
     pub fn has_wire(&self) -> bool {
-        !self.wire.is_empty()
+        self.wire.len > 0
+    }
+
+    /// A sent buffer comes back: the next records are written over it (no zeroing, no page
+    /// faults for a large response's every piece). Kept only while nothing is waiting.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.wire.len == 0 && buf.capacity() > self.wire.buf.capacity() {
+            self.wire.buf = buf;
+        }
+    }
+
+    /// Drop a recycled buffer (the response is over: an idle session holds none).
+    pub fn release_spare(&mut self) {
+        if self.wire.len == 0 {
+            self.wire.buf = Vec::new();
+        }
     }
 
     /// Ciphertext received: decrypt what it completes. Application data is appended to
@@ -151,10 +176,10 @@ impl Session {
     ) -> Result<Vec<u8>, String> {
         if self.failed {
             // Only the alert that ended it is left to send.
-            return Ok(std::mem::take(&mut self.wire));
+            return Ok(self.wire.take());
         }
         let r = self.run(keep, plain, Some(write));
-        let wire = std::mem::take(&mut self.wire);
+        let wire = self.wire.take();
         r.map(|()| wire)
     }
 

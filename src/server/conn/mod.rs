@@ -419,6 +419,10 @@ impl Conn {
 
     fn on_send(&mut self, c: Completion, env: &mut Env) {
         self.flags.set(Flags::SENDING, false);
+        if let (Some(t), Buf::Send(b), Phase::Active) = (self.tls.as_mut(), c.buf, self.phase) {
+            // The next piece of a response is encrypted into this buffer (tls.rs).
+            t.recycle(b.head);
+        }
         match c.result {
             Ok(n) => {
                 crate::server::metrics::add(&crate::server::metrics::COUNTERS.sent_bytes, n as u64);

@@ -47,6 +47,11 @@ pub struct Tls {
 }
 
 impl Tls {
+    /// A sent buffer, for the next records of the same response.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.session.recycle(buf);
+    }
+
     /// For a connection accepted on a TLS address.
     pub fn new(cfg: &std::sync::Arc<rustls::ServerConfig>) -> Result<Box<Tls>, rustls::Error> {
         Ok(Box::new(Tls {
@@ -207,6 +212,11 @@ impl Conn {
         };
         self.tls_plaintext(plain, env);
         if wire.is_empty() {
+            if self.phase != Phase::Active {
+                if let Some(t) = self.tls.as_mut() {
+                    t.session.release_spare();
+                }
+            }
             return None;
         }
         Some(Op::Send {
