@@ -73,7 +73,11 @@ impl Tls {
     }
 
     fn try_open(port: u16, cfg: &Arc<ClientConfig>, sni: &str) -> io::Result<Tls> {
-        let tcp = TcpStream::connect(("127.0.0.1", port))?;
+        Tls::over(TcpStream::connect(("127.0.0.1", port))?, cfg, sni)
+    }
+
+    /// The handshake on a connection that may already carry something (a PROXY header).
+    fn over(tcp: TcpStream, cfg: &Arc<ClientConfig>, sni: &str) -> io::Result<Tls> {
         tcp.set_read_timeout(Some(IO_TIMEOUT))?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
         tcp.set_nodelay(true)?;
@@ -691,4 +695,28 @@ fn plain_listener_redirects_and_curl_trusts_the_ca_file() {
             );
         },
     );
+}
+
+#[test]
+fn proxy_protocol_then_tls() {
+    for_each_backend("proxy_protocol_then_tls", |b| {
+        let conf = CONF.replace(
+            "    listen 127.0.0.1:{PORT2};\n",
+            "    listen 127.0.0.1:{PORT2} proxy_protocol ssl;\n",
+        ).replace("client_header_timeout 1s;", "client_header_timeout 1s;\nset_real_ip_from 127.0.0.1;\nreal_ip_header proxy_protocol;");
+        let site = start(b, &conf);
+        let cfg = client_config(std::slice::from_ref(&site.a), false);
+        let mut tcp = TcpStream::connect(("127.0.0.1", site.s.port2)).unwrap();
+        // The PROXY header right before the ClientHello (one receive or two for the server).
+        tcp.write_all(b"PROXY TCP4 192.0.2.9 192.0.2.1 4444 443\r\n")
+            .unwrap();
+        let mut c = Tls::over(tcp, &cfg, "a.test").expect("TLS after a PROXY header");
+        c.send(get_req("/cgi-bin/env.sh", "a.test").as_bytes());
+        let env = parse_env(&c.response().text());
+        assert_eq!(
+            env.get("REMOTE_ADDR").map(String::as_str),
+            Some("192.0.2.9")
+        );
+        assert_eq!(env.get("HTTPS").map(String::as_str), Some("on"));
+    });
 }
