@@ -243,6 +243,20 @@ fn keep_alive_pipelining_uploads_and_cgi_over_tls() {
         assert_eq!(c.response().status, 404);
         let r = c.response();
         assert!(r.status == 200 && r.body == big(), "pipelined 1 MiB");
+        // A range, and two ranges (multipart/byteranges), read from the file piece by piece.
+        c.send(b"GET /big.bin HTTP/1.1\r\nHost: a.test\r\nRange: bytes=1000-300999\r\n\r\n");
+        let r = c.response();
+        assert_eq!(r.status, 206, "{}", r.dump());
+        assert!(r.body == big()[1000..301000], "range bytes differ");
+        c.send(b"GET /big.bin HTTP/1.1\r\nHost: a.test\r\nRange: bytes=0-9,500000-500009\r\n\r\n");
+        let r = c.response();
+        assert_eq!(r.status, 206);
+        let body = r.body.clone();
+        let find = |part: &[u8]| body.windows(part.len()).any(|w| w == part);
+        assert!(
+            find(&big()[0..10]) && find(&big()[500000..500010]),
+            "byteranges parts"
+        );
         // An upload on the same connection lands on disk byte for byte.
         let data: Vec<u8> = big()[..300_000].to_vec();
         let mut req = format!(
