@@ -56,6 +56,8 @@ mod diagnostics_tests;
 mod proxy_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::path::Path;
 
