@@ -32,7 +32,11 @@ impl Wire {
         self.len += n;
     }
 
+    /// The records, in the buffer they were written in (none: the buffer stays for later).
     fn take(&mut self) -> Vec<u8> {
+        if self.len == 0 {
+            return Vec::new();
+        }
         let mut b = std::mem::take(&mut self.buf);
         b.truncate(self.len);
         self.len = 0;
@@ -152,7 +156,7 @@ impl Session {
         }
     }
 
-    /// Drop a recycled buffer (the response is over: an idle session holds none).
+    /// Drop a recycled buffer (an idle session holds none).
     pub fn release_spare(&mut self) {
         if self.wire.len == 0 {
             self.wire.buf = Vec::new();

@@ -106,6 +106,11 @@ impl Conn {
     /// Deadlines, checked once a second by the loop's tick.
     pub fn on_tick(&mut self, env: &mut Env) {
         let now = env.now;
+        if self.phase != Phase::Active {
+            if let Some(t) = self.tls.as_mut() {
+                t.release_spare();
+            }
+        }
         if self.phase == Phase::Active {
             let due = self
                 .req

@@ -47,9 +47,16 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// A sent buffer, for the next records of the same response.
+    /// A sent buffer, for the next records (of this response, or of the next one on the
+    /// same connection).
     pub fn recycle(&mut self, buf: Vec<u8>) {
         self.session.recycle(buf);
+    }
+
+    /// Drop the recycled buffer (the tick does it for a connection between requests, so an
+    /// idle connection holds none a second later).
+    pub fn release_spare(&mut self) {
+        self.session.release_spare();
     }
 
     /// For a connection accepted on a TLS address.
@@ -212,11 +219,6 @@ impl Conn {
         };
         self.tls_plaintext(plain, env);
         if wire.is_empty() {
-            if self.phase != Phase::Active {
-                if let Some(t) = self.tls.as_mut() {
-                    t.session.release_spare();
-                }
-            }
             return None;
         }
         Some(Op::Send {
