@@ -332,7 +332,12 @@ impl Conn {
         let mut cx = env.cx(id, req.tseq, &mut self.out);
         // No sendfile under TLS: the file task reads and the records are encrypted here.
         cx.sendfile &= self.tls.is_none();
-        f(task, &mut cx)
+        cx.spare = self.tls.as_mut().and_then(|t| t.plain_spare.take());
+        let step = f(task, &mut cx);
+        if let (Some(t), Some(v)) = (self.tls.as_mut(), cx.spare) {
+            t.plain_spare = Some(v);
+        }
+        step
     }
 
     fn on_recv(&mut self, c: Completion, env: &mut Env) {

@@ -42,6 +42,8 @@ const GATHER: usize = 16 * 1024;
 /// A connection's TLS state.
 pub struct Tls {
     session: crate::tls::Session,
+    /// A file piece's buffer, encrypted and free again: the file task's next read goes into it.
+    pub plain_spare: Option<Vec<u8>>,
     /// `close_notify` (or a fatal alert) was queued.
     notified: bool,
 }
@@ -57,12 +59,14 @@ impl Tls {
     /// idle connection holds none a second later).
     pub fn release_spare(&mut self) {
         self.session.release_spare();
+        self.plain_spare = None;
     }
 
     /// For a connection accepted on a TLS address.
     pub fn new(cfg: &std::sync::Arc<rustls::ServerConfig>) -> Result<Box<Tls>, rustls::Error> {
         Ok(Box::new(Tls {
             session: crate::tls::Session::new(cfg.clone())?,
+            plain_spare: None,
             notified: false,
         }))
     }
@@ -183,6 +187,7 @@ impl Conn {
         let tls = self.tls.as_mut()?;
         let q = &mut self.out;
         let mut plain = Vec::new();
+        let mut freed: Option<Vec<u8>> = None;
         let r = tls.session.send(keep, &mut plain, &mut |w| {
             let mut gather: Vec<u8> = Vec::new();
             while w.len() + gather.len() < WIRE_MAX {
@@ -200,6 +205,9 @@ impl Conn {
                         gather.clear();
                         w.encrypt(&b.head);
                         w.encrypt(b.body.as_slice());
+                        if let Body::Owned(v) = b.body {
+                            freed = Some(v);
+                        }
                     }
                     Some(Out::File { .. }) => {
                         // Never queued on TLS (the file task reads instead of sendfile).
@@ -210,6 +218,9 @@ impl Conn {
             }
             w.encrypt(&gather);
         });
+        if let Some(v) = freed.filter(|v| v.capacity() <= 1 << 20) {
+            tls.plain_spare = Some(v);
+        }
         let wire = match r {
             Ok(wire) => wire,
             Err(e) => {
