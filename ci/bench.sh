@@ -3,6 +3,8 @@
 #
 #   ci/bench.sh            5 s per run (BENCH_SECONDS=N to change), 10,000 idle connections
 #   ci/bench.sh --quick    1 s per run, 2,000 idle connections
+#   ci/bench.sh --https    HTTPS rows instead: webserv and nginx with one ECDSA P-256
+#                          certificate (needs the openssl CLI); writes latest-https.*
 #
 # Needs: cargo, python3, wrk; nginx and lighttpd are measured when installed (a missing one
 # is skipped with a note). Debian: apt-get install wrk nginx lighttpd

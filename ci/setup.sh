@@ -10,7 +10,8 @@
 #
 # What it needs, by step:
 #   every step      cc (Debian: gcc) to link Rust code; git; curl
-#   cross           rustup targets x86_64-unknown-freebsd, x86_64-apple-darwin, aarch64-apple-darwin
+#   cross           rustup targets x86_64-unknown-freebsd, x86_64-apple-darwin, aarch64-apple-darwin;
+#                   clang and llvm-ar (ring, rustls's crypto, compiles C for the darwin targets)
 #   tests           /usr/bin/python3 (the CGI tests name it), mount (tmpfs for the full-disk test)
 #   browser         Chromium at $CHROMIUM (default /usr/bin/chromium), Node >= 20
 #   soak            siege, python3
@@ -78,6 +79,10 @@ if wanted browser; then
 fi
 if wanted fuzz; then
     have c++ || need_pkg g++ "c++ (fuzz step: libFuzzer)"
+fi
+if wanted cross; then
+    have clang || need_pkg clang "clang (cross step: ring's C code for the apple-darwin targets)"
+    have llvm-ar || need_pkg llvm "llvm-ar (cross step: ring's archive for the apple-darwin targets)"
 fi
 if wanted kqueue; then
     have cmake || need_pkg cmake "cmake (kqueue step: builds libkqueue)"

@@ -12,3 +12,4 @@ pub mod log;
 pub mod proxy;
 pub mod server;
 pub mod systemd;
+pub mod tls;

@@ -52,6 +52,14 @@ WORKLOADS = [
     ("cgi10", "sh CGI, 10 conns", 10, CGI, None),
 ]
 ROWS = ["webserv-uring", "webserv-epoll", "nginx", "lighttpd"]
+# `--https` (issue 14): the same servers over TLS with one ECDSA P-256 certificate; the last
+# workload opens a connection (a full handshake) per request.
+HTTPS_WORKLOADS = [
+    ("tls_small50", "HTTPS 612 B, 50 conns", 50, SMALL, None),
+    ("tls_big10", "HTTPS 1 MiB, 10 conns", 10, BIG, None),
+    ("tls_hs4", "HTTPS 612 B, handshake per request (4 openssl s_time)", 4, SMALL, "close"),
+]
+TLS = None  # (certificate, key) paths in --https mode
 
 
 def log(*a):
@@ -154,6 +162,25 @@ def make_site(tmp):
     return www
 
 
+def tls_lines(indent):
+    if not TLS:
+        return ""
+    pad = " " * indent
+    return f"{pad}ssl_certificate {TLS[0]};\n{pad}ssl_certificate_key {TLS[1]};\n"
+
+
+def make_cert(tmp):
+    """One ECDSA P-256 self-signed certificate for every server (openssl CLI)."""
+    crt, key = os.path.join(tmp, "bench.crt"), os.path.join(tmp, "bench.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", "/CN=bench", "-keyout", key, "-out", crt],
+        check=True, capture_output=True, timeout=60,
+    )
+    os.chmod(key, 0o644)  # nginx's worker (nobody) reads it when started as root
+    return crt, key
+
+
 def cfg_webserv(tmp, www, port):
     path = os.path.join(tmp, "webserv.conf")
     write(
@@ -167,8 +194,8 @@ keepalive_timeout 120s;
 keepalive_requests 100000;
 include {ROOT}/conf/mime.types;
 server {{
-    listen 127.0.0.1:{port};
-    root {www};
+    listen 127.0.0.1:{port}{" ssl" if TLS else ""};
+{tls_lines(4)}    root {www};
     index index.html;
     location / {{ }}
     location /cgi-bin/ {{ cgi .sh /bin/sh; }}
@@ -207,8 +234,8 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     server {{
-        listen 127.0.0.1:{port};
-        root {www};
+        listen 127.0.0.1:{port}{" ssl" if TLS else ""};
+{tls_lines(8)}        root {www};
         index index.html;
     }}
 }}
@@ -325,11 +352,41 @@ def parse_wrk(out):
     return r
 
 
+def run_handshakes(port, conns, path, seconds, pin):
+    """A full TLS handshake per request: `openssl s_time -new -www` (HTTP/1.0, the server
+    closes after each response), `conns` of them side by side. wrk cannot do this: with
+    `Connection: close` wrk 4.1 stops at "data received after completed connection"."""
+    argv = ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-www", path,
+            "-time", str(seconds)]
+    if pin:
+        argv = ["taskset", "-c", "1"] + argv
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(conns)]
+    r = {"requests": 0, "rps": 0.0, "p99_ms": None, "non2xx": 0, "sock_errors": 0, "raw": ""}
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        r["raw"] += out
+        m = re.search(r"(\d+) connections in ([\d.]+)s", out)
+        if m and float(m.group(2)) > 0:
+            r["requests"] += int(m.group(1))
+            r["rps"] += int(m.group(1)) / float(m.group(2))
+        elif p.returncode:
+            r["sock_errors"] += 1
+            r["sock_detail"] = out[-300:]
+    return r
+
+
 def run_wrk(port, conns, path, depth, seconds, pin):
+    if depth == "close":
+        return run_handshakes(port, conns, path, seconds, pin)
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     if depth:
         argv += ["-s", os.path.join(HERE, "pipeline.lua")]
-    argv.append(f"http://127.0.0.1:{port}{path}")
+    argv.append(f"{'https' if TLS else 'http'}://127.0.0.1:{port}{path}")
     if depth:
         argv += ["--", str(depth), path]
     if pin:
@@ -602,6 +659,8 @@ def main():
     ap.add_argument("--idle", type=int, default=int(os.environ.get("BENCH_IDLE_CONNS", "10000")))
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""), help="comma list of rows to run")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--https", action="store_true",
+                    help="HTTPS rows (webserv and nginx, one ECDSA P-256 certificate); writes latest-https.*")
     ap.add_argument("--baseline", default=os.environ.get("BENCH_BASELINE", ""),
                     help="another webserv binary (an earlier commit's) measured in the same run as rows baseline-uring/-epoll")
     args = ap.parse_args()
@@ -609,6 +668,10 @@ def main():
         ROWS[2:2] = ["baseline-uring", "baseline-epoll"]
     if args.quick:
         args.seconds, args.idle = 1, min(args.idle, 2000)
+    if args.https:
+        WORKLOADS[:] = HTTPS_WORKLOADS
+        ROWS[:] = [r for r in ROWS if r != "lighttpd"]
+        args.idle = 0
 
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
@@ -621,6 +684,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="webserv-bench-")
     os.chmod(tmp, 0o755)  # nginx's worker runs as nobody when started as root
     www = make_site(tmp)
+    if args.https:
+        global TLS
+        TLS = make_cert(tmp)
     only = set(filter(None, args.only.split(",")))
     results, notes = {}, []
     versions = {"webserv": version([args.webserv, "-V"]), "wrk": version(["wrk", "-v"]).split(" [")[0]}
@@ -696,20 +762,21 @@ def main():
     subtitle = f"{datetime.date.today()} · {machine()} · {args.seconds} s per run"
     md = render_md(results, args.seconds, args.idle, pin, versions, notes)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "latest.md"), "w") as f:
+    stem = "latest-https" if args.https else "latest"
+    with open(os.path.join(args.out, f"{stem}.md"), "w") as f:
         f.write(md)
-    with open(os.path.join(args.out, "latest.svg"), "w") as f:
+    with open(os.path.join(args.out, f"{stem}.svg"), "w") as f:
         f.write(render_svg(results, subtitle))
-    with open(os.path.join(args.out, "latest.json"), "w") as f:
+    with open(os.path.join(args.out, f"{stem}.json"), "w") as f:
         slim = {row: {k: {kk: vv for kk, vv in v.items() if kk != "raw"} for k, v in r.items()} for row, r in results.items()}
         json.dump({"seconds": args.seconds, "idle_conns": args.idle, "machine": machine(), "versions": versions, "results": slim}, f, indent=1)
-    with open(os.path.join(args.out, "latest-wrk.txt"), "w") as f:
+    with open(os.path.join(args.out, f"{stem}-wrk.txt"), "w") as f:
         for row, r in results.items():
             for k, v in r.items():
                 if isinstance(v, dict) and "raw" in v:
                     f.write(f"===== {row} {k}\n{v['raw']}\n")
     print(md)
-    log(f"wrote {args.out}/latest.md, latest.svg, latest.json")
+    log(f"wrote {args.out}/{stem}.md, {stem}.svg, {stem}.json")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ pub struct CgiParams<'a> {
     /// `HTTP/1.1` or `HTTP/1.0`.
     pub server_protocol: &'a str,
     pub remote_addr: SocketAddr,
+    /// The request came over TLS: `HTTPS=on` (as nginx's `fastcgi_params` sets it).
+    pub https: bool,
     /// Request header fields in arrival order, names as received.
     pub headers: &'a [(&'a [u8], &'a [u8])],
 }
@@ -49,6 +51,9 @@ pub fn build_env(p: &CgiParams<'_>) -> Vec<(String, String)> {
     put("SERVER_NAME", p.server_name.into());
     put("SERVER_PORT", p.server_port.to_string());
     put("SERVER_PROTOCOL", p.server_protocol.into());
+    if p.https {
+        put("HTTPS", "on".into());
+    }
     put("REQUEST_METHOD", p.method.into());
     put("REQUEST_URI", p.request_uri.into());
     put("SCRIPT_NAME", p.script_name.into());
@@ -144,6 +149,7 @@ mod tests {
             server_port: 8080,
             server_protocol: "HTTP/1.1",
             remote_addr: "192.0.2.7:54321".parse().unwrap(),
+            https: false,
             headers,
         }
     }

@@ -33,6 +33,8 @@ pub struct Vars<'a> {
     pub server_name: &'a str,
     /// `$server_port`: the local port the request came in on.
     pub server_port: u16,
+    /// `$scheme` is `https` (and `$https` is `on`).
+    pub https: bool,
     /// `$remote_addr`: the client's IP address (an IPv4-mapped one shown as IPv4).
     pub remote_addr: &'a str,
     /// `$request_method`: as on the request line.
@@ -90,6 +92,7 @@ impl Vars<'_> {
             Variable::RequestMethod => self.request_method,
             Variable::ContentType => self.content_type,
             Variable::ContentLength => self.content_length,
+            Variable::Scheme if self.https => "https",
             Variable::Scheme => "http",
             log_var => {
                 if let Some(l) = self.log {
@@ -210,6 +213,7 @@ mod tests {
             host: "example.com",
             server_name: "www.example.com",
             server_port: 8080,
+            https: false,
             remote_addr: "127.0.0.1",
             request_method: "POST",
             content_type: "text/plain",

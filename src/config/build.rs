@@ -39,6 +39,8 @@ pub(crate) struct RawServer {
     ret: Option<Return>,
     try_files: Option<TryFiles>,
     locations: Vec<RawLocation>,
+    /// `ssl_*` directives (inherited from http in `finish`).
+    pub tls: super::tls::RawTls,
 }
 
 struct RawLocation {
@@ -87,6 +89,8 @@ struct Globals {
     seen_http: bool,
     seen_events: bool,
     http: Settings,
+    /// http-level `ssl_*` directives.
+    tls: super::tls::RawTls,
     servers: Vec<RawServer>,
 }
 
@@ -335,6 +339,9 @@ impl Builder<'_> {
                     let s = self.server(d);
                     self.g.servers.push(s);
                 }
+                n if n.starts_with("ssl_") => {
+                    self.g.tls.apply(d, self.prefix)?;
+                }
                 _ => {
                     let handled = self.g.http.apply(d, self.prefix, None)?;
                     debug_assert!(
@@ -377,6 +384,7 @@ impl Builder<'_> {
             ret: None,
             try_files: None,
             locations: Vec::new(),
+            tls: Default::default(),
         };
         for c in d.block.as_deref().unwrap_or_default() {
             let r = self.server_directive(&mut s, c);
@@ -405,6 +413,7 @@ impl Builder<'_> {
                     let addr = listen::addr(&c.args[0].text).map_err(|m| c.args[0].err(m))?;
                     let mut dflt = None;
                     let mut proxy_protocol = false;
+                    let mut ssl = false;
                     for p in &c.args[1..] {
                         match p.text.as_str() {
                             // nginx also spells it `default` (pre-0.8.21).
@@ -412,6 +421,7 @@ impl Builder<'_> {
                                 dflt = Some(p.clone())
                             }
                             "proxy_protocol" if !proxy_protocol => proxy_protocol = true,
+                            "ssl" if !ssl => ssl = true,
                             _ => return Err(p.err(format!("invalid parameter \"{}\"", p.text))),
                         }
                     }
@@ -422,8 +432,12 @@ impl Builder<'_> {
                         addr,
                         default_server: dflt.is_some(),
                         proxy_protocol,
+                        ssl,
                     };
                     s.listens.push((l, c.args[0].clone(), dflt));
+                }
+                n if n.starts_with("ssl_") => {
+                    s.tls.apply(c, self.prefix)?;
                 }
                 "server_name" => {
                     for a in &c.args {
@@ -647,6 +661,7 @@ impl Builder<'_> {
                         addr,
                         default_server: false,
                         proxy_protocol: false,
+                        ssl: false,
                     },
                     raw.decl.clone(),
                     None,
@@ -657,6 +672,7 @@ impl Builder<'_> {
                     .push((ServerName::Exact(String::new()), raw.decl.clone()));
             }
             raw.settings.inherit(&http);
+            raw.tls.inherit(&self.g.tls);
             let root = match &raw.settings.docroot {
                 Some(DocRoot::Root(p)) => p.clone(),
                 _ => prefix.join("html"),
@@ -707,7 +723,8 @@ impl Builder<'_> {
                 tree,
             });
         }
-        let addrs = vhost::address_tables(&raws, self.diags);
+        let mut addrs = vhost::address_tables(&raws, self.diags);
+        super::tls::build(&mut addrs, &raws, self.diags);
         let types = self.g.types.unwrap_or_else(|| {
             // nginx's built-in map when no `types` block is given.
             [

@@ -93,7 +93,13 @@ pub static SPECS: &[Spec] = &[
     d("max_ranges", HSL, 1, 1),
     // server
     b("server", HTTP, 0, 0),
-    d("listen", SERVER, 1, 3),
+    d("listen", SERVER, 1, 4),
+    // TLS (issue 14): per server, or at http level for every server.
+    d("ssl_certificate", HTTP | SERVER, 1, 1),
+    d("ssl_certificate_key", HTTP | SERVER, 1, 1),
+    d("ssl_protocols", HTTP | SERVER, 1, ANY),
+    d("ssl_session_tickets", HTTP | SERVER, 1, 1),
+    d("ssl_session_timeout", HTTP | SERVER, 1, 1),
     d("server_name", SERVER, 1, ANY),
     d("upload_store", SERVER | LOCATION, 1, 1),
     d("return", SERVER | LOCATION, 1, 2),

@@ -42,6 +42,7 @@ mod model;
 mod route;
 mod settings;
 mod template;
+mod tls;
 mod tree;
 mod try_files;
 mod values;
@@ -55,6 +56,8 @@ mod diagnostics_tests;
 mod proxy_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::path::Path;
 

@@ -107,6 +107,8 @@ pub struct Listen {
     pub default_server: bool,
     /// `proxy_protocol`: every connection starts with a PROXY header.
     pub proxy_protocol: bool,
+    /// `ssl`: connections on this address speak TLS (issue 14).
+    pub ssl: bool,
 }
 
 /// A `server_name` entry, already lower-cased.
@@ -147,6 +149,10 @@ pub struct AddrServers {
     pub default: usize,
     /// Some `listen` of this address has `proxy_protocol` (it applies to the socket).
     pub proxy_protocol: bool,
+    /// Some `listen` of this address has `ssl` (it applies to the socket).
+    pub ssl: bool,
+    /// The TLS configuration of an `ssl` address (certificates by SNI), built at load.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub(crate) exact: HashMap<String, usize>,
     /// Longest suffix first.
     pub(crate) star_prefix: Vec<(String, bool, usize)>,

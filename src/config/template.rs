@@ -32,7 +32,7 @@ pub enum Variable {
     RequestMethod,
     ContentType,
     ContentLength,
-    /// `$scheme`: always `http` here (no TLS).
+    /// `$scheme`: `https` on a TLS connection, else `http`.
     Scheme,
     // Only in `log_format` ([`LOG_VARIABLES`]): known once the response is sent.
     Request,

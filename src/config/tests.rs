@@ -34,7 +34,7 @@ fn errors_point_at_the_token() {
         ("keepalive_timeout 5y;", "t.conf:1:19: error: invalid value \"5y\" in \"keepalive_timeout\" directive"),
         ("autoindex yes;", "t.conf:1:11: error: invalid value \"yes\" in \"autoindex\" directive, it must be \"on\" or \"off\""),
         ("server {\n  listen 99999;\n}", "t.conf:2:10: error: invalid port in \"99999\""),
-        ("server { listen 80 ssl; }", "t.conf:1:20: error: invalid parameter \"ssl\""),
+        ("server { listen 80 http3; }", "t.conf:1:20: error: invalid parameter \"http3\""),
         ("server { location / { allow_methods GET PATCH; } }", "t.conf:1:41: error: invalid value \"PATCH\" in \"allow_methods\" directive, it must be GET, HEAD, POST, PUT or DELETE"),
         ("server { return 1000; }", "t.conf:1:17: error: invalid value \"1000\" in \"return\" directive"),
         ("server { return /x; }", "t.conf:1:17: error: invalid return code \"/x\""),
@@ -105,7 +105,8 @@ fn defaults() {
         [Listen {
             addr: sa("0.0.0.0:80"),
             default_server: false,
-            proxy_protocol: false
+            proxy_protocol: false,
+            ssl: false
         }]
     );
     assert_eq!(srv.names, [ServerName::Exact(String::new())]);

@@ -31,6 +31,8 @@ pub(crate) fn address_tables(servers: &[RawServer], diags: &mut Diagnostics) -> 
                         servers: Vec::new(),
                         default: si,
                         proxy_protocol: false,
+                        ssl: false,
+                        tls: None,
                         exact: HashMap::new(),
                         star_prefix: Vec::new(),
                         star_suffix: Vec::new(),
@@ -40,6 +42,7 @@ pub(crate) fn address_tables(servers: &[RawServer], diags: &mut Diagnostics) -> 
             };
             let a = &mut out[at];
             a.proxy_protocol |= listen.proxy_protocol;
+            a.ssl |= listen.ssl;
             if let Some(w) = dflt_word {
                 let has_default = a.servers.iter().any(|&o| {
                     servers[o]
@@ -121,6 +124,10 @@ pub fn normalize_host(host: &str) -> String {
 
 impl AddrServers {
     /// The server for `host` (already normalised) among this address's servers.
+    pub(crate) fn pick_name(&self, host: &str) -> usize {
+        self.pick(host)
+    }
+
     fn pick(&self, host: &str) -> usize {
         if let Some(&i) = self.exact.get(host) {
             return i;
@@ -186,6 +193,11 @@ impl Config {
     /// that owns the address, or the wildcard of its port, says `proxy_protocol`).
     pub fn proxy_protocol(&self, local: SocketAddr) -> bool {
         self.addr_table(local).is_some_and(|t| t.proxy_protocol)
+    }
+
+    /// The TLS configuration for connections accepted on `local`, if that address is `ssl`.
+    pub fn tls(&self, local: SocketAddr) -> Option<&std::sync::Arc<rustls::ServerConfig>> {
+        self.addr_table(local).and_then(|t| t.tls.as_ref())
     }
 
     /// The table for `local`: its own address, else the wildcard of its port.

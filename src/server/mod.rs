@@ -49,6 +49,7 @@ mod size_probe {
     fn idle_connection_record_stays_small() {
         let conn = std::mem::size_of::<super::conn::Conn>();
         eprintln!("Conn {conn} B");
-        assert!(conn <= 176, "Conn grew to {conn} bytes");
+        // 176 before TLS; the session box pointer (issue 14) is the 8 more.
+        assert!(conn <= 184, "Conn grew to {conn} bytes");
     }
 }

@@ -240,6 +240,9 @@ impl Server {
             if !lost_port {
                 return server;
             }
+            // The next attempt reuses the prefix and what `setup` put there: this dropped
+            // server must not remove it (it did, and the retry failed writing its config).
+            server.dir = PathBuf::new();
         }
     }
 

@@ -106,6 +106,11 @@ impl Conn {
     /// Deadlines, checked once a second by the loop's tick.
     pub fn on_tick(&mut self, env: &mut Env) {
         let now = env.now;
+        if self.phase != Phase::Active {
+            if let Some(t) = self.tls.as_mut() {
+                t.release_spare();
+            }
+        }
         if self.phase == Phase::Active {
             let due = self
                 .req
@@ -128,9 +133,19 @@ impl Conn {
             Phase::Closing => {}
             Phase::Idle => {
                 crate::trace!("{id}: keepalive timeout");
-                self.close(Abort::Timeout, env);
+                if self.is_tls() && self.out.is_empty() && !self.flags.has(Flags::SENDING) {
+                    // close_notify first, then the lingering close (pump).
+                    self.flags.set(Flags::CLOSE_AFTER, true);
+                    self.flags.set(Flags::CLOSE_WHEN_FLUSHED, true);
+                } else {
+                    self.close(Abort::Timeout, env);
+                }
             }
             Phase::Linger => self.close(Abort::Timeout, env),
+            Phase::Handshake => {
+                crate::info!("{id}: no TLS handshake within client_header_timeout; closing");
+                self.close(Abort::Timeout, env);
+            }
             Phase::Proxy => {
                 crate::info!("{id}: no PROXY header within client_header_timeout; closing");
                 self.close(Abort::Timeout, env);

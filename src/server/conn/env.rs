@@ -48,6 +48,7 @@ impl Env<'_> {
             out,
             children: &mut *self.children,
             sendfile: self.sendfile,
+            spare: None,
         }
     }
 }

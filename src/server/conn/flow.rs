@@ -31,7 +31,7 @@ impl Conn {
 
     pub(super) fn advance(&mut self, env: &mut Env) -> bool {
         match self.phase {
-            Phase::Closing | Phase::Linger => false,
+            Phase::Closing | Phase::Linger | Phase::Handshake => false,
             Phase::Active => self.feed_body(env),
             Phase::Proxy => self.read_proxy_header(env),
             Phase::Idle | Phase::Head => {
@@ -61,7 +61,13 @@ impl Conn {
         if self.flags.has(Flags::SENDING) || matches!(self.phase, Phase::Closing | Phase::Linger) {
             return false;
         }
-        if let Some(o) = self.out.pop() {
+        if self.tls.is_some() {
+            if let Some(op) = self.tls_next_send(env) {
+                self.flags.set(Flags::SENDING, true);
+                env.be.submit(self.tok(OpTag::Send), op);
+                return true;
+            }
+        } else if let Some(o) = self.out.pop() {
             let op = match o {
                 Out::Buf(mut buf) => {
                     // Coalesce small queued pieces into one send (pipelining: one write),
@@ -108,7 +114,9 @@ impl Conn {
             return moved || !self.out.is_empty() || self.phase != before;
         }
         if self.flags.has(Flags::CLOSE_WHEN_FLUSHED) {
-            self.linger(env);
+            if !self.tls_close_notify(env) {
+                self.linger(env);
+            }
             return true;
         }
         false

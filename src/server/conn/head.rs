@@ -251,6 +251,7 @@ impl Conn {
                     crate::config::ServerName::Exact(s) if !s.is_empty() => Some(s.as_str()),
                     _ => None,
                 }),
+                https: self.is_tls(),
             },
         );
         let content_type = req
@@ -388,6 +389,7 @@ impl Conn {
             },
             server_name,
             server_port: local.port(),
+            https: self.is_tls(),
             // The request's client (PROXY header and realip applied), as the access log and
             // a CGI see it: realip sets `$remote_addr` for the whole request, as nginx's.
             remote_addr: self

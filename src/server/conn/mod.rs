@@ -24,6 +24,7 @@ pub mod head;
 mod proxy;
 mod redirect;
 pub mod request;
+mod tls;
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -48,6 +49,8 @@ pub const OUT_HIGH: usize = 64 * 1024;
 pub enum Phase {
     /// On a `proxy_protocol` listener, before the PROXY header is complete.
     Proxy,
+    /// On an `ssl` listener, before the TLS handshake is complete.
+    Handshake,
     /// Between requests, nothing buffered.
     Idle,
     /// Reading a request head.
@@ -65,7 +68,7 @@ impl Phase {
     fn gauge(self) -> Gauge {
         match self {
             Phase::Idle => Gauge::Idle,
-            Phase::Proxy | Phase::Head => Gauge::Reading,
+            Phase::Proxy | Phase::Handshake | Phase::Head => Gauge::Reading,
             Phase::Active | Phase::Linger => Gauge::Writing,
             Phase::Closing => Gauge::None,
         }
@@ -137,6 +140,8 @@ impl Flags {
     const CLOSE_AFTER: u8 = 16;
     /// Close (lingering) once everything queued is sent.
     const CLOSE_WHEN_FLUSHED: u8 = 32;
+    /// Bytes were given to the TLS session (the first one told TLS from plain HTTP).
+    const TLS_FED: u8 = 64;
 
     fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
@@ -176,6 +181,8 @@ pub struct Conn {
     tseq: u32,
     pub served: u32,
     pub deadline: Stamp,
+    /// The TLS session on an `ssl` listener (tls.rs).
+    tls: Option<Box<tls::Tls>>,
 }
 
 impl Conn {
@@ -210,8 +217,10 @@ impl Conn {
             tseq: 0,
             served: 0,
             deadline: Stamp::of(env.now + env.cfg.timeouts.header),
+            tls: None,
         };
         env.gauges.enter(c.phase.gauge());
+        c.tls_accept(env);
         c.update_recv(env);
         c
     }
@@ -326,7 +335,14 @@ impl Conn {
             return Step::Pending;
         };
         let mut cx = env.cx(id, req.tseq, &mut self.out);
-        f(task, &mut cx)
+        // No sendfile under TLS: the file task reads and the records are encrypted here.
+        cx.sendfile &= self.tls.is_none();
+        cx.spare = self.tls.as_mut().and_then(|t| t.plain_spare.take());
+        let step = f(task, &mut cx);
+        if let (Some(t), Some(v)) = (self.tls.as_mut(), cx.spare) {
+            t.plain_spare = Some(v);
+        }
+        step
     }
 
     fn on_recv(&mut self, c: Completion, env: &mut Env) {
@@ -346,15 +362,10 @@ impl Conn {
         };
         crate::server::metrics::add(&crate::server::metrics::COUNTERS.received_bytes, n as u64);
         if let Buf::Recv(b) = c.buf {
-            let keep = match self.phase {
-                Phase::Closing | Phase::Linger => false,
-                // After a framing error or the last request, input is dropped, not kept.
-                _ => {
-                    !(self.flags.has(Flags::CLOSE_AFTER)
-                        && self.req.as_ref().is_none_or(|r| r.body_done()))
-                }
-            };
-            if keep {
+            if self.tls.is_some() && self.phase != Phase::Proxy {
+                self.tls_input(&b, env);
+                env.be.release(b);
+            } else if self.keeps_input() {
                 if self.phase == Phase::Idle {
                     // A new request starts: its whole head must arrive within the header
                     // timeout, however slowly it drips (slowloris).
@@ -366,8 +377,10 @@ impl Conn {
                     self.inbuf = env.bufs.pop().unwrap_or_default();
                 }
                 self.inbuf.extend_from_slice(&b);
+                env.be.release(b);
+            } else {
+                env.be.release(b);
             }
-            env.be.release(b);
         }
         if n == 0 && c.result.is_ok() && !self.flags.has(Flags::EOF) {
             self.flags.set(Flags::EOF, true);
@@ -375,9 +388,21 @@ impl Conn {
         }
     }
 
+    /// Whether received input is kept for the HTTP layer.
+    fn keeps_input(&self) -> bool {
+        match self.phase {
+            Phase::Closing | Phase::Linger => false,
+            // After a framing error or the last request, input is dropped, not kept.
+            _ => {
+                !(self.flags.has(Flags::CLOSE_AFTER)
+                    && self.req.as_ref().is_none_or(|r| r.body_done()))
+            }
+        }
+    }
+
     fn on_eof(&mut self, env: &mut Env) {
         match self.phase {
-            Phase::Linger => self.close(Abort::ClientGone, env),
+            Phase::Linger | Phase::Handshake => self.close(Abort::ClientGone, env),
             Phase::Idle if self.out.is_empty() && !self.flags.has(Flags::SENDING) => {
                 self.close(Abort::ClientGone, env)
             }
@@ -404,6 +429,10 @@ impl Conn {
 
     fn on_send(&mut self, c: Completion, env: &mut Env) {
         self.flags.set(Flags::SENDING, false);
+        if let (Some(t), Buf::Send(b), Phase::Active) = (self.tls.as_mut(), c.buf, self.phase) {
+            // The next piece of a response is encrypted into this buffer (tls.rs).
+            t.recycle(b.head);
+        }
         match c.result {
             Ok(n) => {
                 crate::server::metrics::add(&crate::server::metrics::COUNTERS.sent_bytes, n as u64);
@@ -417,6 +446,8 @@ impl Conn {
                         self.out.release();
                     }
                     Phase::Head if self.out.is_empty() => {}
+                    // The handshake keeps its own deadline.
+                    Phase::Handshake => {}
                     Phase::Head => self.deadline = self.deadline.max(Stamp::of(env.now + t.send)),
                     _ => self.deadline = Stamp::of(env.now + t.send),
                 }
@@ -432,7 +463,7 @@ impl Conn {
 
     /// Idle between requests with nothing buffered (for reclaiming and stopping).
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Idle | Phase::Proxy)
+        matches!(self.phase, Phase::Idle | Phase::Proxy | Phase::Handshake)
             && self.inbuf.is_empty()
             && !self.flags.has(Flags::SENDING)
             && self.out.is_empty()

@@ -48,7 +48,12 @@ impl Conn {
                 } else {
                     crate::trace!("{}: PROXY header without addresses", self.io_ident());
                 }
-                if self.inbuf.is_empty() {
+                if self.tls.is_some() {
+                    // On an `ssl` listener the TLS handshake follows the PROXY header.
+                    let rest = std::mem::take(&mut self.inbuf);
+                    self.set_phase(Phase::Handshake, env);
+                    self.tls_input(&rest, env);
+                } else if self.inbuf.is_empty() {
                     // Nothing of a request yet: the buffer goes back to the loop's pool.
                     let mut b = std::mem::take(&mut self.inbuf);
                     if b.capacity() > 0 && b.capacity() <= 64 * 1024 && env.bufs.len() < 256 {

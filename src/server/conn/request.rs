@@ -225,6 +225,7 @@ impl Conn {
         let tseq = self.tseq;
         let step = {
             let mut cx = env.cx(id, tseq, &mut self.out);
+            cx.sendfile &= self.tls.is_none();
             task.start(&mut cx)
         };
         if let Some(r) = self.req.as_mut() {
@@ -300,6 +301,7 @@ impl Conn {
                     crate::server::metrics::add(&m.upload_bytes, scratch.len() as u64);
                 }
                 let mut cx = env.cx(id, *tseq, &mut self.out);
+                cx.sendfile &= self.tls.is_none();
                 task.on_body(scratch, piece.done, &mut cx)
             }
             None => {

@@ -171,11 +171,20 @@ impl Task for FileTask {
             self.reading = true;
             let n = self.left.min(crate::server::reply::CHUNK as u64) as usize;
             self.trail.push("read submitted at", self.offset);
+            // A read fills the buffer's whole spare capacity: only one of exactly `n` bytes
+            // may be reused (a larger one would read past the range).
+            let buf = match cx.spare.take() {
+                Some(mut v) if v.capacity() == n => {
+                    v.clear();
+                    v
+                }
+                _ => Vec::with_capacity(n),
+            };
             cx.submit(
                 OpTag::FileRead,
                 Op::Read {
                     fd,
-                    buf: Vec::with_capacity(n),
+                    buf,
                     offset: Some(self.offset),
                 },
             );

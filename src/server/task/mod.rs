@@ -83,6 +83,9 @@ pub struct Cx<'a> {
     pub children: &'a mut cgi::child::Children,
     /// Whether the backend sends files with sendfile(2).
     pub sendfile: bool,
+    /// A buffer the connection no longer needs (a file piece already encrypted), for the next
+    /// read into memory: its pages are already faulted in.
+    pub spare: Option<Vec<u8>>,
 }
 
 impl Cx<'_> {

@@ -27,6 +27,8 @@ pub struct Facts<'a> {
     pub body: BodyKind,
     /// The virtual server's first exact `server_name` (nginx's `$server_name`), if any.
     pub server_name: Option<&'a str>,
+    /// The connection speaks TLS.
+    pub https: bool,
 }
 
 /// `Some(plan)` if `loc` runs a CGI for `facts.path`.
@@ -79,6 +81,7 @@ pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiP
             "HTTP/1.1"
         },
         remote_addr: facts.peer,
+        https: facts.https,
         headers: &headers,
     };
     let mut env = crate::cgi::build_env(&params);
@@ -120,6 +123,7 @@ pub fn plan(req: &Request<'_>, loc: &Location, facts: &Facts<'_>) -> Option<CgiP
             },
             server_name: facts.server_name.unwrap_or(server_name),
             server_port: facts.local.port(),
+            https: facts.https,
             remote_addr: &remote,
             request_method: req.method.as_str(),
             content_type: content_type.unwrap_or(""),
