@@ -1843,12 +1843,8 @@ fn open_at_tree(name: &str) -> (std::path::PathBuf, std::os::fd::OwnedFd) {
 }
 
 fn open_at(dir: RawFd, path: &str, beneath: bool, no_symlinks: bool) -> Op {
-    // SAFETY: `dir` is open (the caller's directory); the op gets its own duplicate.
-    let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(dir) }
-        .try_clone_to_owned()
-        .unwrap();
     Op::OpenAt(backends::Open {
-        dir,
+        dir: dup_dir(dir),
         path: std::ffi::CString::new(path).unwrap(),
         flags: libc::O_RDONLY,
         mode: 0,
