@@ -60,6 +60,10 @@ trap cleanup EXIT
 # localhost and 127.0.0.1) and for alt.test (a second server on the TLS port, for SNI) ----------
 PKI="$TMP/pki"
 ALT_NAME=alt.test
+# A failing openssl or certutil stops the run with what it said.
+pki_tool() {
+    "$@" >>"$PKI/tools.log" 2>&1 || { echo "FAIL: $*:" >&2; cat "$PKI/tools.log" >&2; exit 1; }
+}
 make_pki() {
     mkdir -p "$PKI"
     cat >"$PKI/ca.cnf" <<'CNF'
@@ -73,8 +77,8 @@ basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 CNF
-    openssl req -x509 -config "$PKI/ca.cnf" -extensions v3_ca -newkey ec \
-        -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null
+    pki_tool openssl req -x509 -config "$PKI/ca.cnf" -extensions v3_ca -newkey ec \
+        -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -keyout "$PKI/ca.key" -out "$PKI/ca.crt"
     local name san
     for name in localhost "$ALT_NAME"; do
         san="DNS:$name"
@@ -82,17 +86,17 @@ CNF
         printf '%s\n' "subjectAltName = $san" "basicConstraints = critical, CA:FALSE" \
             "keyUsage = critical, digitalSignature" "extendedKeyUsage = serverAuth" \
             "authorityKeyIdentifier = keyid" >"$PKI/$name.ext"
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
-            -keyout "$PKI/$name.key" -out "$PKI/$name.csr" 2>/dev/null
-        openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+        pki_tool openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+            -keyout "$PKI/$name.key" -out "$PKI/$name.csr"
+        pki_tool openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
             -set_serial "0x$(openssl rand -hex 8)" -days 2 -extfile "$PKI/$name.ext" \
-            -out "$PKI/$name.crt" 2>/dev/null
+            -out "$PKI/$name.crt"
     done
     # The trust store Chromium reads on Linux: $HOME/.pki/nssdb, in a HOME of our own. The CA
     # is trusted for TLS servers ("C,,") and nothing else is in it.
     mkdir -p "$PKI/home/.pki/nssdb"
-    certutil -N -d "sql:$PKI/home/.pki/nssdb" --empty-password
-    certutil -A -d "sql:$PKI/home/.pki/nssdb" -n "webserv browser-test CA" -t "C,," -i "$PKI/ca.crt"
+    pki_tool certutil -N -d "sql:$PKI/home/.pki/nssdb" --empty-password
+    pki_tool certutil -A -d "sql:$PKI/home/.pki/nssdb" -n "webserv browser-test CA" -t "C,," -i "$PKI/ca.crt"
 }
 make_pki
 

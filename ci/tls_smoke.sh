@@ -78,7 +78,7 @@ if [ -n "$ALT" ]; then
     has "$out" "Verify return code: 0 (ok)" || fail "SNI $ALT: the chain did not verify" "$out"
     grep -qE "^subject=.*CN ?= ?$ALT\$" <<<"$out" || fail "SNI $ALT: did not get subject CN=$ALT" "$out"
     grep -qE $'^HTTP/1.1 200 OK\r?$' <<<"$out" || fail "SNI $ALT: GET / did not answer HTTP/1.1 200" "$out"
-    grep -qx "$ALT" <<<"$out" || fail "SNI $ALT: the body is not $ALT's" "$out"
+    grep -qxF "$ALT" <<<"$out" || fail "SNI $ALT: the body is not $ALT's" "$out"
     ok "SNI $ALT: subject CN=$ALT, and that server's body"
 fi
 
