@@ -13,7 +13,8 @@
 #   cross           rustup targets x86_64-unknown-freebsd, x86_64-apple-darwin, aarch64-apple-darwin;
 #                   clang and llvm-ar (ring, rustls's crypto, compiles C for the darwin targets)
 #   tests           /usr/bin/python3 (the CGI tests name it), mount (tmpfs for the full-disk test)
-#   browser         Chromium at $CHROMIUM (default /usr/bin/chromium), Node >= 20
+#   browser         Chromium at $CHROMIUM (default /usr/bin/chromium), Node >= 20, openssl and
+#                   certutil (Debian: libnss3-tools) for its HTTPS part
 #   soak            siege, python3
 #   fuzz            the nightly toolchain, cargo-fuzz, a C++ compiler (libFuzzer is C++)
 #   asan            the nightly toolchain (only when ci/asan.sh exists)
@@ -76,6 +77,8 @@ fi
 if wanted browser; then
     [ -x "$CHROMIUM" ] || need_pkg chromium "Chromium at $CHROMIUM (browser step)"
     node_ok || need_pkg nodejs "node >= 20 (browser step; found: $(node --version 2>/dev/null || echo none))"
+    have openssl || need_pkg openssl "openssl (browser step: test certificates, s_client)"
+    have certutil || need_pkg libnss3-tools "certutil (browser step: the test CA in Chromium's NSS db)"
 fi
 if wanted fuzz; then
     have c++ || need_pkg g++ "c++ (fuzz step: libFuzzer)"

@@ -2,7 +2,9 @@
 // Node 20 with --experimental-websocket). Each step prints a line; any failure exits non-zero.
 //
 // Environment (ci/browser.sh sets it):
-//   BASE_URL   http://127.0.0.1:PORT of a running webserv serving a copy of www/
+//   BASE_URL   http://127.0.0.1:PORT of a running webserv serving a copy of www/, or
+//              https://127.0.0.1:PORT: then every response must also have come over TLS that
+//              Chromium calls secure (the certificate verified against its trust store)
 //   SITE_DIR   that copy of www/ (files are checked on disk there)
 //   OUT_DIR    where the screenshots and the Chromium profile go
 //   CHROMIUM   the browser binary (default /usr/bin/chromium)
@@ -16,6 +18,7 @@ const SITE = mustEnv("SITE_DIR");
 const OUT = mustEnv("OUT_DIR");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const STEP_TIMEOUT = 10_000;
+const HTTPS = new URL(BASE).protocol === "https:";
 
 function mustEnv(name) {
   const v = process.env[name];
@@ -153,7 +156,14 @@ const exceptions = [];
 listeners.push((msg) => {
   if (msg.sessionId !== S) return;
   if (msg.method === "Network.responseReceived") {
-    responses.push({ url: msg.params.response.url, status: msg.params.response.status, type: msg.params.type });
+    const r = msg.params.response;
+    responses.push({
+      url: r.url,
+      status: r.status,
+      type: msg.params.type,
+      securityState: r.securityState,
+      tls: r.securityDetails ? `${r.securityDetails.protocol}, certificate ${r.securityDetails.subjectName} issued by ${r.securityDetails.issuer}` : null,
+    });
   } else if (msg.method === "Runtime.exceptionThrown") {
     const d = msg.params.exceptionDetails;
     exceptions.push(`${d.text} ${d.exception?.description ?? ""}`);
@@ -209,6 +219,14 @@ const h1 = await evaluate("document.querySelector('h1#title')?.textContent");
 check(h1 === "It works.", `h1#title is ${JSON.stringify(h1)}`);
 const styled = await evaluate("getComputedStyle(document.querySelector('.site-header')).display !== '' && document.styleSheets.length > 0 && document.styleSheets[0].cssRules.length > 0");
 check(styled, "the stylesheet did not load");
+if (HTTPS) {
+  const protocol = await evaluate("location.protocol");
+  check(protocol === "https:", `location.protocol of / is ${JSON.stringify(protocol)}, want "https:"`);
+  const doc = responses.filter((r) => r.type === "Document" && new URL(r.url).pathname === "/").at(-1);
+  check(doc.securityState === "secure", `/ came with securityState ${JSON.stringify(doc.securityState)}, want "secure"`);
+  check(doc.tls, "/ came without TLS security details");
+  step(`home page over https: ${doc.tls}`);
+}
 step(`home page: title ${JSON.stringify(title)}, stylesheet applied; screenshot ${await screenshot("home.png")}`);
 
 // ---- 2. upload a file through the form --------------------------------------------------------
@@ -272,7 +290,11 @@ step(`counter: visits ${visits.join(" -> ")}; screenshot ${await screenshot("cou
 const bad = responses.filter((r) => r.status >= 400 && new URL(r.url).pathname !== "/favicon.ico");
 check(bad.length === 0, `error responses: ${JSON.stringify(bad)}`);
 check(exceptions.length === 0, `page exceptions: ${exceptions.join("; ")}`);
-step(`${responses.length} responses, none an error; no page exceptions`);
+if (HTTPS) {
+  const insecure = responses.filter((r) => !r.url.startsWith("https://") || r.securityState !== "secure");
+  check(insecure.length === 0, `responses not over verified https: ${JSON.stringify(insecure)}`);
+}
+step(`${responses.length} responses${HTTPS ? ", all over https and secure" : ""}, none an error; no page exceptions`);
 
 finished = true;
 ws.close();
