@@ -387,7 +387,7 @@ impl Conn {
             host: if host.is_empty() {
                 server_name.clone()
             } else {
-                host
+                host.into_owned()
             },
             server_name,
             server_port: local.port(),
