@@ -405,11 +405,15 @@ impl Location {
 
 /// `dir` + `/rest` without `PathBuf::join` replacing `dir` when `rest` is absolute.
 fn join_uri(dir: &std::path::Path, rest: &str) -> PathBuf {
-    let mut s = dir.as_os_str().to_os_string();
-    if !rest.is_empty() && !rest.starts_with('/') && !s.to_string_lossy().ends_with('/') {
+    let dir = dir.as_os_str();
+    let dir_slash = dir.as_encoded_bytes().ends_with(b"/");
+    // Sized once for the whole path: one allocation per request, no growth.
+    let mut s = std::ffi::OsString::with_capacity(dir.len() + 1 + rest.len());
+    s.push(dir);
+    if !rest.is_empty() && !rest.starts_with('/') && !dir_slash {
         s.push("/");
     }
-    if rest.starts_with('/') && s.to_string_lossy().ends_with('/') {
+    if rest.starts_with('/') && dir_slash {
         s.push(&rest[1..]);
     } else {
         s.push(rest);

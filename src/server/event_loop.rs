@@ -59,6 +59,9 @@ pub struct Loop {
     parsers: Vec<Box<crate::http::request::HeadParser>>,
     /// Input buffers lent to connections while they read a request.
     bufs: Vec<Vec<u8>>,
+    /// Request records of finished requests, reused by the next ones (`Env::records`).
+    #[allow(clippy::vec_box)]
+    records: Vec<Box<crate::server::conn::request::RequestRecord>>,
     /// The completions of one wait (kept between turns for its capacity).
     batch: Vec<Completion>,
     /// This loop's slot in `control.metrics`.
@@ -101,6 +104,7 @@ impl Loop {
             refused: 0,
             parsers: Vec::new(),
             bufs: Vec::new(),
+            records: Vec::new(),
             batch: Vec::with_capacity(256),
         })
     }
@@ -303,6 +307,7 @@ impl Loop {
             now,
             parsers,
             bufs,
+            records,
             control,
             worker,
             ..
@@ -320,6 +325,7 @@ impl Loop {
             sendfile: *sendfile,
             parsers,
             bufs,
+            records,
             metrics: &control.metrics,
             worker: *worker,
         };

@@ -14,6 +14,9 @@ use crate::server::reply::FileCache;
 use crate::server::task::cgi::child::Children;
 use crate::server::task::Cx;
 
+/// How many emptied request records a worker keeps for reuse.
+pub const RECORDS_KEPT: usize = 64;
+
 pub struct Env<'a> {
     pub be: &'a mut dyn Backend,
     pub now: Instant,
@@ -31,6 +34,11 @@ pub struct Env<'a> {
     pub parsers: &'a mut Vec<Box<crate::http::request::HeadParser>>,
     /// Input buffers not lent to a connection.
     pub bufs: &'a mut Vec<Vec<u8>>,
+    /// Records of finished requests, emptied, for the next ones (none allocated per request;
+    /// at most [`RECORDS_KEPT`], shared by the worker's connections, so an idle connection
+    /// holds none).
+    #[allow(clippy::vec_box)]
+    pub records: &'a mut Vec<Box<super::request::RequestRecord>>,
     /// Every worker's published state, and this worker's slot (the Prometheus page).
     pub metrics: &'a crate::server::metrics::Registry,
     pub worker: usize,

@@ -80,10 +80,15 @@ impl Conn {
         });
         let analyzed = req.analyze();
         let keep_alive = analyzed.as_ref().is_ok_and(|h| h.keep_alive);
-        let host = analyzed
-            .as_ref()
-            .map(|h| String::from_utf8_lossy(h.host).into_owned())
-            .unwrap_or_default();
+        // A finished request's record is reused, with its host and path Strings' capacity.
+        let mut record = env.records.pop();
+        let (mut host, mut path) = record.as_mut().map_or_else(Default::default, |r| {
+            (std::mem::take(&mut r.host), std::mem::take(&mut r.path))
+        });
+        host.clear();
+        if let Ok(h) = analyzed.as_ref() {
+            host.push_str(&String::from_utf8_lossy(h.host));
+        }
         let server = cfg.server_index(
             self.local.get(),
             (!host.is_empty()).then_some(host.as_str()),
@@ -95,12 +100,16 @@ impl Conn {
             close,
             keep_alive_10: req.minor == 0 && keep_alive && !close,
         };
-        let (path, query, bad_path) = match crate::http::path::normalize(req.path()) {
-            Ok(n) => (n.path, n.query.map(str::to_string), None),
-            Err(e) => ("/".to_string(), None, Some(e)),
+        let (query, bad_path) = match crate::http::path::normalize_into(req.path(), &mut path) {
+            Ok(q) => (q.map(str::to_string), None),
+            Err(e) => {
+                path.clear();
+                path.push('/');
+                (None, Some(e))
+            }
         };
         let client = self.client_addr(&req, env);
-        self.req = Some(Box::new(RequestRecord {
+        let fresh = RequestRecord {
             seq: self.seq,
             cfg: cfg.clone(),
             server,
@@ -133,7 +142,14 @@ impl Conn {
             scratch: Vec::new(),
             held: None,
             client,
-        }));
+        };
+        self.req = Some(match record {
+            Some(mut r) => {
+                *r = fresh;
+                r
+            }
+            None => Box::new(fresh),
+        });
         self.set_phase(Phase::Active, env);
         self.deadline = Stamp::of(env.now + env.cfg.timeouts.send);
         let head = match (analyzed, bad_path) {
