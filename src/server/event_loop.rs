@@ -59,9 +59,8 @@ pub struct Loop {
     parsers: Vec<Box<crate::http::request::HeadParser>>,
     /// Input buffers lent to connections while they read a request.
     bufs: Vec<Vec<u8>>,
-    /// Request records of finished requests, reused by the next ones (`Env::records`).
-    #[allow(clippy::vec_box)]
-    records: Vec<Box<crate::server::conn::request::RequestRecord>>,
+    /// What finished requests leave for the next ones (`Env::pools`).
+    pools: crate::server::conn::env::Pools,
     /// The completions of one wait (kept between turns for its capacity).
     batch: Vec<Completion>,
     /// This loop's slot in `control.metrics`.
@@ -104,7 +103,7 @@ impl Loop {
             refused: 0,
             parsers: Vec::new(),
             bufs: Vec::new(),
-            records: Vec::new(),
+            pools: Default::default(),
             batch: Vec::with_capacity(256),
         })
     }
@@ -307,7 +306,7 @@ impl Loop {
             now,
             parsers,
             bufs,
-            records,
+            pools,
             control,
             worker,
             ..
@@ -325,7 +324,7 @@ impl Loop {
             sendfile: *sendfile,
             parsers,
             bufs,
-            records,
+            pools,
             metrics: &control.metrics,
             worker: *worker,
         };

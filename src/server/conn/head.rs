@@ -80,12 +80,7 @@ impl Conn {
         });
         let analyzed = req.analyze();
         let keep_alive = analyzed.as_ref().is_ok_and(|h| h.keep_alive);
-        // A finished request's record is reused, with its host and path Strings' capacity.
-        let mut record = env.records.pop();
-        let (mut host, mut path) = record.as_mut().map_or_else(Default::default, |r| {
-            (std::mem::take(&mut r.host), std::mem::take(&mut r.path))
-        });
-        host.clear();
+        let (record, mut host, mut path) = super::request::pooled_record(env);
         if let Ok(h) = analyzed.as_ref() {
             host.push_str(&String::from_utf8_lossy(h.host));
         }
@@ -143,13 +138,8 @@ impl Conn {
             held: None,
             client,
         };
-        self.req = Some(match record {
-            Some(mut r) => {
-                *r = fresh;
-                r
-            }
-            None => Box::new(fresh),
-        });
+        self.req = Some(super::request::boxed(record, fresh));
+        self.out.adopt(&mut env.pools.queues);
         self.set_phase(Phase::Active, env);
         self.deadline = Stamp::of(env.now + env.cfg.timeouts.send);
         let head = match (analyzed, bad_path) {
@@ -291,6 +281,7 @@ impl Conn {
             if_match: h("If-Match"),
             if_unmodified_since: h("If-Unmodified-Since"),
             max_ranges: loc.max_ranges,
+            head_buf: std::cell::Cell::new(env.pools.heads.pop().unwrap_or_default()),
         };
         let route = route::route(
             route::Input {
@@ -311,6 +302,7 @@ impl Conn {
             &cx,
             env.cache,
         );
+        env.give_head(cx.head_buf.take()); // when no reply took it
         (route, loc.client_max_body_size)
     }
 

@@ -399,6 +399,10 @@ impl Conn {
 
     fn on_send(&mut self, c: Completion, env: &mut Env) {
         self.flags.set(Flags::SENDING, false);
+        // The head buffer comes back with the completion: kept for the next response head.
+        if let Buf::Send(b) = c.buf {
+            env.give_head(b.head);
+        }
         match c.result {
             Ok(n) => {
                 crate::server::metrics::add(&crate::server::metrics::COUNTERS.sent_bytes, n as u64);
@@ -409,7 +413,7 @@ impl Conn {
                 match self.phase {
                     Phase::Idle if self.out.is_empty() => {
                         self.deadline = Stamp::of(env.now + t.keepalive);
-                        self.out.release();
+                        self.out.release(&mut env.pools.queues, env::POOL_KEPT);
                     }
                     Phase::Head if self.out.is_empty() => {}
                     Phase::Head => self.deadline = self.deadline.max(Stamp::of(env.now + t.send)),

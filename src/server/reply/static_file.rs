@@ -32,7 +32,9 @@ fn file_head(
     cx: &Ctx,
     data: Body<'_>,
 ) -> Result<(u16, Vec<u8>, u64, u64), Reply> {
-    let mut head = Vec::with_capacity(320);
+    let mut head = cx.head_buf.take();
+    head.clear();
+    head.reserve(320);
     if range::precondition_failed(
         cx.if_match,
         cx.if_unmodified_since,
