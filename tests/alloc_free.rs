@@ -7,17 +7,14 @@
 //! fewest allocations of any window count (a second boundary inside a window may add the
 //! server's once-a-second work: the date, the cache revalidation).
 //!
-//! The goal is zero. What is left per request (found with a backtrace per allocation) and is
-//! pinned here as a bound, so a new allocation on this path fails the test:
-//!   - `config/model.rs` join_uri (Location::map_path): the file's path, a `PathBuf`, the
-//!     file cache's lookup key.
-//!
-//! Gone from this path (and guarded here): the boxed request record, its host and path
+//! None may allocate: the bound is zero. Found with a backtrace per allocation and removed from
+//! this path (so a new one fails this test): the boxed request record, its host and path
 //! Strings (a worker-wide pool of emptied records), the response head's buffer (back from
-//! the send's completion into a worker-wide pool), the output queue's memory (idle
-//! connections give it to a worker-wide pool, so an idle connection still holds none), the
-//! percent-decoding copy of a path without `%`, `normalize_host`'s copy of a lower-case Host,
-//! the readiness adapter's ready list, the io_uring send op's box.
+//! the send's completion into a worker-wide pool), the mapped file path (a pooled `PathBuf`
+//! lent to the reply), the output queue's memory (idle connections give it to a worker-wide
+//! pool, so an idle connection still holds none), the percent-decoding copy of a path without
+//! `%`, `normalize_host`'s copy of a lower-case Host, the readiness adapter's ready list and
+//! the io_uring send op's box.
 //!
 //! Not timed: a count of allocations, whatever the machine's speed.
 
@@ -68,8 +65,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// The most allocations one keep-alive GET of a cached file may make (module docs: the sites).
-const MAX_PER_REQUEST: usize = 1;
 const WINDOW: usize = 20;
 
 const BODY_LEN: usize = 612;
@@ -94,7 +89,7 @@ fn get(s: &mut TcpStream, buf: &mut [u8; 4096]) {
 }
 
 #[test]
-fn keep_alive_get_of_a_cached_file_allocates_at_most_the_known_sites() {
+fn keep_alive_get_of_a_cached_file_allocates_nothing() {
     // One backend at a time in this process: the counter is global.
     common::for_each_backend("alloc_free", |backend| {
         let dir = common::temp_dir();
@@ -146,9 +141,9 @@ fn keep_alive_get_of_a_cached_file_allocates_at_most_the_known_sites() {
         control.stop();
         server.join().unwrap().unwrap();
         assert!(
-            fewest <= MAX_PER_REQUEST * WINDOW,
-            "{backend}: {fewest} allocations in {WINDOW} keep-alive GETs, more than \
-             {MAX_PER_REQUEST} each: a new allocation on the request path"
+            fewest == 0,
+            "{backend}: {fewest} allocations in {WINDOW} keep-alive GETs of a cached file \
+             (none expected): an allocation on the request path"
         );
         let _ = std::fs::remove_dir_all(&dir);
     });

@@ -377,12 +377,22 @@ impl Location {
     /// The file a (normalised) URI path maps to under this location's root or alias, without
     /// the containment check: callers use `server::reply::map`, which adds it.
     pub(crate) fn map_path(&self, uri_path: &str) -> PathBuf {
+        let mut out = PathBuf::new();
+        self.map_path_into(uri_path, &mut out);
+        out
+    }
+
+    /// [`Location::map_path`] into `out` (replaced; its capacity is reused).
+    pub(crate) fn map_path_into(&self, uri_path: &str, out: &mut PathBuf) {
+        let s = out.as_mut_os_string();
+        s.clear();
         match &self.docroot {
-            DocRoot::Root(dir) => join_uri(dir, uri_path),
-            DocRoot::Alias { dir, strip } if strip.is_empty() => dir.clone(),
+            DocRoot::Root(dir) => join_uri(dir, uri_path, s),
+            DocRoot::Alias { dir, strip } if strip.is_empty() => s.push(dir.as_os_str()),
             DocRoot::Alias { dir, strip } => join_uri(
                 dir,
                 uri_path.strip_prefix(strip.as_str()).unwrap_or(uri_path),
+                s,
             ),
         }
     }
@@ -404,11 +414,11 @@ impl Location {
 }
 
 /// `dir` + `/rest` without `PathBuf::join` replacing `dir` when `rest` is absolute.
-fn join_uri(dir: &std::path::Path, rest: &str) -> PathBuf {
+/// Appended to `s` (empty), reserved once for the whole path.
+fn join_uri(dir: &std::path::Path, rest: &str, s: &mut std::ffi::OsString) {
     let dir = dir.as_os_str();
     let dir_slash = dir.as_encoded_bytes().ends_with(b"/");
-    // Sized once for the whole path: one allocation per request, no growth.
-    let mut s = std::ffi::OsString::with_capacity(dir.len() + 1 + rest.len());
+    s.reserve(dir.len() + 1 + rest.len());
     s.push(dir);
     if !rest.is_empty() && !rest.starts_with('/') && !dir_slash {
         s.push("/");
@@ -418,7 +428,6 @@ fn join_uri(dir: &std::path::Path, rest: &str) -> PathBuf {
     } else {
         s.push(rest);
     }
-    PathBuf::from(s)
 }
 
 /// Search tables for one level of locations: indices into `Server::locations`.
@@ -457,10 +466,9 @@ mod tests {
             ("/srv/www", "", "/srv/www"),
         ];
         for (dir, rest, want) in cases {
-            assert_eq!(
-                join_uri(std::path::Path::new(dir), rest),
-                PathBuf::from(want)
-            );
+            let mut s = std::ffi::OsString::new();
+            join_uri(std::path::Path::new(dir), rest, &mut s);
+            assert_eq!(PathBuf::from(s), PathBuf::from(want));
         }
     }
 }

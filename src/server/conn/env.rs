@@ -26,6 +26,8 @@ pub struct Pools {
     pub heads: Vec<Vec<u8>>,
     /// Output queues' memory from connections gone idle (at most [`POOL_KEPT`]).
     pub queues: Vec<std::collections::VecDeque<crate::server::out::Out>>,
+    /// Path buffers for the file a request maps to (at most [`POOL_KEPT`]).
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 /// How many emptied request records a worker keeps for reuse.
@@ -60,6 +62,14 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// Keep a path buffer for the next request's file (not one grown large).
+    pub fn give_path(&mut self, p: std::path::PathBuf) {
+        let paths = &mut self.pools.paths;
+        if p.capacity() > 0 && p.capacity() <= HEAD_KEPT_MAX && paths.len() < POOL_KEPT {
+            paths.push(p);
+        }
+    }
+
     /// Keep a head buffer for the next response head (emptied), if the pool has room and it
     /// is not one grown large.
     pub fn give_head(&mut self, mut h: Vec<u8>) {

@@ -282,6 +282,7 @@ impl Conn {
             if_unmodified_since: h("If-Unmodified-Since"),
             max_ranges: loc.max_ranges,
             head_buf: std::cell::Cell::new(env.pools.heads.pop().unwrap_or_default()),
+            path_buf: std::cell::Cell::new(env.pools.paths.pop().unwrap_or_default()),
         };
         let route = route::route(
             route::Input {
@@ -303,6 +304,7 @@ impl Conn {
             env.cache,
         );
         env.give_head(cx.head_buf.take()); // when no reply took it
+        env.give_path(cx.path_buf.take());
         (route, loc.client_max_body_size)
     }
 

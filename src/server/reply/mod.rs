@@ -98,6 +98,8 @@ pub struct Ctx<'a> {
     /// An empty buffer for the response head, from the worker's pool (`Env::heads`); a reply
     /// that builds a head takes it, else it goes back to the pool.
     pub head_buf: std::cell::Cell<Vec<u8>>,
+    /// The same for the path a static file maps to (the file cache's key).
+    pub path_buf: std::cell::Cell<std::path::PathBuf>,
 }
 
 impl<'a> Ctx<'a> {
@@ -118,6 +120,7 @@ impl<'a> Ctx<'a> {
             if_unmodified_since: None,
             max_ranges: u32::MAX,
             head_buf: Default::default(),
+            path_buf: Default::default(),
         }
     }
 }
