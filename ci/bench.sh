@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Side-by-side load bench: webserv (uring, epoll) vs nginx and lighttpd, on this machine.
+# Side-by-side load bench: webserv (uring, epoll) vs nginx, lighttpd and h2o, beside C floor
+# probes (benches/load/floor/, compiled with cc), on this machine.
 #
 #   ci/bench.sh            5 s per run (BENCH_SECONDS=N to change), 10,000 idle connections
 #   ci/bench.sh --quick    1 s per run, 2,000 idle connections
 #   ci/bench.sh --https    HTTPS rows instead: webserv and nginx with one ECDSA P-256
 #                          certificate (needs the openssl CLI); writes latest-https.*
 #
-# Needs: cargo, python3, wrk; nginx and lighttpd are measured when installed (a missing one
-# is skipped with a note). Debian: apt-get install wrk nginx lighttpd
+# Needs: cargo, python3, wrk (and cc for the floor rows); nginx, lighttpd and h2o are measured
+# when installed (a missing one is skipped with a note). Debian: apt-get install wrk nginx lighttpd h2o
 # Writes benches/load/results/latest.{md,svg,json} and latest-wrk.txt; prints the table.
 # Everything runs on 127.0.0.1; every run is bounded and the script stops the servers it
 # started (by pid) when it ends. See benches/load/README.md for what the numbers mean.

@@ -51,7 +51,7 @@ WORKLOADS = [
     ("big10", "1 MiB, 10 conns", 10, BIG, None),
     ("cgi10", "sh CGI, 10 conns", 10, CGI, None),
 ]
-ROWS = ["webserv-uring", "webserv-epoll", "nginx", "lighttpd"]
+ROWS = ["webserv-uring", "webserv-epoll", "nginx", "lighttpd", "h2o", "floor-epoll", "floor-uring"]
 # `--https` (issue 14): the same servers over TLS with one ECDSA P-256 certificate; the last
 # workload opens a connection (a full handshake) per request.
 HTTPS_WORKLOADS = [
@@ -60,6 +60,24 @@ HTTPS_WORKLOADS = [
     ("tls_hs4", "HTTPS 612 B, handshake per request (4 openssl s_time)", 4, SMALL, "close"),
 ]
 TLS = None  # (certificate, key) paths in --https mode
+# The floor: C probes in floor/ (built here with cc) that do the least a server can do for each
+# workload; every row's CPU per response is also printed divided by the cheapest floor.
+FLOOR_SRC = os.path.join(HERE, "floor")
+FLOOR_WORKLOADS = {
+    "floor-epoll": {"small50", "small1k", "pipe50", "pipe1k", "big10", "cgi10"},
+    "floor-uring": {"small50", "small1k", "pipe50", "pipe1k"},
+}
+
+
+def unsupported(row, key):
+    """Why `row` does not run workload `key`, or None."""
+    if key == "cgi10" and row == "nginx":
+        return "n/a (no CGI in nginx)"
+    if key == "cgi10" and row == "h2o":
+        return "n/a (CGI only through its FastCGI wrapper)"
+    if row in FLOOR_WORKLOADS and key not in FLOOR_WORKLOADS[row]:
+        return "n/a (no probe)"
+    return None
 
 
 def log(*a):
@@ -244,6 +262,44 @@ http {{
     return path
 
 
+def cfg_h2o(tmp, www, port):
+    path = os.path.join(tmp, "h2o.conf")
+    write(
+        path,
+        f"""# h2o, as the load bench runs it
+listen:
+  host: 127.0.0.1
+  port: {port}
+num-threads: 1
+max-connections: 20000
+http1-request-timeout: 120
+hosts:
+  "default":
+    paths:
+      /:
+        file.dir: {www}
+""",
+    )
+    return path
+
+
+def build_floor(tmp):
+    """Compile the floor probes with cc into tmp; {row: path} of those that built."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return {}, ["no C compiler (cc): floor rows skipped."]
+    built, notes = {}, []
+    for row, src in (("floor-epoll", "floor_epoll.c"), ("floor-uring", "floor_uring.c")):
+        exe = os.path.join(tmp, row)
+        p = subprocess.run([cc, "-O2", "-o", exe, os.path.join(FLOOR_SRC, src)],
+                           capture_output=True, text=True, timeout=120)
+        if p.returncode == 0:
+            built[row] = exe
+        else:
+            notes.append(f"{row}: cc failed: {p.stderr.strip()[-300:]}")
+    return built, notes
+
+
 def cfg_lighttpd(tmp, www, port):
     path = os.path.join(tmp, "lighttpd.conf")
     write(
@@ -402,11 +458,17 @@ def measure(server, wl, seconds, pin, is_webserv):
     key, _title, conns, path, depth = wl
     st0 = webserv_status(server.port) if is_webserv else None
     c0 = cpu_seconds(server.pid)
+    k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = run_wrk(server.port, conns, path, depth, seconds, pin)
+    k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c1 = cpu_seconds(server.pid)
     st1 = webserv_status(server.port) if is_webserv else None
     r["cpu_s"] = c1 - c0
     r["us_per_req"] = (c1 - c0) * 1e6 / r["requests"] if r["requests"] else None
+    # wrk's own CPU (a reaped child): on loopback, TCP work lands on whichever side's context
+    # pushed the segments, so server + client is the steadier sum (README, "Large files").
+    client = (k1.ru_utime + k1.ru_stime) - (k0.ru_utime + k0.ru_stime)
+    r["client_us_per_req"] = client * 1e6 / r["requests"] if r["requests"] else None
     if st0 and st1:
         dw = st1["waits"] - st0["waits"]
         r["cpw"] = (st1["completions"] - st0["completions"]) / dw if dw > 0 else None
@@ -572,6 +634,39 @@ def render_md(results, seconds, idle_n, pin, versions, notes):
         ok = a and b and a.get("per_conn") and b.get("per_conn")
         cells.append(f"{a['per_conn'] / b['per_conn']:.2f}" if ok else "—")
         out.append(f"| {other} | " + " | ".join(cells) + " |")
+    # The floor: every row divided by the cheapest floor probe measured for that workload.
+    floors = {}
+    for w in WORKLOADS:
+        vals = [results.get(f, {}).get(w[0], {}).get("us_per_req") for f in FLOOR_WORKLOADS]
+        vals = [v for v in vals if v]
+        if vals:
+            floors[w[0]] = min(vals)
+    if floors:
+        out += ["", "CPU per response ÷ the floor (the cheapest C probe of `floor/` for that workload):", ""]
+        out.append("| server | " + " | ".join(w[1] for w in WORKLOADS) + " |")
+        out.append("|---|" + "---|" * len(WORKLOADS))
+        for row in ROWS:
+            rr = results.get(row, {})
+            if not rr:
+                continue
+            cells = []
+            for w in WORKLOADS:
+                v = (rr.get(w[0]) or {}).get("us_per_req")
+                cells.append(f"{v / floors[w[0]]:.2f}" if v and w[0] in floors else "—")
+            out.append(f"| {row} | " + " | ".join(cells) + " |")
+    out += ["", "Server + client (wrk) CPU per response, µs (on loopback the TCP work lands on either side):", ""]
+    out.append("| server | " + " | ".join(w[1] for w in WORKLOADS) + " |")
+    out.append("|---|" + "---|" * len(WORKLOADS))
+    for row in ROWS:
+        rr = results.get(row, {})
+        if not rr:
+            continue
+        cells = []
+        for w in WORKLOADS:
+            r = rr.get(w[0]) or {}
+            a, b = r.get("us_per_req"), r.get("client_us_per_req")
+            cells.append(f"{a:.1f} + {b:.1f} = {a + b:.1f}" if a and b else "—")
+        out.append(f"| {row} | " + " | ".join(cells) + " |")
     if notes:
         out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"
@@ -584,7 +679,7 @@ def esc(s):
 def render_svg(results, subtitle):
     """Small multiples: one panel per workload, each with its own scale (a 1 MiB file and a CGI
     fork cost orders of magnitude more than a 612-byte file, so one axis would hide the rest)."""
-    colors = {"webserv-uring": "#d9480f", "webserv-epoll": "#f59f00", "baseline-uring": "#868e96", "baseline-epoll": "#ced4da", "nginx": "#2b8a3e", "lighttpd": "#1c7ed6"}
+    colors = {"webserv-uring": "#d9480f", "webserv-epoll": "#f59f00", "baseline-uring": "#868e96", "baseline-epoll": "#ced4da", "nginx": "#2b8a3e", "lighttpd": "#1c7ed6", "h2o": "#7048e8", "floor-epoll": "#495057", "floor-uring": "#212529"}
     pw, ph, top, gap = 240, 220, 70, 20
     n = len(WORKLOADS)
     width = gap + n * (pw + gap)
@@ -658,6 +753,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 s runs, 2,000 idle connections")
     ap.add_argument("--idle", type=int, default=int(os.environ.get("BENCH_IDLE_CONNS", "10000")))
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""), help="comma list of rows to run")
+    ap.add_argument("--workloads", default=os.environ.get("BENCH_WORKLOADS", ""),
+                    help="comma list of workload keys to run (" + ",".join(w[0] for w in WORKLOADS) + ")")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--https", action="store_true",
                     help="HTTPS rows (webserv and nginx, one ECDSA P-256 certificate); writes latest-https.*")
@@ -670,8 +767,15 @@ def main():
         args.seconds, args.idle = 1, min(args.idle, 2000)
     if args.https:
         WORKLOADS[:] = HTTPS_WORKLOADS
-        ROWS[:] = [r for r in ROWS if r != "lighttpd"]
+        # Only the servers set up for TLS here: webserv and nginx.
+        ROWS[:] = [r for r in ROWS if r.startswith(("webserv", "baseline", "nginx"))]
         args.idle = 0
+    if args.workloads:
+        keep = set(args.workloads.split(","))
+        unknown = keep - {w[0] for w in WORKLOADS}
+        if unknown:
+            sys.exit(f"unknown workloads: {', '.join(sorted(unknown))}")
+        WORKLOADS[:] = [w for w in WORKLOADS if w[0] in keep]
 
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
@@ -691,6 +795,8 @@ def main():
     results, notes = {}, []
     versions = {"webserv": version([args.webserv, "-V"]), "wrk": version(["wrk", "-v"]).split(" [")[0]}
 
+    floor_exes, floor_notes = build_floor(tmp)
+    notes += floor_notes
     rows = []
     for row in ROWS:
         if only and row not in only:
@@ -708,6 +814,21 @@ def main():
                 rows.append((row, lambda p, e=exe: [e, "-c", cfg_nginx(tmp, www, p), "-p", tmp]))
             else:
                 notes.append("nginx is not installed (Debian: apt-get install nginx): row skipped.")
+        elif row == "h2o":
+            exe = shutil.which("h2o") or ("/usr/sbin/h2o" if os.path.exists("/usr/sbin/h2o") else None)
+            if exe:
+                versions["h2o"] = version([exe, "-v"]).split(" ")[-1]
+                rows.append((row, lambda p, e=exe: [e, "-c", cfg_h2o(tmp, www, p)]))
+            else:
+                notes.append("h2o is not installed (Debian: apt-get install h2o): row skipped.")
+        elif row in FLOOR_WORKLOADS:
+            if row not in floor_exes:
+                continue
+            exe = floor_exes[row]
+            if row == "floor-epoll":
+                rows.append((row, lambda p, e=exe: [e, str(p), os.path.join(www, "1m.bin"), os.path.join(www, "cgi-bin", "ok.sh")]))
+            else:
+                rows.append((row, lambda p, e=exe: [e, str(p)]))
         elif row == "lighttpd":
             exe = shutil.which("lighttpd") or ("/usr/sbin/lighttpd" if os.path.exists("/usr/sbin/lighttpd") else None)
             if exe:
@@ -729,14 +850,15 @@ def main():
                 continue
             try:
                 # Idle connections first, on a fresh server, before load has grown its pools.
-                if args.idle:
+                if args.idle and row not in FLOOR_WORKLOADS:
                     res["idle"] = idle_rss(srv, args.idle)
                     log(f"{row} idle: {res['idle']}")
                 # Warm up: caches, page cache, lazily allocated pools.
                 run_wrk(port, 50, SMALL, None, 1, pin)
                 for wl in WORKLOADS:
-                    if wl[0] == "cgi10" and row == "nginx":
-                        res[wl[0]] = {"skip": "n/a (no CGI in nginx)"}
+                    why = unsupported(row, wl[0])
+                    if why:
+                        res[wl[0]] = {"skip": why}
                         continue
                     if srv.proc.poll() is not None:
                         notes.append(f"{row} exited during the bench: {srv.log_tail()[-300:]}")

@@ -383,12 +383,22 @@ impl Location {
     /// The file a (normalised) URI path maps to under this location's root or alias, without
     /// the containment check: callers use `server::reply::map`, which adds it.
     pub(crate) fn map_path(&self, uri_path: &str) -> PathBuf {
+        let mut out = PathBuf::new();
+        self.map_path_into(uri_path, &mut out);
+        out
+    }
+
+    /// [`Location::map_path`] into `out` (replaced; its capacity is reused).
+    pub(crate) fn map_path_into(&self, uri_path: &str, out: &mut PathBuf) {
+        let s = out.as_mut_os_string();
+        s.clear();
         match &self.docroot {
-            DocRoot::Root(dir) => join_uri(dir, uri_path),
-            DocRoot::Alias { dir, strip } if strip.is_empty() => dir.clone(),
+            DocRoot::Root(dir) => join_uri(dir, uri_path, s),
+            DocRoot::Alias { dir, strip } if strip.is_empty() => s.push(dir.as_os_str()),
             DocRoot::Alias { dir, strip } => join_uri(
                 dir,
                 uri_path.strip_prefix(strip.as_str()).unwrap_or(uri_path),
+                s,
             ),
         }
     }
@@ -410,17 +420,20 @@ impl Location {
 }
 
 /// `dir` + `/rest` without `PathBuf::join` replacing `dir` when `rest` is absolute.
-fn join_uri(dir: &std::path::Path, rest: &str) -> PathBuf {
-    let mut s = dir.as_os_str().to_os_string();
-    if !rest.is_empty() && !rest.starts_with('/') && !s.to_string_lossy().ends_with('/') {
+/// Appended to `s` (empty), reserved once for the whole path.
+fn join_uri(dir: &std::path::Path, rest: &str, s: &mut std::ffi::OsString) {
+    let dir = dir.as_os_str();
+    let dir_slash = dir.as_encoded_bytes().ends_with(b"/");
+    s.reserve(dir.len() + 1 + rest.len());
+    s.push(dir);
+    if !rest.is_empty() && !rest.starts_with('/') && !dir_slash {
         s.push("/");
     }
-    if rest.starts_with('/') && s.to_string_lossy().ends_with('/') {
+    if rest.starts_with('/') && dir_slash {
         s.push(&rest[1..]);
     } else {
         s.push(rest);
     }
-    PathBuf::from(s)
 }
 
 /// Search tables for one level of locations: indices into `Server::locations`.
@@ -459,10 +472,9 @@ mod tests {
             ("/srv/www", "", "/srv/www"),
         ];
         for (dir, rest, want) in cases {
-            assert_eq!(
-                join_uri(std::path::Path::new(dir), rest),
-                PathBuf::from(want)
-            );
+            let mut s = std::ffi::OsString::new();
+            join_uri(std::path::Path::new(dir), rest, &mut s);
+            assert_eq!(PathBuf::from(s), PathBuf::from(want));
         }
     }
 }

@@ -109,7 +109,7 @@ fn is_wildcard(ip: IpAddr) -> bool {
 
 /// Host header → lookup key: port stripped (IPv6 literals keep their brackets), lower-cased,
 /// one trailing dot removed (RFC 9110 §7.2 / nginx `ngx_http_validate_host`).
-pub fn normalize_host(host: &str) -> String {
+pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
     let h = if host.starts_with('[') {
         match host.find(']') {
             Some(end) => &host[..=end],
@@ -119,7 +119,12 @@ pub fn normalize_host(host: &str) -> String {
         host.split(':').next().unwrap_or("")
     };
     let h = h.strip_suffix('.').unwrap_or(h);
-    h.to_ascii_lowercase()
+    // Borrowed when already lower-case (every request names its Host: no copy per request).
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(h)
+    }
 }
 
 impl AddrServers {

@@ -36,6 +36,15 @@ impl Normalized<'_> {
 
 /// Normalise an origin-form request target. See the module docs for the rules.
 pub fn normalize(target: &str) -> Result<Normalized<'_>, Error> {
+    let mut path = String::new();
+    let query = normalize_into(target, &mut path)?;
+    Ok(Normalized { path, query })
+}
+
+/// [`normalize`] into `path` (cleared first; its capacity is reused), returning the query.
+/// On an error `path` holds a partial result.
+pub fn normalize_into<'a>(target: &'a str, path: &mut String) -> Result<Option<&'a str>, Error> {
+    path.clear();
     let (raw, query) = match target.find('?') {
         Some(q) => (&target[..q], Some(&target[q + 1..])),
         None => (target, None),
@@ -43,9 +52,16 @@ pub fn normalize(target: &str) -> Result<Normalized<'_>, Error> {
     if !raw.starts_with('/') {
         return Err(Error::Path);
     }
-    let decoded = String::from_utf8(percent_decode(raw.as_bytes())?).map_err(|_| Error::Path)?;
+    // Without a `%` there is nothing to decode: no copy (most targets).
+    let decoded = if raw.contains('%') {
+        std::borrow::Cow::Owned(
+            String::from_utf8(percent_decode(raw.as_bytes())?).map_err(|_| Error::Path)?,
+        )
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    };
 
-    let mut path = String::with_capacity(decoded.len());
+    path.reserve(decoded.len());
     let mut trailing = false;
     // The first segment is the empty one before the leading '/'.
     for seg in decoded.split('/').skip(1) {
@@ -66,7 +82,7 @@ pub fn normalize(target: &str) -> Result<Normalized<'_>, Error> {
     if path.is_empty() || trailing {
         path.push('/');
     }
-    Ok(Normalized { path, query })
+    Ok(query)
 }
 
 /// Decode `%XX` escapes once. Malformed escapes and `%00` → [`Error::Path`].

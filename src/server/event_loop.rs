@@ -59,6 +59,8 @@ pub struct Loop {
     parsers: Vec<Box<crate::http::request::HeadParser>>,
     /// Input buffers lent to connections while they read a request.
     bufs: Vec<Vec<u8>>,
+    /// What finished requests leave for the next ones (`Env::pools`).
+    pools: crate::server::conn::env::Pools,
     /// The completions of one wait (kept between turns for its capacity).
     batch: Vec<Completion>,
     /// This loop's slot in `control.metrics`.
@@ -101,6 +103,7 @@ impl Loop {
             refused: 0,
             parsers: Vec::new(),
             bufs: Vec::new(),
+            pools: Default::default(),
             batch: Vec::with_capacity(256),
         })
     }
@@ -303,6 +306,7 @@ impl Loop {
             now,
             parsers,
             bufs,
+            pools,
             control,
             worker,
             ..
@@ -320,6 +324,7 @@ impl Loop {
             sendfile: *sendfile,
             parsers,
             bufs,
+            pools,
             metrics: &control.metrics,
             worker: *worker,
         };

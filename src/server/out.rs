@@ -142,10 +142,24 @@ impl OutQueue {
         self.bytes as usize
     }
 
-    /// Give the queue's memory back when it is empty (an idle connection holds none).
-    pub fn release(&mut self) {
-        if self.q.is_empty() {
-            self.q = VecDeque::new();
+    /// Give the queue's memory back when it is empty (an idle connection holds none), to
+    /// `pool` while it has room for it.
+    pub fn release(&mut self, pool: &mut Vec<VecDeque<Out>>, keep: usize) {
+        if self.q.is_empty() && self.q.capacity() > 0 {
+            let q = std::mem::take(&mut self.q);
+            if pool.len() < keep {
+                pool.push(q);
+            }
+        }
+    }
+
+    /// Take memory for the queue from `pool` if it has none (a request starts).
+    pub fn adopt(&mut self, pool: &mut Vec<VecDeque<Out>>) {
+        if self.q.capacity() == 0 {
+            if let Some(q) = pool.pop() {
+                debug_assert!(q.is_empty());
+                self.q = q;
+            }
         }
     }
 

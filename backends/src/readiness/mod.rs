@@ -113,6 +113,8 @@ pub struct Readiness<P: Poller> {
     file_users: std::collections::HashMap<RawFd, u32>,
     queued: Vec<(Token, Op)>,
     ready: Vec<RawFd>,
+    /// The list `run_ready` works through while new ready fds go to `ready` (kept, emptied).
+    ready_spare: Vec<RawFd>,
     starved: Vec<RawFd>,
     events: Vec<Event>,
     expired: Vec<(Instant, u32)>,
@@ -161,6 +163,7 @@ impl<P: Poller> Readiness<P> {
             file_users: std::collections::HashMap::new(),
             queued: Vec::new(),
             ready: Vec::new(),
+            ready_spare: Vec::new(),
             starved: Vec::new(),
             events: Vec::new(),
             expired: Vec::new(),

@@ -292,14 +292,18 @@ impl<P: Poller> Readiness<P> {
     }
 
     pub(super) fn run_ready(&mut self, out: &mut Vec<Completion>) {
-        let fds = std::mem::take(&mut self.ready);
+        // Swapped with a spare list, both keeping their capacity: no allocation per turn.
+        let spare = std::mem::take(&mut self.ready_spare);
+        let mut fds = std::mem::replace(&mut self.ready, spare);
         for &fd in &fds {
             self.fds[fd as usize].set(FdState::IN_READY, false);
         }
-        for fd in fds {
+        for &fd in &fds {
             if self.run_fd(fd, out) {
                 self.mark_ready(fd);
             }
         }
+        fds.clear();
+        self.ready_spare = fds;
     }
 }

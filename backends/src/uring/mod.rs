@@ -68,6 +68,10 @@ pub struct Uring {
     slots: Slab<Slot>,
     fds: Vec<FdInfo>,
     queued: Vec<(Token, Op)>,
+    /// Boxes of finished sends, reused by the next ones (at most `state::SPARE_SENDS`). Boxes,
+    /// not values: each moves whole into a slot, where the kernel reads its msghdr in place.
+    #[allow(clippy::vec_box)]
+    spare_sends: Vec<Box<state::SendOp>>,
     /// Recv slots that found no buffer (ENOBUFS): re-armed when one is released.
     starved: Vec<u32>,
     timers: TimerHeap,
@@ -123,6 +127,7 @@ impl Uring {
             slots: Slab::new(opts.first_generation),
             fds: Vec::new(),
             queued: Vec::new(),
+            spare_sends: Vec::new(),
             starved: Vec::new(),
             timers: TimerHeap::default(),
             wake: Arc::new(EventFd::new()?),

@@ -18,6 +18,9 @@ pub(super) struct SendOp {
     pub(super) iov: [libc::iovec; 2],
 }
 
+/// How many boxes of finished sends are kept for the next ones.
+pub(super) const SPARE_SENDS: usize = 64;
+
 /// An open in flight: the path and `open_how` the kernel reads, boxed so their addresses are
 /// stable until the completion.
 pub(super) struct OpenOp {
@@ -216,7 +219,13 @@ impl Uring {
     pub(super) fn finish(&mut self, idx: u32, result: io::Result<usize>) -> io::Result<Completion> {
         let (token, state) = self.free(idx)?;
         let buf = match state {
-            State::Send { op } => Buf::Send(op.buf),
+            State::Send { mut op } => {
+                let buf = std::mem::take(&mut op.buf);
+                if self.spare_sends.len() < SPARE_SENDS {
+                    self.spare_sends.push(op);
+                }
+                Buf::Send(buf)
+            }
             State::Read { buf, .. } => Buf::Vec(buf),
             State::Write { op } => Buf::Vec(op.buf),
             State::Names { call } => call.into_buf(),

@@ -194,16 +194,24 @@ impl Uring {
                     out.push(Completion::new(token, Ok(0), Buf::Send(buf), false));
                     return Ok(());
                 }
-                let op = Box::new(SendOp {
-                    buf,
-                    done: 0,
-                    // SAFETY: all-zero is a valid msghdr; filled in by `arm`.
-                    msg: unsafe { std::mem::zeroed() },
-                    iov: [libc::iovec {
-                        iov_base: std::ptr::null_mut(),
-                        iov_len: 0,
-                    }; 2],
-                });
+                // A box of a finished send is reused (no allocation per send).
+                let op = match self.spare_sends.pop() {
+                    Some(mut op) => {
+                        op.buf = buf;
+                        op.done = 0;
+                        op
+                    }
+                    None => Box::new(SendOp {
+                        buf,
+                        done: 0,
+                        // SAFETY: all-zero is a valid msghdr; filled in by `arm`.
+                        msg: unsafe { std::mem::zeroed() },
+                        iov: [libc::iovec {
+                            iov_base: std::ptr::null_mut(),
+                            iov_len: 0,
+                        }; 2],
+                    }),
+                };
                 (fd, State::Send { op })
             }
             Op::Read { fd, buf, offset } => (fd, State::Read { buf, offset }),

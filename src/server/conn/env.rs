@@ -14,6 +14,29 @@ use crate::server::reply::FileCache;
 use crate::server::task::cgi::child::Children;
 use crate::server::task::Cx;
 
+/// Memory finished requests leave for the next ones, shared by a worker's connections (so an
+/// idle connection holds none, and a request on a warm connection allocates none of it).
+#[derive(Default)]
+pub struct Pools {
+    /// Records of finished requests, emptied (at most [`RECORDS_KEPT`]).
+    #[allow(clippy::vec_box)]
+    pub records: Vec<Box<super::request::RequestRecord>>,
+    /// Response-head buffers back from finished sends, emptied (at most [`POOL_KEPT`], of at
+    /// most [`HEAD_KEPT_MAX`] bytes each).
+    pub heads: Vec<Vec<u8>>,
+    /// Output queues' memory from connections gone idle (at most [`POOL_KEPT`]).
+    pub queues: Vec<std::collections::VecDeque<crate::server::out::Out>>,
+    /// Path buffers for the file a request maps to (at most [`POOL_KEPT`]).
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+/// How many emptied request records a worker keeps for reuse.
+pub const RECORDS_KEPT: usize = 64;
+/// How many head buffers and queues a worker keeps for reuse.
+pub const POOL_KEPT: usize = 64;
+/// A head buffer larger than this (pipelined responses coalesced into it) is freed instead.
+pub const HEAD_KEPT_MAX: usize = 4096;
+
 pub struct Env<'a> {
     pub be: &'a mut dyn Backend,
     pub now: Instant,
@@ -31,12 +54,32 @@ pub struct Env<'a> {
     pub parsers: &'a mut Vec<Box<crate::http::request::HeadParser>>,
     /// Input buffers not lent to a connection.
     pub bufs: &'a mut Vec<Vec<u8>>,
+    /// What finished requests leave for the next ones.
+    pub pools: &'a mut Pools,
     /// Every worker's published state, and this worker's slot (the Prometheus page).
     pub metrics: &'a crate::server::metrics::Registry,
     pub worker: usize,
 }
 
 impl Env<'_> {
+    /// Keep a path buffer for the next request's file (not one grown large).
+    pub fn give_path(&mut self, p: std::path::PathBuf) {
+        let paths = &mut self.pools.paths;
+        if p.capacity() > 0 && p.capacity() <= HEAD_KEPT_MAX && paths.len() < POOL_KEPT {
+            paths.push(p);
+        }
+    }
+
+    /// Keep a head buffer for the next response head (emptied), if the pool has room and it
+    /// is not one grown large.
+    pub fn give_head(&mut self, mut h: Vec<u8>) {
+        let heads = &mut self.pools.heads;
+        if h.capacity() > 0 && h.capacity() <= HEAD_KEPT_MAX && heads.len() < POOL_KEPT {
+            h.clear();
+            heads.push(h);
+        }
+    }
+
     /// The context for a task of this connection.
     pub fn cx<'b>(&'b mut self, id: LogId, tseq: u32, out: &'b mut OutQueue) -> Cx<'b> {
         Cx {

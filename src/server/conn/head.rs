@@ -81,10 +81,10 @@ impl Conn {
         });
         let analyzed = req.analyze();
         let keep_alive = analyzed.as_ref().is_ok_and(|h| h.keep_alive);
-        let host = analyzed
-            .as_ref()
-            .map(|h| String::from_utf8_lossy(h.host).into_owned())
-            .unwrap_or_default();
+        let (record, mut host, mut path) = super::request::pooled_record(env);
+        if let Ok(h) = analyzed.as_ref() {
+            host.push_str(&String::from_utf8_lossy(h.host));
+        }
         let server = cfg.server_index(
             self.local.get(),
             (!host.is_empty()).then_some(host.as_str()),
@@ -96,12 +96,16 @@ impl Conn {
             close,
             keep_alive_10: req.minor == 0 && keep_alive && !close,
         };
-        let (path, query, bad_path) = match crate::http::path::normalize(req.path()) {
-            Ok(n) => (n.path, n.query.map(str::to_string), None),
-            Err(e) => ("/".to_string(), None, Some(e)),
+        let (query, bad_path) = match crate::http::path::normalize_into(req.path(), &mut path) {
+            Ok(q) => (q.map(str::to_string), None),
+            Err(e) => {
+                path.clear();
+                path.push('/');
+                (None, Some(e))
+            }
         };
         let client = self.client_addr(&req, env);
-        self.req = Some(Box::new(RequestRecord {
+        let fresh = RequestRecord {
             seq: self.seq,
             cfg: cfg.clone(),
             server,
@@ -134,7 +138,9 @@ impl Conn {
             scratch: Vec::new(),
             held: None,
             client,
-        }));
+        };
+        self.req = Some(super::request::boxed(record, fresh));
+        self.out.adopt(&mut env.pools.queues);
         self.set_phase(Phase::Active, env);
         self.deadline = Stamp::of(env.now + env.cfg.timeouts.send);
         let head = match (analyzed, bad_path) {
@@ -273,6 +279,8 @@ impl Conn {
             if_match: h("If-Match"),
             if_unmodified_since: h("If-Unmodified-Since"),
             max_ranges: loc.max_ranges,
+            head_buf: std::cell::Cell::new(env.pools.heads.pop().unwrap_or_default()),
+            path_buf: std::cell::Cell::new(env.pools.paths.pop().unwrap_or_default()),
         };
         let route = route::route(
             route::Input {
@@ -293,6 +301,8 @@ impl Conn {
             &cx,
             env.cache,
         );
+        env.give_head(cx.head_buf.take()); // when no reply took it
+        env.give_path(cx.path_buf.take());
         (route, loc.client_max_body_size)
     }
 
@@ -385,7 +395,7 @@ impl Conn {
             host: if host.is_empty() {
                 server_name.clone()
             } else {
-                host
+                host.into_owned()
             },
             server_name,
             server_port: local.port(),

@@ -429,9 +429,14 @@ impl Conn {
 
     fn on_send(&mut self, c: Completion, env: &mut Env) {
         self.flags.set(Flags::SENDING, false);
-        if let (Some(t), Buf::Send(b), Phase::Active) = (self.tls.as_mut(), c.buf, self.phase) {
-            // The next piece of a response is encrypted into this buffer (tls.rs).
-            t.recycle(b.head);
+        if let Buf::Send(b) = c.buf {
+            match (self.tls.as_mut(), self.phase) {
+                // The next piece of a response is encrypted into this buffer (tls.rs).
+                (Some(t), Phase::Active) => t.recycle(b.head),
+                // The head buffer comes back with the completion: kept for the next response
+                // head (a large one is dropped).
+                _ => env.give_head(b.head),
+            }
         }
         match c.result {
             Ok(n) => {
@@ -443,7 +448,7 @@ impl Conn {
                 match self.phase {
                     Phase::Idle if self.out.is_empty() => {
                         self.deadline = Stamp::of(env.now + t.keepalive);
-                        self.out.release();
+                        self.out.release(&mut env.pools.queues, env::POOL_KEPT);
                     }
                     Phase::Head if self.out.is_empty() => {}
                     // The handshake keeps its own deadline.

@@ -70,6 +70,63 @@ pub struct RequestRecord {
     pub held: Option<Box<Held>>,
 }
 
+/// A record from the worker's pool (`Env::records`), if it has one, with its host and path
+/// Strings taken out, empty, for the next request to fill (their capacity is reused).
+pub(super) fn pooled_record(env: &mut Env) -> (Option<Box<RequestRecord>>, String, String) {
+    let mut record = env.pools.records.pop();
+    let (mut host, mut path) = record.as_mut().map_or_else(Default::default, |r| {
+        (std::mem::take(&mut r.host), std::mem::take(&mut r.path))
+    });
+    host.clear();
+    path.clear();
+    (record, host, path)
+}
+
+/// `fresh` in the pooled box, or in a new one.
+pub(super) fn boxed(
+    record: Option<Box<RequestRecord>>,
+    fresh: RequestRecord,
+) -> Box<RequestRecord> {
+    match record {
+        Some(mut r) => {
+            *r = fresh;
+            r
+        }
+        None => Box::new(fresh),
+    }
+}
+
+/// Give a finished request's record to the worker's pool (`Env::records`), emptied: what the
+/// request owned (its task, body reader, held head, log line) is dropped now, as it was when the
+/// record was freed; the host and path Strings keep their capacity for the next request.
+pub(super) fn recycle(mut r: Box<RequestRecord>, env: &mut Env) {
+    if env.pools.records.len() >= super::env::RECORDS_KEPT {
+        return;
+    }
+    r.task = None;
+    r.deferred = None;
+    r.body = None;
+    r.held = None;
+    r.extra = None;
+    r.named = None;
+    r.query = None;
+    r.line = String::new();
+    r.log_headers = Vec::new();
+    r.scratch = Vec::new();
+    // Not an old configuration kept alive by the pool after a reload.
+    r.cfg = env.cfg.clone();
+    for s in [&mut r.host, &mut r.path] {
+        s.clear();
+        if s.capacity() > RECYCLED_STRING_MAX {
+            *s = String::new();
+        }
+    }
+    env.pools.records.push(r);
+}
+
+/// A longer host or path String is freed rather than kept in the pool.
+const RECYCLED_STRING_MAX: usize = 1024;
+
 /// A request head kept while a lookup runs off the loop's thread, to route it again after.
 pub struct Held {
     pub head: Vec<u8>,
@@ -337,6 +394,9 @@ impl Conn {
             }
             last = req.meta.close;
             self.access_log(req, env);
+        }
+        if let Some(req) = req {
+            recycle(req, env);
         }
         if last
             || self.flags.has(Flags::CLOSE_AFTER)

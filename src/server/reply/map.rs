@@ -24,6 +24,21 @@ pub fn map(loc: &Location, uri: &str) -> Option<PathBuf> {
     contained(rest).then(|| loc.map_path(uri))
 }
 
+/// [`map`] into `out` (its capacity reused); false if the mapping would leave the root.
+pub fn map_into(loc: &Location, uri: &str, out: &mut PathBuf) -> bool {
+    let rest = match &loc.docroot {
+        crate::config::DocRoot::Root(_) => uri,
+        crate::config::DocRoot::Alias { strip, .. } => {
+            uri.strip_prefix(strip.as_str()).unwrap_or(uri)
+        }
+    };
+    if !contained(rest) {
+        return false;
+    }
+    loc.map_path_into(uri, out);
+    true
+}
+
 /// Where a PUT/POST upload under `loc` lands: `upload_store` + the URI minus the location
 /// prefix. `None` when the location has no upload store.
 pub fn upload_target(loc: &Location, uri: &str) -> Option<PathBuf> {

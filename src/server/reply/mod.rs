@@ -95,6 +95,11 @@ pub struct Ctx<'a> {
     pub if_unmodified_since: Option<&'a [u8]>,
     /// `max_ranges` of the location (`u32::MAX`: no limit).
     pub max_ranges: u32,
+    /// An empty buffer for the response head, from the worker's pool (`Env::heads`); a reply
+    /// that builds a head takes it, else it goes back to the pool.
+    pub head_buf: std::cell::Cell<Vec<u8>>,
+    /// The same for the path a static file maps to (the file cache's key).
+    pub path_buf: std::cell::Cell<std::path::PathBuf>,
 }
 
 impl<'a> Ctx<'a> {
@@ -114,6 +119,8 @@ impl<'a> Ctx<'a> {
             if_match: None,
             if_unmodified_since: None,
             max_ranges: u32::MAX,
+            head_buf: Default::default(),
+            path_buf: Default::default(),
         }
     }
 }

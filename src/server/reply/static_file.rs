@@ -32,7 +32,9 @@ fn file_head(
     cx: &Ctx,
     data: Body<'_>,
 ) -> Result<(u16, Vec<u8>, u64, u64), Reply> {
-    let mut head = Vec::with_capacity(320);
+    let mut head = cx.head_buf.take();
+    head.clear();
+    head.reserve(320);
     if range::precondition_failed(
         cx.if_match,
         cx.if_unmodified_since,
@@ -242,6 +244,28 @@ fn open_read(
     Ok((fd, raw, st))
 }
 
+/// A buffer taken from a `Cell` for a while and put back when dropped.
+struct Lent<'a>(std::path::PathBuf, &'a std::cell::Cell<std::path::PathBuf>);
+
+impl<'a> Lent<'a> {
+    fn new(cell: &'a std::cell::Cell<std::path::PathBuf>) -> Self {
+        Lent(cell.take(), cell)
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        self.1.set(std::mem::take(&mut self.0));
+    }
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
 /// Serve a GET/HEAD for normalised URI `path` in location `loc`.
 pub fn serve_static(
     path: &str,
@@ -250,9 +274,11 @@ pub fn serve_static(
     cx: &Ctx,
     cache: &mut FileCache,
 ) -> Static {
-    let Some(fs_path) = map(loc, path) else {
+    // The mapped path is built in the buffer the request lent (given back on every return).
+    let mut fs_path = Lent::new(&cx.path_buf);
+    if !super::map::map_into(loc, path, &mut fs_path.0) {
         return Static::Error(404);
-    };
+    }
     // The cache is keyed by the mapped path, which another location (an alias) may share
     // with a laxer symlink policy: a location that restricts symlinks answers from the cache
     // only after its own open (below) has checked the way to the file.

@@ -1,0 +1,150 @@
+//! Heap allocations per request on a warm keep-alive connection (issue 12, item 3).
+//!
+//! A counting global allocator wraps the system one; the server runs in this process (so its
+//! allocations are counted) on an ephemeral port on 127.0.0.1, on every backend; the client is
+//! a plain `TcpStream` with a stack buffer, which allocates nothing while counting is on. After
+//! 50 warm-up requests, five windows of 20 GETs of a small cached file are counted, and the
+//! fewest allocations of any window count (a second boundary inside a window may add the
+//! server's once-a-second work: the date, the cache revalidation).
+//!
+//! None may allocate: the bound is zero. Found with a backtrace per allocation and removed from
+//! this path (so a new one fails this test): the boxed request record, its host and path
+//! Strings (a worker-wide pool of emptied records), the response head's buffer (back from
+//! the send's completion into a worker-wide pool), the mapped file path (a pooled `PathBuf`
+//! lent to the reply), the output queue's memory (idle connections give it to a worker-wide
+//! pool, so an idle connection still holds none), the percent-decoding copy of a path without
+//! `%`, `normalize_host`'s copy of a lower-case Host, the readiness adapter's ready list and
+//! the io_uring send op's box.
+//!
+//! Not timed: a count of allocations, whatever the machine's speed.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Allocations (and reallocations) counted while `ON` is set, on every thread.
+struct Counting;
+static ON: AtomicBool = AtomicBool::new(false);
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counter is a relaxed
+// side effect that never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if ON.load(SeqCst) {
+            COUNT.fetch_add(1, SeqCst);
+        }
+        // SAFETY: the caller's contract is passed on as it is.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        if ON.load(SeqCst) {
+            COUNT.fetch_add(1, SeqCst);
+        }
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if ON.load(SeqCst) {
+            COUNT.fetch_add(1, SeqCst);
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const WINDOW: usize = 20;
+
+const BODY_LEN: usize = 612;
+
+/// One GET and its whole response, read into `buf`; no allocation.
+fn get(s: &mut TcpStream, buf: &mut [u8; 4096]) {
+    s.write_all(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = 0;
+    loop {
+        let n = s.read(&mut buf[got..]).unwrap();
+        assert!(n > 0, "the server closed the keep-alive connection");
+        got += n;
+        if let Some(p) = buf[..got].windows(4).position(|w| w == b"\r\n\r\n") {
+            if got >= p + 4 + BODY_LEN {
+                assert!(buf.starts_with(b"HTTP/1.1 200 "), "not a 200");
+                assert_eq!(got, p + 4 + BODY_LEN, "more than one response");
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn keep_alive_get_of_a_cached_file_allocates_nothing() {
+    // One backend at a time in this process: the counter is global.
+    common::for_each_backend("alloc_free", |backend| {
+        let dir = common::temp_dir();
+        common::write_file(&dir, "index.html", vec![b'x'; BODY_LEN]);
+        let port = common::free_port();
+        let conf = format!(
+            "workers 1;\nerror_log stderr error;\naccess_log off;\nkeepalive_requests 100000;\n\
+             server {{ listen 127.0.0.1:{port}; root {}; location / {{ }} }}\n",
+            dir.display()
+        );
+        let cfg = webserv::config::parse_str(&conf, "alloc_free.conf", &dir).unwrap();
+        let control = webserv::server::Control::new(cfg);
+        let opts = webserv::server::RunOptions {
+            backend: Some(backend.parse().unwrap()),
+            no_sendfile: false,
+            inherited: Vec::new(),
+            notify: Arc::new(webserv::systemd::Notifier::from_env()),
+        };
+        let c = control.clone();
+        let server = std::thread::spawn(move || webserv::server::serve(c, &opts));
+        let mut s = None;
+        for _ in 0..250 {
+            if let Ok(t) = TcpStream::connect(("127.0.0.1", port)) {
+                s = Some(t);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut s = s.expect("the in-process server did not listen within 5 s");
+        let mut buf = [0u8; 4096];
+        for _ in 0..50 {
+            get(&mut s, &mut buf);
+        }
+        let mut fewest = usize::MAX;
+        for _ in 0..5 {
+            COUNT.store(0, SeqCst);
+            ON.store(true, SeqCst);
+            for _ in 0..WINDOW {
+                get(&mut s, &mut buf);
+            }
+            ON.store(false, SeqCst);
+            fewest = fewest.min(COUNT.load(SeqCst));
+        }
+        eprintln!(
+            "alloc_free: {backend}: {fewest} allocations in {WINDOW} requests ({:.1} each)",
+            fewest as f64 / WINDOW as f64
+        );
+        drop(s);
+        control.stop();
+        server.join().unwrap().unwrap();
+        assert!(
+            fewest == 0,
+            "{backend}: {fewest} allocations in {WINDOW} keep-alive GETs of a cached file \
+             (none expected): an allocation on the request path"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
