@@ -280,3 +280,72 @@ fn cold_lookups_hold_uploads_and_deletes() {
         }
     });
 }
+
+/// A large file whose pages are not in the page cache is not sent by sendfile(2) — which would
+/// read it from the disk on the loop's thread — but read by backend read ops (io_uring's own,
+/// the readiness backends' pool) and sent from memory; once cached, sendfile again. The file
+/// lives under the target directory (a disk file system: pages of a tmpfs cannot be evicted).
+#[test]
+fn file_pages_not_in_the_page_cache_are_read_off_the_loop() {
+    use std::os::fd::AsRawFd;
+    for_each_backend(
+        "file_pages_not_in_the_page_cache_are_read_off_the_loop",
+        |b| {
+            let cold_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("cold-pages-{}-{b}", std::process::id()));
+            let _ = fs::remove_dir_all(&cold_dir);
+            fs::create_dir_all(&cold_dir).unwrap();
+            let conf = CONF.replace(
+            "    location / { }",
+            &format!(
+                "    location / {{ }}\n    location = /status {{ status; }}\n    location /cold/ {{ alias {}/; }}",
+                cold_dir.display()
+            ),
+        );
+            let s = Server::start(b, &conf, setup);
+            let body: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+            fs::write(cold_dir.join("big.bin"), &body).unwrap();
+            let f = fs::File::open(cold_dir.join("big.bin")).unwrap();
+            // Written pages must reach the disk before they can be dropped from the cache.
+            f.sync_all().unwrap();
+            // SAFETY: a live fd; advice only.
+            let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(r, 0);
+            let known = backends::util::cached_fully(f.as_raw_fd(), 0, body.len() as u64);
+        println!("[{b}] page cache after DONTNEED, whole file cached: {known:?}");
+            let before = ops_submitted(s.port);
+            let r = get(s.port, "/cold/big.bin");
+            assert_eq!(r.status, 200, "[{b}]");
+            assert!(r.body == body, "[{b}] the bytes differ");
+            let after = ops_submitted(s.port);
+            let d =
+                |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+            match known {
+                Some(false) => {
+                    assert_eq!(
+                        d("sendfile"),
+                        0,
+                        "[{b}] sendfile of uncached pages: {after:?}"
+                    );
+                    assert!(d("read") >= 3, "[{b}] read ops: {after:?}");
+                }
+                Some(true) => panic!("[{b}] the file's pages could not be evicted"),
+                // No cachestat(2): sendfile, as before.
+                None => assert!(d("sendfile") >= 1, "[{b}] {after:?}"),
+            }
+            // The reads filled the page cache: the next GET is a sendfile.
+            let before = ops_submitted(s.port);
+            let r = get(s.port, "/cold/big.bin");
+            assert!(r.status == 200 && r.body == body, "[{b}] second GET");
+            let after = ops_submitted(s.port);
+            let d =
+                |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+            assert!(
+                d("sendfile") >= 1,
+                "[{b}] a cached file goes by sendfile: {after:?}"
+            );
+            drop(f);
+            let _ = fs::remove_dir_all(&cold_dir);
+        },
+    );
+}

@@ -416,22 +416,6 @@ fn uploaded_filenames_are_sanitised_into_the_store() {
     });
 }
 
-/// Ops submitted, by name, from the status page's JSON.
-fn ops_submitted(port: u16) -> std::collections::BTreeMap<String, u64> {
-    let r = get(port, "/status?format=json");
-    assert_eq!(r.status, 200, "{}", r.dump());
-    let text = r.text();
-    let start = text.find("\"ops_submitted\":{").expect("ops_submitted") + 17;
-    let end = start + text[start..].find('}').unwrap();
-    text[start..end]
-        .split(',')
-        .map(|kv| {
-            let (k, v) = kv.split_once(':').unwrap();
-            (k.trim_matches('"').to_string(), v.parse().unwrap())
-        })
-        .collect()
-}
-
 /// Issue 16: an upload's commit, a failed upload's clean-up and a DELETE go through the
 /// backend's rename and unlink ops (io_uring's own opcodes, the readiness backends' pool),
 /// not through calls on the loop's thread: the status page counts them, and the files say

@@ -508,6 +508,64 @@ fn openat2_raw(
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
+/// Whether every page of the `len` bytes of file `fd` from `offset` is in the page cache, so
+/// that reading them (or `sendfile(2)` from them) does not wait for the disk: `cachestat(2)`
+/// (Linux ≥ 6.5). `None` where the kernel cannot say (older kernels, other systems, a
+/// file system without a page cache).
+pub fn cached_fully(fd: RawFd, offset: u64, len: u64) -> Option<bool> {
+    if len == 0 {
+        return Some(true);
+    }
+    // SAFETY: sysconf reads a constant of the process (no system call with glibc).
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as u64,
+        _ => 4096,
+    };
+    let first = offset / page;
+    let end = offset.checked_add(len)?.div_ceil(page);
+    let cached = cachestat_pages(fd, first * page, (end - first) * page)?;
+    Some(cached >= end - first)
+}
+
+#[cfg(target_os = "linux")]
+fn cachestat_pages(fd: RawFd, off: u64, len: u64) -> Option<u64> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    // The same number on every Linux architecture (the generic syscall table).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let range = Range { off, len };
+    let mut st = Stat::default();
+    // SAFETY: both pointers are live, correctly laid out (`repr(C)` as the kernel's
+    // `struct cachestat_range` and `struct cachestat`), and only read/written during the call.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd as libc::c_uint,
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0 as libc::c_uint,
+        )
+    };
+    (r == 0).then_some(st.nr_cache)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cachestat_pages(_fd: RawFd, _off: u64, _len: u64) -> Option<u64> {
+    None
+}
+
 #[cfg(not(target_os = "linux"))]
 fn openat2_cached(
     _dir: RawFd,

@@ -1097,3 +1097,20 @@ pub fn parse_env(text: &str) -> std::collections::BTreeMap<String, String> {
     }
     map
 }
+
+/// Backend ops submitted, by kind, from the JSON of a `status` location at `/status` (the
+/// counters of the worker that answered: a test that compares them runs one worker).
+pub fn ops_submitted(port: u16) -> std::collections::BTreeMap<String, u64> {
+    let r = get(port, "/status?format=json");
+    assert_eq!(r.status, 200, "{}", r.dump());
+    let text = r.text();
+    let start = text.find("\"ops_submitted\":{").expect("ops_submitted") + 17;
+    let end = start + text[start..].find('}').unwrap();
+    text[start..end]
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once(':').unwrap();
+            (k.trim_matches('"').to_string(), v.parse().unwrap())
+        })
+        .collect()
+}

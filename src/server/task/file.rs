@@ -1,6 +1,7 @@
 //! A body streamed: a file from disk — the head, then the body by sendfile(2) where the backend
-//! has it (the kernel copies file to socket), else by backend reads into a buffer, one piece
-//! per drained output queue — or a directory listing rendered one piece per drained queue (its
+//! has it (the kernel copies file to socket) and the file's pages are all in the page cache,
+//! else by backend reads into a buffer (off the loop's thread), one piece per drained output
+//! queue — or a directory listing rendered one piece per drained queue (its
 //! back-pressure: nothing more is produced while the client has not taken the last piece). The
 //! task owns the file's fd and closes it through the backend.
 
@@ -62,6 +63,26 @@ impl FileTask {
         }
     }
 
+    /// Whether some of what is to be sent is not in the page cache (`cachestat(2)`): then it is
+    /// read by backend read ops (io_uring's own, the readiness backends' pool) rather than by
+    /// sendfile(2), which would wait for the disk on the loop's thread. Unknown counts as cached.
+    fn cold(&mut self) -> bool {
+        let Some(fd) = self.fd else {
+            return false;
+        };
+        let cached = |off: u64, len: u64| backends::util::cached_fully(fd, off, len) != Some(false);
+        let warm = match self.more.as_deref() {
+            Some(More::Parts(p)) => p.parts.iter().all(|(_, off, len)| cached(*off, *len)),
+            Some(More::Listing(_)) => true,
+            None => cached(self.offset, self.left),
+        };
+        if !warm {
+            self.trail
+                .push("not in the page cache: reads at", self.offset);
+        }
+        !warm
+    }
+
     fn close(&mut self, cx: &mut Cx) {
         if let Some(fd) = self.fd.take() {
             cx.submit(OpTag::FileClose, Op::Close { fd });
@@ -81,7 +102,7 @@ impl Task for FileTask {
         if matches!(self.more.as_deref(), Some(More::Listing(_))) {
             return self.on_drained(cx);
         }
-        if cx.sendfile {
+        if cx.sendfile && !self.cold() {
             if let Some(fd) = self.fd {
                 if let Some(More::Parts(p)) = self.more.take().map(|b| *b) {
                     // Every part queued at once: headers in memory, ranges by sendfile.
