@@ -20,6 +20,8 @@ server {
     error_page 404 /err404.html;
     location / { }
     location /strict/ { disable_symlinks on; }
+    location /tf/ { try_files $uri /tf/fallback.txt; }
+    location /tfs/ { disable_symlinks on; try_files $uri /tfs/real.txt; }
     location /up/ {
         allow_methods GET HEAD PUT POST DELETE;
         upload_store www/up;
@@ -37,6 +39,11 @@ fn setup(dir: &Path) {
     write_file(dir, "www/sub/index.html", "sub index");
     write_file(dir, "www/err404.html", "custom 404");
     write_file(dir, "www/strict/real.txt", "real");
+    write_file(dir, "www/tf/here.txt", "here");
+    write_file(dir, "www/tf/fallback.txt", "fallback");
+    write_file(dir, "www/tfs/real.txt", "tfs real");
+    write_file(dir, "www/tfs/other.txt", "other");
+    std::os::unix::fs::symlink("other.txt", dir.join("www/tfs/link.txt")).unwrap();
     write_file(dir, "outside/secret.txt", "secret");
     std::os::unix::fs::symlink("../outside/secret.txt", dir.join("www/escape.txt")).unwrap();
     std::os::unix::fs::symlink("real.txt", dir.join("www/strict/link.txt")).unwrap();
@@ -312,7 +319,7 @@ fn file_pages_not_in_the_page_cache_are_read_off_the_loop() {
             let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
             assert_eq!(r, 0);
             let known = backends::util::cached_fully(f.as_raw_fd(), 0, body.len() as u64);
-        println!("[{b}] page cache after DONTNEED, whole file cached: {known:?}");
+            println!("[{b}] page cache after DONTNEED, whole file cached: {known:?}");
             let before = ops_submitted(s.port);
             let r = get(s.port, "/cold/big.bin");
             assert_eq!(r.status, 200, "[{b}]");
@@ -346,6 +353,46 @@ fn file_pages_not_in_the_page_cache_are_read_off_the_loop() {
             );
             drop(f);
             let _ = fs::remove_dir_all(&cold_dir);
+        },
+    );
+}
+
+/// `try_files` checks look up from the kernel's caches only: a miss holds the request while
+/// the lookup runs off the loop, and the answers are those of the warm way — a found file, the
+/// fallback — with the location's symlink policy applied to the check itself (`disable_symlinks
+/// on`: a link is not there, so the fallback answers, as nginx does).
+#[test]
+fn cold_try_files_checks_are_held_and_follow_the_symlink_policy() {
+    for_each_backend(
+        "cold_try_files_checks_are_held_and_follow_the_symlink_policy",
+        |b| {
+            for s in [cold(b), Server::start(b, CONF, setup)] {
+                let r = get(s.port, "/tf/here.txt");
+                assert_eq!(
+                    (r.status, r.text()),
+                    (200, "here".into()),
+                    "[{b}] {}",
+                    r.dump()
+                );
+                let r = get(s.port, "/tf/missing.txt");
+                assert_eq!((r.status, r.text()), (200, "fallback".into()), "[{b}]");
+                let r = get(s.port, "/tfs/link.txt");
+                assert_eq!(
+                    (r.status, r.text()),
+                    (200, "tfs real".into()),
+                    "[{b}] {}",
+                    r.dump()
+                );
+                let r = get(s.port, "/tfs/other.txt");
+                assert_eq!((r.status, r.text()), (200, "other".into()), "[{b}]");
+            }
+            let s = cold(b);
+            assert_eq!(get(s.port, "/tf/here.txt").status, 200);
+            let log = s.log();
+            assert!(
+                log.contains("try_files: \"tf/here.txt\" not in the kernel's caches"),
+                "[{b}] the check was not held:\n{log}"
+            );
         },
     );
 }

@@ -2,9 +2,12 @@
 //! (nginx's try-files phase). It may change the request's URI, pick a named location or end
 //! the request with a status; the caller then routes the request as usual.
 //!
-//! The existence checks are `stat(2)`s on the loop thread, as `index` checks are (nginx does the
-//! same, cached by `open_file_cache`). What answers is opened later beneath the root with the
-//! same containment rule as any request, so a check cannot widen what is served.
+//! The existence checks look the name up beneath the location's root or alias, with its
+//! symlink policy (`disable_symlinks on`: a link on the way is not there), from the kernel's
+//! caches only where the request may be held: a miss ends the phase with
+//! [`TryOutcome::Cold`], the lookup is done off the loop's thread, and the request is routed
+//! again. What answers is opened later beneath the root with the same containment rule as any
+//! request, so a check cannot widen what is served.
 
 use crate::cgi::params::{expand, Vars};
 use crate::config::{Location, Server, TryFallback, TryFiles};
@@ -19,6 +22,13 @@ pub enum TryOutcome<'a> {
     Named(&'a Location),
     /// Nothing exists; redirect internally to this path and query (method and body kept).
     Redirect(String, Option<String>),
+    /// A check could not be answered from the kernel's caches: look `rel` up beneath `dir`
+    /// off the loop's thread, then route the request again.
+    Cold {
+        dir: std::os::fd::OwnedFd,
+        rel: String,
+        no_symlinks: bool,
+    },
 }
 
 /// Runs `tf` (the `try_files` of `loc`) for a request with `vars`.
@@ -27,11 +37,15 @@ pub fn try_files<'a>(
     loc: &Location,
     tf: &TryFiles,
     vars: &Vars<'_>,
+    cache: &mut crate::server::reply::FileCache,
+    cached: bool,
 ) -> TryOutcome<'a> {
     for t in &tf.files {
         let uri = expand(t, vars);
-        if exists(loc, &uri) {
-            return TryOutcome::Found(uri);
+        match exists(loc, &uri, cache, cached) {
+            Exists::Yes => return TryOutcome::Found(uri),
+            Exists::No => {}
+            Exists::Cold(c) => return c,
         }
     }
     match &tf.fallback {
@@ -58,18 +72,64 @@ pub fn try_files<'a>(
     }
 }
 
-/// Whether `uri` names a file (or, ending in `/`, a directory) under `loc`'s root or alias.
-fn exists(loc: &Location, uri: &str) -> bool {
+enum Exists<'a> {
+    Yes,
+    No,
+    Cold(TryOutcome<'a>),
+}
+
+/// Whether `uri` names a file (or, ending in `/`, a directory) under `loc`'s root or alias:
+/// an `O_PATH` lookup beneath it (cached-only when `cached`) and `fstat` of what it found.
+fn exists<'a>(
+    loc: &Location,
+    uri: &str,
+    cache: &mut crate::server::reply::FileCache,
+    cached: bool,
+) -> Exists<'a> {
+    use std::os::fd::AsRawFd;
     if !uri.starts_with('/') || uri.split('/').any(|s| s == "..") {
-        return false;
+        return Exists::No;
     }
-    let Some(path) = crate::server::reply::map(loc, uri) else {
-        return false;
+    let Some((anchor, rel)) = crate::server::reply::resolve(loc, uri) else {
+        return Exists::No;
     };
-    match std::fs::metadata(&path) {
-        Ok(m) if uri.ends_with('/') => m.is_dir(),
-        Ok(m) => m.is_file(),
-        Err(_) => false,
+    let Ok(anchor) = cache.anchor(&anchor) else {
+        return Exists::No;
+    };
+    let no_symlinks = loc.disable_symlinks == crate::config::Symlinks::Refuse;
+    let name = std::ffi::OsStr::new(if rel.is_empty() { "." } else { rel.as_str() });
+    let flags = backends::util::O_LOOKUP;
+    let found = if cached {
+        backends::util::open_beneath_cached(anchor.as_raw_fd(), name, flags, no_symlinks)
+    } else {
+        backends::util::open_beneath(anchor.as_raw_fd(), name, flags, 0, no_symlinks)
+    };
+    let fd = match found {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            return match backends::util::dup_fd(anchor.as_raw_fd()) {
+                Ok(dir) => Exists::Cold(TryOutcome::Cold {
+                    dir,
+                    rel,
+                    no_symlinks,
+                }),
+                Err(_) => Exists::No,
+            };
+        }
+        Err(_) => return Exists::No,
+    };
+    match backends::util::fstat(fd.as_raw_fd()) {
+        Ok(st) if uri.ends_with('/') => bool_exists(st.is_dir()),
+        Ok(st) => bool_exists(st.is_file()),
+        Err(_) => Exists::No,
+    }
+}
+
+fn bool_exists<'a>(yes: bool) -> Exists<'a> {
+    if yes {
+        Exists::Yes
+    } else {
+        Exists::No
     }
 }
 

@@ -186,9 +186,9 @@ impl Conn {
             return (Route::Error(500, Vec::new()), 0);
         };
         let srv = &cfg.servers[cfg_server(self)];
-        let mut loc = match self.rewrite(req, srv) {
+        let mut loc = match self.rewrite(req, srv, env, cached_lookups) {
             Ok(l) => l,
-            Err(code) => return (Route::Error(code, Vec::new()), 0),
+            Err(route) => return (route, 0),
         };
         if let Some(rq) = self.req.as_mut() {
             // A local redirect routes again: only the last location's lines apply.
@@ -306,66 +306,9 @@ impl Conn {
         (route, loc.client_max_body_size)
     }
 
-    /// `try_files` (see `server::rewrite`): may change the request's path and query, and
-    /// picks the location that answers — or a status to answer with. Each fallback is a hop
-    /// counted with local redirects, so a loop ends in 500.
-    fn rewrite<'c>(
-        &mut self,
-        req: &crate::http::request::Request<'_>,
-        srv: &'c crate::config::Server,
-    ) -> Result<&'c crate::config::Location, u16> {
-        use crate::server::rewrite::{try_files, TryOutcome};
-        let id = self.ident();
-        let Some(rq) = self.req.as_ref() else {
-            return Err(500);
-        };
-        let mut loc = match rq.named.as_deref().and_then(|n| srv.named_location(n)) {
-            Some(l) => l,
-            None => srv.location_for(&rq.path),
-        };
-        // A server-level `return` answers first (nginx's server rewrite phase).
-        if loc.try_files.is_none() || srv.ret.is_some() {
-            return Ok(loc);
-        }
-        let mut v = self.vars_for(req, srv);
-        let Some(rq) = self.req.as_mut() else {
-            return Err(500);
-        };
-        loop {
-            let Some(tf) = &loc.try_files else {
-                return Ok(loc);
-            };
-            v.set_location(loc, &rq.path);
-            rq.query.as_deref().unwrap_or("").clone_into(&mut v.args);
-            match try_files(srv, loc, tf, &v.vars()) {
-                TryOutcome::Found(uri) => {
-                    crate::trace!("{id}: try_files: {uri}");
-                    rq.path = uri;
-                    return Ok(loc);
-                }
-                TryOutcome::Code(c) => return Err(c),
-                TryOutcome::Named(l) => {
-                    crate::trace!("{id}: try_files: {}", l.pattern);
-                    loc = l;
-                }
-                TryOutcome::Redirect(path, query) => {
-                    crate::trace!("{id}: try_files: redirect to {path}");
-                    rq.path = path;
-                    rq.query = query;
-                    loc = srv.location_for(&rq.path);
-                }
-            }
-            rq.hops += 1;
-            if rq.hops > super::request::MAX_REDIRECTS {
-                crate::error!("{id}: try_files: more than {} redirects", rq.hops - 1);
-                return Err(500);
-            }
-        }
-    }
-
     /// The values templates may use for this request (location-dependent ones empty; see
     /// `VarsOwned::set_location`).
-    fn vars_for(
+    pub(super) fn vars_for(
         &self,
         req: &crate::http::request::Request<'_>,
         srv: &crate::config::Server,

@@ -25,6 +25,7 @@ mod proxy;
 mod redirect;
 pub mod request;
 mod tls;
+mod try_files;
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
