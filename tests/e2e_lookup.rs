@@ -312,7 +312,7 @@ fn file_pages_not_in_the_page_cache_are_read_off_the_loop() {
             let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
             assert_eq!(r, 0);
             let known = backends::util::cached_fully(f.as_raw_fd(), 0, body.len() as u64);
-        println!("[{b}] page cache after DONTNEED, whole file cached: {known:?}");
+            println!("[{b}] page cache after DONTNEED, whole file cached: {known:?}");
             let before = ops_submitted(s.port);
             let r = get(s.port, "/cold/big.bin");
             assert_eq!(r.status, 200, "[{b}]");

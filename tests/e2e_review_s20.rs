@@ -449,3 +449,201 @@ fn tls_thousands_of_tiny_records_then_a_request() {
         assert_eq!(r.status, 200, "{}", r.dump());
     });
 }
+
+const UP_CONF: &str = "{BASE}
+workers 1;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    location / { }
+    location /uploads/ {
+        allow_methods GET HEAD POST PUT DELETE;
+        upload_store www/uploads;
+        client_max_body_size 10m;
+    }
+}
+";
+
+const BOUNDARY: &str = "rv20-boundary";
+
+fn up_start(backend: &str) -> Server {
+    Server::start(backend, UP_CONF, |dir| {
+        std::fs::create_dir_all(dir.join("www/uploads")).unwrap();
+        write_file(dir, "www/index.html", "index");
+    })
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn multipart_req(parts: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (f, data) in parts {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"{f}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    let mut req = format!(
+        "POST /uploads/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    req
+}
+
+fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if t0.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A multipart upload of many parts whose client resets the connection at a moment that
+/// sweeps from mid-body to the final renames: each upload lands whole (every part) or not at
+/// all, and no temp file stays.
+#[test]
+fn multipart_client_leaving_at_every_moment_lands_all_or_nothing() {
+    for_each_backend(
+        "multipart_client_leaving_at_every_moment_lands_all_or_nothing",
+        |b| {
+            let s = up_start(b);
+            let dir = s.dir.join("www/uploads");
+            let rounds = 40;
+            let parts = 24;
+            for round in 0..rounds {
+                let req = multipart_req(
+                    &(0..parts)
+                        .map(|i| {
+                            (
+                                format!("r{round}-p{i}.bin"),
+                                vec![b'a' + (i % 26) as u8; 3000],
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                let mut c = connect_with_timeout(s.port, Duration::from_secs(5));
+                // Cut at a point that sweeps the body, then at the end (renames under way).
+                let cut = if round < rounds / 2 {
+                    req.len() * (round + 1) / (rounds / 2 + 1)
+                } else {
+                    req.len()
+                };
+                let _ = c.write_all(&req[..cut]);
+                if round >= rounds / 2 {
+                    std::thread::sleep(Duration::from_micros(((round - rounds / 2) * 150) as u64));
+                }
+                reset_connection(c);
+            }
+            let settled = wait_until(Duration::from_secs(5), || {
+                names(&dir).iter().all(|n| !n.starts_with(".upload-"))
+            });
+            let left = names(&dir);
+            assert!(settled, "temp files left: {left:?}");
+            for round in 0..rounds {
+                let n = left
+                    .iter()
+                    .filter(|f| f.starts_with(&format!("r{round}-")))
+                    .count();
+                assert!(
+                    n == 0 || n == parts,
+                    "round {round}: {n} of {parts} parts stayed after the client left: {left:?}"
+                );
+            }
+            assert_eq!(get(s.port, "/index.html").text(), "index");
+        },
+    );
+}
+
+/// Many parts with one file name: each is saved under its own name, byte exact.
+#[test]
+fn multipart_many_parts_with_one_name_all_saved() {
+    for_each_backend("multipart_many_parts_with_one_name_all_saved", |b| {
+        let s = up_start(b);
+        let dir = s.dir.join("www/uploads");
+        let parts: Vec<(String, Vec<u8>)> = (0..30)
+            .map(|i| ("same.bin".to_string(), format!("part {i}\n").into_bytes()))
+            .collect();
+        let r = request(s.port, &multipart_req(&parts));
+        assert_eq!(r.status, 201, "{}", r.dump());
+        let left = names(&dir);
+        assert_eq!(left.len(), 30, "{left:?}");
+        let mut bodies: Vec<String> = left
+            .iter()
+            .map(|n| std::fs::read_to_string(dir.join(n)).unwrap())
+            .collect();
+        bodies.sort();
+        let mut want: Vec<String> = (0..30).map(|i| format!("part {i}\n")).collect();
+        want.sort();
+        assert_eq!(bodies, want);
+    });
+}
+
+/// PUT racing DELETE on one name from several clients: every answer is a success or a 404,
+/// the file at the end is absent or one PUT's body whole, and no temp file stays.
+#[test]
+fn put_racing_delete_on_one_name() {
+    for_each_backend("put_racing_delete_on_one_name", |b| {
+        let s = up_start(b);
+        let dir = s.dir.join("www/uploads");
+        let port = s.port;
+        let mut threads = Vec::new();
+        for t in 0..4u8 {
+            threads.push(std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                for i in 0..40 {
+                    let r = if (t + i) % 2 == 0 {
+                        let body = vec![b'A' + t; 100_000 + t as usize];
+                        let mut req = format!(
+                            "PUT /uploads/race.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                             Content-Length: {}\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        req.extend_from_slice(&body);
+                        request(port, &req)
+                    } else {
+                        request(
+                            port,
+                            b"DELETE /uploads/race.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        )
+                    };
+                    statuses.push(r.status);
+                }
+                statuses
+            }));
+        }
+        for t in threads {
+            for st in t.join().unwrap() {
+                assert!(matches!(st, 201 | 204 | 404), "status {st}");
+            }
+        }
+        let left = names(&dir);
+        assert!(left.iter().all(|n| n == "race.bin"), "{left:?}");
+        if !left.is_empty() {
+            let body = std::fs::read(dir.join("race.bin")).unwrap();
+            let t = body[0] - b'A';
+            assert_eq!(body, vec![b'A' + t; 100_000 + t as usize]);
+        }
+    });
+}
