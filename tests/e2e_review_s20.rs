@@ -461,6 +461,11 @@ server {
         upload_store www/uploads;
         client_max_body_size 10m;
     }
+    location /small/ {
+        allow_methods POST PUT;
+        upload_store www/small;
+        client_max_body_size 20k;
+    }
 }
 ";
 
@@ -469,6 +474,7 @@ const BOUNDARY: &str = "rv20-boundary";
 fn up_start(backend: &str) -> Server {
     Server::start(backend, UP_CONF, |dir| {
         std::fs::create_dir_all(dir.join("www/uploads")).unwrap();
+        std::fs::create_dir_all(dir.join("www/small")).unwrap();
         write_file(dir, "www/index.html", "index");
     })
 }
@@ -646,4 +652,96 @@ fn put_racing_delete_on_one_name() {
             assert_eq!(body, vec![b'A' + t; 100_000 + t as usize]);
         }
     });
+}
+
+/// Raw uploads whose client resets at a moment that sweeps from right after the head (the
+/// temp file's create in flight) to after the whole body (the rename in flight): a POST's file
+/// lands whole or not at all, a PUT's file is absent or whole, and no temp file stays.
+#[test]
+fn raw_upload_client_leaving_at_every_moment() {
+    for_each_backend("raw_upload_client_leaving_at_every_moment", |b| {
+        let s = up_start(b);
+        let dir = s.dir.join("www/uploads");
+        let body = vec![b'z'; 300_000];
+        for round in 0..40usize {
+            let head = if round % 2 == 0 {
+                format!(
+                    "PUT /uploads/put{round}.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+            } else {
+                format!(
+                    "POST /uploads/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+                     Content-Length: {}\r\n\r\n",
+                    body.len()
+                )
+            };
+            let mut c = connect_with_timeout(s.port, Duration::from_secs(5));
+            let _ = c.write_all(head.as_bytes());
+            let cut = [0, 1, 1000, 150_000, body.len()][round % 5];
+            let _ = c.write_all(&body[..cut]);
+            if cut == body.len() {
+                std::thread::sleep(Duration::from_micros(100 * (round % 7) as u64));
+            }
+            reset_connection(c);
+        }
+        let settled = wait_until(Duration::from_secs(5), || {
+            names(&dir).iter().all(|n| !n.starts_with(".upload-"))
+        });
+        let left = names(&dir);
+        assert!(settled, "temp files left: {left:?}");
+        for n in &left {
+            let len = std::fs::metadata(dir.join(n)).unwrap().len();
+            assert_eq!(len, body.len() as u64, "{n} is partial: {left:?}");
+        }
+    });
+}
+
+/// A chunked multipart upload that passes client_max_body_size after some parts were
+/// written: the 413 comes only once its files are gone (nothing left when it is read).
+#[test]
+fn failed_multipart_answers_after_its_files_are_removed() {
+    for_each_backend(
+        "failed_multipart_answers_after_its_files_are_removed",
+        |b| {
+            let s = up_start(b);
+            let dir = s.dir.join("www/small");
+            for round in 0..30 {
+                let req = multipart_req(
+                    &(0..12)
+                        .map(|i| (format!("s{round}-{i}.bin"), vec![b'q'; 3000]))
+                        .collect::<Vec<_>>(),
+                );
+                let at = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let head = String::from_utf8_lossy(&req[..at])
+                    .replace("POST /uploads/", "POST /small/")
+                    .replace(
+                        "Content-Length",
+                        "Transfer-Encoding: chunked\r\nX-Old-Length",
+                    );
+                let mut out = head.into_bytes();
+                for piece in req[at..].chunks(2500) {
+                    out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                    out.extend_from_slice(piece);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+                let mut c = connect_with_timeout(s.port, Duration::from_secs(5));
+                let _ = c.write_all(&out);
+                let (bytes, _) = read_until_close(&mut c, Duration::from_secs(5));
+                let left = names(&dir);
+                let rs = parse_responses(&bytes);
+                assert_eq!(
+                    rs.first().map(|r| r.status),
+                    Some(413),
+                    "{}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                assert!(
+                    left.is_empty(),
+                    "round {round}: left when the 413 was read: {left:?}"
+                );
+            }
+        },
+    );
 }
