@@ -745,3 +745,75 @@ fn failed_multipart_answers_after_its_files_are_removed() {
         },
     );
 }
+
+/// The store directory renamed away and replaced by a symlink to a directory outside the
+/// root while uploads are in flight: nothing of theirs is written through the symlink (they
+/// finish in the directory they started in), and no temp file stays.
+#[test]
+fn store_replaced_by_a_symlink_mid_upload() {
+    for_each_backend("store_replaced_by_a_symlink_mid_upload", |b| {
+        let s = up_start(b);
+        let store = s.dir.join("www/uploads");
+        let moved = s.dir.join("www/moved");
+        let outside = s.dir.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let body = vec![b'm'; 200_000];
+        let mut conns = Vec::new();
+        for i in 0..4 {
+            let head = if i % 2 == 0 {
+                format!(
+                    "PUT /uploads/p{i}.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+            } else {
+                String::from_utf8_lossy(&multipart_req(&[(format!("m{i}.bin"), body.clone())]))
+                    .split("\r\n\r\n")
+                    .next()
+                    .unwrap()
+                    .to_string()
+                    + "\r\n\r\n"
+            };
+            let mut c = connect_with_timeout(s.port, Duration::from_secs(5));
+            c.write_all(head.as_bytes()).unwrap();
+            conns.push((i, c));
+        }
+        // Half of each body, then the swap.
+        let mp: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let r = multipart_req(&[(format!("m{i}.bin"), body.clone())]);
+                let at = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                r[at..].to_vec()
+            })
+            .collect();
+        for (i, c) in conns.iter_mut() {
+            let b: &[u8] = if *i % 2 == 0 { &body } else { &mp[*i] };
+            c.write_all(&b[..b.len() / 2]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::rename(&store, &moved).unwrap();
+        std::os::unix::fs::symlink(&outside, &store).unwrap();
+        for (i, c) in conns.iter_mut() {
+            let b: &[u8] = if *i % 2 == 0 { &body } else { &mp[*i] };
+            c.write_all(&b[b.len() / 2..]).unwrap();
+        }
+        for (_, mut c) in conns {
+            let (bytes, _) = read_until_close(&mut c, Duration::from_secs(5));
+            let rs = parse_responses(&bytes);
+            assert!(!rs.is_empty(), "no answer");
+        }
+        // New uploads go where the configured store path leads now (as nginx would): not
+        // checked. The uploads in flight at the swap stay in the directory they started in.
+        assert!(
+            wait_until(Duration::from_secs(3), || names(&moved)
+                .iter()
+                .all(|n| !n.starts_with(".upload-"))),
+            "{:?}",
+            names(&moved)
+        );
+        assert_eq!(
+            names(&outside),
+            Vec::<String>::new(),
+            "written through the symlink"
+        );
+    });
+}
