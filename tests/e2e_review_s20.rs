@@ -817,3 +817,86 @@ fn store_replaced_by_a_symlink_mid_upload() {
         );
     });
 }
+
+/// 950 pipelined GETs over TLS, written as fast as the server takes them while the
+/// responses are read: every one is answered, in order (back-pressure through the TLS layer
+/// never stalls the connection).
+#[test]
+fn tls_hundreds_of_pipelined_requests_all_answered() {
+    for_each_backend("tls_hundreds_of_pipelined_requests_all_answered", |b| {
+        let site = start(b);
+        let mut s = handshake(site.s.port, &site.cfg);
+        // Under keepalive_requests (1000, as nginx), which ends the connection after.
+        let n = 950;
+        let mut wire = Vec::new();
+        for i in 0..n {
+            let path = if i % 100 == 99 {
+                "/big.bin"
+            } else {
+                "/index.html"
+            };
+            s.conn
+                .writer()
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n").as_bytes())
+                .unwrap();
+            while s.conn.wants_write() {
+                s.conn.write_tls(&mut wire).unwrap();
+            }
+        }
+        s.sock.set_nonblocking(true).unwrap();
+        let (mut sent, mut plain) = (0, Vec::new());
+        let mut chunk = vec![0u8; 65536];
+        let t0 = Instant::now();
+        let want = n / 100 * ((1 << 20) + 100) + n * 100;
+        while t0.elapsed() < Duration::from_secs(30) {
+            let mut progress = false;
+            if sent < wire.len() {
+                match s.sock.write(&wire[sent..]) {
+                    Ok(k) => {
+                        sent += k;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("write: {e}"),
+                }
+            }
+            match s.conn.read_tls(&mut s.sock) {
+                Ok(0) => panic!("EOF after {} plaintext bytes", plain.len()),
+                Ok(_) => {
+                    progress = true;
+                    s.conn.process_new_packets().unwrap();
+                    while let Ok(k) = s.conn.reader().read(&mut chunk) {
+                        if k == 0 {
+                            break;
+                        }
+                        plain.extend_from_slice(&chunk[..k]);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            if plain.len() >= want {
+                let done = plain.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+                if done == n {
+                    break;
+                }
+            }
+            if !progress {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let rs = parse_responses(&plain);
+        assert_eq!(
+            rs.len(),
+            n,
+            "{} of {n} answered, {sent} of {} bytes sent",
+            rs.len(),
+            wire.len()
+        );
+        for (i, r) in rs.iter().enumerate() {
+            assert_eq!(r.status, 200);
+            let len = if i % 100 == 99 { 1 << 20 } else { 7 };
+            assert_eq!(r.body.len(), len, "response {i}");
+        }
+    });
+}
