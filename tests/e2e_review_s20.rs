@@ -900,3 +900,42 @@ fn tls_hundreds_of_pipelined_requests_all_answered() {
         }
     });
 }
+
+/// A chunked multipart upload that passes client_max_body_size in its first part, sent in
+/// one write (the part's temp file create is in flight when the limit is passed): nothing is
+/// left when the 413 is read.
+#[test]
+fn multipart_over_the_limit_in_its_first_part_leaves_nothing_when_answered() {
+    for_each_backend(
+        "multipart_over_the_limit_in_its_first_part_leaves_nothing_when_answered",
+        |b| {
+            let s = up_start(b);
+            let dir = s.dir.join("www/small");
+            for round in 0..40 {
+                let req = multipart_req(&[(format!("one{round}.bin"), vec![b'q'; 40_000])]);
+                let at = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let head = String::from_utf8_lossy(&req[..at])
+                    .replace("POST /uploads/", "POST /small/")
+                    .replace(
+                        "Content-Length",
+                        "Transfer-Encoding: chunked\r\nX-Old-Length",
+                    );
+                let mut out = head.into_bytes();
+                let body = &req[at..];
+                out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                out.extend_from_slice(body);
+                out.extend_from_slice(b"\r\n0\r\n\r\n");
+                let mut c = connect_with_timeout(s.port, Duration::from_secs(5));
+                let _ = c.write_all(&out);
+                let (bytes, _) = read_until_close(&mut c, Duration::from_secs(5));
+                let left = names(&dir);
+                let rs = parse_responses(&bytes);
+                assert_eq!(rs.first().map(|r| r.status), Some(413));
+                assert!(
+                    left.is_empty(),
+                    "round {round}: left when the 413 was read: {left:?}"
+                );
+            }
+        },
+    );
+}
