@@ -939,3 +939,64 @@ fn multipart_over_the_limit_in_its_first_part_leaves_nothing_when_answered() {
         },
     );
 }
+
+/// An upload's temp file is nobody else's business: while a PUT is half sent, the store's
+/// listing does not show its `.upload-*.tmp`, a DELETE of that name is refused, and the
+/// upload still lands whole.
+#[test]
+fn temp_files_of_uploads_in_flight_are_not_exposed() {
+    for_each_backend("temp_files_of_uploads_in_flight_are_not_exposed", |b| {
+        let s = Server::start(
+            b,
+            &UP_CONF.replace(
+                "upload_store www/uploads;",
+                "upload_store www/uploads;\n        autoindex on;",
+            ),
+            |dir| {
+                std::fs::create_dir_all(dir.join("www/uploads")).unwrap();
+                std::fs::create_dir_all(dir.join("www/small")).unwrap();
+            },
+        );
+        let dir = s.dir.join("www/uploads");
+        let body = vec![b'k'; 200_000];
+        let mut c = connect_with_timeout(s.port, Duration::from_secs(5));
+        c.write_all(
+            format!(
+                "PUT /uploads/k.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        c.write_all(&body[..100_000]).unwrap();
+        assert!(wait_until(Duration::from_secs(5), || names(&dir)
+            .iter()
+            .any(|n| n.starts_with(".upload-"))));
+        let tmp = names(&dir)
+            .into_iter()
+            .find(|n| n.starts_with(".upload-"))
+            .unwrap();
+        let listing = get(s.port, "/uploads/");
+        assert!(!listing.text().contains(".upload-"), "{}", listing.text());
+        let r = request(
+            s.port,
+            format!("DELETE /uploads/{tmp} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(
+            r.status >= 400,
+            "DELETE of an upload's temp file: {}",
+            r.status
+        );
+        c.write_all(&body[100_000..]).unwrap();
+        let (bytes, _) = read_until_close(&mut c, Duration::from_secs(5));
+        let rs = parse_responses(&bytes);
+        assert_eq!(
+            rs.first().map(|r| r.status),
+            Some(201),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(std::fs::read(dir.join("k.bin")).unwrap(), body);
+    });
+}
