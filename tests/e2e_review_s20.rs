@@ -452,6 +452,7 @@ fn tls_thousands_of_tiny_records_then_a_request() {
 
 const UP_CONF: &str = "{BASE}
 workers 1;
+client_body_timeout 1s;
 server {
     listen 127.0.0.1:{PORT};
     root www;
@@ -999,4 +1000,48 @@ fn temp_files_of_uploads_in_flight_are_not_exposed() {
         );
         assert_eq!(std::fs::read(dir.join("k.bin")).unwrap(), body);
     });
+}
+
+/// An upload (PUT, multipart) whose body stalls past client_body_timeout: the 408 comes only once the temp
+/// files are gone (nothing left when it is read).
+#[test]
+fn upload_body_timeout_answers_after_its_files_are_removed() {
+    for_each_backend(
+        "upload_body_timeout_answers_after_its_files_are_removed",
+        |b| {
+            let s = up_start(b);
+            let dir = s.dir.join("www/uploads");
+            for i in 0..4 {
+                let mut c = connect_with_timeout(s.port, Duration::from_secs(5));
+                let req = if i % 2 == 0 {
+                    let mut r = format!(
+                        "PUT /uploads/t{i}.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n"
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&[b't'; 150_000]);
+                    r
+                } else {
+                    let parts: Vec<(String, Vec<u8>)> = (0..6)
+                        .map(|k| (format!("t{i}-{k}.bin"), vec![b'u'; 20_000]))
+                        .collect();
+                    let r = multipart_req(&parts);
+                    r[..r.len() - 10_000].to_vec()
+                };
+                c.write_all(&req).unwrap();
+                let (bytes, _) = read_until_close(&mut c, Duration::from_secs(5));
+                let left = names(&dir);
+                let rs = parse_responses(&bytes);
+                assert_eq!(
+                    rs.first().map(|r| r.status),
+                    Some(408),
+                    "{}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                assert!(
+                    left.is_empty(),
+                    "upload {i}: left when its 408 was read: {left:?}"
+                );
+            }
+        },
+    );
 }
