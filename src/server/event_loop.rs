@@ -353,9 +353,18 @@ impl Loop {
             _ => {
                 if self.conns.get(t.slot, t.gen).is_none() {
                     // Its connection is gone (a stale completion): only its buffer remains,
-                    // or the fd a lookup opened.
+                    // the fd a lookup opened, or an upload's file created or named for nobody.
                     crate::server::task::lookup::close_stray_fd(t.op, &c);
-                    self.drop_buf(c.buf);
+                    if matches!(t.op, OpTag::UploadOpen | OpTag::UploadRename) {
+                        let unlink = Tok {
+                            op: OpTag::UploadUnlink,
+                            ..t
+                        }
+                        .encode();
+                        crate::server::task::upload::undo_stray(t.op, c, &mut *self.be, unlink);
+                    } else {
+                        self.drop_buf(c.buf);
+                    }
                     return;
                 }
                 self.with_conn(t.slot, t.gen, |conn, env| conn.on_completion(t, c, env));

@@ -158,7 +158,7 @@ impl Conn {
             Phase::Active => {
                 if self.req.as_ref().is_some_and(|r| !r.body_done()) {
                     crate::info!("{id}: client_body_timeout");
-                    self.abort_task(Abort::Timeout, env);
+                    // The task hears of it (an upload answers once its files are removed).
                     self.fail(408, env);
                 } else if self.flags.has(Flags::SENDING) || !self.out.is_empty() {
                     crate::info!("{id}: send_timeout");

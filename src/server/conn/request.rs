@@ -252,7 +252,6 @@ impl Conn {
     /// A framing or protocol error: answer `code` after the responses already queued, then
     /// close; nothing after it is read (no desynchronisation).
     pub(super) fn fail(&mut self, code: u16, env: &mut Env) {
-        self.abort_task(Abort::Closing, env);
         self.flags.set(Flags::CLOSE_AFTER, true);
         self.inbuf.clear();
         let committed = self
@@ -262,6 +261,14 @@ impl Conn {
         if let Some(r) = self.req.as_mut() {
             r.body = None;
         }
+        if !committed && self.req.as_ref().is_some_and(|r| r.task.is_some()) {
+            // The task cleans up first (an upload answers once its files are removed).
+            let step = self.with_task(env, |task, cx| task.on_body_error(code, cx));
+            if step == Step::Pending {
+                return;
+            }
+        }
+        self.abort_task(Abort::Closing, env);
         if committed {
             // Its response head is already out (a CGI streaming while the body broke): a
             // second response cannot follow; the answer is cut and the connection closes.

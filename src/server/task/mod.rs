@@ -127,6 +127,11 @@ pub trait Task {
     fn on_deadline(&mut self, _cx: &mut Cx) -> Step {
         Step::Pending
     }
+    /// The request body broke (`code`: over the size limit, bad chunking). `Pending` holds
+    /// the answer until the task says `Fail` (an upload: once its files are removed).
+    fn on_body_error(&mut self, code: u16, _cx: &mut Cx) -> Step {
+        Step::Fail(code)
+    }
     /// Release every resource; idempotent.
     fn abort(&mut self, why: Abort, cx: &mut Cx);
     /// One line on its state, for the error log.
@@ -182,6 +187,9 @@ impl Task for RequestTask {
     }
     fn on_deadline(&mut self, cx: &mut Cx) -> Step {
         each!(self, t => t.on_deadline(cx))
+    }
+    fn on_body_error(&mut self, code: u16, cx: &mut Cx) -> Step {
+        each!(self, t => t.on_body_error(code, cx))
     }
     fn abort(&mut self, why: Abort, cx: &mut Cx) {
         each!(self, t => t.abort(why, cx))

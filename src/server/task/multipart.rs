@@ -377,6 +377,9 @@ impl Task for MultipartTask {
             }
         }
     }
+    fn on_body_error(&mut self, code: u16, cx: &mut Cx) -> Step {
+        self.fail(code, cx)
+    }
     fn abort(&mut self, _why: Abort, cx: &mut Cx) {
         if self.files.is_empty()
             && self.writing.is_none()

@@ -441,6 +441,9 @@ impl Task for UploadTask {
         }
         Step::Pending
     }
+    fn on_body_error(&mut self, code: u16, cx: &mut Cx) -> Step {
+        self.fail(code, cx)
+    }
     fn abort(&mut self, _why: Abort, cx: &mut Cx) {
         self.release(cx);
     }
