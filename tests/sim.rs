@@ -32,6 +32,15 @@ fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Process-wide state the server shares between its workers (the file cache's write
+/// generation, the metrics counters) makes runs of other seeds in this process nudge a run's
+/// choices: `sim_replays_exactly` runs alone (write), the other tests beside each other (read).
+static EXCLUSIVE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn init_log() {
     // Whether a file lookup finds the kernel's caches warm depends on what ran before on this
     // machine, not on the seed: every lookup takes the slow way (an OpenAt op the simulation
@@ -137,6 +146,7 @@ fn report(what: &str, t: &Tally) {
 /// The smoke CI runs: 10,000 seeds (or `SIM_SEED` alone, replayed).
 #[test]
 fn sim_smoke() {
+    let _serial = shared();
     init_log();
     if let Ok(seed) = std::env::var("SIM_SEED") {
         let seed: u64 = seed.parse().expect("SIM_SEED is a number");
@@ -169,6 +179,7 @@ fn sim_smoke() {
 /// A seed is a schedule: the same seed twice makes the same choices and moves the same bytes.
 #[test]
 fn sim_replays_exactly() {
+    let _serial = EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner());
     init_log();
     // Seeds no other test of this process runs at the same time (uploads are named by seed).
     for seed in 1_000_000..1_000_200 {
@@ -186,6 +197,7 @@ fn sim_replays_exactly() {
 /// one seed per line, `#` comments).
 #[test]
 fn sim_regressions() {
+    let _serial = shared();
     init_log();
     let text = include_str!("sim_seeds/regressions.txt");
     let seeds: Vec<u64> = text
@@ -207,6 +219,7 @@ fn sim_regressions() {
 #[test]
 #[ignore = "run by ci/sim.sh"]
 fn sim_campaign() {
+    let _serial = shared();
     init_log();
     let secs = var("SIM_CAMPAIGN_SECS", 60u64);
     let start = var(
@@ -238,6 +251,7 @@ fn sim_campaign() {
 /// seed runs strict, as every seed of the smoke now does.
 #[test]
 fn sim_seed_840_close_after_unread_body_without_connection_close() {
+    let _serial = shared();
     init_log();
     if let Err(e) = one_with(840, true) {
         panic!("seed 840:\n  {e}");
