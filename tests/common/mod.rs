@@ -112,11 +112,25 @@ pub fn temp_dir() -> PathBuf {
 }
 
 /// A port nothing listens on right now (bind :0, read it, drop the listener).
+///
+/// Never the same port twice in one test process: the server binds with `SO_REUSEPORT` (one
+/// listener per worker), so two servers of parallel tests given the same free port would both
+/// bind it and share its connections — one test's request reset by the other's server as it
+/// stops. (The kernel may hand a port bound and dropped here to the next `bind(:0)`.)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..10_000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no port left that this test process has not used");
 }
 
 /// Writes `path` (relative to `dir`), creating parent directories.
