@@ -663,7 +663,15 @@ pub struct Options {
     /// the path of an op that could not be cancelled in time (it leaks what they may touch).
     #[doc(hidden)]
     pub drop_without_waiting: bool,
+    /// How many fds the caller expects to have open at once (its connection cap): the
+    /// per-fd and per-operation tables reserve that much address space up front. Pages are
+    /// touched only as the tables fill, so this costs no memory, and a table that never grows
+    /// by copying leaves no freed copies behind in the heap (~25 B per connection at 10,000).
+    pub expected_fds: usize,
 }
+
+/// [`Options::expected_fds`] reserves for at most this many fds.
+pub const MAX_RESERVED_FDS: usize = 1 << 20;
 
 impl Default for Options {
     fn default() -> Self {
@@ -675,6 +683,7 @@ impl Default for Options {
             assume_no_ext_arg: false,
             first_generation: 0,
             drop_without_waiting: false,
+            expected_fds: 0,
         }
     }
 }
@@ -688,6 +697,10 @@ pub struct Opened {
 /// Open the backend `kind`. An explicit choice that this machine cannot provide is an error
 /// that says why; `Auto` falls back (io_uring → epoll) and reports the reason in `fallback`.
 pub fn open(kind: Kind, opts: &Options) -> io::Result<Opened> {
+    let opts = &Options {
+        expected_fds: opts.expected_fds.min(MAX_RESERVED_FDS),
+        ..opts.clone()
+    };
     platform::open(kind, opts)
 }
 

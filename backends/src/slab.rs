@@ -20,11 +20,13 @@ struct Entry<T> {
 }
 
 impl<T> Slab<T> {
-    /// `first_generation` is 0 except in tests of the wrap (`Options::first_generation`).
-    pub(crate) fn new(first_generation: u32) -> Self {
+    /// An empty slab with room for `n` slots before it grows (address space only until the
+    /// slots are used: see [`crate::Options::expected_fds`]). `first_generation` is 0 except
+    /// in tests of the wrap (`Options::first_generation`).
+    pub(crate) fn with_room(first_generation: u32, n: usize) -> Self {
         Slab {
-            entries: Vec::new(),
-            free: Vec::new(),
+            entries: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
             first_generation,
         }
     }
@@ -92,7 +94,7 @@ mod tests {
 
     #[test]
     fn keys_at_the_largest_generation_and_across_the_wrap() {
-        let mut s = Slab::new(u32::MAX);
+        let mut s = Slab::with_room(u32::MAX, 0);
         let a = s.alloc('a');
         let ka = s.key(a);
         assert_eq!(ka >> 32, u64::from(u32::MAX));

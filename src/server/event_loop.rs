@@ -80,6 +80,7 @@ impl Loop {
         let access = AccessLogs::open(&cfg)?;
         Ok(Loop {
             now: be.now(),
+            conns: Slab::with_room(cfg.worker_connections.min(backends::MAX_RESERVED_FDS)),
             cfg,
             sendfile: be.sendfile_native(),
             be,
@@ -87,7 +88,6 @@ impl Loop {
                 .into_iter()
                 .map(|(addr, fd)| Listener { fd, addr })
                 .collect(),
-            conns: Slab::default(),
             children: Children::default(),
             cache: FileCache::default(),
             gauges: Gauges::default(),

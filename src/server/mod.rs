@@ -49,7 +49,8 @@ mod size_probe {
     fn idle_connection_record_stays_small() {
         let conn = std::mem::size_of::<super::conn::Conn>();
         eprintln!("Conn {conn} B");
-        // 176 before TLS; the session box pointer (issue 14) is the 8 more.
-        assert!(conn <= 184, "Conn grew to {conn} bytes");
+        // 176 before TLS, 184 with its session pointer; 160 since the output deque is boxed and
+        // lent from a pool only while there is something to send (issue 12, item 6).
+        assert!(conn <= 160, "Conn grew to {conn} bytes");
     }
 }

@@ -16,9 +16,14 @@ pub enum Out {
 }
 
 /// The queue and how many in-memory bytes it holds (the back-pressure measure).
+/// The memory of an output queue, boxed (see [`OutQueue`]'s `q`).
+pub type Queue = Box<VecDeque<Out>>;
+
 #[derive(Default)]
 pub struct OutQueue {
-    q: VecDeque<Out>,
+    /// Boxed, and lent from a pool while the connection has something to send: an idle
+    /// connection's record holds one pointer, not a deque (issue 12: idle memory).
+    q: Option<Queue>,
     /// In-memory bytes queued (saturating: the bound checks only need to know it is large).
     bytes: u32,
     /// Every byte ever queued (heads, bodies, file ranges), for the access log.
@@ -53,17 +58,23 @@ impl OutQueue {
             .bytes
             .saturating_add(buf.len().min(u32::MAX as usize) as u32);
         self.total += buf.len() as u64;
-        self.q.push_back(Out::Buf(buf));
+        self.deque().push_back(Out::Buf(buf));
     }
 
     /// Rewrites the last final response head queued (still in the queue: the connection
     /// calls this right after the task that queued it), keeping the byte counts right.
     /// Returns false when there is none.
     pub fn patch_last_head(&mut self, f: impl FnOnce(&mut Vec<u8>)) -> bool {
-        let Some(b) = self.q.iter_mut().rev().find_map(|o| match o {
-            Out::Buf(b) if status_of(&b.head).is_some_and(|c| c >= 200) => Some(b),
-            _ => None,
-        }) else {
+        let Some(b) = self
+            .q
+            .iter_mut()
+            .flat_map(|q| q.iter_mut())
+            .rev()
+            .find_map(|o| match o {
+                Out::Buf(b) if status_of(&b.head).is_some_and(|c| c >= 200) => Some(b),
+                _ => None,
+            })
+        else {
             return false;
         };
         let before = b.head.len();
@@ -86,7 +97,7 @@ impl OutQueue {
     pub fn push_file(&mut self, fd: RawFd, offset: u64, len: u64) {
         if len > 0 {
             self.total += len;
-            self.q.push_back(Out::File { fd, offset, len });
+            self.deque().push_back(Out::File { fd, offset, len });
         }
     }
 
@@ -96,11 +107,11 @@ impl OutQueue {
                 .bytes
                 .saturating_add(b.len().min(u32::MAX as usize) as u32);
         }
-        self.q.push_front(o);
+        self.deque().push_front(o);
     }
 
     pub fn pop(&mut self) -> Option<Out> {
-        let o = self.q.pop_front()?;
+        let o = self.q.as_mut()?.pop_front()?;
         if let Out::Buf(b) = &o {
             self.bytes = self
                 .bytes
@@ -113,7 +124,7 @@ impl OutQueue {
     /// within `max_total` (what [`OutQueue::pop_buf_if`] will hand out, in order).
     pub fn buf_run(&self, max_total: usize, have: usize) -> usize {
         let mut total = have;
-        for o in &self.q {
+        for o in self.q.iter().flat_map(|q| q.iter()) {
             match o {
                 Out::Buf(b) if total + b.len() <= max_total => total += b.len(),
                 _ => break,
@@ -124,7 +135,7 @@ impl OutQueue {
 
     /// The next in-memory buffer, if the front of the queue is one.
     pub fn pop_buf_if(&mut self, max_total: usize, have: usize) -> Option<SendBuf> {
-        match self.q.front() {
+        match self.q.as_ref().and_then(|q| q.front()) {
             Some(Out::Buf(b)) if have + b.len() <= max_total => match self.pop() {
                 Some(Out::Buf(b)) => Some(b),
                 _ => None,
@@ -134,7 +145,7 @@ impl OutQueue {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.q.is_empty()
+        self.q.as_ref().is_none_or(|q| q.is_empty())
     }
 
     /// In-memory bytes queued.
@@ -144,28 +155,36 @@ impl OutQueue {
 
     /// Give the queue's memory back when it is empty (an idle connection holds none), to
     /// `pool` while it has room for it.
-    pub fn release(&mut self, pool: &mut Vec<VecDeque<Out>>, keep: usize) {
-        if self.q.is_empty() && self.q.capacity() > 0 {
-            let q = std::mem::take(&mut self.q);
-            if pool.len() < keep {
-                pool.push(q);
+    pub fn release(&mut self, pool: &mut Vec<Queue>, keep: usize) {
+        if self.is_empty() {
+            if let Some(q) = self.q.take() {
+                if pool.len() < keep {
+                    pool.push(q);
+                }
             }
         }
     }
 
     /// Take memory for the queue from `pool` if it has none (a request starts).
-    pub fn adopt(&mut self, pool: &mut Vec<VecDeque<Out>>) {
-        if self.q.capacity() == 0 {
+    pub fn adopt(&mut self, pool: &mut Vec<Queue>) {
+        if self.q.is_none() {
             if let Some(q) = pool.pop() {
                 debug_assert!(q.is_empty());
-                self.q = q;
+                self.q = Some(q);
             }
         }
     }
 
+    /// The deque, made when the connection has none (a queue not adopted from the pool).
+    fn deque(&mut self) -> &mut VecDeque<Out> {
+        self.q.get_or_insert_with(Default::default)
+    }
+
     /// Drop everything queued (the connection is closing); file fds stay with their tasks.
     pub fn clear(&mut self) {
-        self.q.clear();
+        if let Some(q) = &mut self.q {
+            q.clear();
+        }
         self.bytes = 0;
     }
 }

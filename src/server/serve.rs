@@ -100,7 +100,12 @@ pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
         let (up, notify) = (up.clone(), opts.notify.clone());
         let run = move || -> io::Result<()> {
             // The backend is opened on the thread that uses it (io_uring SINGLE_ISSUER).
-            let opened = backends::open(kind, &backends::Options::default())
+            let bopts = backends::Options {
+                // Connections, plus listeners, files and pipes beside them.
+                expected_fds: cfg.worker_connections.saturating_add(64),
+                ..backends::Options::default()
+            };
+            let opened = backends::open(kind, &bopts)
                 .map_err(|e| io::Error::new(e.kind(), format!("backend {kind:?}: {e}")))?;
             // Every worker gets the same answer: say it once.
             if let Some(why) = opened.fallback.as_ref().filter(|_| i == 0) {

@@ -222,6 +222,17 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    /// An empty slab with room for `n` items before it grows: address space only until they
+    /// are used, and a table that never grows by copying leaves no freed copies in the heap.
+    pub fn with_room(n: usize) -> Self {
+        Slab {
+            items: Vec::with_capacity(n),
+            gens: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
+            live: 0,
+        }
+    }
+
     /// Take a slot: returns (slot, its new generation). `make` builds the item from them.
     pub fn insert_with(&mut self, make: impl FnOnce(u32, u32) -> T) -> Option<(u32, u32)> {
         let slot = match self.free.pop() {

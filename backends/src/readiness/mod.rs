@@ -115,6 +115,12 @@ pub struct Readiness<P: Poller> {
     ready: Vec<RawFd>,
     /// The list `run_ready` works through while new ready fds go to `ready` (kept, emptied).
     ready_spare: Vec<RawFd>,
+    /// Boxes of finished sends and sendfiles, for the next ones (no allocation per send):
+    /// boxes, not values, as each moves whole into a slot.
+    #[allow(clippy::vec_box)]
+    spare_sends: Vec<Box<ops::SendState>>,
+    #[allow(clippy::vec_box)]
+    spare_sendfiles: Vec<Box<ops::SendFileState>>,
     starved: Vec<RawFd>,
     events: Vec<Event>,
     expired: Vec<(Instant, u32)>,
@@ -158,12 +164,14 @@ impl<P: Poller> Readiness<P> {
             file_jobs: Vec::new(),
             closes_waiting: Vec::new(),
             pool: BufPool::new(opts.buf_count, opts.buf_size),
-            slots: Slab::new(opts.first_generation),
-            fds: Vec::new(),
+            slots: Slab::with_room(opts.first_generation, 2 * opts.expected_fds),
+            fds: Vec::with_capacity(opts.expected_fds),
             file_users: std::collections::HashMap::new(),
             queued: Vec::new(),
             ready: Vec::new(),
             ready_spare: Vec::new(),
+            spare_sends: Vec::new(),
+            spare_sendfiles: Vec::new(),
             starved: Vec::new(),
             events: Vec::new(),
             expired: Vec::new(),

@@ -13,31 +13,44 @@ use crate::{Buf, Completion, SendBuf, Token};
 /// Operations run on one fd per loop turn before others get their go.
 const FD_BUDGET: usize = 32;
 
+/// A send in flight, boxed so that an idle slot (an armed recv) stays small; finished boxes are
+/// kept for the next sends (`Readiness::spare_sends`), so a send allocates nothing.
+#[derive(Debug, Default)]
+pub(super) struct SendState {
+    pub(super) buf: SendBuf,
+    pub(super) done: usize,
+}
+
+/// A read or write of a file or pipe in flight (boxed for the same reason).
+#[derive(Debug)]
+pub(super) struct FileIo {
+    pub(super) buf: Vec<u8>,
+    pub(super) done: usize,
+    pub(super) offset: Option<u64>,
+}
+
+/// A sendfile in flight (boxed; boxes are reused as sends' are).
+#[derive(Debug, Default)]
+pub(super) struct SendFileState {
+    pub(super) file: RawFd,
+    pub(super) offset: u64,
+    pub(super) len: usize,
+    pub(super) done: usize,
+}
+
+/// Spare boxes kept per kind (the pools of a busy worker; an idle one keeps at most this many).
+pub(super) const SPARE_BOXES: usize = 64;
+
 #[derive(Debug)]
 pub(super) enum State {
     Free,
     Accept,
     Recv,
-    Send {
-        buf: SendBuf,
-        done: usize,
-    },
-    Read {
-        buf: Vec<u8>,
-        offset: Option<u64>,
-    },
-    Write {
-        buf: Vec<u8>,
-        done: usize,
-        offset: Option<u64>,
-    },
-    /// Queued on the socket; `file` is in use by it as much (see `FdState::files`).
-    SendFile {
-        file: RawFd,
-        offset: u64,
-        len: usize,
-        done: usize,
-    },
+    Send(Box<SendState>),
+    Read(Box<FileIo>),
+    Write(Box<FileIo>),
+    /// Queued on the socket; `file` is in use by it as much (see `Readiness::file_users`).
+    SendFile(Box<SendFileState>),
     Timer {
         deadline: Instant,
     },
@@ -46,6 +59,16 @@ pub(super) enum State {
     },
     /// Waits in the fd's hang-up queue until a hang-up or error is known (`FdState::hup`).
     Hangup,
+}
+
+impl State {
+    /// The file a sendfile reads.
+    pub(super) fn sendfile_file(&self) -> Option<RawFd> {
+        match self {
+            State::SendFile(s) => Some(s.file),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -80,7 +103,7 @@ fn last(token: Token, result: io::Result<usize>) -> Step {
 
 impl<P: Poller> Readiness<P> {
     pub(super) fn alloc(&mut self, token: Token, fd: RawFd, state: State) -> u32 {
-        if let State::SendFile { file, .. } = state {
+        if let Some(file) = state.sendfile_file() {
             *self.file_users.entry(file).or_insert(0) += 1;
         }
         self.slots.alloc(Slot {
@@ -97,7 +120,7 @@ impl<P: Poller> Readiness<P> {
         let state = std::mem::replace(&mut s.state, State::Free);
         let token = s.token;
         self.slots.release(idx);
-        if let State::SendFile { file, .. } = state {
+        if let Some(file) = state.sendfile_file() {
             if let std::collections::hash_map::Entry::Occupied(mut e) = self.file_users.entry(file)
             {
                 *e.get_mut() -= 1;
@@ -109,14 +132,52 @@ impl<P: Poller> Readiness<P> {
         (token, state)
     }
 
-    /// The last completion of an op that is over (`result`), with every buffer it owned.
-    pub(super) fn ended(token: Token, result: io::Result<usize>, state: State) -> Completion {
+    /// The last completion of an op that is over (`result`), with every buffer it owned; its
+    /// box is kept for the next op of its kind.
+    pub(super) fn ended(
+        &mut self,
+        token: Token,
+        result: io::Result<usize>,
+        state: State,
+    ) -> Completion {
         let buf = match state {
-            State::Send { buf, .. } => Buf::Send(buf),
-            State::Read { buf, .. } | State::Write { buf, .. } => Buf::Vec(buf),
+            State::Send(mut s) => {
+                let buf = std::mem::take(&mut s.buf);
+                if self.spare_sends.len() < SPARE_BOXES {
+                    self.spare_sends.push(s);
+                }
+                Buf::Send(buf)
+            }
+            State::Read(f) | State::Write(f) => Buf::Vec(f.buf),
+            State::SendFile(s) => {
+                if self.spare_sendfiles.len() < SPARE_BOXES {
+                    self.spare_sendfiles.push(s);
+                }
+                Buf::None
+            }
             _ => Buf::None,
         };
         Completion::new(token, result, buf, false)
+    }
+
+    /// A send's state, in a spare box when there is one.
+    pub(super) fn send_state(&mut self, buf: SendBuf) -> State {
+        let mut s = self.spare_sends.pop().unwrap_or_default();
+        s.buf = buf;
+        s.done = 0;
+        State::Send(s)
+    }
+
+    /// A sendfile's state, in a spare box when there is one.
+    pub(super) fn sendfile_state(&mut self, file: RawFd, offset: u64, len: usize) -> State {
+        let mut s = self.spare_sendfiles.pop().unwrap_or_default();
+        *s = SendFileState {
+            file,
+            offset,
+            len,
+            done: 0,
+        };
+        State::SendFile(s)
     }
 
     /// Try operation `idx` on `fd` once.
@@ -157,47 +218,44 @@ impl<P: Poller> Readiness<P> {
                     }
                 }
             }
-            State::Read { buf, offset } => loop {
-                match sys::read_spare(fd, buf, *offset) {
+            State::Read(f) => loop {
+                match sys::read_spare(fd, &mut f.buf, f.offset) {
                     Err(e) if sys::would_block(&e) => return Step::WouldBlock,
                     Err(e) if sys::interrupted(&e) => {}
                     r => return last(token, r),
                 }
             },
-            State::Send { buf, done } => loop {
-                let (a, b) = buf.remaining(*done);
+            State::Send(s) => loop {
+                let (a, b) = s.buf.remaining(s.done);
                 if a.is_empty() && b.is_empty() {
-                    return last(token, Ok(*done));
+                    return last(token, Ok(s.done));
                 }
                 match sys::send2(fd, a, b, send_flags) {
-                    Ok(n) => *done += n,
+                    Ok(n) => s.done += n,
                     Err(e) if sys::would_block(&e) => return Step::WouldBlock,
                     Err(e) if sys::interrupted(&e) => {}
                     Err(e) => return last(token, Err(e)),
                 }
             },
-            State::Write { buf, done, offset } => loop {
-                if *done == buf.len() {
-                    return last(token, Ok(*done));
+            State::Write(f) => loop {
+                if f.done == f.buf.len() {
+                    return last(token, Ok(f.done));
                 }
-                let at = offset.map(|o| o + *done as u64);
-                match sys::write_at(fd, &buf[*done..], at) {
-                    Ok(n) => *done += n,
+                let at = f.offset.map(|o| o + f.done as u64);
+                match sys::write_at(fd, &f.buf[f.done..], at) {
+                    Ok(n) => f.done += n,
                     Err(e) if sys::would_block(&e) => return Step::WouldBlock,
                     Err(e) if sys::interrupted(&e) => {}
                     Err(e) => return last(token, Err(e)),
                 }
             },
-            State::SendFile {
-                file,
-                offset,
-                len,
-                done,
-            } => match sys::sendfile_loop(fd, *file, *offset, *len, done, P::sendfile) {
-                Progress::Done(n) => last(token, Ok(n)),
-                Progress::WouldBlock => Step::WouldBlock,
-                Progress::Failed(e) => last(token, Err(e)),
-            },
+            State::SendFile(s) => {
+                match sys::sendfile_loop(fd, s.file, s.offset, s.len, &mut s.done, P::sendfile) {
+                    Progress::Done(n) => last(token, Ok(n)),
+                    Progress::WouldBlock => Step::WouldBlock,
+                    Progress::Failed(e) => last(token, Err(e)),
+                }
+            }
             State::Free | State::Timer { .. } | State::Child { .. } | State::Hangup => {
                 unreachable!("not an fd operation that does I/O")
             }
@@ -211,7 +269,7 @@ impl<P: Poller> Readiness<P> {
         while self.fds[fd as usize].has(FdState::HUP) && !self.fds[fd as usize].hangups.is_empty() {
             let idx = self.pop_front(fd, Queue::Hangup);
             let (token, state) = self.free(idx);
-            out.push(Self::ended(token, Ok(0), state));
+            out.push(self.ended(token, Ok(0), state));
         }
         let mut more = false;
         for q in [Queue::Read, Queue::Write] {
@@ -284,7 +342,7 @@ impl<P: Poller> Readiness<P> {
         debug_assert_eq!(head, idx);
         let (token, state) = self.free(idx);
         let mut c = match c.buf {
-            Buf::None => Self::ended(token, c.result, state),
+            Buf::None => self.ended(token, c.result, state),
             _ => c,
         };
         c.more = false;

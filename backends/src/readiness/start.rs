@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use super::fds::{FdState, Queue};
-use super::ops::State;
+use super::ops::{FileIo, State};
 use super::{Poller, Readiness};
 use crate::offload::Job;
 use crate::{sys, Buf, Completion, Op, Token};
@@ -15,16 +15,23 @@ impl<P: Poller> Readiness<P> {
         let (fd, q, state) = match op {
             Op::Accept { fd } => (fd, Queue::Read, State::Accept),
             Op::Recv { fd } => (fd, Queue::Read, State::Recv),
-            Op::Read { fd, buf, offset } => (fd, Queue::Read, State::Read { buf, offset }),
-            Op::Send { fd, buf } => (fd, Queue::Write, State::Send { buf, done: 0 }),
-            Op::Hangup { fd } => (fd, Queue::Hangup, State::Hangup),
-            Op::Write { fd, buf, offset } => {
-                let state = State::Write {
+            Op::Read { fd, buf, offset } => {
+                let io = FileIo {
                     buf,
                     done: 0,
                     offset,
                 };
-                (fd, Queue::Write, state)
+                (fd, Queue::Read, State::Read(Box::new(io)))
+            }
+            Op::Send { fd, buf } => (fd, Queue::Write, self.send_state(buf)),
+            Op::Hangup { fd } => (fd, Queue::Hangup, State::Hangup),
+            Op::Write { fd, buf, offset } => {
+                let io = FileIo {
+                    buf,
+                    done: 0,
+                    offset,
+                };
+                (fd, Queue::Write, State::Write(Box::new(io)))
             }
             Op::SendFile {
                 fd,
@@ -35,13 +42,7 @@ impl<P: Poller> Readiness<P> {
                 if let Err(e) = sys::check_fd(file, self.fds.len()) {
                     return out.push(Completion::new(token, Err(e), Buf::None, false));
                 }
-                let state = State::SendFile {
-                    file,
-                    offset,
-                    len,
-                    done: 0,
-                };
-                (fd, Queue::Write, state)
+                (fd, Queue::Write, self.sendfile_state(file, offset, len))
             }
             Op::Close { fd } => {
                 if let Some(c) = self.close(token, fd, out) {
@@ -79,9 +80,9 @@ impl<P: Poller> Readiness<P> {
             }
         };
         if let Err(e) = self.watch(fd) {
-            return out.push(Self::ended(token, Err(e), state));
+            return out.push(self.ended(token, Err(e), state));
         }
-        if matches!(state, State::Read { .. } | State::Write { .. })
+        if matches!(state, State::Read(_) | State::Write(_))
             && self.fds[fd as usize].has(FdState::ALWAYS_READY)
         {
             return self.offload_file(token, fd, state, out);
@@ -127,8 +128,16 @@ impl<P: Poller> Readiness<P> {
     /// says nothing about a file, and the call may wait for the disk.
     fn offload_file(&mut self, token: Token, fd: RawFd, state: State, out: &mut Vec<Completion>) {
         let call = match state {
-            State::Read { buf, offset } => crate::offload::Call::Read { fd, buf, offset },
-            State::Write { buf, offset, .. } => crate::offload::Call::Write { fd, buf, offset },
+            State::Read(f) => crate::offload::Call::Read {
+                fd,
+                buf: f.buf,
+                offset: f.offset,
+            },
+            State::Write(f) => crate::offload::Call::Write {
+                fd,
+                buf: f.buf,
+                offset: f.offset,
+            },
             _ => unreachable!("only reads and writes"),
         };
         match self.offload.submit(Job { token, call }) {
@@ -195,7 +204,7 @@ impl<P: Poller> Readiness<P> {
                 }
                 let idx = self.pop_front(fd, q);
                 let (t, state) = self.free(idx);
-                out.push(Self::ended(t, Err(sys::canceled()), state));
+                out.push(self.ended(t, Err(sys::canceled()), state));
             }
         }
         if self.file_users.contains_key(&fd) {
@@ -203,14 +212,14 @@ impl<P: Poller> Readiness<P> {
             let users: Vec<u32> = self
                 .slots
                 .iter()
-                .filter(|(_, s)| matches!(s.state, State::SendFile { file, .. } if file == fd))
+                .filter(|(_, s)| s.state.sendfile_file() == Some(fd))
                 .map(|(i, _)| i)
                 .collect();
             for idx in users {
                 let sock = self.slots[idx].fd;
                 self.unlink(sock, idx);
                 let (t, state) = self.free(idx);
-                out.push(Self::ended(t, Err(sys::canceled()), state));
+                out.push(self.ended(t, Err(sys::canceled()), state));
             }
         }
         if registered {
@@ -259,7 +268,7 @@ impl<P: Poller> Readiness<P> {
             _ => self.unlink(fd, idx),
         }
         let (t, state) = self.free(idx);
-        out.push(Self::ended(t, Err(sys::canceled()), state));
+        out.push(self.ended(t, Err(sys::canceled()), state));
         out.push(Completion::new(token, Ok(0), Buf::None, false));
     }
 }

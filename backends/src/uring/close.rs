@@ -38,7 +38,7 @@ impl Uring {
             .slots
             .iter()
             .filter(|(_, s)| {
-                s.in_kernel && matches!(s.state, State::SendFile { file, .. } if file == fd)
+                s.in_kernel && matches!(&s.state, State::SendFile { op } if op.file == fd)
             })
             .map(|(i, _)| self.slots.key(i))
             .collect();
@@ -143,7 +143,7 @@ impl Drop for Uring {
             // The kernel still holds some op: leak rather than free memory it may write.
             std::mem::forget(std::mem::replace(
                 &mut self.slots,
-                crate::slab::Slab::new(0),
+                crate::slab::Slab::with_room(0, 0),
             ));
             let pool = crate::pool::BufPool::new(0, 0);
             std::mem::forget(std::mem::replace(&mut self.pool, pool));

@@ -22,8 +22,8 @@ impl Uring {
     /// dropped): the op ends.
     fn stopped(&self, idx: u32) -> bool {
         let s = &self.slots[idx];
-        let file_closing = match s.state {
-            State::SendFile { file, .. } => self.closing(file),
+        let file_closing = match &s.state {
+            State::SendFile { op } => self.closing(op.file),
             _ => false,
         };
         self.dropping || s.cancelled || (s.state.on_fd() && self.closing(s.fd)) || file_closing
@@ -180,10 +180,10 @@ impl Uring {
             State::Send { .. } | State::Write { .. } => {
                 return self.progress(idx, res, eagain, out);
             }
-            State::Read { buf, .. } => {
+            State::Read { op } => {
                 if res >= 0 {
                     // SAFETY: the kernel wrote `res` bytes into the spare capacity.
-                    unsafe { buf.set_len(buf.len() + res as usize) };
+                    unsafe { op.buf.set_len(op.buf.len() + res as usize) };
                     let c = self.finish(idx, Ok(res as usize))?;
                     out.push(c);
                 } else if eagain {
@@ -316,16 +316,17 @@ impl Uring {
     /// Push a sendfile forward until it is done, fails, or the socket is full (then poll).
     pub(super) fn try_sendfile(&mut self, idx: u32, out: &mut Vec<Completion>) -> io::Result<()> {
         let sock = self.slots[idx].fd;
-        let State::SendFile {
-            file,
-            offset,
-            len,
-            done,
-        } = &mut self.slots[idx].state
-        else {
+        let State::SendFile { op } = &mut self.slots[idx].state else {
             unreachable!("sendfile slot");
         };
-        let p = sys::sendfile_loop(sock, *file, *offset, *len, done, crate::linux::sendfile);
+        let p = sys::sendfile_loop(
+            sock,
+            op.file,
+            op.offset,
+            op.len,
+            &mut op.done,
+            crate::linux::sendfile,
+        );
         match p {
             Progress::Done(n) => {
                 let c = self.finish(idx, Ok(n))?;

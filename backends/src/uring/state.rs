@@ -35,6 +35,21 @@ pub(super) struct WriteOp {
     pub(super) offset: Option<u64>,
 }
 
+/// A read in flight (boxed: an idle slot, an armed recv, stays small).
+pub(super) struct ReadOp {
+    pub(super) buf: Vec<u8>,
+    pub(super) offset: Option<u64>,
+}
+
+/// A sendfile in flight (boxed as reads are; finished boxes are reused).
+#[derive(Default)]
+pub(super) struct SendFileOp {
+    pub(super) file: RawFd,
+    pub(super) offset: u64,
+    pub(super) len: usize,
+    pub(super) done: usize,
+}
+
 pub(super) enum State {
     Free,
     Accept,
@@ -45,8 +60,7 @@ pub(super) enum State {
         op: Box<SendOp>,
     },
     Read {
-        buf: Vec<u8>,
-        offset: Option<u64>,
+        op: Box<ReadOp>,
     },
     Write {
         op: Box<WriteOp>,
@@ -55,10 +69,7 @@ pub(super) enum State {
     /// waits out EAGAIN (the readiness pattern, inside the completion backend). `file` is in
     /// use by the op as much as the socket is.
     SendFile {
-        file: RawFd,
-        offset: u64,
-        len: usize,
-        done: usize,
+        op: Box<SendFileOp>,
     },
     /// A single-shot poll for the peer's hang-up (`POLLRDHUP | POLLHUP | POLLERR`); never
     /// restarted: it fires only on the event it waits for, or is cancelled.
@@ -118,7 +129,7 @@ impl State {
     /// The second fd an op uses (the file of a sendfile).
     fn second_fd(&self) -> Option<RawFd> {
         match self {
-            State::SendFile { file, .. } => Some(*file),
+            State::SendFile { op } => Some(op.file),
             _ => None,
         }
     }
@@ -226,7 +237,13 @@ impl Uring {
                 }
                 Buf::Send(buf)
             }
-            State::Read { buf, .. } => Buf::Vec(buf),
+            State::Read { op } => Buf::Vec(op.buf),
+            State::SendFile { op } => {
+                if self.spare_sendfiles.len() < SPARE_SENDS {
+                    self.spare_sendfiles.push(op);
+                }
+                Buf::None
+            }
             State::Write { op } => Buf::Vec(op.buf),
             State::Names { call } => call.into_buf(),
             State::OpenAt { op } => crate::PathCall::Open(op.open).into_buf(),

@@ -72,8 +72,9 @@ impl Uring {
                         .flags(libc::MSG_NOSIGNAL as u32)
                         .build()
                 }
-                State::Read { buf, offset } => {
-                    let spare = buf.spare_capacity_mut();
+                State::Read { op } => {
+                    let offset = op.offset;
+                    let spare = op.buf.spare_capacity_mut();
                     opcode::Read::new(fd, spare.as_mut_ptr().cast(), spare.len() as u32)
                         .offset(offset.unwrap_or(u64::MAX))
                         .build()
@@ -214,7 +215,10 @@ impl Uring {
                 };
                 (fd, State::Send { op })
             }
-            Op::Read { fd, buf, offset } => (fd, State::Read { buf, offset }),
+            Op::Read { fd, buf, offset } => {
+                let op = Box::new(super::state::ReadOp { buf, offset });
+                (fd, State::Read { op })
+            }
             Op::Write { fd, buf, offset } => {
                 if buf.is_empty() {
                     out.push(Completion::new(token, Ok(0), Buf::Vec(buf), false));
@@ -245,13 +249,14 @@ impl Uring {
                 offset,
                 len,
             } => {
-                let state = State::SendFile {
+                let mut op = self.spare_sendfiles.pop().unwrap_or_default();
+                *op = super::state::SendFileOp {
                     file,
                     offset,
                     len,
                     done: 0,
                 };
-                let idx = self.alloc(token, fd, state);
+                let idx = self.alloc(token, fd, State::SendFile { op });
                 return self.try_sendfile(idx, out);
             }
             Op::Close { fd } => return self.close(token, fd),

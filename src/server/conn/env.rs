@@ -25,17 +25,24 @@ pub struct Pools {
     /// most [`HEAD_KEPT_MAX`] bytes each).
     pub heads: Vec<Vec<u8>>,
     /// Output queues' memory from connections gone idle (at most [`POOL_KEPT`]).
-    pub queues: Vec<std::collections::VecDeque<crate::server::out::Out>>,
+    pub queues: Vec<crate::server::out::Queue>,
     /// Path buffers for the file a request maps to (at most [`POOL_KEPT`]).
     pub paths: Vec<std::path::PathBuf>,
+    /// Buffers pipelined responses were coalesced into, back from their sends (at most
+    /// [`BATCHES_KEPT`], of at most [`BATCH_KEPT_MAX`] bytes each).
+    pub batches: Vec<Vec<u8>>,
 }
 
 /// How many emptied request records a worker keeps for reuse.
 pub const RECORDS_KEPT: usize = 64;
 /// How many head buffers and queues a worker keeps for reuse.
 pub const POOL_KEPT: usize = 64;
-/// A head buffer larger than this (pipelined responses coalesced into it) is freed instead.
+/// A head buffer larger than this is not kept as a head (a batch may be: [`BATCH_KEPT_MAX`]).
 pub const HEAD_KEPT_MAX: usize = 4096;
+/// How many coalescing buffers a worker keeps (one per connection sending a batch at once).
+pub const BATCHES_KEPT: usize = 16;
+/// A coalescing buffer larger than this is freed (the batch limit is 64 KiB plus one piece).
+pub const BATCH_KEPT_MAX: usize = 128 * 1024;
 
 pub struct Env<'a> {
     pub be: &'a mut dyn Backend,
@@ -72,12 +79,26 @@ impl Env<'_> {
 
     /// Keep a head buffer for the next response head (emptied), if the pool has room and it
     /// is not one grown large.
+    /// A buffer past [`HEAD_KEPT_MAX`] (a batch of pipelined responses) goes to the batches.
     pub fn give_head(&mut self, mut h: Vec<u8>) {
-        let heads = &mut self.pools.heads;
-        if h.capacity() > 0 && h.capacity() <= HEAD_KEPT_MAX && heads.len() < POOL_KEPT {
+        let p = &mut *self.pools;
+        let cap = h.capacity();
+        let pool = if cap <= HEAD_KEPT_MAX {
+            (&mut p.heads, POOL_KEPT)
+        } else if cap <= BATCH_KEPT_MAX {
+            (&mut p.batches, BATCHES_KEPT)
+        } else {
+            return;
+        };
+        if cap > 0 && pool.0.len() < pool.1 {
             h.clear();
-            heads.push(h);
+            pool.0.push(h);
         }
+    }
+
+    /// An empty buffer to coalesce responses into (one kept from an earlier batch if any).
+    pub fn take_batch(&mut self) -> Vec<u8> {
+        self.pools.batches.pop().unwrap_or_default()
     }
 
     /// The context for a task of this connection.
