@@ -88,63 +88,129 @@ fn get(s: &mut TcpStream, buf: &mut [u8; 4096]) {
     }
 }
 
+/// Sixteen pipelined GETs in one write, and their sixteen responses read whole; no allocation.
+fn get_pipelined(s: &mut TcpStream, buf: &mut [u8; 32768]) {
+    const ONE: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut req = [0u8; ONE.len() * DEPTH];
+    for (i, chunk) in req.chunks_mut(ONE.len()).enumerate() {
+        assert!(i < DEPTH);
+        chunk.copy_from_slice(ONE);
+    }
+    s.write_all(&req).unwrap();
+    let (mut got, mut seen, mut at) = (0, 0, 0);
+    while seen < DEPTH {
+        let n = s.read(&mut buf[got..]).unwrap();
+        assert!(n > 0, "the server closed the keep-alive connection");
+        got += n;
+        // Count the complete responses from `at` on.
+        while let Some(p) = buf[at..got].windows(4).position(|w| w == b"\r\n\r\n") {
+            if got < at + p + 4 + BODY_LEN {
+                break;
+            }
+            assert!(buf[at..].starts_with(b"HTTP/1.1 200 "), "not a 200");
+            at += p + 4 + BODY_LEN;
+            seen += 1;
+        }
+    }
+    assert_eq!(at, got, "more than {DEPTH} responses");
+}
+
+const DEPTH: usize = 16;
+
+/// Run an in-process server on `backend` and hand `f` a connection to it.
+fn with_server(backend: &str, f: impl FnOnce(&mut TcpStream)) {
+    let dir = common::temp_dir();
+    common::write_file(&dir, "index.html", vec![b'x'; BODY_LEN]);
+    let port = common::free_port();
+    let conf = format!(
+        "workers 1;\nerror_log stderr error;\naccess_log off;\nkeepalive_requests 100000;\n\
+         server {{ listen 127.0.0.1:{port}; root {}; location / {{ }} }}\n",
+        dir.display()
+    );
+    let cfg = webserv::config::parse_str(&conf, "alloc_free.conf", &dir).unwrap();
+    let control = webserv::server::Control::new(cfg);
+    let opts = webserv::server::RunOptions {
+        backend: Some(backend.parse().unwrap()),
+        no_sendfile: false,
+        inherited: Vec::new(),
+        notify: Arc::new(webserv::systemd::Notifier::from_env()),
+    };
+    let c = control.clone();
+    let server = std::thread::spawn(move || webserv::server::serve(c, &opts));
+    let mut s = None;
+    for _ in 0..250 {
+        if let Ok(t) = TcpStream::connect(("127.0.0.1", port)) {
+            s = Some(t);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut s = s.expect("the in-process server did not listen within 5 s");
+    f(&mut s);
+    drop(s);
+    control.stop();
+    server.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The fewest allocations counted in any of five windows of `round` run `n` times.
+fn fewest_allocations(n: usize, mut round: impl FnMut()) -> usize {
+    let mut fewest = usize::MAX;
+    for _ in 0..5 {
+        COUNT.store(0, SeqCst);
+        ON.store(true, SeqCst);
+        for _ in 0..n {
+            round();
+        }
+        ON.store(false, SeqCst);
+        fewest = fewest.min(COUNT.load(SeqCst));
+    }
+    fewest
+}
+
 #[test]
 fn keep_alive_get_of_a_cached_file_allocates_nothing() {
     // One backend at a time in this process: the counter is global.
     common::for_each_backend("alloc_free", |backend| {
-        let dir = common::temp_dir();
-        common::write_file(&dir, "index.html", vec![b'x'; BODY_LEN]);
-        let port = common::free_port();
-        let conf = format!(
-            "workers 1;\nerror_log stderr error;\naccess_log off;\nkeepalive_requests 100000;\n\
-             server {{ listen 127.0.0.1:{port}; root {}; location / {{ }} }}\n",
-            dir.display()
-        );
-        let cfg = webserv::config::parse_str(&conf, "alloc_free.conf", &dir).unwrap();
-        let control = webserv::server::Control::new(cfg);
-        let opts = webserv::server::RunOptions {
-            backend: Some(backend.parse().unwrap()),
-            no_sendfile: false,
-            inherited: Vec::new(),
-            notify: Arc::new(webserv::systemd::Notifier::from_env()),
-        };
-        let c = control.clone();
-        let server = std::thread::spawn(move || webserv::server::serve(c, &opts));
-        let mut s = None;
-        for _ in 0..250 {
-            if let Ok(t) = TcpStream::connect(("127.0.0.1", port)) {
-                s = Some(t);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut s = s.expect("the in-process server did not listen within 5 s");
-        let mut buf = [0u8; 4096];
-        for _ in 0..50 {
-            get(&mut s, &mut buf);
-        }
         let mut fewest = usize::MAX;
-        for _ in 0..5 {
-            COUNT.store(0, SeqCst);
-            ON.store(true, SeqCst);
-            for _ in 0..WINDOW {
-                get(&mut s, &mut buf);
+        with_server(backend, |s| {
+            let mut buf = [0u8; 4096];
+            for _ in 0..50 {
+                get(s, &mut buf);
             }
-            ON.store(false, SeqCst);
-            fewest = fewest.min(COUNT.load(SeqCst));
-        }
+            fewest = fewest_allocations(WINDOW, || get(s, &mut buf));
+        });
         eprintln!(
             "alloc_free: {backend}: {fewest} allocations in {WINDOW} requests ({:.1} each)",
             fewest as f64 / WINDOW as f64
         );
-        drop(s);
-        control.stop();
-        server.join().unwrap().unwrap();
         assert!(
             fewest == 0,
             "{backend}: {fewest} allocations in {WINDOW} keep-alive GETs of a cached file \
              (none expected): an allocation on the request path"
         );
-        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// Pipelined requests: the responses coalesced into one send use a pooled buffer, and each
+/// response's head buffer goes back to its pool as it is copied (issue 12: the pipelined row).
+#[test]
+fn pipelined_gets_of_a_cached_file_allocate_nothing() {
+    common::for_each_backend("alloc_free_pipelined", |backend| {
+        let mut fewest = usize::MAX;
+        with_server(backend, |s| {
+            let mut buf = Box::new([0u8; 32768]);
+            for _ in 0..20 {
+                get_pipelined(s, &mut buf);
+            }
+            fewest = fewest_allocations(4, || get_pipelined(s, &mut buf));
+        });
+        let n = 4 * DEPTH;
+        eprintln!("alloc_free: {backend}: {fewest} allocations in {n} pipelined requests");
+        assert!(
+            fewest == 0,
+            "{backend}: {fewest} allocations in {n} pipelined GETs of a cached file (none \
+             expected): an allocation on the pipelined path"
+        );
     });
 }

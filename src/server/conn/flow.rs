@@ -73,14 +73,21 @@ impl Conn {
                     // Coalesce small queued pieces into one send (pipelining: one write),
                     // grown once to its final size (growing it piece by piece cost a
                     // realloc and fresh pages for every few responses).
+                    // The batch is a buffer lent by the worker's pool (given back with the
+                    // send's completion), and each piece's head buffer goes back to the heads
+                    // pool as it is copied: pipelined requests allocate nothing.
                     let more = self.out.buf_run(COALESCE, buf.len());
                     if more > 0 {
-                        let body = std::mem::take(&mut buf.body);
-                        buf.head.reserve_exact(body.as_slice().len() + more);
-                        buf.head.extend_from_slice(body.as_slice());
+                        let mut batch = env.take_batch();
+                        batch.reserve(buf.len() + more);
+                        batch.extend_from_slice(&buf.head);
+                        batch.extend_from_slice(buf.body.as_slice());
+                        env.give_head(std::mem::replace(&mut buf.head, batch));
+                        buf.body = backends::Body::Empty;
                         while let Some(next) = self.out.pop_buf_if(COALESCE, buf.len()) {
                             buf.head.extend_from_slice(&next.head);
                             buf.head.extend_from_slice(next.body.as_slice());
+                            env.give_head(next.head);
                         }
                     }
                     Op::Send { fd: self.fd, buf }
