@@ -61,6 +61,16 @@ pub fn normalize_into<'a>(target: &'a str, path: &mut String) -> Result<Option<&
         std::borrow::Cow::Borrowed(raw)
     };
 
+    // Most targets have no empty, `.` or `..` segment (no `//` and no `/.`): then the
+    // normalized path is the target itself.
+    let plain = decoded
+        .as_bytes()
+        .windows(2)
+        .all(|w| w[0] != b'/' || (w[1] != b'/' && w[1] != b'.'));
+    if plain {
+        path.push_str(&decoded);
+        return Ok(query);
+    }
     path.reserve(decoded.len());
     let mut trailing = false;
     // The first segment is the empty one before the leading '/'.

@@ -65,7 +65,7 @@ impl Conn {
             Ok(Status::Complete(req, _)) => req,
         };
         self.seq += 1;
-        let cfg = env.cfg.clone();
+        let cfg: &std::sync::Arc<crate::config::Config> = env.cfg;
         let head_len = req.head_len();
         let logging = env.access.is_some();
         // The headers the access log's format names, kept for its line.
