@@ -213,6 +213,60 @@ fn port_in_use_is_refused_with_address() {
     });
 }
 
+/// A second server on an address a running one serves with several workers (its listeners
+/// share the address through SO_REUSEPORT) is refused, as nginx refuses it — before the
+/// check, it bound the address too and silently took part of the first one's connections.
+#[test]
+fn second_server_on_a_served_address_is_refused() {
+    for_each_backend("second_server_on_a_served_address_is_refused", |b| {
+        let first = Server::start(
+            b,
+            "workers 2;\nerror_log stderr info;\nserver {\n    listen 127.0.0.1:{PORT};\n    root {DIR}/www;\n}\n",
+            |d| write_file(d, "www/index.html", "first\n"),
+        );
+        let dir = temp_dir();
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        let path = dir.join("second.conf");
+        std::fs::write(
+            &path,
+            format!(
+                "workers 2;\nerror_log stderr info;\nserver {{\n    listen 127.0.0.1:{};\n    root www;\n}}\n",
+                first.port
+            ),
+        )
+        .unwrap();
+        let out = run(
+            &dir,
+            &[
+                "-c",
+                path.to_str().unwrap(),
+                "-p",
+                dir.to_str().unwrap(),
+                "--backend",
+                b,
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "a second server started on 127.0.0.1:{} beside a running one:\n{stderr}",
+            first.port
+        );
+        assert!(
+            stderr.contains(&format!("127.0.0.1:{}", first.port))
+                && stderr.contains("Address already in use"),
+            "stderr does not say the address is in use:\n{stderr}"
+        );
+        // The first one serves every connection, as before.
+        for _ in 0..20 {
+            let r = get(first.port, "/index.html");
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, b"first\n");
+        }
+    });
+}
+
 #[test]
 fn help_and_version() {
     let dir = temp_dir();

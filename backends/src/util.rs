@@ -190,6 +190,27 @@ pub fn listen(
     backlog: i32,
     reuse_port: bool,
 ) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let fd = bound(addr, reuse_port)?;
+    // SAFETY: listen(2) on our socket.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    set_nonblocking(fd.as_raw_fd())?;
+    Ok(fd)
+}
+
+/// Whether another socket (another process's) already serves `addr`: a socket without
+/// `SO_REUSEPORT` is bound to it and dropped, never listening. Sockets that share an address
+/// through `SO_REUSEPORT` (a server's workers) would otherwise also share it with a second
+/// server started on the same address, which would silently take part of its connections;
+/// with this check first, the second one is told `EADDRINUSE` as it would be by nginx. (A
+/// server that binds in the instant between the check and the bind still gets in: the check
+/// narrows that to a race, it does not lock.)
+pub fn check_address_free(addr: SocketAddr) -> io::Result<()> {
+    bound(addr, false).map(drop)
+}
+
+/// A TCP socket bound to `addr` (see [`listen`] for its options), not listening.
+fn bound(addr: SocketAddr, reuse_port: bool) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let family = if addr.is_ipv6() {
         libc::AF_INET6
@@ -252,9 +273,6 @@ pub fn listen(
             len as libc::socklen_t,
         )
     })?;
-    // SAFETY: listen(2) on our socket.
-    cvt(unsafe { libc::listen(raw, backlog) })?;
-    set_nonblocking(raw)?;
     Ok(fd)
 }
 

@@ -88,6 +88,21 @@ pub fn serve(control: Arc<Control>, opts: &RunOptions) -> io::Result<()> {
         crate::notice!("using inherited socket {} on {}", i.name, i.addr);
     }
     // Bind everything before any loop starts, so an unbindable address is reported at once.
+    // Several workers share each address through SO_REUSEPORT, which would let a second
+    // server on the same address share it too: check that nobody holds it first.
+    if n > 1 {
+        for addr in addrs.iter().copied() {
+            if !opts
+                .inherited
+                .iter()
+                .any(|i| crate::systemd::serves(i.addr, addr))
+            {
+                backends::util::check_address_free(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?;
+            }
+        }
+    }
     let mut sets = Vec::new();
     for _ in 0..n {
         sets.push(bind(&cfg, n > 1, &opts.inherited)?);
