@@ -5,7 +5,6 @@
 //! its final settings. Routing tables (per-address server names, per-level location lists) are
 //! built last, in `vhost.rs` and `route.rs`.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -75,7 +74,7 @@ struct Globals {
     access_word: Option<Word>,
     log_formats: Vec<super::log_format::LogFormat>,
     default_type: Option<String>,
-    types: Option<HashMap<String, String>>,
+    types: Option<super::fasthash::ConfigMap<String, String>>,
     header: Option<Duration>,
     body: Option<Duration>,
     send: Option<Duration>,
@@ -357,7 +356,7 @@ impl Builder<'_> {
 
     /// `types { mime ext...; }`. Several blocks merge; a later mapping of an extension wins.
     fn types(&mut self, d: &Directive) -> Result<(), ConfigError> {
-        let map = self.g.types.get_or_insert_with(HashMap::new);
+        let map = self.g.types.get_or_insert_with(Default::default);
         for t in d.block.as_deref().unwrap_or_default() {
             if t.block.is_some() {
                 return Err(t.name.err("unexpected \"{\" in \"types\" block"));

@@ -31,6 +31,7 @@
 mod build;
 mod directives;
 mod error;
+mod fasthash;
 mod headers;
 mod include;
 mod lexer;

@@ -4,7 +4,6 @@
 //! location → nested location), so a request never walks up to a parent, and every relative path
 //! is already absolute against the prefix. INVARIANT: nothing here refers back to the parse tree.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,7 +87,7 @@ pub struct Config {
     /// `default_type`: used when no extension matches (nginx default application/octet-stream).
     pub default_type: String,
     /// Lower-case extension (no dot) → MIME type, from `types { }` blocks.
-    pub types: HashMap<String, String>,
+    pub types: super::fasthash::ConfigMap<String, String>,
     /// `client_header_buffer_size` and `large_client_header_buffers`: the request-head
     /// limits (414 / 431).
     pub head_limits: crate::http::request::HeadLimits,
@@ -153,7 +152,7 @@ pub struct AddrServers {
     pub ssl: bool,
     /// The TLS configuration of an `ssl` address (certificates by SNI), built at load.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    pub(crate) exact: HashMap<String, usize>,
+    pub(crate) exact: super::fasthash::ConfigMap<String, usize>,
     /// Longest suffix first.
     pub(crate) star_prefix: Vec<(String, bool, usize)>,
     /// Longest prefix first.

@@ -8,7 +8,6 @@
 //! listening there. A server that listens on `*:80` is therefore *not* a candidate for a
 //! connection that arrived on a specific `127.0.0.1:80` someone else listens on.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::build::RawServer;
@@ -33,7 +32,7 @@ pub(crate) fn address_tables(servers: &[RawServer], diags: &mut Diagnostics) -> 
                         proxy_protocol: false,
                         ssl: false,
                         tls: None,
-                        exact: HashMap::new(),
+                        exact: Default::default(),
                         star_prefix: Vec::new(),
                         star_suffix: Vec::new(),
                     });
