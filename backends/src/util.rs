@@ -832,6 +832,33 @@ pub fn read_dir_fd(fd: RawFd, max: usize) -> io::Result<(Vec<OsString>, bool)> {
     Ok((names, more))
 }
 
+/// The entries of directory `fd` with their facts, as [`crate::Op::ListDir`] reads them: at
+/// most `max` names ([`read_dir_fd`]), each `fstatat`'d in the directory (following a
+/// symlink only when `follow`); a name whose `fstatat` fails is left out. The bool says
+/// whether names were left unread. Blocking: run it off the event loop's thread.
+///
+/// The names are read through a new open file description of the directory (`openat` of
+/// `.`), not `fd`'s own: duplicates of one fd share their offset, and two listings of them on
+/// two threads would read each other's entries.
+pub fn list_dir(fd: RawFd, max: usize, follow: bool) -> io::Result<(Vec<crate::DirEntry>, bool)> {
+    let own = openat(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let (names, truncated) = read_dir_fd(own.as_raw_fd(), max)?;
+    drop(own);
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        let Ok(m) = fstatat(fd, &name, follow) else {
+            continue;
+        };
+        entries.push(crate::DirEntry {
+            is_dir: m.is_dir(),
+            size: m.size,
+            mtime: m.mtime.0,
+            name,
+        });
+    }
+    Ok((entries, truncated))
+}
+
 #[cfg(test)]
 mod beneath_tests {
     use super::*;
