@@ -114,7 +114,7 @@ impl FileCache {
         let name = std::ffi::OsStr::new(rel);
         let flags = backends::util::O_LOOKUP;
         let st =
-            match cached.then(|| backends::util::open_beneath_cached(anchor, name, flags, false)) {
+            match cached.then(|| crate::server::lookups::open_cached(anchor, name, flags, false)) {
                 Some(Ok(fd)) => {
                     use std::os::fd::AsRawFd;
                     backends::util::fstat(fd.as_raw_fd()).ok()?

@@ -219,7 +219,7 @@ fn open_beneath(
     cached: bool,
 ) -> std::io::Result<OwnedFd> {
     if cached {
-        util::open_beneath_cached(anchor, OsStr::new(rel), flags, nofollow)
+        crate::server::lookups::open_cached(anchor, OsStr::new(rel), flags, nofollow)
     } else {
         util::open_beneath(anchor, OsStr::new(rel), flags, 0, nofollow)
     }
