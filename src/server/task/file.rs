@@ -66,14 +66,15 @@ impl FileTask {
         }
     }
 
-    /// Whether some of what is to be sent is not in the page cache (`cachestat(2)`): then it is
-    /// read by backend read ops (io_uring's own, the readiness backends' pool) rather than by
-    /// sendfile(2), which would wait for the disk on the loop's thread. Unknown counts as cached.
+    /// Whether some of what is to be sent may not be in the page cache (`cachestat(2)`): then
+    /// it is read by backend read ops (io_uring's own, the readiness backends' pool) rather
+    /// than by sendfile(2), which would wait for the disk on the loop's thread. Where the
+    /// kernel cannot say (Linux < 6.5, the BSDs), every file is read so.
     fn cold(&mut self) -> bool {
         let Some(fd) = self.fd else {
             return false;
         };
-        let cached = |off: u64, len: u64| backends::util::cached_fully(fd, off, len) != Some(false);
+        let cached = |off: u64, len: u64| backends::util::cached_fully(fd, off, len) == Some(true);
         let warm = match self.more.as_deref() {
             Some(More::Parts(p)) => p.parts.iter().all(|(_, off, len)| cached(*off, *len)),
             Some(More::Listing(_) | More::Reading(..)) => true,
@@ -81,7 +82,7 @@ impl FileTask {
         };
         if !warm {
             self.trail
-                .push("not in the page cache: reads at", self.offset);
+                .push("not known to be in the page cache: reads at", self.offset);
         }
         !warm
     }
