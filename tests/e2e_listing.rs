@@ -85,22 +85,29 @@ fn listings_are_read_by_a_backend_op() {
     });
 }
 
-/// Clients that ask for a 3,000-entry listing and leave at once (its op in flight, or its
-/// first pieces queued) cost nothing: the server keeps serving and holds no fd more than
+/// Clients that ask for a 3,000-entry listing and leave at once — half with a reset, which
+/// ends the request while its op is queued or running (cancelled, or completing late) — cost
+/// nothing: the server keeps serving and holds no fd more than
 /// before (a late listing's directory fd is dropped with its completion).
 #[test]
 fn listings_abandoned_leave_no_fds() {
     for_each_backend("listings_abandoned_leave_no_fds", |b| {
-        let s = Server::start(b, CONF, setup);
+        let s = Server::start_opts(b, CONF, setup, &["--debug"], false);
         let pid = s.pid().unwrap();
         assert_eq!(get(s.port, "/many/").status, 200, "[{b}]");
         let fds = || fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
         let before = fds();
         let ops = listdir_ops(s.port);
-        for _ in 0..100 {
-            let mut c = Conn::open(s.port);
-            c.send(b"GET /many/ HTTP/1.1\r\nHost: x\r\n\r\n");
-            drop(c);
+        for i in 0..100 {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            std::io::Write::write_all(&mut c, b"GET /many/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            if i % 2 == 0 {
+                // A reset: the server's receive fails at once and the request ends, its
+                // listing perhaps still queued or running.
+                reset_connection(c);
+            } else {
+                drop(c);
+            }
         }
         let r = get(s.port, "/list/");
         assert_eq!(r.status, 200, "[{b}]");
@@ -118,6 +125,24 @@ fn listings_abandoned_leave_no_fds() {
         );
         let started = listdir_ops(s.port) - ops;
         assert!(started >= 2, "[{b}] listings read: {started}");
-        println!("[{b}] {started} listings started for 100 clients that left");
+        let log = s.log();
+        let late = log
+            .lines()
+            .filter(|l| l.contains("stale list dir completion dropped"))
+            .count();
+        let cancels = log
+            .lines()
+            .filter(|l| l.contains("list dir cancel →"))
+            .count();
+        // Of 50 resets, some end their request while its listing is still out: the test
+        // is then about those.
+        assert!(
+            cancels > 0 && late > 0,
+            "[{b}] no listing outlived its request:\n{log}"
+        );
+        println!(
+            "[{b}] {started} listings started for 100 clients that left; {cancels} cancelled, \
+             {late} completed after their request ended"
+        );
     });
 }
