@@ -4,7 +4,8 @@
 # kind, and prints, per thread, the calls counted (the loop thread is the one that waits in
 # epoll_wait/kevent/io_uring_enter; the others are the offload pool and the signal thread).
 # Usage: bash benches/loop_syscalls.sh [uring|epoll] — needs strace and curl; talks to
-# 127.0.0.1 only; stops the server it started.
+# 127.0.0.1 only; stops the server it started. WEBSERV_NO_CACHED_CALLS=1 in the environment
+# runs the server as on a kernel without RESOLVE_CACHED and cachestat.
 set -euo pipefail
 B=${1:-uring}
 BIN=${WEBSERV_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/webserv}
@@ -12,7 +13,8 @@ BIN=${WEBSERV_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/webserv}
 command -v strace >/dev/null || { echo "needs strace" >&2; exit 1; }
 D=$(mktemp -d "${TMPDIR:-/tmp}/webserv-loopsys.XXXXXX")
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$D/www/up"
+mkdir -p "$D/www/up" "$D/www/list"
+for i in $(seq 1 30); do echo "$i" >"$D/www/list/f$i.txt"; done
 head -c 200000 /dev/urandom >"$D/www/big.bin"
 echo small >"$D/www/s.txt"
 head -c 200000 /dev/urandom >"$D/put.bin"
@@ -23,6 +25,7 @@ server {
     listen 127.0.0.1:$PORT;
     root $D/www;
     location / { }
+    location /list/ { autoindex on; }
     location /up/ { allow_methods GET PUT POST DELETE; upload_store $D/www/up; }
 }
 CONF
@@ -52,6 +55,7 @@ run() {
 }
 run "GET cached 6 B" "curl -s $U/s.txt"
 run "GET 200 KB" "curl -s $U/big.bin"
+run "GET autoindex, 30 entries" "curl -s $U/list/"
 run "PUT 200 KB" "curl -s -T $D/put.bin $U/up/put.bin"
 run "POST multipart 2 x 1 KB" "curl -s -F 'a=@$D/p1;filename=a.bin' -F 'b=@$D/p1;filename=b.bin' $U/up/"
 run "PUT 1 KB + DELETE" "curl -s -T $D/p1 $U/up/d.bin; curl -s -X DELETE $U/up/d.bin"

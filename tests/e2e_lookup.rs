@@ -104,6 +104,7 @@ fn cold_lookups_answer_as_warm_ones() {
         assert_eq!(r.header("Content-Length"), Some("5"), "[{b}]");
         assert!(r.body.is_empty(), "[{b}]");
         let log = s.log();
+        assert_no_blocking_reroute(b, &log);
         assert!(
             log.contains(" lookup#") && log.contains("lookup open"),
             "[{b}] no lookup task in the log:\n{log}"
@@ -272,6 +273,7 @@ fn cold_lookups_hold_uploads_and_deletes() {
         assert_eq!(left, ["c.txt", "link", "p.txt"], "[{b}]");
         // Each upload and DELETE was held: its request ran a lookup task before its own.
         let log = s.log();
+        assert_no_blocking_reroute(b, &log);
         for kind in [" upload#", " multipart#", " delete#"] {
             let held = log.lines().filter(|l| l.contains(kind)).all(|l| {
                 let (_, rest) = l.split_once("]").unwrap_or(("", l));
@@ -389,10 +391,21 @@ fn cold_try_files_checks_are_held_and_follow_the_symlink_policy() {
             let s = cold(b);
             assert_eq!(get(s.port, "/tf/here.txt").status, 200);
             let log = s.log();
+            assert_no_blocking_reroute(b, &log);
             assert!(
                 log.contains("try_files: \"tf/here.txt\" not in the kernel's caches"),
                 "[{b}] the check was not held:\n{log}"
             );
         },
+    );
+}
+
+/// A held request is routed again with the answers of the lookups done for it
+/// (`server::lookups`): even with every cached lookup missing, no request needs the
+/// fallback to blocking calls.
+fn assert_no_blocking_reroute(b: &str, log: &str) {
+    assert!(
+        !log.contains("routed with blocking calls"),
+        "[{b}] a request fell back to blocking lookups:\n{log}"
     );
 }

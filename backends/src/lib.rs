@@ -85,6 +85,12 @@
 //!     completion of a call that ran ([`Buf::Path`]); an open's result is the new fd (close-on-exec), which
 //!     is the caller's — also when it arrives after the caller stopped caring. A Cancel ends an open not yet started with
 //!     `ECANCELED`; one already running completes with its result.
+//! 14. **Reading a directory runs off the caller's thread too.** [`Op::ListDir`] reads the
+//!     names in a directory (`getdents64`) and `fstatat`s each (one inode read per entry when
+//!     not cached): no kernel has an opcode for it, so every backend runs it on its pool of
+//!     threads ([`offload`]; io_uring's results come back through its eventfd wake-up). It
+//!     owns its `dir` and gives it back, with the entries, in [`Buf::Path`]; the result is
+//!     the number of entries. Cancel behaves as for an open (invariant 13).
 //!
 //! The platform is chosen once, in [`platform`]; no function body contains `cfg`.
 
@@ -246,6 +252,9 @@ pub enum Op {
     RenameAt(Rename),
     /// Remove a name from a directory off the caller's thread (invariant 13). See [`Unlink`].
     UnlinkAt(Unlink),
+    /// Read a directory's entries and their facts off the caller's thread (invariant 14).
+    /// See [`ListDir`].
+    ListDir(ListDir),
     /// Send `len` bytes of regular file `file` from `offset` to socket `fd` without copying
     /// them through user space (`sendfile(2)`), whole (invariant 6). io_uring has no sendfile
     /// opcode: that backend calls it on the non-blocking socket and polls out EAGAIN. Where
@@ -275,6 +284,7 @@ impl Op {
             Op::OpenAt(_) => OpKind::OpenAt,
             Op::RenameAt(_) => OpKind::RenameAt,
             Op::UnlinkAt(_) => OpKind::UnlinkAt,
+            Op::ListDir(_) => OpKind::ListDir,
         }
     }
 }
@@ -332,12 +342,59 @@ pub struct Unlink {
     pub rmdir: bool,
 }
 
-/// A call on names that may block (invariant 13), as a pool thread or the simulation runs it.
+/// What an [`Op::ListDir`] reads: at most `max` names in directory `dir` (without `.` and
+/// `..`), in the order the file system lists them, each `fstatat`'d in `dir` (following a
+/// symbolic link only with `follow`; nothing is opened, so a FIFO costs nothing). A name whose
+/// `fstatat` fails is left out. The call fills `entries`, and `truncated` when more names
+/// were left unread; the op's result is `entries.len()`.
+#[derive(Debug)]
+pub struct ListDir {
+    pub dir: std::os::fd::OwnedFd,
+    pub max: usize,
+    pub follow: bool,
+    pub entries: Vec<DirEntry>,
+    pub truncated: bool,
+}
+
+impl ListDir {
+    /// A listing of `dir` to be read (the op owns `dir`: a duplicate of the caller's, say).
+    pub fn new(dir: std::os::fd::OwnedFd, max: usize, follow: bool) -> ListDir {
+        ListDir {
+            dir,
+            max,
+            follow,
+            entries: Vec::new(),
+            truncated: false,
+        }
+    }
+
+    /// Read it, blocking (on a pool thread, or in the simulation).
+    pub fn run(&mut self) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let (entries, truncated) = util::list_dir(self.dir.as_raw_fd(), self.max, self.follow)?;
+        self.entries = entries;
+        self.truncated = truncated;
+        Ok(self.entries.len())
+    }
+}
+
+/// One entry of an [`Op::ListDir`]: its name and what `fstatat` said of it.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: std::ffi::OsString,
+    pub is_dir: bool,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// A call that may block (invariants 13, 14), as a pool thread or the simulation runs it.
 #[derive(Debug)]
 pub enum PathCall {
     Open(Open),
     Rename(Rename),
     Unlink(Unlink),
+    ListDir(ListDir),
 }
 
 impl PathCall {
@@ -346,8 +403,8 @@ impl PathCall {
         Buf::Path(Box::new(self))
     }
 
-    /// Run it, blocking: an open's new fd, 0 for the others.
-    pub fn run(&self) -> io::Result<usize> {
+    /// Run it, blocking: an open's new fd, a listing's entry count, 0 for the others.
+    pub fn run(&mut self) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
         match self {
             PathCall::Open(o) => o.run(),
@@ -357,6 +414,7 @@ impl PathCall {
             PathCall::Unlink(u) => {
                 util::unlinkat_c(u.dir.as_raw_fd(), &u.path, u.rmdir).map(|()| 0)
             }
+            PathCall::ListDir(l) => l.run(),
         }
     }
 
@@ -371,18 +429,20 @@ impl PathCall {
             PathCall::Open(_) => OpKind::OpenAt,
             PathCall::Rename(_) => OpKind::RenameAt,
             PathCall::Unlink(_) => OpKind::UnlinkAt,
+            PathCall::ListDir(_) => OpKind::ListDir,
         }
     }
 }
 
 impl Op {
-    /// The call of an [`Op::OpenAt`], [`Op::RenameAt`] or [`Op::UnlinkAt`]; any other op
-    /// comes back as `Err`.
+    /// The call of an [`Op::OpenAt`], [`Op::RenameAt`], [`Op::UnlinkAt`] or [`Op::ListDir`];
+    /// any other op comes back as `Err`.
     pub fn into_path_call(self) -> Result<PathCall, Op> {
         match self {
             Op::OpenAt(o) => Ok(PathCall::Open(o)),
             Op::RenameAt(r) => Ok(PathCall::Rename(r)),
             Op::UnlinkAt(u) => Ok(PathCall::Unlink(u)),
+            Op::ListDir(l) => Ok(PathCall::ListDir(l)),
             op => Err(op),
         }
     }
@@ -406,10 +466,11 @@ pub enum OpKind {
     OpenAt,
     RenameAt,
     UnlinkAt,
+    ListDir,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 14] = [
+    pub const ALL: [OpKind; 15] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -424,6 +485,7 @@ impl OpKind {
         OpKind::OpenAt,
         OpKind::RenameAt,
         OpKind::UnlinkAt,
+        OpKind::ListDir,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -441,6 +503,7 @@ impl OpKind {
             OpKind::OpenAt => "openat",
             OpKind::RenameAt => "renameat",
             OpKind::UnlinkAt => "unlinkat",
+            OpKind::ListDir => "listdir",
         }
     }
 }
@@ -456,8 +519,8 @@ pub enum Buf {
     Send(SendBuf),
     /// The buffer of an [`Op::Read`] or [`Op::Write`].
     Vec(Vec<u8>),
-    /// What an [`Op::OpenAt`], [`Op::RenameAt`] or [`Op::UnlinkAt`] carried (its directory
-    /// fd and names), given back so that a caller can undo what it did for a requester that
+    /// What an [`Op::OpenAt`], [`Op::RenameAt`], [`Op::UnlinkAt`] or [`Op::ListDir`] carried
+    /// (its directory fd and names; a listing's entries), given back so that a caller can undo what it did for a requester that
     /// is gone (remove a file created or renamed for nobody).
     Path(Box<PathCall>),
 }

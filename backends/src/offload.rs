@@ -1,7 +1,8 @@
 //! A small pool of threads for the system calls that may block and that readiness cannot
 //! watch (invariant 13): [`crate::Op::OpenAt`], [`crate::Op::RenameAt`] and
 //! [`crate::Op::UnlinkAt`] on the readiness backends, and their reads and writes of regular
-//! files. A job is queued
+//! files; [`crate::Op::ListDir`] on every backend (no kernel has an opcode for reading a
+//! directory: io_uring takes its pool's results after its eventfd wake-up). A job is queued
 //! by the backend's thread, run by a pool thread, and its result handed back through the
 //! backend's own wake-up ([`Offload::take_done`] in its `wait`), never to another thread.
 //!
@@ -13,9 +14,25 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::{Token, Wake};
+
+/// The caller's waker of a backend with a pool: marks the wake-up as the caller's, then wakes
+/// the backend (whose pool wakes it too, without the mark: only the caller's wake-ups are
+/// completed with [`crate::WAKE_TOKEN`]).
+pub(crate) struct UserWake {
+    pub(crate) flag: Arc<AtomicBool>,
+    pub(crate) inner: Arc<dyn Wake>,
+}
+
+impl Wake for UserWake {
+    fn wake(&self) -> io::Result<()> {
+        self.flag.store(true, Ordering::Release);
+        self.inner.wake()
+    }
+}
 
 /// At most this many lookups run at once (each may wait for a disk read).
 pub const MAX_THREADS: usize = 4;

@@ -427,7 +427,8 @@ pub fn openat(dir: RawFd, path: &OsStr, flags: libc::c_int, mode: u32) -> io::Re
 /// caches (the caller then has it done off its thread, [`crate::Op::OpenAt`], and tries
 /// again). `WEBSERV_COLD_LOOKUPS=1` in the environment makes every such attempt say `EAGAIN`
 /// (a testing aid: it sends every lookup the slow way). Where `RESOLVE_CACHED` is unknown
-/// (older kernels, the BSDs) this is [`open_beneath`] itself.
+/// (Linux < 5.12, the BSDs; [`no_cached_calls`] pretends so) the caches cannot be asked
+/// alone: every attempt says `EAGAIN`, and every lookup is done off the caller's thread.
 pub fn open_beneath_cached(
     dir: RawFd,
     path: &OsStr,
@@ -446,14 +447,20 @@ pub fn open_beneath_cached(
         };
         MODE.store(mode, Ordering::Relaxed);
     }
+    if mode == 1 && no_cached_calls() {
+        mode = 2;
+        MODE.store(mode, Ordering::Relaxed);
+    }
+    let cold = || Err(io::Error::from_raw_os_error(libc::EAGAIN));
     match mode {
-        3 => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
-        2 => open_beneath(dir, path, flags, 0, no_symlinks),
+        // Forced cold, or the kernel cannot answer from its caches alone: every lookup is
+        // one that may block, so it goes off the caller's thread.
+        2 | 3 => cold(),
         _ => match openat2_cached(dir, path, flags, no_symlinks) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                // The kernel does not know RESOLVE_CACHED (or openat2): look up as before.
+                // The kernel does not know RESOLVE_CACHED (or openat2).
                 MODE.store(2, Ordering::Relaxed);
-                open_beneath(dir, path, flags, 0, no_symlinks)
+                cold()
             }
             r => r,
         },
@@ -534,6 +541,9 @@ pub fn cached_fully(fd: RawFd, offset: u64, len: u64) -> Option<bool> {
     if len == 0 {
         return Some(true);
     }
+    if no_cached_calls() {
+        return None;
+    }
     // SAFETY: sysconf reads a constant of the process (no system call with glibc).
     let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
         p if p > 0 => p as u64,
@@ -592,6 +602,55 @@ fn openat2_cached(
     _no_symlinks: bool,
 ) -> io::Result<OwnedFd> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// `WEBSERV_NO_CACHED_CALLS=1` in the environment: behave as on a kernel without
+/// `RESOLVE_CACHED` (< 5.12) and without `cachestat` (< 6.5) — a testing aid for the paths
+/// every older kernel and the BSDs take.
+pub fn no_cached_calls() -> bool {
+    static NO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NO.get_or_init(|| std::env::var_os("WEBSERV_NO_CACHED_CALLS").is_some_and(|v| v == "1"))
+}
+
+/// Read `buf.len()` bytes of file `fd` at `offset` only if they are all in the page cache:
+/// `preadv2(RWF_NOWAIT)` (Linux ≥ 4.14), which never waits for the disk. `Ok(false)` when
+/// some are not (the caller reads them off its thread instead), and always where the call
+/// does not exist (other systems).
+pub fn read_cached_at(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        match pread_nowait(fd, &mut buf[done..], offset + done as u64) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP)) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(target_os = "linux")]
+fn pread_nowait(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: one iovec over a live, writable buffer of its length, read only during the call.
+    let r = unsafe { libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pread_nowait(_fd: RawFd, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }
 
 /// The open flags for a lookup only (nothing read or written through the fd): `O_PATH` where
@@ -848,6 +907,33 @@ pub fn read_dir_fd(fd: RawFd, max: usize) -> io::Result<(Vec<OsString>, bool)> {
     // SAFETY: `d` is live and closed once (this also closes `dup`).
     unsafe { libc::closedir(d) };
     Ok((names, more))
+}
+
+/// The entries of directory `fd` with their facts, as [`crate::Op::ListDir`] reads them: at
+/// most `max` names ([`read_dir_fd`]), each `fstatat`'d in the directory (following a
+/// symlink only when `follow`); a name whose `fstatat` fails is left out. The bool says
+/// whether names were left unread. Blocking: run it off the event loop's thread.
+///
+/// The names are read through a new open file description of the directory (`openat` of
+/// `.`), not `fd`'s own: duplicates of one fd share their offset, and two listings of them on
+/// two threads would read each other's entries.
+pub fn list_dir(fd: RawFd, max: usize, follow: bool) -> io::Result<(Vec<crate::DirEntry>, bool)> {
+    let own = openat(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let (names, truncated) = read_dir_fd(own.as_raw_fd(), max)?;
+    drop(own);
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        let Ok(m) = fstatat(fd, &name, follow) else {
+            continue;
+        };
+        entries.push(crate::DirEntry {
+            is_dir: m.is_dir(),
+            size: m.size,
+            mtime: m.mtime.0,
+            name,
+        });
+    }
+    Ok((entries, truncated))
 }
 
 #[cfg(test)]

@@ -2208,3 +2208,124 @@ fn many_files_written_at_once_with_closes_and_cancels_in_the_batch() {
         },
     );
 }
+
+fn list_dir(dir: RawFd, max: usize, follow: bool) -> Op {
+    Op::ListDir(backends::ListDir::new(dup_dir(dir), max, follow))
+}
+
+/// The listing a completed `ListDir` gave back: its entries by name, and the truncated flag.
+fn listed(c: Completion) -> (HashMap<String, backends::DirEntry>, bool) {
+    let Buf::Path(call) = c.buf else {
+        panic!("a listing gives back its call: {:?}", c.buf)
+    };
+    let backends::PathCall::ListDir(l) = *call else {
+        panic!("not a listing: {call:?}")
+    };
+    assert_eq!(c.result.ok(), Some(l.entries.len()), "result = entry count");
+    let by_name = l
+        .entries
+        .into_iter()
+        .map(|e| (e.name.to_string_lossy().into_owned(), e))
+        .collect();
+    (by_name, l.truncated)
+}
+
+/// Invariant 14: a directory is read off the loop's thread on every backend: the names (no
+/// `.`/`..`) with their type, size and mtime; symlinks followed or not as asked (a dangling
+/// one left out when followed); at most `max` names, and then `truncated`; no wake-up of the
+/// caller's is reported for the pool's work.
+#[test]
+fn list_dir_reads_names_and_facts() {
+    each_backend("list_dir_reads_names_and_facts", |b| {
+        let (d, dir) = open_at_tree("listdir");
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("big"), vec![7u8; 12345]).unwrap();
+        std::os::unix::fs::symlink("nowhere", d.join("dangling")).unwrap();
+        let mtime = std::fs::metadata(d.join("big"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        b.submit(1, list_dir(dir.as_raw_fd(), 100, true));
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.token, 1);
+        let (all, truncated) = listed(c);
+        let mut names: Vec<_> = all.keys().cloned().collect();
+        names.sort();
+        // `out` leads to /etc/hostname (followed: a file), `dangling` to nothing (left out).
+        assert_eq!(names, ["a.txt", "big", "in", "out", "sub"], "{all:?}");
+        assert!(!truncated);
+        assert!(all["sub"].is_dir && !all["big"].is_dir);
+        assert_eq!((all["big"].size, all["big"].mtime), (12345, mtime));
+        assert_eq!(all["in"].size, 5, "a followed link has its target's size");
+        b.submit(2, list_dir(dir.as_raw_fd(), 100, false));
+        let (all, _) = listed(collect(b, 1).pop().unwrap());
+        assert_eq!(all.len(), 6, "not followed, every link is listed: {all:?}");
+        assert_eq!(all["in"].size, "a.txt".len() as u64, "a link's own size");
+        b.submit(3, list_dir(dir.as_raw_fd(), 2, false));
+        let (all, truncated) = listed(collect(b, 1).pop().unwrap());
+        assert_eq!((all.len(), truncated), (2, true));
+        b.submit(4, list_dir(dir.as_raw_fd(), 6, false));
+        let (all, truncated) = listed(collect(b, 1).pop().unwrap());
+        assert_eq!(
+            (all.len(), truncated),
+            (6, false),
+            "exactly max names is whole"
+        );
+        // Not a directory: the error of reading it.
+        let f = std::fs::File::open(d.join("a.txt")).unwrap();
+        b.submit(5, Op::ListDir(backends::ListDir::new(f.into(), 10, true)));
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(errno_of(&c.result), Some(libc::ENOTDIR), "{c:?}");
+        quiet_for(b, 100, "after the listings");
+        drop(dir);
+        let _ = std::fs::remove_dir_all(d);
+    });
+}
+
+/// A Cancel of a listing: it completes exactly once (ECANCELED, or its entries), and the
+/// cancel completes (Ok, or ENOENT when the listing had already finished).
+#[test]
+fn cancel_of_a_list_dir_completes_it_once() {
+    each_backend("cancel_of_a_list_dir_completes_it_once", |b| {
+        let (d, dir) = open_at_tree("listcancel");
+        let mut cancelled = 0;
+        for round in 0..40u64 {
+            let t = 10 * round + 1;
+            // Several in one batch so that some are still queued on the pool when cancelled.
+            for k in 0..6 {
+                b.submit(t + k, list_dir(dir.as_raw_fd(), 100, true));
+            }
+            b.submit(t + 8, Op::Cancel { target: t + 5 });
+            let got = collect(b, 7);
+            for k in 0..6 {
+                let n = got.iter().filter(|c| c.token == t + k).count();
+                assert_eq!(n, 1, "listing {k}: {got:?}");
+            }
+            let l = got.iter().find(|c| c.token == t + 5).unwrap();
+            let c = got.iter().find(|c| c.token == t + 8).unwrap();
+            match &l.result {
+                Ok(n) => assert_eq!(*n, 3, "{l:?}"),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::ECANCELED));
+                    cancelled += 1;
+                }
+            }
+            assert!(
+                c.result.is_ok() || (errno_of(&c.result) == Some(libc::ENOENT) && l.result.is_ok()),
+                "cancel: {:?}, listing: {:?}",
+                c.result,
+                l.result
+            );
+        }
+        println!(
+            "{}: {cancelled} of 40 listings cancelled before they ran",
+            b.name()
+        );
+        quiet_for(b, 50, "after the cancels");
+        drop(dir);
+        let _ = std::fs::remove_dir_all(d);
+    });
+}

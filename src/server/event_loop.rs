@@ -352,8 +352,8 @@ impl Loop {
             OpTag::ChildExit => self.on_child_exit(t, c),
             _ => {
                 if self.conns.get(t.slot, t.gen).is_none() {
-                    // Its connection is gone (a stale completion): only its buffer remains,
-                    // the fd a lookup opened, or an upload's file created or named for nobody.
+                    // Its connection is gone (a stale completion): only its buffer (a listing's
+                    // dir fd), a lookup's fd, or an upload's file created or named for nobody.
                     crate::server::task::lookup::close_stray_fd(t.op, &c);
                     if matches!(t.op, OpTag::UploadOpen | OpTag::UploadRename) {
                         let unlink = Tok {

@@ -24,6 +24,7 @@ pub mod event_loop;
 pub mod gauges;
 pub mod headers;
 pub mod ident;
+pub mod lookups;
 pub mod metrics;
 pub mod out;
 pub mod reply;

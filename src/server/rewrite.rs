@@ -100,7 +100,7 @@ fn exists<'a>(
     let name = std::ffi::OsStr::new(if rel.is_empty() { "." } else { rel.as_str() });
     let flags = backends::util::O_LOOKUP;
     let found = if cached {
-        backends::util::open_beneath_cached(anchor.as_raw_fd(), name, flags, no_symlinks)
+        crate::server::lookups::open_cached(anchor.as_raw_fd(), name, flags, no_symlinks)
     } else {
         backends::util::open_beneath(anchor.as_raw_fd(), name, flags, 0, no_symlinks)
     };

@@ -235,7 +235,7 @@ fn store_open(
             true,
         ));
     }
-    match backends::util::open_beneath_cached(fd.as_raw_fd(), name, flags, true) {
+    match crate::server::lookups::open_cached(fd.as_raw_fd(), name, flags, true) {
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
             Err(Cold(match backends::util::dup_fd(fd.as_raw_fd()) {
                 Ok(dir) => Route::Lookup {
@@ -272,7 +272,7 @@ fn stat_in_store(
 ) -> Result<io::Result<Option<backends::util::FileStat>>, Cold> {
     let os = std::ffi::OsStr::new(name);
     let r = if cx.cached_lookups {
-        backends::util::open_beneath_cached(dir.fd(), os, backends::util::O_LOOKUP, true)
+        crate::server::lookups::open_cached(dir.fd(), os, backends::util::O_LOOKUP, true)
     } else {
         backends::util::open_beneath(dir.fd(), os, backends::util::O_LOOKUP, 0, true)
     };

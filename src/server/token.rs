@@ -52,6 +52,11 @@ pub enum OpTag {
     /// A file task: read of the next piece, and the close of its fd.
     FileRead = 20,
     FileClose = 21,
+    /// A file task reading a directory for its listing off the loop's thread
+    /// (`Op::ListDir`), and the cancel of it when the request ends first. A late listing
+    /// holds only its directory fd (a duplicate) and its entries: dropped with it.
+    ListDir = 22,
+    ListDirCancel = 23,
     /// An upload task: write to its temp file.
     UploadWrite = 25,
     /// An upload task: close of its temp file's fd while a write may be in flight.
@@ -94,6 +99,8 @@ impl OpTag {
             15 => HangupCancel,
             20 => FileRead,
             21 => FileClose,
+            22 => ListDir,
+            23 => ListDirCancel,
             25 => UploadWrite,
             26 => UploadClose,
             24 => UploadOpen,
@@ -129,6 +136,8 @@ impl OpTag {
             HangupCancel => "hangup-cancel",
             FileRead => "file read",
             FileClose => "file close",
+            ListDir => "list dir",
+            ListDirCancel => "list dir cancel",
             UploadWrite => "upload write",
             UploadClose => "upload close",
             UploadOpen => "upload open",
@@ -320,6 +329,8 @@ mod tests {
             OpTag::Recv,
             OpTag::ChildExit,
             OpTag::CgiStderrClose,
+            OpTag::ListDir,
+            OpTag::ListDirCancel,
         ] {
             for (gen, slot, req) in [(1, 0, 0), (GEN_MASK, SLOT_MASK, 255), (12345, 999, 7)] {
                 let t = Tok::new(gen, slot, req, op);

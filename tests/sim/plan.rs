@@ -191,6 +191,15 @@ pub fn request(rng: &mut Rng, site: &Site, tag: &str, last: bool, big: bool) -> 
             r.bytes = format!("{m} {name} HTTP/1.1\r\nHost: localhost\r\n{hdr_close}\r\n").into();
             r.body = Some(if r.head { Vec::new() } else { data.clone() });
         }
+        6 if rng.chance(300) => {
+            // A directory listing (Op::ListDir), of a directory uploads change meanwhile or not.
+            let dir = if rng.chance(500) {
+                "/demo/"
+            } else {
+                "/uploads/"
+            };
+            r.bytes = format!("GET {dir} HTTP/1.1\r\nHost: localhost\r\n{hdr_close}\r\n").into();
+        }
         6 => {
             r.bytes =
                 format!("GET /missing-{tag}.html HTTP/1.1\r\nHost: localhost\r\n{hdr_close}\r\n")

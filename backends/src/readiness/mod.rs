@@ -24,7 +24,7 @@ use crate::offload::Offload;
 use crate::pool::BufPool;
 use crate::slab::Slab;
 use crate::sys;
-use crate::{Backend, Buf, Completion, Op, Options, RecvBuf, Stats, Token, Wake, Waker};
+use crate::{Backend, Buf, Completion, Op, Options, RecvBuf, Stats, Token, Waker};
 
 #[cfg(target_os = "linux")]
 pub mod epoll;
@@ -139,18 +139,7 @@ pub struct Readiness<P: Poller> {
     closes_waiting: Vec<(RawFd, Token)>,
 }
 
-/// The caller's waker: marks the wake-up as the caller's, then wakes the poller.
-struct UserWake {
-    flag: Arc<AtomicBool>,
-    inner: Arc<dyn Wake>,
-}
-
-impl Wake for UserWake {
-    fn wake(&self) -> io::Result<()> {
-        self.flag.store(true, Ordering::Release);
-        self.inner.wake()
-    }
-}
+use crate::offload::UserWake;
 
 impl<P: Poller> Readiness<P> {
     pub fn new(opts: &Options) -> io::Result<Self> {

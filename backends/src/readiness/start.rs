@@ -51,7 +51,7 @@ impl<P: Poller> Readiness<P> {
                 return;
             }
             Op::Cancel { target } => return self.cancel(token, target, out),
-            op @ (Op::OpenAt(_) | Op::RenameAt(_) | Op::UnlinkAt(_)) => {
+            op @ (Op::OpenAt(_) | Op::RenameAt(_) | Op::UnlinkAt(_) | Op::ListDir(_)) => {
                 let Ok(call) = op.into_path_call() else {
                     unreachable!("a path op")
                 };

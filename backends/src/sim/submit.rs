@@ -140,7 +140,7 @@ impl State {
                 self.push(token, P::Cancel { found }, out);
             }
             Op::Timeout { deadline } => self.push(token, P::Timeout { deadline }, out),
-            op @ (Op::OpenAt(_) | Op::RenameAt(_) | Op::UnlinkAt(_)) => {
+            op @ (Op::OpenAt(_) | Op::RenameAt(_) | Op::UnlinkAt(_) | Op::ListDir(_)) => {
                 let Ok(call) = op.into_path_call() else {
                     unreachable!("a path op")
                 };

@@ -268,7 +268,17 @@ impl Uring {
                     self.free(idx)?;
                     return Ok(());
                 }
-                if res >= 0 {
+                // A pool thread's wake-up brings its finished jobs; only the caller's own
+                // wake-ups are reported as such.
+                let mut done = Vec::new();
+                self.offload.take_done(&mut done);
+                for (token, result, buf) in done {
+                    out.push(Completion::new(token, result, buf, false));
+                }
+                let user = self
+                    .user_woken
+                    .swap(false, std::sync::atomic::Ordering::Acquire);
+                if res >= 0 && user {
                     out.push(Completion::new(crate::WAKE_TOKEN, Ok(0), Buf::None, false));
                 }
                 self.arm(idx)?;

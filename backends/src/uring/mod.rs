@@ -86,6 +86,12 @@ pub struct Uring {
     wait_timer: Option<(u32, Instant)>,
     /// Completions produced outside `wait` (by `release`, or starved ops a close finished).
     early: Vec<Completion>,
+    /// [`crate::Op::ListDir`] (no opcode reads a directory) runs here; results come back
+    /// after an eventfd wake-up.
+    offload: crate::offload::Offload,
+    /// Set by the caller's [`Waker`] (not the pool's): only its wake-ups are completed with
+    /// [`crate::WAKE_TOKEN`].
+    user_woken: Arc<std::sync::atomic::AtomicBool>,
     /// Set by Drop: nothing is restarted any more.
     dropping: bool,
     /// How many 10 ms rounds Drop waits for the kernel to let go (0: `drop_without_waiting`).
@@ -121,6 +127,7 @@ impl Uring {
                 features.buf_ring = true;
             }
         }
+        let wake = Arc::new(EventFd::new()?);
         let mut u = Uring {
             ring,
             bufring,
@@ -137,7 +144,9 @@ impl Uring {
             due: Vec::new(),
             starved: Vec::new(),
             timers: TimerHeap::default(),
-            wake: Arc::new(EventFd::new()?),
+            wake: wake.clone(),
+            offload: crate::offload::Offload::new(wake),
+            user_woken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             stats: Stats::default(),
             wait_timer: None,
             early: Vec::new(),
@@ -268,7 +277,10 @@ impl Backend for Uring {
     }
 
     fn waker(&self) -> Waker {
-        Waker::new(self.wake.clone())
+        Waker::new(Arc::new(crate::offload::UserWake {
+            flag: self.user_woken.clone(),
+            inner: self.wake.clone(),
+        }))
     }
 
     fn sendfile_native(&self) -> bool {

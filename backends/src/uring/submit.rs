@@ -113,7 +113,9 @@ impl Uring {
                             .flags(flags)
                             .build()
                     }
-                    crate::PathCall::Open(_) => unreachable!("an open is State::OpenAt"),
+                    crate::PathCall::Open(_) | crate::PathCall::ListDir(_) => {
+                        unreachable!("an open is State::OpenAt, a listing is on the pool")
+                    }
                 },
                 State::Wake { val } => {
                     opcode::Read::new(fd, (&mut **val as *mut u64).cast(), 8).build()
@@ -165,7 +167,8 @@ impl Uring {
             | Op::ChildExit { .. }
             | Op::OpenAt(_)
             | Op::RenameAt(_)
-            | Op::UnlinkAt(_) => Ok(()),
+            | Op::UnlinkAt(_)
+            | Op::ListDir(_) => Ok(()),
         }
     }
 
@@ -278,6 +281,15 @@ impl Uring {
                     .resolve(resolve);
                 let op = Box::new(OpenOp { open, how });
                 (-1, State::OpenAt { op })
+            }
+            Op::ListDir(l) => {
+                // No opcode reads a directory: the pool runs it, and its result comes back
+                // after the eventfd wake-up (`complete`, `State::Wake`).
+                let call = crate::offload::Call::Path(crate::PathCall::ListDir(l));
+                if let Err(e) = self.offload.submit(crate::offload::Job { token, call }) {
+                    out.push(Completion::new(token, Err(e), Buf::None, false));
+                }
+                return Ok(());
             }
             op @ (Op::RenameAt(_) | Op::UnlinkAt(_)) => {
                 let Ok(call) = op.into_path_call() else {

@@ -152,7 +152,9 @@ impl Conn {
             }
         };
         let (body, expect) = (head.body, head.expect_continue);
-        let (route, limit) = self.route_parsed(&req, body, env, true);
+        let (route, limit) = crate::server::lookups::with_known(&mut Vec::new(), || {
+            self.route_parsed(&req, body, env, true)
+        });
         if matches!(route, Route::Lookup { .. }) {
             // Routed again once the lookup is done: from this head, held until then. A body
             // waits in the input (at most `IN_HIGH` of it read) and is read after the
@@ -162,6 +164,8 @@ impl Conn {
                     head: buf[..head_len].to_vec(),
                     body,
                     expect,
+                    known: Vec::new(),
+                    holds: 1,
                 }));
             }
         }
@@ -454,7 +458,13 @@ impl Conn {
                 no_symlinks,
             } => {
                 let id = env.gauges.task_id();
-                match LookupTask::new(id, dir, &rel, no_symlinks) {
+                // The very open that missed, when the routing recorded it (its answer goes to
+                // the next routing); else a lookup that only warms the caches.
+                let task = match crate::server::lookups::take_miss() {
+                    Some(m) => Some(LookupTask::of_miss(id, m)),
+                    None => LookupTask::new(id, dir, &rel, no_symlinks),
+                };
+                match task {
                     Some(t) => self.start_task(RequestTask::Lookup(t), env),
                     None => self.answer_error(404, &[], env),
                 }

@@ -9,13 +9,18 @@ use crate::server::ident::TaskKind;
 use crate::server::task::Abort;
 
 impl Conn {
-    /// A lookup finished off the loop's thread: route the held head again, now looking up
-    /// on the loop's thread (the caches are warm; if they are not, it blocks once rather than
-    /// waiting for another warm-up).
+    /// A lookup finished off the loop's thread: route the held head again, with its answer
+    /// and those of the lookups before (`server::lookups`); a lookup that still misses holds
+    /// it again (at most `MAX_HOLDS` times, then the plain calls).
     pub(super) fn reroute(&mut self, env: &mut Env) {
+        let answer = self
+            .req
+            .as_mut()
+            .and_then(|r| r.task.as_mut())
+            .and_then(|t| t.take_lookup_answer());
         self.abort_task(Abort::Finished, env);
         let held = self.req.as_mut().and_then(|r| r.held.take());
-        let Some(held) = held else {
+        let Some(mut held) = held else {
             crate::error!("{}: nothing to route again", self.ident());
             self.answer_error(500, &[], env);
             return;
@@ -37,8 +42,31 @@ impl Conn {
             rq.hops = 0;
             rq.named = None;
         }
-        let (route, limit) = self.route_parsed(&r, held.body, env, false);
-        self.dispatch_route(route, held.body, held.expect, limit, env);
+        // Routed with the answers of the lookups done for it (`server::lookups`): one more
+        // each time it was held; past `MAX_HOLDS`, with the plain calls.
+        held.known.extend(answer);
+        let cached = held.holds < crate::server::lookups::MAX_HOLDS;
+        if !cached {
+            crate::error!(
+                "{}: held {} times for lookups: routed with blocking calls",
+                self.ident(),
+                held.holds
+            );
+        }
+        let mut known = std::mem::take(&mut held.known);
+        let (route, limit) = crate::server::lookups::with_known(&mut known, || {
+            self.route_parsed(&r, held.body, env, cached)
+        });
+        let (body, expect) = (held.body, held.expect);
+        if matches!(route, crate::server::route::Route::Lookup { .. }) {
+            // Another lookup missed: held again, with what it knows so far.
+            held.known = known;
+            held.holds += 1;
+            if let Some(rq) = self.req.as_mut() {
+                rq.held = Some(held);
+            }
+        }
+        self.dispatch_route(route, body, expect, limit, env);
     }
 
     /// Leave the current task for an internal redirect: its body, if unread, is dropped (the

@@ -132,6 +132,10 @@ pub struct Held {
     pub head: Vec<u8>,
     pub body: BodyKind,
     pub expect: bool,
+    /// The answers of the lookups done for it so far (`server::lookups`).
+    pub known: Vec<crate::server::lookups::Resolved>,
+    /// How many times it was held.
+    pub holds: u8,
 }
 
 impl RequestRecord {

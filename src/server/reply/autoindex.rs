@@ -1,7 +1,7 @@
 //! nginx-style directory listings, produced in pieces.
 //!
-//! A listing is read (names and `fstatat` facts, at most `autoindex_max_entries` of them) and
-//! sorted once, then rendered a piece at a time as the connection drains ([`Listing::next_piece`],
+//! A listing is read off the loop's thread (`Op::ListDir`: names and `fstatat` facts, at most
+//! `autoindex_max_entries` of them; the file task submits it, [`Pending`]) and sorted once, then rendered a piece at a time as the connection drains ([`Listing::next_piece`],
 //! driven by the file task): the HTML of the whole listing is never in memory, and a client that
 //! does not read holds only the entry table. The length is known before the first byte (each
 //! line is rendered once to count it), so the response has a `Content-Length` for every client.
@@ -10,6 +10,8 @@
 //! table and the loop time of one request: a directory anyone can fill (an upload store) costs at
 //! most that many entries per request.
 
+use std::os::fd::OwnedFd;
+#[cfg(test)]
 use std::os::fd::RawFd;
 
 use crate::http::path::{html_escape, percent_encode_path};
@@ -19,6 +21,40 @@ struct Entry {
     is_dir: bool,
     size: u64,
     mtime: u64,
+}
+
+/// A listing whose directory is being read off the loop's thread (`Op::ListDir`, submitted by
+/// the file task): the response head waits for the length.
+pub struct Pending {
+    /// A duplicate of the directory's fd, which the op takes.
+    pub dir: Option<OwnedFd>,
+    pub uri: String,
+    pub max: usize,
+    /// Whether a symlink in the directory is followed for its facts.
+    pub follow: bool,
+    /// The response head up to its `Content-Length`, which only the listing knows.
+    pub head: Vec<u8>,
+    /// A HEAD: the head alone is sent.
+    pub head_only: bool,
+}
+
+impl Pending {
+    /// The op that reads the directory (once: the fd goes with it).
+    pub fn op(&mut self) -> Option<backends::Op> {
+        let dir = self.dir.take()?;
+        let l = backends::ListDir::new(dir, self.max, self.follow);
+        Some(backends::Op::ListDir(l))
+    }
+
+    /// The whole response head and the listing to stream (none for a HEAD), from what the
+    /// op read.
+    pub fn finish(&mut self, read: backends::ListDir) -> (Vec<u8>, Option<Listing>) {
+        let l = Listing::build(read.entries, read.truncated, &self.uri, self.max);
+        let mut head = std::mem::take(&mut self.head);
+        super::header_u64(&mut head, "Content-Length", l.len());
+        super::finish(&mut head);
+        (head, (!self.head_only).then_some(l))
+    }
 }
 
 /// A listing being sent.
@@ -64,25 +100,28 @@ fn render(e: &Entry, out: &mut String) {
 }
 
 impl Listing {
-    /// Read the open directory `dir` (listed as `uri`): at most `max` names, entries
-    /// `fstatat`'d in the directory (following a symlink only when `follow`), never opened, so a
-    /// FIFO in it costs nothing. Dot-files are not listed.
+    /// Read the open directory `dir` (listed as `uri`), blocking: tests only — the server
+    /// reads a directory off the loop with `Op::ListDir` ([`Pending`]) and builds from that.
+    #[cfg(test)]
     pub fn read(dir: RawFd, uri: &str, max: usize, follow: bool) -> std::io::Result<Listing> {
-        let (names, truncated) = backends::util::read_dir_fd(dir, max)?;
-        let mut entries = Vec::with_capacity(names.len());
-        for os in names {
-            let name = os.to_string_lossy().into_owned();
+        let (entries, truncated) = backends::util::list_dir(dir, max, follow)?;
+        Ok(Listing::build(entries, truncated, uri, max))
+    }
+
+    /// The listing of `uri` from what an `Op::ListDir` read (at most `max` names, `truncated`
+    /// when more were left): dot-files are not listed; directories first, then by name.
+    pub fn build(read: Vec<backends::DirEntry>, truncated: bool, uri: &str, max: usize) -> Listing {
+        let mut entries = Vec::with_capacity(read.len());
+        for e in read {
+            let name = e.name.to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
-            let Ok(m) = backends::util::fstatat(dir, &os, follow) else {
-                continue;
-            };
             entries.push(Entry {
                 name,
-                is_dir: m.is_dir(),
-                size: m.size,
-                mtime: m.mtime.0.max(0) as u64,
+                is_dir: e.is_dir,
+                size: e.size,
+                mtime: e.mtime.max(0) as u64,
             });
         }
         entries.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
@@ -104,14 +143,14 @@ impl Listing {
             render(e, &mut line);
             len += line.len() as u64;
         }
-        Ok(Listing {
+        Listing {
             top,
             bottom,
             entries,
             next: 0,
             top_sent: false,
             len,
-        })
+        }
     }
 
     /// The length of the whole listing in bytes.

@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::os::fd::{OwnedFd, RawFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -114,7 +113,7 @@ impl FileCache {
         let name = std::ffi::OsStr::new(rel);
         let flags = backends::util::O_LOOKUP;
         let st =
-            match cached.then(|| backends::util::open_beneath_cached(anchor, name, flags, false)) {
+            match cached.then(|| crate::server::lookups::open_cached(anchor, name, flags, false)) {
                 Some(Ok(fd)) => {
                     use std::os::fd::AsRawFd;
                     backends::util::fstat(fd.as_raw_fd()).ok()?
@@ -182,9 +181,14 @@ impl FileCache {
         }
         self.forget(path);
         let mut body = vec![0u8; st.size as usize];
-        // Regular files only (checked above): a read of at most 64 KiB from the page cache.
-        // A file that shrank under us fails here: it is then served uncached.
-        file.read_exact_at(&mut body, 0).ok()?;
+        // Regular files only (checked above): at most 64 KiB, read only when all of it is in
+        // the page cache (`RWF_NOWAIT`: never a wait for the disk on the loop's thread).
+        // Else, or for a file that shrank under us, it is served uncached (its reads off
+        // the loop fill the page cache, and a later request fills this cache).
+        use std::os::fd::AsRawFd;
+        if !backends::util::read_cached_at(file.as_raw_fd(), &mut body, 0).ok()? {
+            return None;
+        }
         if self.bytes + body.len() > CACHE_TOTAL_MAX {
             self.map.clear();
             self.bytes = 0;

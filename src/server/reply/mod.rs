@@ -44,10 +44,11 @@ pub enum Reply {
 }
 
 /// Where a streamed body comes from: a file on disk (sendfile or reads), or a directory
-/// listing rendered a piece at a time.
+/// listing, read off the loop's thread and then rendered a piece at a time (its head, built
+/// once the length is known, comes with it: the reply's own head is empty).
 pub enum Stream {
     Disk(File),
-    Listing(Box<autoindex::Listing>),
+    Listing(Box<autoindex::Pending>),
     /// Several ranges of a file: `multipart/byteranges` (each part's header, then its bytes,
     /// then the closing delimiter).
     Ranges(File, Box<byteranges::Parts>),
@@ -63,6 +64,24 @@ impl Reply {
     /// The same reply with another status (an `error_page` answered by a named location keeps
     /// the error's status, as nginx's `err_status`): the status line is rewritten.
     pub fn with_status(mut self, code: u16) -> Reply {
+        if let Reply::File {
+            file: Stream::Listing(p),
+            status,
+            ..
+        } = &mut self
+        {
+            *status = code;
+            // A listing's head waits with it: the status line is there.
+            let mut r = Reply::Full {
+                status: 200,
+                head: std::mem::take(&mut p.head),
+                body: backends::Body::Empty,
+            }
+            .with_status(code);
+            if let Reply::Full { head, .. } = &mut r {
+                p.head = std::mem::take(head);
+            }
+        }
         let (Reply::Full { status, head, .. } | Reply::File { status, head, .. }) = &mut self;
         if let Some(end) = head.windows(2).position(|w| w == b"\r\n") {
             let mut line = Vec::with_capacity(40);

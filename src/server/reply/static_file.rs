@@ -7,7 +7,7 @@ use std::path::Path;
 
 use backends::util::{self, FileStat};
 
-use super::autoindex::Listing;
+use super::autoindex::Pending;
 use super::cache::{Cached, FileCache};
 use super::{finish, full, header, header_u64, map, ret, start, Ctx, Reply, Stream};
 use crate::config::{Location, Symlinks};
@@ -219,7 +219,7 @@ fn open_beneath(
     cached: bool,
 ) -> std::io::Result<OwnedFd> {
     if cached {
-        util::open_beneath_cached(anchor, OsStr::new(rel), flags, nofollow)
+        crate::server::lookups::open_cached(anchor, OsStr::new(rel), flags, nofollow)
     } else {
         util::open_beneath(anchor, OsStr::new(rel), flags, 0, nofollow)
     }
@@ -349,8 +349,10 @@ pub fn serve_static(
         }
         if loc.autoindex {
             let max = usize::try_from(loc.autoindex_max_entries).unwrap_or(usize::MAX);
-            return match Listing::read(raw, path, max, !nofollow) {
-                Ok(listing) => Static::Reply(listing_reply(listing, cx)),
+            // Read off the loop's thread by the file task (`Op::ListDir`), from a duplicate
+            // of the directory's fd.
+            return match util::dup_fd(raw) {
+                Ok(dir) => Static::Reply(listing_reply(dir, path, max, !nofollow, cx)),
                 Err(e) => Static::Error(io_status(&e)),
             };
         }
@@ -429,27 +431,26 @@ fn serve_file(
     })
 }
 
-/// A directory listing: its head now, its body streamed by the file task in pieces.
-fn listing_reply(listing: Listing, cx: &Ctx) -> Reply {
+/// A directory listing: read by the file task off the loop's thread, then its head (with the
+/// length only the listing knows) and its body streamed in pieces.
+fn listing_reply(dir: OwnedFd, uri: &str, max: usize, follow: bool, cx: &Ctx) -> Reply {
     let mut head = Vec::with_capacity(256);
     start(&mut head, 200, cx);
     header(&mut head, "Content-Type", b"text/html; charset=utf-8");
-    header_u64(&mut head, "Content-Length", listing.len());
-    finish(&mut head);
-    if cx.head_only {
-        return Reply::Full {
-            status: 200,
-            head,
-            body: backends::Body::Empty,
-        };
-    }
-    let len = listing.len();
+    let pending = Pending {
+        dir: Some(dir),
+        uri: uri.to_string(),
+        max,
+        follow,
+        head,
+        head_only: cx.head_only,
+    };
     Reply::File {
         status: 200,
-        head,
-        file: Stream::Listing(Box::new(listing)),
+        head: Vec::new(),
+        file: Stream::Listing(Box::new(pending)),
         offset: 0,
-        len,
+        len: 0,
     }
 }
 

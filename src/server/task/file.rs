@@ -1,7 +1,8 @@
 //! A body streamed: a file from disk — the head, then the body by sendfile(2) where the backend
 //! has it (the kernel copies file to socket) and the file's pages are all in the page cache,
 //! else by backend reads into a buffer (off the loop's thread), one piece per drained output
-//! queue — or a directory listing rendered one piece per drained queue (its
+//! queue — or a directory listing, read off the loop's thread (`Op::ListDir`) and then
+//! rendered one piece per drained queue (its
 //! back-pressure: nothing more is produced while the client has not taken the last piece). The
 //! task owns the file's fd and closes it through the backend.
 
@@ -32,6 +33,8 @@ pub struct FileTask {
 
 /// What a file task streams besides a plain file range.
 enum More {
+    /// A directory being read off the loop's thread (`Op::ListDir`); `true` once submitted.
+    Reading(crate::server::reply::autoindex::Pending, bool),
     Listing(crate::server::reply::autoindex::Listing),
     /// The parts of a multipart/byteranges body still to send: each one's header, then its
     /// range; then the closing delimiter.
@@ -42,7 +45,7 @@ impl FileTask {
     pub fn new(id: u32, head: Vec<u8>, file: Stream, offset: u64, len: u64) -> FileTask {
         let (fd, more) = match file {
             Stream::Disk(f) => (Some(f.into_raw_fd()), None),
-            Stream::Listing(l) => (None, Some(Box::new(More::Listing(*l)))),
+            Stream::Listing(p) => (None, Some(Box::new(More::Reading(*p, false)))),
             Stream::Ranges(f, p) => (Some(f.into_raw_fd()), Some(Box::new(More::Parts(*p)))),
         };
         // With parts, the first range comes from them (with its header).
@@ -63,24 +66,58 @@ impl FileTask {
         }
     }
 
-    /// Whether some of what is to be sent is not in the page cache (`cachestat(2)`): then it is
-    /// read by backend read ops (io_uring's own, the readiness backends' pool) rather than by
-    /// sendfile(2), which would wait for the disk on the loop's thread. Unknown counts as cached.
+    /// Whether some of what is to be sent may not be in the page cache (`cachestat(2)`): then
+    /// it is read by backend read ops (io_uring's own, the readiness backends' pool) rather
+    /// than by sendfile(2), which would wait for the disk on the loop's thread. Where the
+    /// kernel cannot say (Linux < 6.5, the BSDs), every file is read so.
     fn cold(&mut self) -> bool {
         let Some(fd) = self.fd else {
             return false;
         };
-        let cached = |off: u64, len: u64| backends::util::cached_fully(fd, off, len) != Some(false);
+        let cached = |off: u64, len: u64| backends::util::cached_fully(fd, off, len) == Some(true);
         let warm = match self.more.as_deref() {
             Some(More::Parts(p)) => p.parts.iter().all(|(_, off, len)| cached(*off, *len)),
-            Some(More::Listing(_)) => true,
+            Some(More::Listing(_) | More::Reading(..)) => true,
             None => cached(self.offset, self.left),
         };
         if !warm {
             self.trail
-                .push("not in the page cache: reads at", self.offset);
+                .push("not known to be in the page cache: reads at", self.offset);
         }
         !warm
+    }
+
+    /// The directory was read: the head (now with its length), then the first piece.
+    fn listed(&mut self, c: Completion, cx: &mut Cx) -> Step {
+        let Some(More::Reading(p, true)) = self.more.as_deref_mut() else {
+            return Step::Pending;
+        };
+        let read = match (c.result, c.buf) {
+            (Ok(_), Buf::Path(call)) => match *call {
+                backends::PathCall::ListDir(l) => l,
+                _ => return Step::Fail(500),
+            },
+            (Err(e), _) => {
+                crate::trace!("{}: listing {:?}: {e}", cx.id, p.uri);
+                return Step::Fail(crate::server::reply::static_file::io_status(&e));
+            }
+            (Ok(_), _) => return Step::Fail(500),
+        };
+        let (head, listing) = p.finish(read);
+        self.trail
+            .push("listed, bytes", listing.as_ref().map_or(0, |l| l.len()));
+        cx.out.push_bytes(head);
+        match listing {
+            Some(l) => {
+                self.left = l.len();
+                self.more = Some(Box::new(More::Listing(l)));
+                self.on_drained(cx)
+            }
+            None => {
+                self.more = None;
+                Step::Done
+            }
+        }
     }
 
     fn close(&mut self, cx: &mut Cx) {
@@ -99,8 +136,14 @@ impl Task for FileTask {
         if let Some(h) = self.head.take() {
             cx.out.push_bytes(h);
         }
-        if matches!(self.more.as_deref(), Some(More::Listing(_))) {
-            return self.on_drained(cx);
+        if let Some(More::Reading(p, submitted)) = self.more.as_deref_mut() {
+            let Some(op) = p.op() else {
+                return Step::Fail(500);
+            };
+            *submitted = true;
+            self.trail.push("listing submitted, max", p.max as u64);
+            cx.submit(OpTag::ListDir, op);
+            return Step::Pending;
         }
         if cx.sendfile && !self.cold() {
             if let Some(fd) = self.fd {
@@ -122,6 +165,9 @@ impl Task for FileTask {
     }
 
     fn on_completion(&mut self, op: OpTag, c: Completion, cx: &mut Cx) -> Step {
+        if op == OpTag::ListDir {
+            return self.listed(c, cx);
+        }
         if op != OpTag::FileRead || self.fd.is_none() {
             return Step::Pending;
         }
@@ -151,6 +197,9 @@ impl Task for FileTask {
     }
 
     fn on_drained(&mut self, cx: &mut Cx) -> Step {
+        if let Some(More::Reading(..)) = self.more.as_deref() {
+            return Step::Pending; // nothing queued until the directory is read
+        }
         if let Some(More::Listing(l)) = self.more.as_deref_mut() {
             return match l.next_piece(LISTING_PIECE) {
                 Some(piece) => {
@@ -214,6 +263,12 @@ impl Task for FileTask {
     }
 
     fn abort(&mut self, _why: Abort, cx: &mut Cx) {
+        if let Some(More::Reading(_, true)) = self.more.as_deref() {
+            // The listing may still be queued on the pool: cancel it (a running one
+            // completes; its late completion drops its directory fd and entries).
+            let target = cx.token(OpTag::ListDir);
+            cx.submit(OpTag::ListDirCancel, Op::Cancel { target });
+        }
         self.more = None;
         self.close(cx);
     }

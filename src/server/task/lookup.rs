@@ -1,11 +1,12 @@
-//! A file lookup that would have blocked the loop: routing a GET found a step of its path
-//! missing from the kernel's caches (`RESOLVE_CACHED` said `EAGAIN`), so the same lookup is
-//! done off the loop's thread ([`Op::OpenAt`], `O_PATH` where it exists: no file is read) and the request is
-//! then routed again from its held head, with the caches warm.
+//! A file lookup that would have blocked the loop: routing a request found a step of its path
+//! missing from the kernel's caches (`RESOLVE_CACHED` said `EAGAIN`, or the kernel cannot
+//! say), so the very open the routing wanted is done off the loop's thread ([`Op::OpenAt`])
+//! and the request is then routed again from its held head, with that open's answer handed
+//! to the routing ([`crate::server::lookups`]).
 //!
-//! The task holds nothing but its op: the op owns a duplicate of the root's directory fd, and
-//! the fd it opens is closed as soon as it arrives — by this task, or, when the request ended
-//! meanwhile, by the loop's stale-completion path ([`close_stray_fd`]).
+//! The task holds nothing but its op (which owns a duplicate of the directory's fd) and then
+//! its answer; the fd the open made is the answer's, or, when the request ended meanwhile,
+//! is closed by the loop's stale-completion path ([`close_stray_fd`]).
 
 use std::ffi::CString;
 use std::os::fd::{OwnedFd, RawFd};
@@ -14,6 +15,7 @@ use backends::{Completion, Op};
 
 use super::{Abort, Cx, Step, Task};
 use crate::server::ident::{TaskId, TaskKind};
+use crate::server::lookups::{Key, Miss, Resolved};
 use crate::server::token::OpTag;
 
 pub struct LookupTask {
@@ -21,6 +23,9 @@ pub struct LookupTask {
     op: Option<Op>,
     what: String,
     done: bool,
+    /// Which open the op does, and then its answer, for the next routing.
+    key: Option<Key>,
+    answer: Option<Resolved>,
 }
 
 impl LookupTask {
@@ -42,7 +47,37 @@ impl LookupTask {
             })),
             what: rel.to_string(),
             done: false,
+            key: None,
+            answer: None,
         })
+    }
+
+    /// The open a routing missed, done as it was asked (same directory, path, flags, symlink
+    /// policy; contained), its answer kept for the next routing.
+    pub fn of_miss(id: u32, m: Miss) -> LookupTask {
+        LookupTask {
+            id: TaskId {
+                kind: TaskKind::Lookup,
+                id,
+            },
+            what: m.rel.to_string_lossy().into_owned(),
+            op: Some(Op::OpenAt(backends::Open {
+                dir: m.dir,
+                path: m.rel,
+                flags: m.flags,
+                mode: 0,
+                beneath: true,
+                no_symlinks: m.no_symlinks,
+            })),
+            done: false,
+            key: Some(m.key),
+            answer: None,
+        }
+    }
+
+    /// The answer of the lookup, once done (for the routing that follows).
+    pub fn take_answer(&mut self) -> Option<Resolved> {
+        self.answer.take()
     }
 }
 
@@ -76,17 +111,21 @@ impl Task for LookupTask {
             return Step::Pending;
         }
         self.done = true;
-        close_stray_fd(op, &c);
         if let Err(e) = &c.result {
-            // The routing that follows looks up again (now blocking) and answers what it
-            // finds: the error here only tells what the warm-up met.
+            // The routing that follows answers it (404, 403, …).
             crate::trace!("{}: lookup of {:?}: {e}", cx.id, self.what);
+        }
+        match self.key.take() {
+            Some(key) => self.answer = Some(Resolved::new(key, &c.result)),
+            None => close_stray_fd(op, &c),
         }
         Step::Reroute
     }
     fn abort(&mut self, _why: Abort, _cx: &mut Cx) {
-        // The open, if in flight, completes on its own; its fd is closed where it lands.
+        // The open, if in flight, completes on its own; its fd is closed where it lands. An
+        // answer nobody took closes its fd here.
         self.op = None;
+        self.answer = None;
     }
     fn describe(&self) -> String {
         format!(

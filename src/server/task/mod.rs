@@ -200,6 +200,14 @@ impl Task for RequestTask {
 }
 
 impl RequestTask {
+    /// A lookup task's answer, for the routing that follows it.
+    pub fn take_lookup_answer(&mut self) -> Option<crate::server::lookups::Resolved> {
+        match self {
+            RequestTask::Lookup(t) => t.take_answer(),
+            _ => None,
+        }
+    }
+
     /// Whether a client that leaves should stop this task at once (a CGI); other tasks end
     /// when their next send fails.
     pub fn stops_when_client_leaves(&self) -> bool {
