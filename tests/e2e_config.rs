@@ -51,6 +51,26 @@ fn check_config(text: &str) -> (Output, String) {
     (out, all)
 }
 
+/// Runs the server (to its exit, at most 10 s) with the configuration `text` written to
+/// `name` in a fresh prefix that has an empty `www/`, on backend `b`.
+fn run_server(b: &str, name: &str, text: &str) -> Output {
+    let dir = temp_dir();
+    let path = dir.join(name);
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(&path, text).unwrap();
+    let args = [
+        "-c",
+        path.to_str().unwrap(),
+        "-p",
+        dir.to_str().unwrap(),
+        "--backend",
+        b,
+    ];
+    let out = run(&dir, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
 #[test]
 fn good_config_passes_test_mode() {
     let text = "error_log stderr info;
@@ -147,28 +167,14 @@ fn bad_configs_report_file_line_col() {
 #[test]
 fn server_refuses_to_start_with_bad_config() {
     for_each_backend("server_refuses_to_start_with_bad_config", |b| {
-        let dir = temp_dir();
-        let path = dir.join("run.conf");
-        std::fs::write(
-            &path,
-            format!(
+        let out = run_server(
+            b,
+            "run.conf",
+            &format!(
                 "server {{\n    listen 127.0.0.1:{};\n    bogus;\n}}\n",
                 free_port()
             ),
-        )
-        .unwrap();
-        let out = run(
-            &dir,
-            &[
-                "-c",
-                path.to_str().unwrap(),
-                "-p",
-                dir.to_str().unwrap(),
-                "--backend",
-                b,
-            ],
         );
-        let _ = std::fs::remove_dir_all(&dir);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "started with a bad config");
         assert!(stderr.contains("run.conf:3:5:"), "stderr:\n{stderr}");
@@ -180,26 +186,11 @@ fn port_in_use_is_refused_with_address() {
     for_each_backend("port_in_use_is_refused_with_address", |b| {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let dir = temp_dir();
-        let path = dir.join("busy.conf");
-        std::fs::create_dir_all(dir.join("www")).unwrap();
-        std::fs::write(
-            &path,
-            format!("error_log stderr info;\nserver {{\n    listen 127.0.0.1:{port};\n    root www;\n}}\n"),
-        )
-        .unwrap();
-        let out = run(
-            &dir,
-            &[
-                "-c",
-                path.to_str().unwrap(),
-                "-p",
-                dir.to_str().unwrap(),
-                "--backend",
-                b,
-            ],
+        let out = run_server(
+            b,
+            "busy.conf",
+            &format!("error_log stderr info;\nserver {{\n    listen 127.0.0.1:{port};\n    root www;\n}}\n"),
         );
-        let _ = std::fs::remove_dir_all(&dir);
         drop(taken);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -224,29 +215,14 @@ fn second_server_on_a_served_address_is_refused() {
             "workers 2;\nerror_log stderr info;\nserver {\n    listen 127.0.0.1:{PORT};\n    root {DIR}/www;\n}\n",
             |d| write_file(d, "www/index.html", "first\n"),
         );
-        let dir = temp_dir();
-        std::fs::create_dir_all(dir.join("www")).unwrap();
-        let path = dir.join("second.conf");
-        std::fs::write(
-            &path,
-            format!(
+        let out = run_server(
+            b,
+            "second.conf",
+            &format!(
                 "workers 2;\nerror_log stderr info;\nserver {{\n    listen 127.0.0.1:{};\n    root www;\n}}\n",
                 first.port
             ),
-        )
-        .unwrap();
-        let out = run(
-            &dir,
-            &[
-                "-c",
-                path.to_str().unwrap(),
-                "-p",
-                dir.to_str().unwrap(),
-                "--backend",
-                b,
-            ],
         );
-        let _ = std::fs::remove_dir_all(&dir);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),

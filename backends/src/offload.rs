@@ -182,6 +182,30 @@ impl Offload {
         g.running.contains(&token).then_some(false)
     }
 
+    /// A caller's cancel (`token`) of the job `target`: a queued job is dropped and completes
+    /// with `ECANCELED`, a running one completes with its own result later; the cancel itself
+    /// completes with 0, or `ENOENT` when no job has that token. Returns whether the job was
+    /// dropped.
+    pub fn cancel_op(&self, target: Token, token: Token, out: &mut Vec<crate::Completion>) -> bool {
+        let none = crate::Buf::None;
+        let (dropped, result) = match self.cancel(target) {
+            Some(true) => {
+                let c = crate::Completion::new(target, Err(crate::sys::canceled()), none, false);
+                out.push(c);
+                (true, Ok(0))
+            }
+            Some(false) => (false, Ok(0)),
+            None => (false, Err(io::Error::from_raw_os_error(libc::ENOENT))),
+        };
+        out.push(crate::Completion::new(
+            token,
+            result,
+            crate::Buf::None,
+            false,
+        ));
+        dropped
+    }
+
     /// The results of the jobs done since the last call, in the order they finished.
     pub fn take_done(&self, out: &mut Vec<(Token, io::Result<usize>, crate::Buf)>) {
         out.extend(

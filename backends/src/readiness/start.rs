@@ -244,21 +244,10 @@ impl<P: Poller> Readiness<P> {
             .find(|(_, s)| s.token == target && s.live());
         let Some((idx, _)) = found else {
             // An open on the offload pool: dropped if not started, else it completes itself.
-            let result = match self.offload.cancel(target) {
-                Some(true) => {
-                    self.file_jobs.retain(|&(t, _)| t != target);
-                    out.push(Completion::new(
-                        target,
-                        Err(sys::canceled()),
-                        Buf::None,
-                        false,
-                    ));
-                    Ok(0)
-                }
-                Some(false) => Ok(0),
-                None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
-            };
-            return out.push(Completion::new(token, result, Buf::None, false));
+            if self.offload.cancel_op(target, token, out) {
+                self.file_jobs.retain(|&(t, _)| t != target);
+            }
+            return;
         };
         let key = self.slots.key(idx);
         let fd = self.slots[idx].fd;

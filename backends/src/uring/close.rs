@@ -83,20 +83,7 @@ impl Uring {
         });
         let Some((t, _)) = found else {
             // A listing on the pool: dropped if not started, else it completes itself.
-            let result = match self.offload.cancel(target) {
-                Some(true) => {
-                    out.push(Completion::new(
-                        target,
-                        Err(sys::canceled()),
-                        Buf::None,
-                        false,
-                    ));
-                    Ok(0)
-                }
-                Some(false) => Ok(0),
-                None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
-            };
-            out.push(Completion::new(token, result, Buf::None, false));
+            self.offload.cancel_op(target, token, out);
             return Ok(());
         };
         let key = self.slots.key(t);
