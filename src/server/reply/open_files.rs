@@ -149,7 +149,13 @@ impl OpenFiles {
 fn budget(cfg: &Config) -> usize {
     static NOFILE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let nofile = *NOFILE.get_or_init(backends::util::raise_nofile_limit);
-    let workers = crate::server::serve::worker_count(cfg.workers) as u64;
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let workers = match cfg.workers {
+        crate::config::Workers::Count(n) => n,
+        crate::config::Workers::Auto => {
+            *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        }
+    } as u64;
     usize::try_from(nofile / 4 / workers.max(1)).unwrap_or(usize::MAX)
 }
 
