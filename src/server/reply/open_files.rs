@@ -36,6 +36,7 @@ use super::cache::{FileCache, CACHE_FILE_MAX};
 use super::static_file::{file_head, open_beneath, Body, Validators};
 use super::{Ctx, Reply, Stream};
 use crate::config::{Config, Location, OpenFileCache, Symlinks};
+use crate::server::token::{OpTag, Tok};
 
 /// How often entries unused for `inactive` are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -63,6 +64,8 @@ pub struct OpenFiles {
     /// Descriptors evicted with no response using them, to close through the backend.
     closing: Vec<OwnedFd>,
     next_sweep: Option<Instant>,
+    /// Closes submitted (each one's token is unique).
+    closed: u64,
 }
 
 impl OpenFiles {
@@ -123,9 +126,11 @@ impl OpenFiles {
     /// descriptors, so the close only returns the number; through the backend all the same).
     pub fn close_evicted(&mut self, be: &mut dyn backends::Backend) {
         for fd in self.closing.drain(..) {
-            // A close nobody waits for (the loop ignores its completion).
-            let t =
-                crate::server::token::Tok::new(0, 0, 0, crate::server::token::OpTag::RefuseClose);
+            // A close nobody waits for (the loop ignores its completion), under a token of its
+            // own (a count; task 1 keeps it apart from the loop's refused-connection closes).
+            self.closed += 1;
+            let n = self.closed;
+            let t = Tok::new((n >> 20) as u32, n as u32, 1, OpTag::RefuseClose);
             be.submit(
                 t.encode(),
                 backends::Op::Close {
