@@ -362,3 +362,40 @@ fn ranges_and_conditionals_from_a_cached_entry_are_exact() {
         }
     });
 }
+
+/// The cache never takes the descriptors connections need: with `RLIMIT_NOFILE` 64 a worker
+/// keeps at most a quarter (16) open, whatever `max` says, and new connections are still served.
+#[test]
+fn a_low_descriptor_limit_caps_the_cache() {
+    for_each_backend("open_file_cache_nofile", |b| {
+        let conf = format!("open_file_cache max=1000;\nworkers 1;\n{CONF}");
+        let s = Server::start_with_nofile(
+            b,
+            &conf,
+            |dir| {
+                setup(dir);
+                for i in 0..40 {
+                    write_file(dir, &format!("www/many/{i}.big"), pattern(BIG, i as u8));
+                }
+            },
+            64,
+        );
+        for i in 0..40 {
+            let r = get(s.port, &format!("/many/{i}.big"));
+            assert_eq!(r.body, pattern(BIG, i as u8), "[{b}] file {i}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let pid = s.pid().expect("server pid");
+        let kept = open_fds(pid, ".big");
+        assert!((1..=16).contains(&kept), "[{b}] {kept} files held open");
+        // Twenty connections at once, each answered.
+        let mut conns: Vec<common::Conn> = (0..20).map(|_| common::Conn::open(s.port)).collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.send(format!("GET /many/{i}.big HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let r = c.read_response();
+            assert_eq!(r.body, pattern(BIG, i as u8), "[{b}] connection {i}");
+        }
+    });
+}

@@ -152,8 +152,9 @@ impl OpenFiles {
 
 /// A quarter of the process's descriptor limit, shared by its workers.
 fn budget(cfg: &Config) -> usize {
+    // Read once: the server raised the soft limit to the hard one before its loops started.
     static NOFILE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let nofile = *NOFILE.get_or_init(backends::util::raise_nofile_limit);
+    let nofile = *NOFILE.get_or_init(backends::util::nofile_limit);
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let workers = match cfg.workers {
         crate::config::Workers::Count(n) => n,
