@@ -16,6 +16,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 mkdir -p "$D/www/up" "$D/www/list"
 for i in $(seq 1 30); do echo "$i" >"$D/www/list/f$i.txt"; done
 head -c 200000 /dev/urandom >"$D/www/big.bin"
+for i in $(seq 1 23); do cp "$D/www/big.bin" "$D/www/m$i.bin"; done
 echo small >"$D/www/s.txt"
 head -c 200000 /dev/urandom >"$D/put.bin"
 head -c 1000 /dev/urandom >"$D/p1"
@@ -54,7 +55,9 @@ run() {
     done
 }
 run "GET cached 6 B" "curl -s $U/s.txt"
-run "GET 200 KB" "curl -s $U/big.bin"
+run "GET 200 KB hot (open-file cache hit)" "curl -s $U/big.bin"
+N=1
+run "GET 200 KB, a new file each (open-file cache miss)" 'curl -s $U/m$N.bin; N=$((N + 1))'
 run "GET autoindex, 30 entries" "curl -s $U/list/"
 run "PUT 200 KB" "curl -s -T $D/put.bin $U/up/put.bin"
 run "POST multipart 2 x 1 KB" "curl -s -F 'a=@$D/p1;filename=a.bin' -F 'b=@$D/p1;filename=b.bin' $U/up/"

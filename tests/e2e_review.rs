@@ -1134,6 +1134,8 @@ fn h11_reset_at_every_phase() {
             b"DELETE /uploads/warm.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         );
         assert_eq!(del.status, 204, "{}", del.dump());
+        // The open-file cache keeps a large file open once served: serve it before counting.
+        assert_eq!(get(s.port, "/large.bin").status, 200);
         // The warm-up connection may still be in its lingering close: measure at rest.
         std::thread::sleep(Duration::from_millis(300));
         let fds0 = fd_count(pid).unwrap();

@@ -171,6 +171,22 @@ pub fn raise_nofile_limit() -> u64 {
     }
 }
 
+/// The soft open-file limit (`RLIMIT_NOFILE`), unchanged; 0 when it cannot be read.
+pub fn nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a pointer to a live rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+    {
+        lim.rlim_cur as u64
+    }
+}
+
 /// The resident set size of this process in bytes (Linux: /proc/self/statm; elsewhere 0).
 pub fn rss_bytes() -> usize {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();

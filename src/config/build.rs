@@ -16,7 +16,7 @@ use super::limits::HeadBuffers;
 use super::listen;
 use super::model::{
     BackendChoice, Config, DocRoot, ErrorLog, Listen, Location, LocationTree, LogLevel, Methods,
-    Modifier, Return, Server, ServerName, Symlinks, Timeouts, TryFiles, Workers,
+    Modifier, OpenFileCache, Return, Server, ServerName, Symlinks, Timeouts, TryFiles, Workers,
     DEFAULT_AUTOINDEX_MAX_ENTRIES,
 };
 use super::settings::{
@@ -85,6 +85,8 @@ struct Globals {
     keepalive_requests: Option<u32>,
     head_buffers: HeadBuffers,
     server_tokens: Option<bool>,
+    open_file_cache: Option<Option<(usize, Duration)>>,
+    open_file_cache_valid: Option<Duration>,
     seen_http: bool,
     seen_events: bool,
     http: Settings,
@@ -162,6 +164,38 @@ fn set_once<T>(slot: &mut Option<T>, v: T, d: &Directive) -> Result<(), ConfigEr
     }
     *slot = Some(v);
     Ok(())
+}
+
+/// `open_file_cache off` or `open_file_cache max=N [inactive=TIME]` (nginx's syntax; its
+/// `inactive` defaults to 60 s).
+fn parse_open_file_cache(d: &Directive) -> Result<Option<(usize, Duration)>, ConfigError> {
+    if d.args[0].text == "off" {
+        return match d.args.len() {
+            1 => Ok(None),
+            _ => Err(bad_value(d, 1, "")),
+        };
+    }
+    let (mut max, mut inactive) = (None, OpenFileCache::DEFAULT.inactive);
+    for (i, a) in d.args.iter().enumerate() {
+        if let Some(n) = a.text.strip_prefix("max=") {
+            let n = values::number(n).filter(|&n| (1..=1 << 20).contains(&n));
+            max = Some(n.ok_or_else(|| bad_value(d, i, ", max must be 1 to 1048576"))? as usize);
+        } else if let Some(t) = a.text.strip_prefix("inactive=") {
+            inactive = values::time_or(t).map_err(|b| bad_value(d, i, &b.hint("time")))?;
+        } else {
+            return Err(bad_value(
+                d,
+                i,
+                ", it must be \"off\", \"max=N\" or \"inactive=TIME\"",
+            ));
+        }
+    }
+    match max {
+        Some(m) => Ok(Some((m, inactive))),
+        None => Err(d
+            .name
+            .err("\"open_file_cache\" needs \"max=N\" or \"off\"".to_string())),
+    }
 }
 
 fn time_arg(d: &Directive) -> Result<Duration, ConfigError> {
@@ -310,6 +344,13 @@ impl Builder<'_> {
                     let v = values::flag(arg(0))
                         .ok_or_else(|| bad_value(d, 0, ", it must be \"on\" or \"off\""))?;
                     set_once(&mut self.g.server_tokens, v, d)?;
+                }
+                "open_file_cache" => {
+                    let v = parse_open_file_cache(d)?;
+                    set_once(&mut self.g.open_file_cache, v, d)?;
+                }
+                "open_file_cache_valid" => {
+                    set_once(&mut self.g.open_file_cache_valid, time_arg(d)?, d)?
                 }
                 "set_real_ip_from" => {
                     let c =
@@ -790,6 +831,21 @@ impl Builder<'_> {
             types,
             head_limits,
             server_tokens: self.g.server_tokens.unwrap_or(false),
+            open_file_cache: OpenFileCache {
+                max: match self.g.open_file_cache {
+                    Some(v) => v.map_or(0, |(max, _)| max),
+                    None => OpenFileCache::DEFAULT.max,
+                },
+                inactive: self
+                    .g
+                    .open_file_cache
+                    .flatten()
+                    .map_or(OpenFileCache::DEFAULT.inactive, |(_, t)| t),
+                valid: self
+                    .g
+                    .open_file_cache_valid
+                    .unwrap_or(OpenFileCache::DEFAULT.valid),
+            },
             servers,
             addrs,
         })

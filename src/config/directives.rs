@@ -73,6 +73,9 @@ pub static SPECS: &[Spec] = &[
     d("large_client_header_buffers", HTTP, 2, 2),
     // nginx: http, server, location; global here.
     d("server_tokens", HTTP, 1, 1),
+    // The open-file cache (issue 12): http level only (nginx: also server and location).
+    d("open_file_cache", HTTP, 1, 2),
+    d("open_file_cache_valid", HTTP, 1, 1),
     // realip (issue 15): http level only, where nginx also allows server and location.
     d("set_real_ip_from", HTTP, 1, 1),
     d("real_ip_header", HTTP, 1, 1),

@@ -68,8 +68,8 @@ pub use headers::{AddHeader, Expires};
 pub use log_format::{escape_into, LogEscape, LogFormat};
 pub use model::{
     AddrServers, BackendChoice, Cgi, CgiParam, Config, DocRoot, ErrorLog, ErrorPage,
-    ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, Return, Server, ServerName,
-    Symlinks, Timeouts, TryFallback, TryFiles, Workers, DEFAULT_AUTOINDEX_MAX_ENTRIES,
+    ErrorPageStatus, Listen, Location, LogLevel, Methods, Modifier, OpenFileCache, Return, Server,
+    ServerName, Symlinks, Timeouts, TryFallback, TryFiles, Workers, DEFAULT_AUTOINDEX_MAX_ENTRIES,
 };
 pub use settings::{DEFAULT_CGI_TIMEOUT, DEFAULT_CLIENT_MAX_BODY_SIZE};
 pub use template::{Piece, Template, TemplateError, Variable, LOG_VARIABLES, VARIABLES};

@@ -93,10 +93,35 @@ pub struct Config {
     pub head_limits: crate::http::request::HeadLimits,
     /// `server_tokens`: the version in the `Server` header and error pages (default off).
     pub server_tokens: bool,
+    /// `open_file_cache` and `open_file_cache_valid` (http level).
+    pub open_file_cache: OpenFileCache,
     /// In file order.
     pub servers: Vec<Server>,
     /// One entry per distinct listen address, with its servers and routing tables.
     pub addrs: Vec<AddrServers>,
+}
+
+/// The open-file cache of each worker (nginx's `open_file_cache`): files larger than the
+/// small-file cache keeps in memory keep their descriptor and validators between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFileCache {
+    /// Entries per worker (`max=N`); 0 is `open_file_cache off`.
+    pub max: usize,
+    /// An entry unused this long is dropped (`inactive=TIME`).
+    pub inactive: Duration,
+    /// How long an entry is trusted before its file is looked at again
+    /// (`open_file_cache_valid`).
+    pub valid: Duration,
+}
+
+impl OpenFileCache {
+    /// On by default, unlike nginx (whose cache is off, and whose `valid` is 60 s): 1000
+    /// entries, 60 s inactive, checked again after 1 s as the small-file cache is.
+    pub const DEFAULT: OpenFileCache = OpenFileCache {
+        max: 1000,
+        inactive: Duration::from_secs(60),
+        valid: Duration::from_secs(1),
+    };
 }
 
 /// One `listen` of a server.

@@ -628,3 +628,42 @@ fn limits_example_parses() {
     assert!(!c.server_tokens);
     assert_eq!(c.head_limits, crate::http::request::HeadLimits::DEFAULT);
 }
+
+#[test]
+fn open_file_cache_directives() {
+    const S: &str = "\nserver { listen 80; }";
+    assert_eq!(parse(S).open_file_cache, OpenFileCache::DEFAULT);
+    let c = parse(&format!(
+        "open_file_cache max=8 inactive=5m;\nopen_file_cache_valid 30s;{S}"
+    ));
+    assert_eq!(
+        c.open_file_cache,
+        OpenFileCache {
+            max: 8,
+            inactive: Duration::from_secs(300),
+            valid: Duration::from_secs(30),
+        }
+    );
+    let c = parse(&format!("http {{ open_file_cache max=2; {S} }}"));
+    assert_eq!(c.open_file_cache.max, 2);
+    assert_eq!(c.open_file_cache.inactive, Duration::from_secs(60));
+    assert_eq!(
+        parse(&format!("open_file_cache off;{S}"))
+            .open_file_cache
+            .max,
+        0
+    );
+    for bad in [
+        "open_file_cache max=0;",
+        "open_file_cache inactive=5s;",
+        "open_file_cache max=5 min_uses=2;",
+        "open_file_cache off max=5;",
+        "open_file_cache_valid x;",
+        "server { listen 80; open_file_cache off; }",
+        "open_file_cache off; open_file_cache off;",
+    ] {
+        let text = format!("{bad}{S}");
+        let e = parse_str(&text, "t.conf", Path::new(PREFIX)).err();
+        assert!(e.is_some(), "{bad}");
+    }
+}

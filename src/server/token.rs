@@ -34,7 +34,8 @@ pub enum OpTag {
     Accept = 1,
     /// The loop's one-second tick.
     Tick = 2,
-    /// Close of a connection refused at accept (slot/gen = a refusal counter).
+    /// A close nobody waits for: a connection refused at accept (slot/gen = a refusal
+    /// counter, task 0), or a descriptor the open-file cache evicted (its close counter, task 1).
     RefuseClose = 3,
     /// A listener's accept cancelled at stop.
     AcceptCancel = 4,

@@ -142,6 +142,11 @@ pub fn write_file(dir: &Path, path: &str, contents: impl AsRef<[u8]>) {
     fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
 }
 
+thread_local! {
+    /// The user (and group) the next server of this thread runs as ([`Server::start_as`]).
+    static RUN_AS: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
 /// The path of the webserv binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_webserv")
@@ -226,6 +231,9 @@ impl Server {
             if own_group {
                 cmd.process_group(0);
             }
+            if let Some(id) = RUN_AS.with(|c| c.get()) {
+                cmd.uid(id).gid(id);
+            }
             let child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", binary()));
@@ -285,6 +293,16 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Like [`Server::start`], with the server running as user and group `id` (when the tests
+    /// run as root: a file's permission bits then bind the server, as they do for a server
+    /// started by an ordinary user). The prefix directory is readable by everyone.
+    pub fn start_as(id: u32, backend: &str, conf: &str, setup: impl FnOnce(&Path)) -> Server {
+        RUN_AS.with(|c| c.set(Some(id)));
+        let s = Server::start(backend, conf, setup);
+        RUN_AS.with(|c| c.set(None));
+        s
     }
 
     /// Everything the server wrote to stdout/stderr so far.

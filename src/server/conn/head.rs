@@ -305,6 +305,7 @@ impl Conn {
             &cx,
             env.cache,
         );
+        env.cache.open.close_evicted(&mut *env.be);
         env.give_head(cx.head_buf.take()); // when no reply took it
         env.give_path(cx.path_buf.take());
         (route, loc.client_max_body_size)

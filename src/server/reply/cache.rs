@@ -31,7 +31,7 @@ pub fn note_write() {
     WRITES.fetch_add(1, Ordering::Release);
 }
 
-fn writes() -> u64 {
+pub(super) fn writes() -> u64 {
     WRITES.load(Ordering::Acquire)
 }
 
@@ -68,12 +68,14 @@ pub struct FileCache {
     /// reload: every path under them is resolved beneath one of these.
     anchors: std::collections::HashMap<PathBuf, std::rc::Rc<OwnedFd>>,
     bytes: usize,
+    /// Large files kept open (nginx's `open_file_cache`).
+    pub open: super::open_files::OpenFiles,
     /// The loop turn's time (set by the loop: no clock read per request); `None` reads it.
     pub now: Option<std::time::Instant>,
 }
 
 impl FileCache {
-    fn now(&self) -> std::time::Instant {
+    pub(super) fn now(&self) -> std::time::Instant {
         self.now.unwrap_or_else(std::time::Instant::now)
     }
 
@@ -91,6 +93,7 @@ impl FileCache {
     /// A reload may have changed what the configured paths name: open them again.
     pub fn reset_anchors(&mut self) {
         self.anchors.clear();
+        self.open.clear();
     }
 
     /// An expired entry checked without reading the file: `rel` looked up beneath `anchor`
@@ -208,7 +211,7 @@ impl FileCache {
         Some(entry)
     }
 
-    fn forget(&mut self, path: &Path) {
+    pub(super) fn forget(&mut self, path: &Path) {
         if let Some(old) = self.map.remove(path) {
             self.bytes -= old.body.len();
         }

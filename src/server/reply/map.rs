@@ -1,6 +1,6 @@
 //! URI → file: the root or alias of a location, or its upload store, with the containment rule.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config::Location;
 
@@ -61,31 +61,30 @@ pub fn upload_target(loc: &Location, uri: &str) -> Option<PathBuf> {
 /// (`openat2(RESOLVE_BENEATH)`), whatever the relative part or a symlink says. `None` when the
 /// string check above already refuses it.
 pub fn resolve(loc: &Location, uri: &str) -> Option<(PathBuf, String)> {
+    let (anchor, rel) = resolve_ref(loc, uri)?;
+    Some((anchor.to_path_buf(), rel.to_string()))
+}
+
+/// [`resolve`] without a copy: the directory borrowed from the location, the relative path
+/// from the URI (the open-file cache looks entries up with it, allocating nothing).
+pub fn resolve_ref<'a>(loc: &'a Location, uri: &'a str) -> Option<(&'a Path, &'a str)> {
     let (anchor, rest) = match &loc.docroot {
-        crate::config::DocRoot::Root(dir) => (dir.clone(), uri),
+        crate::config::DocRoot::Root(dir) => (dir.as_path(), uri),
         crate::config::DocRoot::Alias { dir, strip } if strip.is_empty() => {
             // A regex location's alias names the file itself: resolve its last component in
             // its parent.
-            let parent = dir.parent()?.to_path_buf();
-            let name = dir.file_name()?.to_string_lossy().into_owned();
-            return Some((parent, name));
+            return Some((dir.parent()?, dir.file_name()?.to_str()?));
         }
-        crate::config::DocRoot::Alias { dir, strip } => {
-            (dir.clone(), uri.strip_prefix(strip.as_str()).unwrap_or(uri))
-        }
+        crate::config::DocRoot::Alias { dir, strip } => (
+            dir.as_path(),
+            uri.strip_prefix(strip.as_str()).unwrap_or(uri),
+        ),
     };
     if !contained(rest) {
         return None;
     }
     let rel = rest.trim_start_matches('/');
-    Some((
-        anchor,
-        if rel.is_empty() {
-            ".".into()
-        } else {
-            rel.into()
-        },
-    ))
+    Some((anchor, if rel.is_empty() { "." } else { rel }))
 }
 
 /// Like [`upload_target`], split into the store and the relative path in it (`""`: the store

@@ -10,6 +10,7 @@ pub mod autoindex;
 pub mod byteranges;
 pub mod cache;
 pub mod map;
+pub mod open_files;
 pub mod static_file;
 
 use std::fs::File;
@@ -48,6 +49,8 @@ pub enum Reply {
 /// once the length is known, comes with it: the reply's own head is empty).
 pub enum Stream {
     Disk(File),
+    /// A file the open-file cache keeps open, shared with it and other responses.
+    Shared(std::rc::Rc<std::os::fd::OwnedFd>),
     Listing(Box<autoindex::Pending>),
     /// Several ranges of a file: `multipart/byteranges` (each part's header, then its bytes,
     /// then the closing delimiter).

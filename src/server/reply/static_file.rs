@@ -25,7 +25,7 @@ pub(super) struct Validators<'a> {
 
 /// The head of a GET/HEAD of a file: 304 when the conditionals say so, 416 for an unsatisfiable
 /// range (both complete replies, `Err`), else 200 or 206 with the byte range to send.
-fn file_head(
+pub(super) fn file_head(
     v: &Validators,
     uri: &str,
     mime: &crate::config::Config,
@@ -77,6 +77,10 @@ fn file_head(
                     Some(f) => super::byteranges::file_reply(&p, f, ty, v, cx),
                     None => full(500, "text/plain", Vec::new(), &[], cx),
                 },
+                Body::Shared(fd) => match util::dup_fd(fd.as_raw_fd()) {
+                    Ok(f) => super::byteranges::file_reply(&p, File::from(f), ty, v, cx),
+                    Err(_) => full(500, "text/plain", Vec::new(), &[], cx),
+                },
             });
         }
         Some(range::Ranges::Unsatisfiable) => {
@@ -124,9 +128,11 @@ fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -
 
 /// Where a file's bytes are, for a multipart answer: in memory, or the open file (taken when a
 /// multipart reply streams it).
-enum Body<'a> {
+pub(super) enum Body<'a> {
     Mem(&'a [u8]),
     Disk(&'a mut Option<File>),
+    /// The open-file cache's descriptor (duplicated when a multipart reply streams it).
+    Shared(&'a OwnedFd),
 }
 
 /// What a GET/HEAD of a mapped path resolves to.
@@ -211,7 +217,7 @@ fn same_owner_links(anchor: RawFd, rel: &str) -> std::io::Result<()> {
 
 /// Open `rel` beneath `anchor`; with `cached`, only as far as the kernel's caches go (`EAGAIN`
 /// otherwise: see [`Static::Lookup`]).
-fn open_beneath(
+pub(super) fn open_beneath(
     anchor: RawFd,
     rel: &str,
     flags: libc::c_int,
@@ -288,6 +294,9 @@ pub fn serve_static(
             return Static::Reply(serve_cached(&c, path, mime, cx));
         }
     }
+    if let Some(r) = super::open_files::hit(cache, loc, path, mime, cx) {
+        return Static::Reply(r);
+    }
     let Some((anchor, rel)) = super::map::resolve(loc, path) else {
         return Static::Error(404);
     };
@@ -302,12 +311,19 @@ pub fn serve_static(
             return Static::Reply(serve_cached(&c, path, mime, cx));
         }
     }
+    let a = anchor.as_raw_fd();
+    if let Some(r) = super::open_files::revalidated(cache, a, loc, path, mime, cx) {
+        return Static::Reply(r);
+    }
     let nofollow = loc.disable_symlinks == Symlinks::Refuse;
     let cached = cx.cached_lookups;
     let (fd, raw, st) = match open_read(anchor.as_raw_fd(), &rel, loc.disable_symlinks, cached) {
         Ok(x) => x,
         Err(e) if is_cold(&e) => return cold(anchor.as_raw_fd(), rel, nofollow),
-        Err(e) => return Static::Error(open_status(&e)),
+        Err(e) => {
+            super::open_files::on_open_error(cache, &e);
+            return Static::Error(open_status(&e));
+        }
     };
     if st.is_dir() {
         if !path.ends_with('/') {
@@ -362,7 +378,10 @@ pub fn serve_static(
         // A FIFO, socket or device under the root: never read (a FIFO would block).
         return Static::Error(403);
     }
-    serve_file(File::from(fd), &st, &fs_path, path, mime, cx, cache)
+    match super::open_files::adopt(cache, loc, path, &fs_path, fd, &st, mime, cx) {
+        Ok(reply) => Static::Reply(reply),
+        Err(fd) => serve_file(File::from(fd), &st, &fs_path, path, mime, cx, cache),
+    }
 }
 
 /// Whether an `If-Range` value still names this representation: an entity tag by strong

@@ -6,7 +6,7 @@
 //! back-pressure: nothing more is produced while the client has not taken the last piece). The
 //! task owns the file's fd and closes it through the backend.
 
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 
 use backends::{Body, Buf, Completion, Op, SendBuf};
 
@@ -21,6 +21,8 @@ const LISTING_PIECE: usize = 64 * 1024;
 pub struct FileTask {
     id: TaskId,
     fd: Option<RawFd>,
+    /// `fd` when the open-file cache shares it: closed only by its last holder.
+    shared: Option<std::rc::Rc<std::os::fd::OwnedFd>>,
     /// A listing to render, or the parts of a multipart body (one box: the task stays small).
     more: Option<Box<More>>,
     head: Option<Vec<u8>>,
@@ -43,8 +45,10 @@ enum More {
 
 impl FileTask {
     pub fn new(id: u32, head: Vec<u8>, file: Stream, offset: u64, len: u64) -> FileTask {
+        let mut shared = None;
         let (fd, more) = match file {
             Stream::Disk(f) => (Some(f.into_raw_fd()), None),
+            Stream::Shared(f) => (Some(shared.insert(f).as_raw_fd()), None),
             Stream::Listing(p) => (None, Some(Box::new(More::Reading(*p, false)))),
             Stream::Ranges(f, p) => (Some(f.into_raw_fd()), Some(Box::new(More::Parts(*p)))),
         };
@@ -56,6 +60,7 @@ impl FileTask {
                 id,
             },
             fd,
+            shared,
             more,
             head: Some(head),
             offset,
@@ -120,10 +125,19 @@ impl FileTask {
         }
     }
 
+    /// Close the file through the backend (which first ends any op still on it) — a shared
+    /// one only when this response holds its last reference: the cache, or another response,
+    /// still uses it otherwise, and its last holder closes it.
     fn close(&mut self, cx: &mut Cx) {
-        if let Some(fd) = self.fd.take() {
-            cx.submit(OpTag::FileClose, Op::Close { fd });
-        }
+        let Some(fd) = self.fd.take() else {
+            return;
+        };
+        let fd = match self.shared.take().map(std::rc::Rc::try_unwrap) {
+            None => fd,
+            Some(Ok(owned)) => owned.into_raw_fd(),
+            Some(Err(_)) => return,
+        };
+        cx.submit(OpTag::FileClose, Op::Close { fd });
     }
 }
 
