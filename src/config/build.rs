@@ -846,6 +846,7 @@ impl Builder<'_> {
                     .open_file_cache_valid
                     .unwrap_or(OpenFileCache::DEFAULT.valid),
             },
+            error_bodies: Default::default(),
             servers,
             addrs,
         })

@@ -95,6 +95,10 @@ pub struct Config {
     pub server_tokens: bool,
     /// `open_file_cache` and `open_file_cache_valid` (http level).
     pub open_file_cache: OpenFileCache,
+    /// The files `error_page` URIs map to, read when the configuration is loaded (at start
+    /// and at each reload, never on an event loop): answering an error makes no file system
+    /// call. Filled by `server::reply::preload_error_pages`.
+    pub error_bodies: std::collections::HashMap<std::path::PathBuf, std::sync::Arc<[u8]>>,
     /// In file order.
     pub servers: Vec<Server>,
     /// One entry per distinct listen address, with its servers and routing tables.

@@ -17,8 +17,9 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(cfg: Config) -> Arc<Control> {
+    pub fn new(mut cfg: Config) -> Arc<Control> {
         crate::http::response::set_server_tokens(cfg.server_tokens);
+        crate::server::reply::preload_error_pages(&mut cfg);
         Arc::new(Control {
             stop: false.into(),
             cfg: std::sync::Mutex::new(Arc::new(cfg)),
@@ -43,8 +44,10 @@ impl Control {
     }
 
     /// Hand a new (already validated) configuration to every loop.
-    pub fn reload(&self, cfg: Config) {
+    pub fn reload(&self, mut cfg: Config) {
         crate::http::response::set_server_tokens(cfg.server_tokens);
+        // Read here, on the reloading thread, not by the loops.
+        crate::server::reply::preload_error_pages(&mut cfg);
         *self.lock_cfg() = Arc::new(cfg);
         self.cfg_gen.fetch_add(1, Ordering::SeqCst);
         self.wake_all();

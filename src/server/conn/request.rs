@@ -203,7 +203,7 @@ impl Conn {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()))
             .collect();
-        reply::error(code, server, loc, &extra, &cx)
+        reply::error(code, &cfg.error_bodies, server, loc, &extra, &cx)
     }
 
     /// Answer the current request with the error response for `code` (its configured error

@@ -229,6 +229,7 @@ pub fn full(
 /// status unless the directive says otherwise).
 pub fn error(
     code: u16,
+    bodies: &std::collections::HashMap<std::path::PathBuf, std::sync::Arc<[u8]>>,
     server: &Server,
     loc: &Location,
     extra: &[(&str, &[u8])],
@@ -242,13 +243,14 @@ pub fn error(
             _ => code,
         };
         let target = server.location_for(&ep.uri);
-        // The same mapping (and containment rule) as any request for that URI.
+        // The same mapping (and containment rule) as any request for that URI; the file was
+        // read when the configuration was loaded (`preload_error_pages`).
         let path = map(target, &ep.uri).unwrap_or_default();
-        if let Some(r) = error_file(status, &path, extra, cx) {
-            return r;
+        if let Some(body) = bodies.get(&path) {
+            return error_file(status, &path, body, extra, cx);
         }
         crate::warn!(
-            "error_page {} -> {}: {} not readable",
+            "error_page {} -> {}: {} was not readable when the configuration was loaded",
             code,
             ep.uri,
             path.display()
@@ -263,39 +265,97 @@ pub fn error(
     )
 }
 
-/// A configured error page: its head now, its body streamed by the file task (no blocking read
-/// of the page on the loop). Opened `O_NONBLOCK`, so a FIFO in its place cannot stall the loop
-/// (it is not a regular file: `None`, and the built-in page is sent).
-fn error_file(status: u16, path: &Path, extra: &[(&str, &[u8])], cx: &Ctx) -> Option<Reply> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    let meta = file.metadata().ok().filter(|m| m.is_file())?;
+/// A configured error page, from the bytes read at load time (shared, not copied).
+fn error_file(
+    status: u16,
+    path: &Path,
+    body: &std::sync::Arc<[u8]>,
+    extra: &[(&str, &[u8])],
+    cx: &Ctx,
+) -> Reply {
     let mut head = Vec::with_capacity(256);
     start(&mut head, status, cx);
     header(&mut head, "Content-Type", mime_for(path).as_bytes());
-    header_u64(&mut head, "Content-Length", meta.len());
+    header_u64(&mut head, "Content-Length", body.len() as u64);
     for (n, v) in extra {
         header_checked(&mut head, n, v);
     }
     finish(&mut head);
-    if cx.head_only || meta.len() == 0 {
-        return Some(Reply::Full {
-            status,
-            head,
-            body: backends::Body::Empty,
-        });
+    let body = if cx.head_only || body.is_empty() {
+        backends::Body::Empty
+    } else {
+        backends::Body::Shared(backends::Shared {
+            data: body.clone(),
+            start: 0,
+            end: body.len(),
+        })
+    };
+    Reply::Full { status, head, body }
+}
+
+/// The largest `error_page` file kept in memory; a larger one is refused at load (the
+/// built-in page answers, with a warning).
+pub const ERROR_PAGE_MAX: u64 = 1 << 20;
+
+/// Read every file an `error_page` URI maps to into `cfg.error_bodies` — on the thread that
+/// loads the configuration (startup, reload), so that answering an error never opens a file
+/// on an event loop. The path is the one a request for the URI maps to, opened beneath the
+/// target location's root or alias like any request (`RESOLVE_BENEATH`, and no symlinks under
+/// `disable_symlinks on`); only a regular file of at most [`ERROR_PAGE_MAX`] bytes is kept.
+/// A page missing or changed after the load is seen at the next reload (nginx reads it per
+/// error).
+pub fn preload_error_pages(cfg: &mut crate::config::Config) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut bodies = std::collections::HashMap::new();
+    for server in &cfg.servers {
+        let every = server.locations.iter().chain(&server.named);
+        for loc in every.chain(std::iter::once(&server.default_location)) {
+            for ep in loc.error_pages.iter().filter(|e| !e.uri.starts_with('@')) {
+                let target = server.location_for(&ep.uri);
+                let Some(path) = map(target, &ep.uri) else {
+                    continue;
+                };
+                if bodies.contains_key(&path) {
+                    continue;
+                }
+                let Some((dir, rel)) = map::resolve(target, &ep.uri) else {
+                    continue;
+                };
+                let nofollow = target.disable_symlinks == crate::config::Symlinks::Refuse;
+                let read = || -> std::io::Result<Vec<u8>> {
+                    let anchor = backends::util::open_dir(&dir)?;
+                    let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+                    let fd = backends::util::open_beneath(
+                        anchor.as_raw_fd(),
+                        std::ffi::OsStr::new(&rel),
+                        flags,
+                        0,
+                        nofollow,
+                    )?;
+                    let st = backends::util::fstat(fd.as_raw_fd())?;
+                    if !st.is_file() || st.size > ERROR_PAGE_MAX {
+                        return Err(std::io::Error::other("not a regular file of at most 1 MiB"));
+                    }
+                    let mut v = Vec::with_capacity(st.size as usize);
+                    std::fs::File::from(fd).read_to_end(&mut v)?;
+                    Ok(v)
+                };
+                match read() {
+                    Ok(v) => {
+                        bodies.insert(path, std::sync::Arc::from(v));
+                    }
+                    Err(e) => crate::warn!(
+                        "error_page {} -> {}: {}: {e}",
+                        ep.code,
+                        ep.uri,
+                        path.display()
+                    ),
+                }
+            }
+        }
     }
-    Some(Reply::File {
-        status,
-        head,
-        file: Stream::Disk(file),
-        offset: 0,
-        len: meta.len(),
-    })
+    cfg.error_bodies = bodies;
 }
 
 fn mime_for(path: &Path) -> &'static str {
