@@ -20,6 +20,7 @@ server {
     error_page 404 /err404.html;
     location / { }
     location /strict/ { disable_symlinks on; }
+    location /app/ { index index.sh; cgi .sh /bin/sh; }
     location /tf/ { try_files $uri /tf/fallback.txt; }
     location /tfs/ { disable_symlinks on; try_files $uri /tfs/real.txt; }
     location /up/ {
@@ -38,6 +39,11 @@ fn setup(dir: &Path) {
     write_file(dir, "www/a.txt", "alpha");
     write_file(dir, "www/sub/index.html", "sub index");
     write_file(dir, "www/err404.html", "custom 404");
+    write_file(
+        dir,
+        "www/app/index.sh",
+        "printf 'Content-Type: text/plain\\r\\n\\r\\nran index.sh'\n",
+    );
     write_file(dir, "www/strict/real.txt", "real");
     write_file(dir, "www/tf/here.txt", "here");
     write_file(dir, "www/tf/fallback.txt", "fallback");
@@ -85,6 +91,15 @@ fn cold_lookups_answer_as_warm_ones() {
         );
         let r = get(s.port, "/missing.txt");
         assert_eq!((r.status, r.text()), (404, "custom 404".into()), "[{b}]");
+        // A directory whose index file is a CGI: the index is looked up off the loop too,
+        // and the script runs (it is not sent as a file).
+        let r = get(s.port, "/app/");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "ran index.sh".into()),
+            "[{b}] {}",
+            r.dump()
+        );
         let r = get(s.port, "/escape.txt");
         assert_eq!(
             r.status,

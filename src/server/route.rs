@@ -496,3 +496,45 @@ fn status_page(g: &Gauges, be: &dyn backends::Backend, json: bool) -> (&'static 
         ("text/plain; charset=utf-8", body)
     }
 }
+
+/// Whether index URI `u` of `loc` names a regular file: looked up beneath the location's root
+/// or alias with its symlink policy, from the kernel's caches only when `cached` (a miss holds
+/// the request: the `Route::Lookup` to do).
+pub fn index_is_file(
+    cache: &mut crate::server::reply::FileCache,
+    loc: &crate::config::Location,
+    u: &str,
+    cached: bool,
+) -> Result<bool, Route> {
+    use std::os::fd::AsRawFd;
+    let Some((anchor, rel)) = crate::server::reply::map::resolve_ref(loc, u) else {
+        return Ok(false);
+    };
+    let Ok(dir) = cache.anchor(anchor) else {
+        return Ok(false);
+    };
+    let nofollow = loc.disable_symlinks == crate::config::Symlinks::Refuse;
+    let (name, flags) = (std::ffi::OsStr::new(rel), backends::util::O_LOOKUP);
+    let r = if cached {
+        crate::server::lookups::open_cached(dir.as_raw_fd(), name, flags, nofollow)
+    } else {
+        backends::util::open_beneath(dir.as_raw_fd(), name, flags, 0, nofollow)
+    };
+    match r {
+        Ok(fd) => Ok(backends::util::fstat(fd.as_raw_fd()).is_ok_and(|st| st.is_file())),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            match backends::util::dup_fd(dir.as_raw_fd()) {
+                Ok(dir) => Err(Route::Lookup {
+                    dir,
+                    rel: rel.to_string(),
+                    no_symlinks: nofollow,
+                }),
+                Err(e) => Err(Route::Error(
+                    crate::server::reply::static_file::io_status(&e),
+                    Vec::new(),
+                )),
+            }
+        }
+        Err(_) => Ok(false),
+    }
+}

@@ -236,10 +236,18 @@ impl Conn {
         // The index file is resolved before anything looks at the extension: the file that
         // will answer (`/app/index.sh`), not the request path (`/app/`), decides whether a CGI
         // runs it.
-        let index = reply::static_file::index_uri(loc, &rq.path, |u| {
+        let wanted = |u: &str| {
             let l = srv.location_for(u);
             !l.cgi.is_empty() && l.cgi_for(u).is_some()
+        };
+        let cache = &mut *env.cache;
+        let found = reply::static_file::index_uri(loc, &rq.path, wanted, |u| {
+            crate::server::route::index_is_file(cache, loc, u, cached_lookups)
         });
+        let index = match found {
+            Ok(i) => i,
+            Err(route) => return (route, 0),
+        };
         let cgi_path = match &index {
             Some(u) => {
                 loc = srv.location_for(u);

@@ -9,7 +9,7 @@ use backends::util::{self, FileStat};
 
 use super::autoindex::Pending;
 use super::cache::{Cached, FileCache};
-use super::{finish, full, header, header_u64, map, ret, start, Ctx, Reply, Stream};
+use super::{finish, full, header, header_u64, ret, start, Ctx, Reply, Stream};
 use crate::config::{Location, Symlinks};
 use crate::http::path::percent_encode_path;
 use crate::http::range::{self, ByteRange};
@@ -171,21 +171,27 @@ fn is_cold(e: &std::io::Error) -> bool {
 /// before anything else looks at the extension, so the file that will be answered — not the
 /// request path — decides whether a CGI runs it. No index name is looked up unless some
 /// index name is wanted: a site whose index files are plain pages makes no system call here.
-pub fn index_uri(loc: &Location, path: &str, wanted: impl Fn(&str) -> bool) -> Option<String> {
+/// `is_file` answers whether an index URI names a regular file — or an error `E` (a lookup
+/// that would wait for the disk: the request is held), which ends the search.
+pub fn index_uri<E>(
+    loc: &Location,
+    path: &str,
+    wanted: impl Fn(&str) -> bool,
+    mut is_file: impl FnMut(&str) -> Result<bool, E>,
+) -> Result<Option<String>, E> {
     if !path.ends_with('/') || loc.index.is_empty() {
-        return None;
+        return Ok(None);
     }
     let uris: Vec<String> = loc.index.iter().map(|n| format!("{path}{n}")).collect();
     if !uris.iter().any(|u| wanted(u)) {
-        return None;
+        return Ok(None);
     }
-    let dir = map(loc, path)?;
-    loc.index
-        .iter()
-        .zip(uris)
-        .find(|(name, _)| dir.join(name).is_file())
-        .map(|(_, u)| u)
-        .filter(|u| wanted(u))
+    for u in uris {
+        if is_file(&u)? {
+            return Ok(Some(u).filter(|u| wanted(u)));
+        }
+    }
+    Ok(None)
 }
 
 /// The status for a failed open beneath a root: a symlink refused by `disable_symlinks`
