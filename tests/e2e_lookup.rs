@@ -21,6 +21,9 @@ server {
     location / { }
     location /strict/ { disable_symlinks on; }
     location /app/ { index index.sh; cgi .sh /bin/sh; }
+    location /gone/ { error_page 404 @gone; }
+    location @gone { root www/fb; try_files /gone.txt =500; }
+    location /redir/ { cgi .sh /bin/sh; }
     location /tf/ { try_files $uri /tf/fallback.txt; }
     location /tfs/ { disable_symlinks on; try_files $uri /tfs/real.txt; }
     location /up/ {
@@ -39,6 +42,12 @@ fn setup(dir: &Path) {
     write_file(dir, "www/a.txt", "alpha");
     write_file(dir, "www/sub/index.html", "sub index");
     write_file(dir, "www/err404.html", "custom 404");
+    write_file(dir, "www/fb/gone.txt", "gone, from the named location");
+    write_file(
+        dir,
+        "www/redir/go.sh",
+        "printf 'Location: /a.txt\\r\\n\\r\\n'\n",
+    );
     write_file(
         dir,
         "www/app/index.sh",
@@ -97,6 +106,22 @@ fn cold_lookups_answer_as_warm_ones() {
         assert_eq!(
             (r.status, r.text()),
             (200, "ran index.sh".into()),
+            "[{b}] {}",
+            r.dump()
+        );
+        // Internal redirects are held for their lookups too: an `error_page` to a named
+        // location (its answer keeps the 404), a CGI's local redirect to a file.
+        let r = get(s.port, "/gone/x.txt");
+        assert_eq!(
+            (r.status, r.text()),
+            (404, "gone, from the named location".into()),
+            "[{b}] {}",
+            r.dump()
+        );
+        let r = get(s.port, "/redir/go.sh");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "alpha".into()),
             "[{b}] {}",
             r.dump()
         );

@@ -166,6 +166,7 @@ impl Conn {
                     expect,
                     known: Vec::new(),
                     holds: 1,
+                    redirect: None,
                 }));
             }
         }

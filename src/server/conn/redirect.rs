@@ -36,11 +36,13 @@ impl Conn {
         // Route it as it first was, from the client's path: the first routing's `try_files`
         // may have rewritten the path (a found file answers in the location that tried it,
         // which the rewritten path need not match) and counted hops.
+        // An internal redirect's head is routed as its redirect was: same hops, same named
+        // location.
         if let (Some(rq), Ok(n)) = (self.req.as_mut(), crate::http::path::normalize(r.path())) {
             rq.path = n.path;
             rq.query = n.query.map(str::to_string);
-            rq.hops = 0;
-            rq.named = None;
+            rq.hops = held.redirect.as_ref().map_or(0, |d| d.hops);
+            rq.named = held.redirect.as_ref().and_then(|d| d.named.clone());
         }
         // Routed with the answers of the lookups done for it (`server::lookups`): one more
         // each time it was held; past `MAX_HOLDS`, with the plain calls.
@@ -57,6 +59,7 @@ impl Conn {
         let (route, limit) = crate::server::lookups::with_known(&mut known, || {
             self.route_parsed(&r, held.body, env, cached)
         });
+        let route = with_status(route, held.redirect.as_ref().map_or(0, |d| d.status));
         let (body, expect) = (held.body, held.expect);
         if matches!(route, crate::server::route::Route::Lookup { .. }) {
             // Another lookup missed: held again, with what it knows so far.
@@ -116,8 +119,32 @@ impl Conn {
         crate::trace!("{id}: local redirect to {path}");
         req.path = n.path;
         req.query = n.query.map(str::to_string);
-        let (route, _) = self.route_parsed(r, BodyKind::None, env, false);
+        let (route, _) = self.route_parsed(r, BodyKind::None, env, true);
+        self.hold_redirect(&route, head.as_bytes(), 0);
         self.dispatch_route(route, BodyKind::None, false, 0, env);
+    }
+
+    /// An internal redirect whose routing met a lookup that would wait for the disk: its head
+    /// is held (as a client's would be) with what routing it again must keep.
+    fn hold_redirect(&mut self, route: &crate::server::route::Route, head: &[u8], status: u16) {
+        if !matches!(route, crate::server::route::Route::Lookup { .. }) {
+            return;
+        }
+        if let Some(rq) = self.req.as_mut() {
+            let redirect = super::request::Redirected {
+                hops: rq.hops,
+                named: rq.named.clone(),
+                status,
+            };
+            rq.held = Some(Box::new(super::request::Held {
+                head: head.to_vec(),
+                body: BodyKind::None,
+                expect: false,
+                known: Vec::new(),
+                holds: 1,
+                redirect: Some(redirect),
+            }));
+        }
     }
 
     /// The named location an `error_page` for `code` sends the current request to, with the
@@ -165,13 +192,19 @@ impl Conn {
             return;
         };
         crate::trace!("{}: error_page to @{name}", self.ident());
-        let (route, _) = self.route_parsed(r, BodyKind::None, env, false);
-        let route = match route {
-            crate::server::route::Route::Reply(rep) if status != 0 => {
-                crate::server::route::Route::Reply(rep.with_status(status))
-            }
-            other => other,
-        };
+        let (route, _) = self.route_parsed(r, BodyKind::None, env, true);
+        self.hold_redirect(&route, head.as_bytes(), status);
+        let route = with_status(route, status);
         self.dispatch_route(route, BodyKind::None, false, 0, env);
+    }
+}
+
+/// A named `error_page`'s answer carries its status (0: the answer's own).
+fn with_status(route: crate::server::route::Route, status: u16) -> crate::server::route::Route {
+    match route {
+        crate::server::route::Route::Reply(rep) if status != 0 => {
+            crate::server::route::Route::Reply(rep.with_status(status))
+        }
+        other => other,
     }
 }

@@ -136,6 +136,17 @@ pub struct Held {
     pub known: Vec<crate::server::lookups::Resolved>,
     /// How many times it was held.
     pub holds: u8,
+    /// Set when the held head is an internal redirect's (a CGI's local redirect, an
+    /// `error_page` to a named location): what routing it again must keep.
+    pub redirect: Option<Redirected>,
+}
+
+/// What an internal redirect held for a lookup keeps for its routing again: its hop count,
+/// the named location it goes to, and the status its answer carries (0: its own).
+pub struct Redirected {
+    pub hops: u8,
+    pub named: Option<String>,
+    pub status: u16,
 }
 
 impl RequestRecord {
