@@ -12,6 +12,9 @@ pub struct Control {
     cfg: std::sync::Mutex<Arc<Config>>,
     pub(super) cfg_gen: std::sync::atomic::AtomicU64,
     wakers: std::sync::Mutex<Vec<backends::Waker>>,
+    /// The configuration's directories, opened by the thread that loaded it (each loop takes
+    /// duplicates; an old set is closed once the new one replaces it).
+    dirs: std::sync::Mutex<Arc<crate::server::reply::DirFds>>,
     /// The workers' published state for the Prometheus page.
     pub metrics: super::metrics::Registry,
 }
@@ -20,7 +23,9 @@ impl Control {
     pub fn new(mut cfg: Config) -> Arc<Control> {
         crate::http::response::set_server_tokens(cfg.server_tokens);
         crate::server::reply::preload_error_pages(&mut cfg);
+        let dirs = crate::server::reply::preopen_dirs(&cfg);
         Arc::new(Control {
+            dirs: std::sync::Mutex::new(Arc::new(dirs)),
             stop: false.into(),
             cfg: std::sync::Mutex::new(Arc::new(cfg)),
             cfg_gen: 0.into(),
@@ -37,6 +42,11 @@ impl Control {
         self.lock_cfg().clone()
     }
 
+    /// The directories the current configuration's load opened.
+    pub fn dir_fds(&self) -> Arc<crate::server::reply::DirFds> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Ask every loop to stop gracefully.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -48,6 +58,8 @@ impl Control {
         crate::http::response::set_server_tokens(cfg.server_tokens);
         // Read here, on the reloading thread, not by the loops.
         crate::server::reply::preload_error_pages(&mut cfg);
+        let dirs = Arc::new(crate::server::reply::preopen_dirs(&cfg));
+        *self.dirs.lock().unwrap_or_else(|e| e.into_inner()) = dirs;
         *self.lock_cfg() = Arc::new(cfg);
         self.cfg_gen.fetch_add(1, Ordering::SeqCst);
         self.wake_all();

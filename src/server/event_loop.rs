@@ -81,6 +81,7 @@ impl Loop {
         Ok(Loop {
             now: be.now(),
             conns: Slab::with_room(cfg.worker_connections.min(backends::MAX_RESERVED_FDS)),
+            cache: FileCache::for_dirs(&control.dir_fds()),
             cfg,
             sendfile: be.sendfile_native(),
             be,
@@ -89,7 +90,6 @@ impl Loop {
                 .map(|(addr, fd)| Listener { fd, addr })
                 .collect(),
             children: Children::default(),
-            cache: FileCache::default(),
             gauges: Gauges::default(),
             date: crate::http::date::DateCache::default(),
             date_now: [0; 29],
@@ -222,8 +222,8 @@ impl Loop {
         // the old one is kept and the reason logged.
         self.access.reload(&new, &mut *self.be, self.now);
         self.cfg = new;
-        // Roots and stores are opened again under the new configuration's names.
-        self.cache.reset_anchors();
+        // Roots and stores as the new configuration's load opened them.
+        self.cache.reset_anchors(&self.control.dir_fds());
         crate::notice!(
             "configuration reloaded ({} connections kept)",
             self.conns.len()

@@ -90,10 +90,24 @@ impl FileCache {
         Ok(fd)
     }
 
-    /// A reload may have changed what the configured paths name: open them again.
-    pub fn reset_anchors(&mut self) {
+    /// A reload may have changed what the configured paths name: start again from the
+    /// directories the new configuration opened when it was loaded.
+    pub fn reset_anchors(&mut self, dirs: &super::DirFds) {
         self.anchors.clear();
         self.open.clear();
+        for (dir, fd) in dirs {
+            // dup(2) of an open fd: no lookup, nothing that waits for the disk.
+            if let Ok(fd) = backends::util::dup_fd(std::os::fd::AsRawFd::as_raw_fd(fd)) {
+                self.anchors.insert(dir.clone(), std::rc::Rc::new(fd));
+            }
+        }
+    }
+
+    /// A worker's cache, starting from the directories the configuration's load opened.
+    pub fn for_dirs(dirs: &super::DirFds) -> FileCache {
+        let mut c = FileCache::default();
+        c.reset_anchors(dirs);
+        c
     }
 
     /// An expired entry checked without reading the file: `rel` looked up beneath `anchor`

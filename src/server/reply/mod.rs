@@ -385,3 +385,33 @@ pub fn ret(code: u16, target: Option<&str>, cx: &Ctx) -> Reply {
         }
     }
 }
+
+/// The directories of every `root`, `alias` and `upload_store` of a configuration, opened by
+/// the thread that loads it (`Control`): each loop starts from duplicates of them.
+pub type DirFds = std::collections::HashMap<std::path::PathBuf, std::os::fd::OwnedFd>;
+
+/// Open the directory of every `root`, `alias` (one without captures) and `upload_store` of
+/// `cfg`, on the thread loading the configuration: the loops start from duplicates of them
+/// ([`FileCache::for_dirs`]) instead of opening them by path. A directory missing at load is
+/// opened by path when first needed (and fails then if still missing).
+pub fn preopen_dirs(cfg: &crate::config::Config) -> DirFds {
+    let mut fds = std::collections::HashMap::new();
+    for server in &cfg.servers {
+        let every = server.locations.iter().chain(&server.named);
+        for loc in every.chain(std::iter::once(&server.default_location)) {
+            let dir = match &loc.docroot {
+                crate::config::DocRoot::Root(d) => Some(d),
+                crate::config::DocRoot::Alias { dir, strip } if !strip.is_empty() => Some(dir),
+                crate::config::DocRoot::Alias { .. } => None,
+            };
+            for d in dir.into_iter().chain(loc.upload_store.as_ref()) {
+                if !fds.contains_key(d) {
+                    if let Ok(fd) = backends::util::open_dir(d) {
+                        fds.insert(d.clone(), fd);
+                    }
+                }
+            }
+        }
+    }
+    fds
+}
