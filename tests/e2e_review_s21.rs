@@ -1,0 +1,344 @@
+//! Hostile review of session 21's additions: directory listings read by `Op::ListDir` (the
+//! io_uring pool, stale completions), lookups handed over to a held request's next routing,
+//! kernels without `RESOLVE_CACHED`/`cachestat` (`WEBSERV_NO_CACHED_CALLS=1`), and the pooled
+//! output buffers. Each test attacks a real server, on every backend.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CONF: &str = "{BASE}
+workers 1;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    location / { autoindex on; }
+    location /hdr/ { autoindex on; add_header X-Listing yes; }
+    location /capped/ { autoindex on; autoindex_max_entries 3; }
+    location /noidx/ { error_page 403 @list; }
+    location @list { autoindex on; }
+    location = /status { status; }
+}
+";
+
+fn setup(dir: &Path) {
+    fs::create_dir_all(dir.join("www/list/sub")).unwrap();
+    fs::create_dir_all(dir.join("www/hdr")).unwrap();
+    fs::create_dir_all(dir.join("www/capped")).unwrap();
+    fs::create_dir_all(dir.join("www/many")).unwrap();
+    fs::create_dir_all(dir.join("www/noidx")).unwrap();
+    fs::create_dir_all(dir.join("www/odd")).unwrap();
+    write_file(dir, "www/list/a.txt", "alpha");
+    write_file(dir, "www/hdr/h.txt", "h");
+    write_file(dir, "www/noidx/n.txt", "n");
+    write_file(dir, "www/small.txt", "small file");
+    for i in 0..10 {
+        write_file(dir, &format!("www/capped/f{i}"), "c");
+    }
+    for i in 0..2000 {
+        write_file(dir, &format!("www/many/file-{i:05}.txt"), "m");
+    }
+    let odd = dir.join("www/odd");
+    write_file(dir, "www/odd/a<b>&\"c'.txt", "x");
+    fs::write(odd.join(OsStr::from_bytes(b"\xff\xfe-bin")), b"y").unwrap();
+    fs::write(odd.join("line\nbreak.txt"), b"z").unwrap();
+    fs::write(odd.join("l".repeat(255)), b"w").unwrap();
+    fs::write(odd.join("100% sure.txt"), b"v").unwrap();
+}
+
+/// A listing of names with markup, quotes, a newline, bytes that are not UTF-8 and the
+/// longest name a file system allows: every name escaped, the length announced is the length
+/// sent, and the GET and HEAD agree.
+#[test]
+fn odd_names_are_escaped_and_the_length_holds() {
+    for_each_backend("odd_names_are_escaped_and_the_length_holds", |b| {
+        let s = Server::start(b, CONF, setup);
+        let r = get(s.port, "/odd/");
+        assert_eq!(r.status, 200, "[{b}] {}", r.dump());
+        assert_eq!(
+            r.header("Content-Length"),
+            Some(r.body.len().to_string().as_str()),
+            "[{b}]"
+        );
+        let t = r.text();
+        assert!(t.contains("a&lt;b&gt;&amp;&quot;c&#39;.txt"), "[{b}] {t}");
+        assert!(!t.contains("<b>") && !t.contains("&\"c"), "[{b}] {t}");
+        assert!(t.contains(&"l".repeat(255)), "[{b}]");
+        assert!(t.contains("href=\"line%0Abreak.txt\""), "[{b}] {t}");
+        assert!(t.contains("href=\"100%25%20sure.txt\""), "[{b}] {t}");
+        let h = request(
+            s.port,
+            b"HEAD /odd/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(h.status, 200, "[{b}]");
+        assert_eq!(h.header("Content-Length"), r.header("Content-Length"));
+    });
+}
+
+/// Listings pipelined between other requests on one connection: each answer in its place,
+/// whole, a HEAD's without a body, and `add_header` in the listing's head (GET and HEAD).
+#[test]
+fn pipelined_listings_answer_in_order_with_their_headers() {
+    for_each_backend("pipelined_listings_answer_in_order_with_their_headers", |b| {
+        let s = Server::start(b, CONF, setup);
+        let mut c = Conn::open(s.port);
+        c.send(
+            b"GET /list/ HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+              HEAD /hdr/ HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /many/ HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /hdr/ HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /capped/ HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "[{b}]");
+        assert!(r.text().contains("a.txt</a>"), "[{b}] {}", r.text());
+        let r = c.read_response();
+        assert_eq!((r.status, r.text()), (200, "small file".into()), "[{b}]");
+        let h = c.read_response_head(true);
+        assert_eq!(h.status, 200, "[{b}]");
+        assert_eq!(h.header("X-Listing"), Some("yes"), "[{b}] {}", h.dump());
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "[{b}]");
+        assert_eq!(r.text().matches("<a href=\"file-").count(), 2000, "[{b}]");
+        let g = c.read_response();
+        assert_eq!(g.status, 200, "[{b}]");
+        assert_eq!(g.header("X-Listing"), Some("yes"), "[{b}] {}", g.dump());
+        assert_eq!(
+            g.header("Content-Length"),
+            h.header("Content-Length"),
+            "[{b}]"
+        );
+        assert!(g.text().contains("h.txt</a>"), "[{b}]");
+        let r = c.read_response();
+        assert_eq!(r.text().matches("<a href=\"f").count(), 3, "[{b}]");
+        let r = c.read_response();
+        assert_eq!((r.status, r.text()), (200, "small file".into()), "[{b}]");
+        assert!(c.is_closed(), "[{b}]");
+    });
+}
+
+/// An `error_page` to a named location that lists the directory keeps the error's status
+/// (nginx's behaviour for `error_page 403 @x`): the listing's status line says 403, and its
+/// length is right.
+#[test]
+fn an_error_page_listing_keeps_the_error_status() {
+    for_each_backend("an_error_page_listing_keeps_the_error_status", |b| {
+        let s = Server::start(b, CONF, setup);
+        let r = get(s.port, "/noidx/");
+        assert_eq!(r.status, 403, "[{b}] {}", r.dump());
+        assert!(r.text().contains("n.txt</a>"), "[{b}] {}", r.dump());
+        assert_eq!(
+            r.header("Content-Length"),
+            Some(r.body.len().to_string().as_str()),
+            "[{b}]"
+        );
+    });
+}
+
+/// Many listings at once, four times more than the pool has threads, half of their clients
+/// resetting: every listing read to its end is whole, and no fd is left behind.
+#[test]
+fn listings_beyond_the_pool_with_resets_are_whole_and_leak_nothing() {
+    for_each_backend(
+        "listings_beyond_the_pool_with_resets_are_whole_and_leak_nothing",
+        |b| {
+            let s = Server::start(b, CONF, setup);
+            let pid = s.pid().unwrap();
+            let want = get(s.port, "/many/");
+            assert_eq!(want.status, 200, "[{b}]");
+            let before = fd_count(pid).unwrap();
+            let port = s.port;
+            let threads: Vec<_> = (0..16)
+                .map(|i| {
+                    std::thread::spawn(move || {
+                        let mut got = Vec::new();
+                        for j in 0..3 {
+                            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                            c.write_all(b"GET /many/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                                .unwrap();
+                            if (i + j) % 2 == 0 {
+                                reset_connection(c);
+                                continue;
+                            }
+                            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                            let mut all = Vec::new();
+                            let _ = c.read_to_end(&mut all);
+                            got.push(all);
+                        }
+                        got
+                    })
+                })
+                .collect();
+            let mut n = 0;
+            for t in threads {
+                for all in t.join().unwrap() {
+                    let rs = parse_responses(&all);
+                    assert_eq!(rs.len(), 1, "[{b}] {} bytes", all.len());
+                    assert_eq!(rs[0].status, 200, "[{b}]");
+                    assert!(rs[0].body == want.body, "[{b}] a listing differs");
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 24, "[{b}]");
+            let mut after = fd_count(pid).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while after > before + 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                after = fd_count(pid).unwrap();
+            }
+            assert!(after <= before + 2, "[{b}] fds {before} → {after}");
+            let r = get(s.port, "/small.txt");
+            assert_eq!(r.status, 200, "[{b}]");
+        },
+    );
+}
+
+const COLD_CONF: &str = "{BASE}
+workers 1;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    location / { }
+    location /idx/ { index n1 n2 n3 n4 n5 n6 n7 n8 n9 n10 n11 n12 n13 n14 n15 n16 n17 n18 n19 n20 index.html; }
+    location /tf/ { try_files /tf/m1 /tf/m2 /tf/m3 /tf/m4 /tf/m5 /tf/m6 /tf/m7 /tf/m8 /tf/m9 /tf/m10 /tf/m11 /tf/m12 /tf/m13 /tf/m14 /tf/m15 /tf/m16 /tf/m17 /tf/m18 /tf/m19 /tf/m20 $uri /tf/fallback.txt; }
+    location /strict/ { disable_symlinks on; }
+    location /list/ { autoindex on; disable_symlinks on; }
+}
+";
+
+fn cold_setup(dir: &Path) {
+    fs::create_dir_all(dir.join("www/idx")).unwrap();
+    fs::create_dir_all(dir.join("www/tf")).unwrap();
+    fs::create_dir_all(dir.join("www/strict/real")).unwrap();
+    fs::create_dir_all(dir.join("www/list")).unwrap();
+    write_file(dir, "www/idx/index.html", "the index");
+    write_file(dir, "www/tf/fallback.txt", "fallback");
+    write_file(dir, "www/tf/here.txt", "here");
+    write_file(dir, "www/strict/real/f.txt", "real");
+    write_file(dir, "www/secret.txt", "outside the location");
+    std::os::unix::fs::symlink("real", dir.join("www/strict/link")).unwrap();
+    std::os::unix::fs::symlink("../secret.txt", dir.join("www/strict/s.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("www/escape.txt")).unwrap();
+    write_file(dir, "www/list/x.txt", "x");
+    let big: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
+    fs::write(dir.join("www/big.bin"), big).unwrap();
+}
+
+fn big4() -> Vec<u8> {
+    (0..4_000_000u32).map(|i| (i % 253) as u8).collect()
+}
+
+/// With every lookup off the loop (no `RESOLVE_CACHED`) or forced cold, routings that need
+/// more lookups than a request may be held for (20 index names, 20 `try_files` candidates)
+/// still answer right, and symlinks stay refused or contained.
+#[test]
+fn cold_routings_with_many_lookups_answer_right_and_stay_contained() {
+    for env in ["WEBSERV_NO_CACHED_CALLS", "WEBSERV_COLD_LOOKUPS"] {
+        for_each_backend(
+            "cold_routings_with_many_lookups_answer_right_and_stay_contained",
+            |b| {
+                let s = Server::start_env(b, COLD_CONF, cold_setup, &[], false, &[(env, "1")]);
+                let r = get(s.port, "/idx/");
+                assert_eq!((r.status, r.text()), (200, "the index".into()), "[{b} {env}]");
+                let r = get(s.port, "/tf/here.txt");
+                assert_eq!((r.status, r.text()), (200, "here".into()), "[{b} {env}]");
+                let r = get(s.port, "/tf/nothing");
+                assert_eq!((r.status, r.text()), (200, "fallback".into()), "[{b} {env}]");
+                let r = get(s.port, "/strict/real/f.txt");
+                assert_eq!((r.status, r.text()), (200, "real".into()), "[{b} {env}]");
+                assert_eq!(get(s.port, "/strict/link/f.txt").status, 403, "[{b} {env}]");
+                assert_eq!(get(s.port, "/strict/s.txt").status, 403, "[{b} {env}]");
+                let r = get(s.port, "/escape.txt");
+                assert!(
+                    r.status == 403 || r.status == 404,
+                    "[{b} {env}] escaped the root: {}",
+                    r.dump()
+                );
+                // Pipelined behind held requests: each answer is its own request's.
+                let mut c = Conn::open(s.port);
+                c.send(
+                    b"GET /tf/nothing HTTP/1.1\r\nHost: x\r\n\r\n\
+                      GET /idx/ HTTP/1.1\r\nHost: x\r\n\r\n\
+                      GET /strict/link/f.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+                      GET /list/ HTTP/1.1\r\nHost: x\r\n\r\n\
+                      GET /strict/real/f.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                );
+                let r = c.read_response();
+                assert_eq!(r.text(), "fallback", "[{b} {env}]");
+                let r = c.read_response();
+                assert_eq!(r.text(), "the index", "[{b} {env}]");
+                assert_eq!(c.read_response().status, 403, "[{b} {env}]");
+                let r = c.read_response();
+                assert!(r.text().contains("x.txt</a>"), "[{b} {env}] {}", r.dump());
+                let r = c.read_response();
+                assert_eq!(r.text(), "real", "[{b} {env}]");
+            },
+        );
+    }
+}
+
+/// Without `cachestat` every file is read by `Op::Read`: a multipart range answer is exact,
+/// and a file truncated while it is sent ends the response early with the connection closed
+/// (never a hang, never bytes that were not in the file) and the server keeps serving.
+#[test]
+fn uncached_reads_serve_ranges_and_survive_a_truncated_file() {
+    for_each_backend(
+        "uncached_reads_serve_ranges_and_survive_a_truncated_file",
+        |b| {
+            let s = Server::start_env(
+                b,
+                COLD_CONF,
+                cold_setup,
+                &[],
+                false,
+                &[("WEBSERV_NO_CACHED_CALLS", "1")],
+            );
+            let big = big4();
+            let r = request(
+                s.port,
+                b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9,3000000-3000009,-5\r\nConnection: close\r\n\r\n",
+            );
+            assert_eq!(r.status, 206, "[{b}]");
+            let t = r.body.clone();
+            for (from, to) in [(0usize, 10usize), (3_000_000, 3_000_010), (3_999_995, 4_000_000)] {
+                assert!(
+                    t.windows(10.min(to - from))
+                        .any(|w| w == &big[from..from + 10.min(to - from)]),
+                    "[{b}] range {from}-{to} missing"
+                );
+            }
+            // A client that reads slowly while the file shrinks under it (32 MB: more than
+            // the socket buffers of both ends hold).
+            let huge: Vec<u8> = (0..32_000_000u32).map(|i| (i % 241) as u8).collect();
+            fs::write(s.dir.join("www/huge.bin"), &huge).unwrap();
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut got = vec![0u8; 64 * 1024];
+            c.read_exact(&mut got).unwrap();
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(s.dir.join("www/huge.bin"))
+                .unwrap();
+            f.set_len(1_000_000).unwrap();
+            drop(f);
+            let mut rest = Vec::new();
+            let _ = c.read_to_end(&mut rest);
+            got.extend_from_slice(&rest);
+            let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let body = &got[head_end..];
+            assert!(body.len() < huge.len(), "[{b}] the whole length came");
+            assert!(body == &huge[..body.len()], "[{b}] bytes not in the file");
+            let r = get(s.port, "/tf/here.txt");
+            assert_eq!(r.status, 200, "[{b}]");
+        },
+    );
+}
