@@ -342,3 +342,153 @@ fn uncached_reads_serve_ranges_and_survive_a_truncated_file() {
         },
     );
 }
+
+const UP_CONF: &str = "{BASE}
+workers 1;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    location / { }
+    location /up/ {
+        allow_methods GET HEAD PUT POST DELETE;
+        upload_store www/up;
+        autoindex on;
+    }
+}
+";
+
+fn up_setup(dir: &Path) {
+    fs::create_dir_all(dir.join("www/up")).unwrap();
+    write_file(dir, "www/small.txt", "small file");
+}
+
+/// Every PUT is held for its lookups on a kernel without `RESOLVE_CACHED`: a client that waits
+/// for `100 Continue` gets it after the hold, its body is stored whole, a request pipelined
+/// behind a body that arrives while the head is held is answered in its turn, and an anonymous
+/// uploader's names with markup come back escaped in the store's listing.
+#[test]
+fn held_uploads_with_continue_and_pipelining_store_whole_bodies() {
+    for_each_backend(
+        "held_uploads_with_continue_and_pipelining_store_whole_bodies",
+        |b| {
+            let s = Server::start_env(
+                b,
+                UP_CONF,
+                up_setup,
+                &[],
+                false,
+                &[("WEBSERV_NO_CACHED_CALLS", "1")],
+            );
+            let body: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+            let mut c = Conn::open(s.port);
+            c.send(
+                format!(
+                    "PUT /up/c.bin HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            let r = c.read_response();
+            assert_eq!(r.status, 100, "[{b}] {}", r.dump());
+            c.send(&body);
+            let r = c.read_response();
+            assert_eq!(r.status, 201, "[{b}] {}", r.dump());
+            assert!(fs::read(s.dir.join("www/up/c.bin")).unwrap() == body, "[{b}]");
+            // The head, then (while it is held) its body and the next requests at once.
+            let mut c = Conn::open(s.port);
+            let mut all = format!(
+                "PUT /up/d.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            all.extend_from_slice(&body);
+            all.extend_from_slice(
+                b"GET /up/d.bin HTTP/1.1\r\nHost: x\r\n\r\n\
+                  PUT /up/%3Cb%3E%26%22.html HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+                  GET /up/ HTTP/1.1\r\nHost: x\r\n\r\n\
+                  DELETE /up/d.bin HTTP/1.1\r\nHost: x\r\n\r\n\
+                  GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            c.send(&all);
+            let r = c.read_response();
+            assert_eq!(r.status, 201, "[{b}] {}", r.dump());
+            let r = c.read_response();
+            assert_eq!(r.status, 200, "[{b}]");
+            assert!(r.body == body, "[{b}] d.bin differs: {} bytes", r.body.len());
+            let r = c.read_response();
+            assert!(r.status == 201 || r.status == 403 || r.status == 400, "[{b}] {}", r.dump());
+            let stored = r.status == 201;
+            let r = c.read_response();
+            assert_eq!(r.status, 200, "[{b}]");
+            let t = r.text();
+            assert!(t.contains("c.bin</a>") && t.contains("d.bin</a>"), "[{b}] {t}");
+            assert!(!t.contains("<b>"), "[{b}] {t}");
+            if stored {
+                assert!(t.contains("&lt;b&gt;&amp;&quot;.html"), "[{b}] {t}");
+            }
+            assert_eq!(c.read_response().status, 204, "[{b}]");
+            let r = c.read_response();
+            assert_eq!((r.status, r.text()), (200, "small file".into()), "[{b}]");
+            assert!(!s.dir.join("www/up/d.bin").exists(), "[{b}]");
+        },
+    );
+}
+
+/// Listings asked for while the server is out of descriptors (every one held by an idle
+/// keep-alive connection): each answers whole or with an error status — never a hang, a
+/// truncated body or a wrong length — and once the connections go, listings work again and
+/// no descriptor is left behind.
+#[test]
+fn listings_out_of_descriptors_answer_and_recover() {
+    for_each_backend("listings_out_of_descriptors_answer_and_recover", |b| {
+        let s = Server::start_with_nofile(b, CONF, setup, 64);
+        let pid = s.pid().unwrap();
+        let want = get(s.port, "/list/");
+        assert_eq!(want.status, 200, "[{b}]");
+        let base = fd_count(pid).unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..80 {
+            let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", s.port)) else {
+                break;
+            };
+            c.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+            c.write_all(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut r = Reader::new(c.try_clone().unwrap());
+            match r.read_response(false) {
+                Ok(resp) if resp.status == 200 => conns.push((c, r)),
+                _ => break,
+            }
+        }
+        assert!(conns.len() > 20, "[{b}] {} connections", conns.len());
+        let mut answered = 0;
+        for (c, r) in conns.iter_mut().take(6) {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(b"GET /list/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            match r.read_response(false) {
+                Ok(resp) if resp.status == 200 => {
+                    assert!(resp.body == want.body, "[{b}] a listing differs");
+                    answered += 1;
+                }
+                Ok(resp) => assert!(resp.status >= 500, "[{b}] {}", resp.dump()),
+                Err(e) => panic!("[{b}] no answer to a listing out of fds: {e}"),
+            }
+        }
+        println!("[{b}] {} idle connections; {answered} of 6 listings answered 200", conns.len());
+        drop(conns);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut ok = false;
+        while Instant::now() < deadline {
+            let r = get(s.port, "/list/");
+            if r.status == 200 && r.body == want.body && fd_count(pid).unwrap() <= base + 2 {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            ok,
+            "[{b}] not recovered: fds {base} → {:?}; {answered} listings answered",
+            fd_count(pid)
+        );
+    });
+}
