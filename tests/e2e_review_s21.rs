@@ -11,7 +11,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 const CONF: &str = "{BASE}
 workers 1;
@@ -490,5 +494,91 @@ fn listings_out_of_descriptors_answer_and_recover() {
             "[{b}] not recovered: fds {base} → {:?}; {answered} listings answered",
             fd_count(pid)
         );
+    });
+}
+
+const TLS_CONF: &str = "{BASE}
+workers 1;
+server {
+    listen 127.0.0.1:{PORT} ssl;
+    server_name a.test;
+    ssl_certificate a.crt;
+    ssl_certificate_key a.key;
+    root www;
+    location / { autoindex on; }
+    location /hdr/ { autoindex on; add_header X-Listing yes; }
+}
+";
+
+/// Listings over TLS (its send path recycles buffers its own way), pipelined with a small file,
+/// a HEAD and a 2,000-entry listing of several pieces: each answer whole and in its place.
+#[test]
+fn tls_pipelined_listings_are_whole_and_in_order() {
+    for_each_backend("tls_pipelined_listings_are_whole_and_in_order", |b| {
+        let mut cert = None;
+        let s = Server::start(b, TLS_CONF, |dir| {
+            setup(dir);
+            let ck = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+            write_file(dir, "a.crt", ck.cert.pem());
+            write_file(dir, "a.key", ck.signing_key.serialize_pem());
+            cert = Some(ck.cert.der().clone());
+        });
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = ClientConnection::new(Arc::new(cfg), ServerName::try_from("a.test").unwrap())
+            .unwrap();
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut t = StreamOwned::new(conn, tcp);
+        t.write_all(
+            b"GET /many/ HTTP/1.1\r\nHost: a.test\r\n\r\n\
+              GET /small.txt HTTP/1.1\r\nHost: a.test\r\n\r\n\
+              HEAD /hdr/ HTTP/1.1\r\nHost: a.test\r\n\r\n\
+              GET /hdr/ HTTP/1.1\r\nHost: a.test\r\n\r\n\
+              GET /many/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        let _ = t.read_to_end(&mut all);
+        // Split by hand: the HEAD's head has a Content-Length but no body.
+        let mut at = 0;
+        let mut rs = Vec::new();
+        for head_only in [false, false, true, false, false] {
+            let h = all[at..]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or_else(|| panic!("[{b}] response {} missing", rs.len()))
+                + at
+                + 4;
+            let head = String::from_utf8_lossy(&all[at..h]).into_owned();
+            let len: usize = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            let end = if head_only { h } else { h + len };
+            assert!(end <= all.len(), "[{b}] response {} cut short", rs.len());
+            rs.push(Reader::new(&all[at..end]).read_response(head_only).unwrap());
+            if head_only {
+                assert_eq!(rs.last().unwrap().header("Content-Length"), Some(len.to_string().as_str()));
+            }
+            at = end;
+        }
+        assert_eq!(at, all.len(), "[{b}] bytes after the last response");
+        assert_eq!(rs[0].status, 200, "[{b}]");
+        assert_eq!(rs[0].text().matches("<a href=\"file-").count(), 2000, "[{b}]");
+        assert_eq!((rs[1].status, rs[1].text()), (200, "small file".into()), "[{b}]");
+        assert_eq!(rs[2].header("X-Listing"), Some("yes"), "[{b}]");
+        assert_eq!(rs[3].header("X-Listing"), Some("yes"), "[{b}]");
+        assert_eq!(rs[3].header("Content-Length"), rs[2].header("Content-Length"), "[{b}]");
+        assert!(rs[3].text().contains("h.txt</a>"), "[{b}]");
+        assert!(rs[4].body == rs[0].body, "[{b}]");
+        let _ = &mut t;
     });
 }
