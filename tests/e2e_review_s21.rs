@@ -215,6 +215,7 @@ server {
     location /tf/ { try_files /tf/m1 /tf/m2 /tf/m3 /tf/m4 /tf/m5 /tf/m6 /tf/m7 /tf/m8 /tf/m9 /tf/m10 /tf/m11 /tf/m12 /tf/m13 /tf/m14 /tf/m15 /tf/m16 /tf/m17 /tf/m18 /tf/m19 /tf/m20 $uri /tf/fallback.txt; }
     location /strict/ { disable_symlinks on; }
     location /list/ { autoindex on; disable_symlinks on; }
+    location /tfl/ { autoindex on; try_files $uri $uri/ =404; }
 }
 ";
 
@@ -232,6 +233,7 @@ fn cold_setup(dir: &Path) {
     std::os::unix::fs::symlink("../secret.txt", dir.join("www/strict/s.txt")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", dir.join("www/escape.txt")).unwrap();
     write_file(dir, "www/list/x.txt", "x");
+    write_file(dir, "www/tfl/d/in.txt", "in");
     let big: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
     fs::write(dir.join("www/big.bin"), big).unwrap();
 }
@@ -284,6 +286,18 @@ fn cold_routings_with_many_lookups_answer_right_and_stay_contained() {
                 assert!(r.text().contains("x.txt</a>"), "[{b} {env}] {}", r.dump());
                 let r = c.read_response();
                 assert_eq!(r.text(), "real", "[{b} {env}]");
+                // try_files to a directory, listed; a GET with a body (read and dropped).
+                let r = get(s.port, "/tfl/d");
+                assert_eq!(r.status, 200, "[{b} {env}] {}", r.dump());
+                assert!(r.text().contains("in.txt</a>"), "[{b} {env}] {}", r.dump());
+                let mut c = Conn::open(s.port);
+                let mut req = b"GET /list/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".to_vec();
+                req.extend(std::iter::repeat_n(b'q', 100_000));
+                req.extend_from_slice(b"GET /tfl/d/in.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                c.send(&req);
+                let r = c.read_response();
+                assert!(r.text().contains("x.txt</a>"), "[{b} {env}] {}", r.dump());
+                assert_eq!(c.read_response().text(), "in", "[{b} {env}]");
             },
         );
     }
@@ -580,5 +594,50 @@ fn tls_pipelined_listings_are_whole_and_in_order() {
         assert!(rs[3].text().contains("h.txt</a>"), "[{b}]");
         assert!(rs[4].body == rs[0].body, "[{b}]");
         let _ = &mut t;
+    });
+}
+
+/// A reload (SIGHUP) while listings are read and sent to clients that have not read them yet,
+/// then a stop (SIGTERM) with more listings just asked for: the listings under way finish
+/// whole after the reload, and the stop ends the process cleanly (exit 0) within the grace
+/// time instead of waiting on the pool.
+#[test]
+fn reload_and_stop_during_listings() {
+    for_each_backend("reload_and_stop_during_listings", |b| {
+        let mut s = Server::start(b, CONF, setup);
+        let want = get(s.port, "/many/");
+        assert_eq!(want.status, 200, "[{b}]");
+        let open = |n: usize| -> Vec<std::net::TcpStream> {
+            (0..n)
+                .map(|_| {
+                    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    c.write_all(b"GET /many/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .unwrap();
+                    c
+                })
+                .collect()
+        };
+        let waiting = open(12);
+        s.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(300));
+        for mut c in waiting {
+            let mut all = Vec::new();
+            let _ = c.read_to_end(&mut all);
+            let rs = parse_responses(&all);
+            assert_eq!(rs.len(), 1, "[{b}]");
+            assert!(rs[0].body == want.body, "[{b}] a listing across the reload differs");
+        }
+        assert_eq!(get(s.port, "/list/").status, 200, "[{b}] after the reload");
+        let _late = open(12);
+        let started = Instant::now();
+        let status = s.terminate().expect("the server status");
+        println!("[{b}] stopped in {:?}", started.elapsed());
+        assert!(status.success(), "[{b}] {status:?}\n{}", s.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "[{b}] stop took {:?}",
+            started.elapsed()
+        );
     });
 }
