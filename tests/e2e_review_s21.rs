@@ -25,6 +25,7 @@ server {
     location / { autoindex on; }
     location /hdr/ { autoindex on; add_header X-Listing yes; }
     location /capped/ { autoindex on; autoindex_max_entries 3; }
+    location /dots/ { autoindex on; autoindex_max_entries 5; }
     location /noidx/ { error_page 403 @list; }
     location @list { autoindex on; }
     location = /status { status; }
@@ -47,6 +48,12 @@ fn setup(dir: &Path) {
     }
     for i in 0..2000 {
         write_file(dir, &format!("www/many/file-{i:05}.txt"), "m");
+    }
+    for i in 0..20 {
+        write_file(dir, &format!("www/dots/.upload-{i:02}.tmp"), "partial");
+    }
+    for n in ["one", "two", "three"] {
+        write_file(dir, &format!("www/dots/{n}.txt"), n);
     }
     let odd = dir.join("www/odd");
     write_file(dir, "www/odd/a<b>&\"c'.txt", "x");
@@ -89,44 +96,47 @@ fn odd_names_are_escaped_and_the_length_holds() {
 /// whole, a HEAD's without a body, and `add_header` in the listing's head (GET and HEAD).
 #[test]
 fn pipelined_listings_answer_in_order_with_their_headers() {
-    for_each_backend("pipelined_listings_answer_in_order_with_their_headers", |b| {
-        let s = Server::start(b, CONF, setup);
-        let mut c = Conn::open(s.port);
-        c.send(
-            b"GET /list/ HTTP/1.1\r\nHost: x\r\n\r\n\
+    for_each_backend(
+        "pipelined_listings_answer_in_order_with_their_headers",
+        |b| {
+            let s = Server::start(b, CONF, setup);
+            let mut c = Conn::open(s.port);
+            c.send(
+                b"GET /list/ HTTP/1.1\r\nHost: x\r\n\r\n\
               GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n\
               HEAD /hdr/ HTTP/1.1\r\nHost: x\r\n\r\n\
               GET /many/ HTTP/1.1\r\nHost: x\r\n\r\n\
               GET /hdr/ HTTP/1.1\r\nHost: x\r\n\r\n\
               GET /capped/ HTTP/1.1\r\nHost: x\r\n\r\n\
               GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        );
-        let r = c.read_response();
-        assert_eq!(r.status, 200, "[{b}]");
-        assert!(r.text().contains("a.txt</a>"), "[{b}] {}", r.text());
-        let r = c.read_response();
-        assert_eq!((r.status, r.text()), (200, "small file".into()), "[{b}]");
-        let h = c.read_response_head(true);
-        assert_eq!(h.status, 200, "[{b}]");
-        assert_eq!(h.header("X-Listing"), Some("yes"), "[{b}] {}", h.dump());
-        let r = c.read_response();
-        assert_eq!(r.status, 200, "[{b}]");
-        assert_eq!(r.text().matches("<a href=\"file-").count(), 2000, "[{b}]");
-        let g = c.read_response();
-        assert_eq!(g.status, 200, "[{b}]");
-        assert_eq!(g.header("X-Listing"), Some("yes"), "[{b}] {}", g.dump());
-        assert_eq!(
-            g.header("Content-Length"),
-            h.header("Content-Length"),
-            "[{b}]"
-        );
-        assert!(g.text().contains("h.txt</a>"), "[{b}]");
-        let r = c.read_response();
-        assert_eq!(r.text().matches("<a href=\"f").count(), 3, "[{b}]");
-        let r = c.read_response();
-        assert_eq!((r.status, r.text()), (200, "small file".into()), "[{b}]");
-        assert!(c.is_closed(), "[{b}]");
-    });
+            );
+            let r = c.read_response();
+            assert_eq!(r.status, 200, "[{b}]");
+            assert!(r.text().contains("a.txt</a>"), "[{b}] {}", r.text());
+            let r = c.read_response();
+            assert_eq!((r.status, r.text()), (200, "small file".into()), "[{b}]");
+            let h = c.read_response_head(true);
+            assert_eq!(h.status, 200, "[{b}]");
+            assert_eq!(h.header("X-Listing"), Some("yes"), "[{b}] {}", h.dump());
+            let r = c.read_response();
+            assert_eq!(r.status, 200, "[{b}]");
+            assert_eq!(r.text().matches("<a href=\"file-").count(), 2000, "[{b}]");
+            let g = c.read_response();
+            assert_eq!(g.status, 200, "[{b}]");
+            assert_eq!(g.header("X-Listing"), Some("yes"), "[{b}] {}", g.dump());
+            assert_eq!(
+                g.header("Content-Length"),
+                h.header("Content-Length"),
+                "[{b}]"
+            );
+            assert!(g.text().contains("h.txt</a>"), "[{b}]");
+            let r = c.read_response();
+            assert_eq!(r.text().matches("<a href=\"f").count(), 3, "[{b}]");
+            let r = c.read_response();
+            assert_eq!((r.status, r.text()), (200, "small file".into()), "[{b}]");
+            assert!(c.is_closed(), "[{b}]");
+        },
+    );
 }
 
 /// An `error_page` to a named location that lists the directory keeps the error's status
@@ -166,8 +176,10 @@ fn listings_beyond_the_pool_with_resets_are_whole_and_leak_nothing() {
                         let mut got = Vec::new();
                         for j in 0..3 {
                             let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-                            c.write_all(b"GET /many/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                                .unwrap();
+                            c.write_all(
+                                b"GET /many/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            )
+                            .unwrap();
                             if (i + j) % 2 == 0 {
                                 reset_connection(c);
                                 continue;
@@ -253,11 +265,19 @@ fn cold_routings_with_many_lookups_answer_right_and_stay_contained() {
             |b| {
                 let s = Server::start_env(b, COLD_CONF, cold_setup, &[], false, &[(env, "1")]);
                 let r = get(s.port, "/idx/");
-                assert_eq!((r.status, r.text()), (200, "the index".into()), "[{b} {env}]");
+                assert_eq!(
+                    (r.status, r.text()),
+                    (200, "the index".into()),
+                    "[{b} {env}]"
+                );
                 let r = get(s.port, "/tf/here.txt");
                 assert_eq!((r.status, r.text()), (200, "here".into()), "[{b} {env}]");
                 let r = get(s.port, "/tf/nothing");
-                assert_eq!((r.status, r.text()), (200, "fallback".into()), "[{b} {env}]");
+                assert_eq!(
+                    (r.status, r.text()),
+                    (200, "fallback".into()),
+                    "[{b} {env}]"
+                );
                 let r = get(s.port, "/strict/real/f.txt");
                 assert_eq!((r.status, r.text()), (200, "real".into()), "[{b} {env}]");
                 assert_eq!(get(s.port, "/strict/link/f.txt").status, 403, "[{b} {env}]");
@@ -291,9 +311,12 @@ fn cold_routings_with_many_lookups_answer_right_and_stay_contained() {
                 assert_eq!(r.status, 200, "[{b} {env}] {}", r.dump());
                 assert!(r.text().contains("in.txt</a>"), "[{b} {env}] {}", r.dump());
                 let mut c = Conn::open(s.port);
-                let mut req = b"GET /list/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".to_vec();
+                let mut req =
+                    b"GET /list/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".to_vec();
                 req.extend(std::iter::repeat_n(b'q', 100_000));
-                req.extend_from_slice(b"GET /tfl/d/in.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                req.extend_from_slice(
+                    b"GET /tfl/d/in.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                );
                 c.send(&req);
                 let r = c.read_response();
                 assert!(r.text().contains("x.txt</a>"), "[{b} {env}] {}", r.dump());
@@ -326,7 +349,11 @@ fn uncached_reads_serve_ranges_and_survive_a_truncated_file() {
             );
             assert_eq!(r.status, 206, "[{b}]");
             let t = r.body.clone();
-            for (from, to) in [(0usize, 10usize), (3_000_000, 3_000_010), (3_999_995, 4_000_000)] {
+            for (from, to) in [
+                (0usize, 10usize),
+                (3_000_000, 3_000_010),
+                (3_999_995, 4_000_000),
+            ] {
                 assert!(
                     t.windows(10.min(to - from))
                         .any(|w| w == &big[from..from + 10.min(to - from)]),
@@ -339,7 +366,8 @@ fn uncached_reads_serve_ranges_and_survive_a_truncated_file() {
             fs::write(s.dir.join("www/huge.bin"), &huge).unwrap();
             let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            c.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            c.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             let mut got = vec![0u8; 64 * 1024];
             c.read_exact(&mut got).unwrap();
             let f = fs::OpenOptions::new()
@@ -411,7 +439,10 @@ fn held_uploads_with_continue_and_pipelining_store_whole_bodies() {
             c.send(&body);
             let r = c.read_response();
             assert_eq!(r.status, 201, "[{b}] {}", r.dump());
-            assert!(fs::read(s.dir.join("www/up/c.bin")).unwrap() == body, "[{b}]");
+            assert!(
+                fs::read(s.dir.join("www/up/c.bin")).unwrap() == body,
+                "[{b}]"
+            );
             // The head, then (while it is held) its body and the next requests at once.
             let mut c = Conn::open(s.port);
             let mut all = format!(
@@ -432,14 +463,25 @@ fn held_uploads_with_continue_and_pipelining_store_whole_bodies() {
             assert_eq!(r.status, 201, "[{b}] {}", r.dump());
             let r = c.read_response();
             assert_eq!(r.status, 200, "[{b}]");
-            assert!(r.body == body, "[{b}] d.bin differs: {} bytes", r.body.len());
+            assert!(
+                r.body == body,
+                "[{b}] d.bin differs: {} bytes",
+                r.body.len()
+            );
             let r = c.read_response();
-            assert!(r.status == 201 || r.status == 403 || r.status == 400, "[{b}] {}", r.dump());
+            assert!(
+                r.status == 201 || r.status == 403 || r.status == 400,
+                "[{b}] {}",
+                r.dump()
+            );
             let stored = r.status == 201;
             let r = c.read_response();
             assert_eq!(r.status, 200, "[{b}]");
             let t = r.text();
-            assert!(t.contains("c.bin</a>") && t.contains("d.bin</a>"), "[{b}] {t}");
+            assert!(
+                t.contains("c.bin</a>") && t.contains("d.bin</a>"),
+                "[{b}] {t}"
+            );
             assert!(!t.contains("<b>"), "[{b}] {t}");
             if stored {
                 assert!(t.contains("&lt;b&gt;&amp;&quot;.html"), "[{b}] {t}");
@@ -469,8 +511,10 @@ fn listings_out_of_descriptors_answer_and_recover() {
             let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", s.port)) else {
                 break;
             };
-            c.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
-            c.write_all(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(700)))
+                .unwrap();
+            c.write_all(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             let mut r = Reader::new(c.try_clone().unwrap());
             match r.read_response(false) {
                 Ok(resp) if resp.status == 200 => conns.push((c, r)),
@@ -481,7 +525,8 @@ fn listings_out_of_descriptors_answer_and_recover() {
         let mut answered = 0;
         for (c, r) in conns.iter_mut().take(6) {
             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            c.write_all(b"GET /list/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            c.write_all(b"GET /list/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             match r.read_response(false) {
                 Ok(resp) if resp.status == 200 => {
                     assert!(resp.body == want.body, "[{b}] a listing differs");
@@ -491,7 +536,10 @@ fn listings_out_of_descriptors_answer_and_recover() {
                 Err(e) => panic!("[{b}] no answer to a listing out of fds: {e}"),
             }
         }
-        println!("[{b}] {} idle connections; {answered} of 6 listings answered 200", conns.len());
+        println!(
+            "[{b}] {} idle connections; {answered} of 6 listings answered 200",
+            conns.len()
+        );
         drop(conns);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut ok = false;
@@ -545,8 +593,8 @@ fn tls_pipelined_listings_are_whole_and_in_order() {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let conn = ClientConnection::new(Arc::new(cfg), ServerName::try_from("a.test").unwrap())
-            .unwrap();
+        let conn =
+            ClientConnection::new(Arc::new(cfg), ServerName::try_from("a.test").unwrap()).unwrap();
         let tcp = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut t = StreamOwned::new(conn, tcp);
@@ -574,23 +622,41 @@ fn tls_pipelined_listings_are_whole_and_in_order() {
             let len: usize = head
                 .to_ascii_lowercase()
                 .lines()
-                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
                 .unwrap_or(0);
             let end = if head_only { h } else { h + len };
             assert!(end <= all.len(), "[{b}] response {} cut short", rs.len());
             rs.push(Reader::new(&all[at..end]).read_response(head_only).unwrap());
             if head_only {
-                assert_eq!(rs.last().unwrap().header("Content-Length"), Some(len.to_string().as_str()));
+                assert_eq!(
+                    rs.last().unwrap().header("Content-Length"),
+                    Some(len.to_string().as_str())
+                );
             }
             at = end;
         }
         assert_eq!(at, all.len(), "[{b}] bytes after the last response");
         assert_eq!(rs[0].status, 200, "[{b}]");
-        assert_eq!(rs[0].text().matches("<a href=\"file-").count(), 2000, "[{b}]");
-        assert_eq!((rs[1].status, rs[1].text()), (200, "small file".into()), "[{b}]");
+        assert_eq!(
+            rs[0].text().matches("<a href=\"file-").count(),
+            2000,
+            "[{b}]"
+        );
+        assert_eq!(
+            (rs[1].status, rs[1].text()),
+            (200, "small file".into()),
+            "[{b}]"
+        );
         assert_eq!(rs[2].header("X-Listing"), Some("yes"), "[{b}]");
         assert_eq!(rs[3].header("X-Listing"), Some("yes"), "[{b}]");
-        assert_eq!(rs[3].header("Content-Length"), rs[2].header("Content-Length"), "[{b}]");
+        assert_eq!(
+            rs[3].header("Content-Length"),
+            rs[2].header("Content-Length"),
+            "[{b}]"
+        );
         assert!(rs[3].text().contains("h.txt</a>"), "[{b}]");
         assert!(rs[4].body == rs[0].body, "[{b}]");
         let _ = &mut t;
@@ -626,7 +692,10 @@ fn reload_and_stop_during_listings() {
             let _ = c.read_to_end(&mut all);
             let rs = parse_responses(&all);
             assert_eq!(rs.len(), 1, "[{b}]");
-            assert!(rs[0].body == want.body, "[{b}] a listing across the reload differs");
+            assert!(
+                rs[0].body == want.body,
+                "[{b}] a listing across the reload differs"
+            );
         }
         assert_eq!(get(s.port, "/list/").status, 200, "[{b}] after the reload");
         let _late = open(12);
@@ -639,5 +708,27 @@ fn reload_and_stop_during_listings() {
             "[{b}] stop took {:?}",
             started.elapsed()
         );
+    });
+}
+
+/// Names a listing does not show (dot-files: an upload store's temp files, one per upload under
+/// way) do not count against `autoindex_max_entries`: an anonymous uploader with slow uploads
+/// under way must not push the store's files out of its listing, nor make a listing of three
+/// files say it was truncated at five.
+#[test]
+fn hidden_names_do_not_eat_the_listing_cap() {
+    for_each_backend("hidden_names_do_not_eat_the_listing_cap", |b| {
+        let s = Server::start(b, CONF, setup);
+        let r = get(s.port, "/dots/");
+        assert_eq!(r.status, 200, "[{b}]");
+        let t = r.text();
+        for n in ["one", "two", "three"] {
+            assert!(
+                t.contains(&format!(">{n}.txt</a>")),
+                "[{b}] {n}.txt missing:\n{t}"
+            );
+        }
+        assert!(!t.contains("truncated"), "[{b}] {t}");
+        assert!(!t.contains(".upload-"), "[{b}] {t}");
     });
 }
