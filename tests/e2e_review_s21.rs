@@ -732,3 +732,49 @@ fn hidden_names_do_not_eat_the_listing_cap() {
         assert!(!t.contains(".upload-"), "[{b}] {t}");
     });
 }
+
+/// Without `cachestat` a large file is read into memory piece by piece (`Op::Read`): clients
+/// that ask for a 32 MB file and never read hold at most a piece each in the server, not the
+/// file — and a byte range and a multipart answer from the same file are exact meanwhile.
+#[test]
+fn uncached_reads_for_clients_that_do_not_read_stay_bounded() {
+    for_each_backend(
+        "uncached_reads_for_clients_that_do_not_read_stay_bounded",
+        |b| {
+            let s = Server::start_env(
+                b,
+                COLD_CONF,
+                cold_setup,
+                &[],
+                false,
+                &[("WEBSERV_NO_CACHED_CALLS", "1")],
+            );
+            let pid = s.pid().unwrap();
+            let huge: Vec<u8> = (0..32_000_000u32).map(|i| (i % 241) as u8).collect();
+            fs::write(s.dir.join("www/huge.bin"), &huge).unwrap();
+            assert_eq!(get(s.port, "/tf/here.txt").status, 200, "[{b}]");
+            let before = vm_rss_kib(pid).unwrap();
+            let stalled: Vec<_> = (0..8)
+                .map(|_| {
+                    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+                    c.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                    c
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(1500));
+            let during = vm_rss_kib(pid).unwrap();
+            let r = request(
+                s.port,
+                b"GET /huge.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=31999990-\r\nConnection: close\r\n\r\n",
+            );
+            assert_eq!(r.status, 206, "[{b}]");
+            assert_eq!(r.body, huge[31_999_990..], "[{b}]");
+            drop(stalled);
+            println!("[{b}] RSS {before} KiB → {during} KiB with 8 stalled 32 MB downloads");
+            assert!(
+                during < before + 16 * 1024,
+                "[{b}] RSS grew from {before} to {during} KiB"
+            );
+        },
+    );
+}
