@@ -778,3 +778,66 @@ fn uncached_reads_for_clients_that_do_not_read_stay_bounded() {
         },
     );
 }
+
+/// Workers sharing an IPv4 and an IPv6 address on one port (SO_REUSEPORT) both serve, and a
+/// second server on that IPv6 address is refused (the check covers IPv6 as IPv4) while the
+/// first keeps every connection.
+#[test]
+fn reuseport_check_covers_ipv6_beside_ipv4() {
+    for_each_backend("reuseport_check_covers_ipv6_beside_ipv4", |b| {
+        let conf = "workers 2;\nerror_log stderr info;\nserver {\n    listen 127.0.0.1:{PORT};\n    listen [::1]:{PORT};\n    root {DIR}/www;\n}\n";
+        let first = Server::start(b, conf, |d| write_file(d, "www/index.html", "first\n"));
+        let v6 = |port: u16| {
+            let mut c = std::net::TcpStream::connect(("::1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut all = Vec::new();
+            let _ = c.read_to_end(&mut all);
+            parse_responses(&all)
+        };
+        assert_eq!(v6(first.port)[0].body, b"first\n", "[{b}]");
+        assert_eq!(get(first.port, "/index.html").body, b"first\n", "[{b}]");
+        let dir = temp_dir();
+        fs::create_dir_all(dir.join("www")).unwrap();
+        let path = dir.join("second.conf");
+        fs::write(
+            &path,
+            format!(
+                "workers 2;\nerror_log stderr info;\nserver {{\n    listen [::1]:{};\n    root www;\n}}\n",
+                first.port
+            ),
+        )
+        .unwrap();
+        let mut second = std::process::Command::new(binary())
+            .args(["-c", path.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+            .args(["--backend", b])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(st) = second.try_wait().unwrap() {
+                break Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = second.kill();
+                let _ = second.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = second.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = fs::remove_dir_all(&dir);
+        let status = status.unwrap_or_else(|| panic!("[{b}] a second server runs on [::1]"));
+        assert!(!status.success(), "[{b}] {err}");
+        assert!(err.contains("Address already in use"), "[{b}] {err}");
+        for _ in 0..10 {
+            assert_eq!(v6(first.port)[0].body, b"first\n", "[{b}]");
+        }
+    });
+}
