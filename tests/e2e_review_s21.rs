@@ -757,7 +757,8 @@ fn uncached_reads_for_clients_that_do_not_read_stay_bounded() {
             let stalled: Vec<_> = (0..8)
                 .map(|_| {
                     let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-                    c.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                    c.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .unwrap();
                     c
                 })
                 .collect();
