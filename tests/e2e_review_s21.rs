@@ -842,3 +842,105 @@ fn reuseport_check_covers_ipv6_beside_ipv4() {
         }
     });
 }
+
+const SWAP_CONF: &str = "{BASE}
+workers 1;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    location / { autoindex on; }
+    location /strict/ { autoindex on; disable_symlinks on; }
+}
+";
+
+/// With every lookup done off the loop and its answer handed to the next routing, a link
+/// swapped between a directory inside the root and one outside it, again and again while
+/// files and listings under it are asked for, never serves or lists what is outside: the
+/// off-loop open is contained, and what the routing uses is what it opened.
+#[test]
+fn links_swapped_during_cold_lookups_never_escape() {
+    for env in ["WEBSERV_NO_CACHED_CALLS", "WEBSERV_COLD_LOOKUPS"] {
+        for_each_backend("links_swapped_during_cold_lookups_never_escape", |b| {
+            let s = Server::start_env(
+                b,
+                SWAP_CONF,
+                |d| {
+                    write_file(d, "secret/f.txt", "SECRET");
+                    write_file(d, "secret/only-outside.txt", "SECRET");
+                    write_file(d, "www/real/f.txt", "inside");
+                    write_file(d, "www/strict/real/f.txt", "inside");
+                    std::os::unix::fs::symlink("real", d.join("www/flip")).unwrap();
+                    std::os::unix::fs::symlink("real", d.join("www/strict/flip")).unwrap();
+                },
+                &[],
+                false,
+                &[(env, "1")],
+            );
+            let dir = s.dir.clone();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let swapper = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200_000 {
+                        for (link, out) in [
+                            ("www/flip", "../secret"),
+                            ("www/strict/flip", "../../secret"),
+                        ] {
+                            let target = if n % 2 == 0 { out } else { "real" };
+                            let tmp = dir.join(format!("{link}.tmp"));
+                            let _ = fs::remove_file(&tmp);
+                            if std::os::unix::fs::symlink(target, &tmp).is_err()
+                                || fs::rename(&tmp, dir.join(link)).is_err()
+                            {
+                                return n; // the test ended (its prefix is gone)
+                            }
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            };
+            let mut c = Conn::open(s.port);
+            let (mut inside, mut refused) = (0, 0);
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(500) {
+                for path in [
+                    "/flip/f.txt",
+                    "/flip/",
+                    "/strict/flip/f.txt",
+                    "/strict/flip/",
+                ] {
+                    c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+                    let r = c.read_response();
+                    let t = r.text();
+                    assert!(
+                        !t.contains("SECRET") && !t.contains("only-outside"),
+                        "[{b} {env}] {path} escaped the root: {}",
+                        r.dump()
+                    );
+                    match r.status {
+                        200 => inside += 1,
+                        403 | 404 => refused += 1,
+                        s => panic!("[{b} {env}] {path}: {s}"),
+                    }
+                    if path.starts_with("/strict/") {
+                        assert_ne!(
+                            r.status, 200,
+                            "[{b} {env}] a link followed under disable_symlinks on"
+                        );
+                    }
+                    if r.header("Connection")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                    {
+                        c = Conn::open(s.port); // keepalive_requests reached
+                    }
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let swaps = swapper.join().unwrap();
+            println!("[{b} {env}] {swaps} swaps; {inside} answers from inside, {refused} refused");
+            assert!(inside > 0 && refused > 0, "[{b} {env}] the race never bit");
+        });
+    }
+}
