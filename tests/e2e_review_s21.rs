@@ -944,3 +944,109 @@ fn links_swapped_during_cold_lookups_never_escape() {
         });
     }
 }
+
+const MIX_CONF: &str = "{BASE}
+workers 1;
+keepalive_requests 10000;
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    error_page 404 /err404.html;
+    location / { autoindex on; }
+}
+";
+
+/// Two hundred pipelined requests of every kind on one connection — small cached files, a
+/// file too large for the cache (sendfile or reads), 404 with its error page (a file), 304,
+/// 416, HEAD, ranges, listings — so that pooled head buffers, coalescing batches and file
+/// pieces interleave: every answer is its own, whole and in order.
+#[test]
+fn pipelined_mix_through_the_pools_answers_each_request_exactly() {
+    for env in [None, Some("WEBSERV_NO_CACHED_CALLS")] {
+        for_each_backend(
+            "pipelined_mix_through_the_pools_answers_each_request_exactly",
+            |b| {
+                let envs: Vec<(&str, &str)> = env.iter().map(|e| (*e, "1")).collect();
+                let big: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
+                let big2 = big.clone();
+                let s = Server::start_env(
+                    b,
+                    MIX_CONF,
+                    move |d| {
+                        write_file(d, "www/a.txt", "aaaa");
+                        write_file(d, "www/b.txt", "bb");
+                        write_file(d, "www/err404.html", "custom 404 page");
+                        write_file(d, "www/dir/x.txt", "x");
+                        fs::write(d.join("www/big.bin"), &big2).unwrap();
+                    },
+                    &[],
+                    false,
+                    &envs,
+                );
+                let etag = get(s.port, "/a.txt").must_header("ETag").to_string();
+                let kinds = 8;
+                let mut req = Vec::new();
+                for i in 0..200 {
+                    let r = match i % kinds {
+                        0 => "GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+                        1 => "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+                        2 => "GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+                        3 => format!(
+                            "GET /a.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n"
+                        ),
+                        4 => {
+                            "GET /b.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\r\n".to_string()
+                        }
+                        5 => "HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+                        6 => {
+                            "GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-1009,-3\r\n\r\n"
+                                .to_string()
+                        }
+                        _ => "GET /dir/ HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+                    };
+                    req.extend_from_slice(r.as_bytes());
+                }
+                let stream = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut c = Reader::new(stream.try_clone().unwrap());
+                let sender = {
+                    let mut w = stream;
+                    std::thread::spawn(move || w.write_all(&req).unwrap())
+                };
+                for i in 0..200 {
+                    let k = i % kinds;
+                    let r = c
+                        .read_response(k == 5)
+                        .unwrap_or_else(|e| panic!("[{b} {env:?}] response {i}: {e}"));
+                    let what = format!("[{b} {env:?}] request {i} (kind {k})");
+                    match k {
+                        0 => assert_eq!((r.status, r.text()), (200, "aaaa".into()), "{what}"),
+                        1 => assert_eq!(
+                            (r.status, r.text()),
+                            (404, "custom 404 page".into()),
+                            "{what}"
+                        ),
+                        2 => assert!(r.status == 200 && r.body == big, "{what}: {}", r.status),
+                        3 => assert_eq!((r.status, r.body.len()), (304, 0), "{what}"),
+                        4 => assert_eq!(r.status, 416, "{what}"),
+                        5 => assert_eq!(
+                            (r.status, r.header("Content-Length")),
+                            (200, Some("300000")),
+                            "{what}"
+                        ),
+                        6 => {
+                            assert_eq!(r.status, 206, "{what}");
+                            let t = &r.body;
+                            assert!(t.windows(10).any(|w| w == &big[1000..1010]), "{what}");
+                            assert!(t.windows(3).any(|w| w == &big[299_997..]), "{what}");
+                        }
+                        _ => assert!(r.status == 200 && r.text().contains("x.txt</a>"), "{what}"),
+                    }
+                }
+                sender.join().unwrap();
+            },
+        );
+    }
+}
