@@ -887,7 +887,7 @@ fn links_swapped_during_cold_lookups_never_escape() {
                             ("www/flip", "../secret"),
                             ("www/strict/flip", "../../secret"),
                         ] {
-                            let target = if n % 2 == 0 { out } else { "real" };
+                            let target = if n.is_multiple_of(2) { out } else { "real" };
                             let tmp = dir.join(format!("{link}.tmp"));
                             let _ = fs::remove_file(&tmp);
                             if std::os::unix::fs::symlink(target, &tmp).is_err()
