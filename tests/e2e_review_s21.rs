@@ -1049,3 +1049,60 @@ fn pipelined_mix_through_the_pools_answers_each_request_exactly() {
         );
     }
 }
+
+/// A store listed while uploads and deletes change it (names vanish between the op's read of
+/// the names and its `fstatat`s; temp files come and go): every listing is a 200 whose length
+/// is what it announced, with no temp file in it.
+#[test]
+fn store_listed_while_uploads_change_it() {
+    for_each_backend("store_listed_while_uploads_change_it", |b| {
+        let s = Server::start(b, UP_CONF, up_setup);
+        let port = s.port;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::open(port);
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 100_000 {
+                    let name = format!("/up/f{}.txt", n % 40);
+                    let req = if n % 3 == 2 {
+                        format!("DELETE {name} HTTP/1.1\r\nHost: x\r\n\r\n")
+                    } else {
+                        format!("PUT {name} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+                    };
+                    c.send(req.as_bytes());
+                    let r = c.read_response();
+                    assert!(matches!(r.status, 201 | 204 | 404), "{}", r.dump());
+                    if r.header("Connection")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                    {
+                        c = Conn::open(port);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut c = Conn::open(s.port);
+        let started = Instant::now();
+        let mut listings = 0;
+        while started.elapsed() < Duration::from_millis(500) {
+            c.send(b"GET /up/ HTTP/1.1\r\nHost: x\r\n\r\n");
+            let r = c.read_response();
+            assert_eq!(r.status, 200, "[{b}] {}", r.dump());
+            assert!(!r.text().contains(".upload-"), "[{b}] {}", r.text());
+            assert!(r.text().ends_with("</html>\r\n"), "[{b}] {}", r.text());
+            listings += 1;
+            if r.header("Connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            {
+                c = Conn::open(s.port);
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let changes = churn.join().unwrap();
+        println!("[{b}] {listings} listings during {changes} changes");
+        assert!(listings > 5 && changes > 5, "[{b}]");
+    });
+}
