@@ -1106,3 +1106,19 @@ fn store_listed_while_uploads_change_it() {
         assert!(listings > 5 && changes > 5, "[{b}]");
     });
 }
+
+/// The per-connection tables reserved up front for `worker_connections` are address space,
+/// not memory: a server configured for a million connections on each of four workers starts,
+/// serves, and stays small.
+#[test]
+fn a_million_connection_reservation_costs_no_memory() {
+    for_each_backend("a_million_connection_reservation_costs_no_memory", |b| {
+        let conf = "{BASE}\nworkers 4;\nworker_connections 1048576;\nserver {\n    listen 127.0.0.1:{PORT};\n    root www;\n    location / { autoindex on; }\n}\n";
+        let s = Server::start(b, conf, setup);
+        assert_eq!(get(s.port, "/small.txt").text(), "small file", "[{b}]");
+        assert_eq!(get(s.port, "/list/").status, 200, "[{b}]");
+        let rss = vm_rss_kib(s.pid().unwrap()).unwrap();
+        println!("[{b}] RSS {rss} KiB");
+        assert!(rss < 64 * 1024, "[{b}] RSS {rss} KiB");
+    });
+}
