@@ -1122,3 +1122,47 @@ fn a_million_connection_reservation_costs_no_memory() {
         assert!(rss < 64 * 1024, "[{b}] RSS {rss} KiB");
     });
 }
+
+/// Without `cachestat`, the small-file cache is filled by reads that cannot wait: a file
+/// changed behind the server's back (another size) is served new once the entry's 1 s of trust
+/// is over, and one changed through it (a PUT of the same size) at once.
+#[test]
+fn uncached_small_file_cache_follows_changes() {
+    for_each_backend("uncached_small_file_cache_follows_changes", |b| {
+        let s = Server::start_env(
+            b,
+            UP_CONF,
+            |d| {
+                up_setup(d);
+                write_file(d, "www/up/v.txt", "v1");
+            },
+            &[],
+            false,
+            &[("WEBSERV_NO_CACHED_CALLS", "1")],
+        );
+        for _ in 0..3 {
+            assert_eq!(get(s.port, "/up/v.txt").text(), "v1", "[{b}]");
+        }
+        // Behind its back: trusted for 1 s (README), then checked.
+        fs::write(s.dir.join("www/up/v.txt"), "version 2").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let t = get(s.port, "/up/v.txt").text();
+            if t == "version 2" {
+                break;
+            }
+            assert_eq!(t, "v1", "[{b}]");
+            assert!(
+                Instant::now() < deadline,
+                "[{b}] still the old copy after 3 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let r = request(
+            s.port,
+            b"PUT /up/v.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nConnection: close\r\n\r\nversion 3",
+        );
+        assert_eq!(r.status, 204, "[{b}] {}", r.dump());
+        assert_eq!(get(s.port, "/up/v.txt").text(), "version 3", "[{b}]");
+    });
+}
