@@ -345,13 +345,15 @@ pub struct Unlink {
 /// What an [`Op::ListDir`] reads: at most `max` names in directory `dir` (without `.` and
 /// `..`), in the order the file system lists them, each `fstatat`'d in `dir` (following a
 /// symbolic link only with `follow`; nothing is opened, so a FIFO costs nothing). A name whose
-/// `fstatat` fails is left out. The call fills `entries`, and `truncated` when more names
-/// were left unread; the op's result is `entries.len()`.
+/// `fstatat` fails is left out. With `skip_hidden`, names starting with `.` are neither read
+/// nor counted against `max`. The call fills `entries`, and `truncated` when more names were
+/// left unread; the op's result is `entries.len()`.
 #[derive(Debug)]
 pub struct ListDir {
     pub dir: std::os::fd::OwnedFd,
     pub max: usize,
     pub follow: bool,
+    pub skip_hidden: bool,
     pub entries: Vec<DirEntry>,
     pub truncated: bool,
 }
@@ -363,15 +365,28 @@ impl ListDir {
             dir,
             max,
             follow,
+            skip_hidden: false,
             entries: Vec::new(),
             truncated: false,
         }
     }
 
+    /// The same listing without the names that start with `.` (a listing that does not show
+    /// them must not spend its `max` on them).
+    pub fn skip_hidden(mut self) -> ListDir {
+        self.skip_hidden = true;
+        self
+    }
+
     /// Read it, blocking (on a pool thread, or in the simulation).
     pub fn run(&mut self) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
-        let (entries, truncated) = util::list_dir(self.dir.as_raw_fd(), self.max, self.follow)?;
+        let (entries, truncated) = util::list_dir(
+            self.dir.as_raw_fd(),
+            self.max,
+            self.follow,
+            self.skip_hidden,
+        )?;
         self.entries = entries;
         self.truncated = truncated;
         Ok(self.entries.len())

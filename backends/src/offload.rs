@@ -155,18 +155,23 @@ impl Offload {
     }
 
     /// Queue `job`; a thread is started when none is idle and fewer than [`MAX_THREADS`] run.
+    ///
+    /// `Err` only when no thread could be started and none runs: the job is then dropped, not
+    /// queued (the caller completes it with the error — a job left queued would run later and
+    /// complete a second time, on an fd the caller has closed meanwhile). When threads run, a
+    /// failed start only leaves the job to them.
     pub fn submit(&self, job: Job) -> io::Result<()> {
         let mut g = self.shared.lock();
-        g.queued.push_back(job);
         if g.idle == 0 && g.threads < MAX_THREADS {
             let shared = self.shared.clone();
-            std::thread::Builder::new()
-                .name("webserv-offload".into())
-                .spawn(move || worker(shared))?;
-            g.threads += 1;
-        } else {
-            self.shared.work.notify_one();
+            match spawn_worker(shared) {
+                Ok(()) => g.threads += 1,
+                Err(e) if g.threads == 0 => return Err(e),
+                Err(_) => {}
+            }
         }
+        g.queued.push_back(job);
+        self.shared.work.notify_one();
         Ok(())
     }
 
@@ -240,6 +245,28 @@ impl Drop for Offload {
     }
 }
 
+/// Start one pool thread.
+#[cfg(not(test))]
+fn spawn_worker(shared: Arc<Shared>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("webserv-offload".into())
+        .spawn(move || worker(shared))
+        .map(drop)
+}
+
+/// Start one pool thread, or fail as the system may (`EAGAIN`) while this thread's
+/// `FAIL_SPAWN` is set.
+#[cfg(test)]
+fn spawn_worker(shared: Arc<Shared>) -> io::Result<()> {
+    if tests::FAIL_SPAWN.with(|f| f.get()) {
+        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+    }
+    std::thread::Builder::new()
+        .name("webserv-offload".into())
+        .spawn(move || worker(shared))
+        .map(drop)
+}
+
 /// Close an fd a job opened for nobody.
 fn close(fd: RawFd) {
     // SAFETY: `fd` was returned by the job's open and handed to no one: it is ours alone.
@@ -278,4 +305,68 @@ fn worker(shared: Arc<Shared>) {
         g = shared.lock();
     }
     g.threads -= 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    thread_local! {
+        pub(super) static FAIL_SPAWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    struct NoWake;
+    impl Wake for NoWake {
+        fn wake(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn read_job(token: Token, fd: RawFd) -> Job {
+        Job {
+            token,
+            call: Call::Read {
+                fd,
+                buf: Vec::with_capacity(8),
+                offset: None,
+            },
+        }
+    }
+
+    /// A job whose thread could not be started, while another thread is busy: it completes
+    /// exactly once — never an error *and* later a result (the caller would have closed its
+    /// fd after the error, and the late job would read or write whatever took that number).
+    #[test]
+    fn a_job_whose_thread_cannot_start_completes_once() {
+        let pool = Offload::new(Arc::new(NoWake));
+        let (a_read, mut a_write) = std::io::pipe().unwrap();
+        let (b_read, mut b_write) = std::io::pipe().unwrap();
+        b_write.write_all(b"b").unwrap();
+        // Job 1 blocks its thread (a read of an empty pipe) until the test writes.
+        pool.submit(read_job(1, a_read.as_raw_fd())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.shared.lock().running.is_empty() {
+            assert!(Instant::now() < deadline, "job 1 never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        FAIL_SPAWN.with(|f| f.set(true));
+        let submitted = pool.submit(read_job(2, b_read.as_raw_fd()));
+        FAIL_SPAWN.with(|f| f.set(false));
+        a_write.write_all(b"a").unwrap();
+        let mut done = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            pool.take_done(&mut done);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let twos = done.iter().filter(|(t, _, _)| *t == 2).count();
+        match submitted {
+            Ok(()) => assert_eq!(twos, 1, "job 2 accepted, then completed {twos} times"),
+            Err(e) => assert_eq!(twos, 0, "job 2 refused ({e}), then run anyway"),
+        }
+        assert!(done.iter().any(|(t, _, _)| *t == 1));
+    }
 }

@@ -889,6 +889,12 @@ pub fn link_unlink(dir: RawFd, f: &std::ffi::CStr, t: &std::ffi::CStr) -> io::Re
 /// The names in directory `fd` (without `.` and `..`), at most `max` of them; the bool says
 /// whether more were left unread. `fd` is duplicated: the caller keeps its own.
 pub fn read_dir_fd(fd: RawFd, max: usize) -> io::Result<(Vec<OsString>, bool)> {
+    read_dir_names(fd, max, false)
+}
+
+/// [`read_dir_fd`], leaving out (and not counting against `max`) the names that start with
+/// `.` when `skip_hidden`.
+fn read_dir_names(fd: RawFd, max: usize, skip_hidden: bool) -> io::Result<(Vec<OsString>, bool)> {
     // SAFETY: dup of a live fd; the new fd is handed to fdopendir, which owns it from then on.
     let dup = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
     // SAFETY: `dup` is a directory fd we own.
@@ -911,7 +917,7 @@ pub fn read_dir_fd(fd: RawFd, max: usize) -> io::Result<(Vec<OsString>, bool)> {
         }
         // SAFETY: d_name is NUL-terminated within the entry.
         let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) }.to_bytes();
-        if name == b"." || name == b".." {
+        if name == b"." || name == b".." || (skip_hidden && name.starts_with(b".")) {
             continue;
         }
         if names.len() >= max {
@@ -928,14 +934,20 @@ pub fn read_dir_fd(fd: RawFd, max: usize) -> io::Result<(Vec<OsString>, bool)> {
 /// The entries of directory `fd` with their facts, as [`crate::Op::ListDir`] reads them: at
 /// most `max` names ([`read_dir_fd`]), each `fstatat`'d in the directory (following a
 /// symlink only when `follow`); a name whose `fstatat` fails is left out. The bool says
-/// whether names were left unread. Blocking: run it off the event loop's thread.
+/// whether names were left unread. With `skip_hidden`, names starting with `.` are neither
+/// read nor counted. Blocking: run it off the event loop's thread.
 ///
 /// The names are read through a new open file description of the directory (`openat` of
 /// `.`), not `fd`'s own: duplicates of one fd share their offset, and two listings of them on
 /// two threads would read each other's entries.
-pub fn list_dir(fd: RawFd, max: usize, follow: bool) -> io::Result<(Vec<crate::DirEntry>, bool)> {
+pub fn list_dir(
+    fd: RawFd,
+    max: usize,
+    follow: bool,
+    skip_hidden: bool,
+) -> io::Result<(Vec<crate::DirEntry>, bool)> {
     let own = openat(fd, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let (names, truncated) = read_dir_fd(own.as_raw_fd(), max)?;
+    let (names, truncated) = read_dir_names(own.as_raw_fd(), max, skip_hidden)?;
     drop(own);
     let mut entries = Vec::with_capacity(names.len());
     for name in names {

@@ -2329,3 +2329,45 @@ fn cancel_of_a_list_dir_completes_it_once() {
         let _ = std::fs::remove_dir_all(d);
     });
 }
+
+/// A caller's wake-up among listings completing on the pool (whose threads wake the backend
+/// too): reported exactly once each time — never lost behind a pool wake-up, never doubled,
+/// and no pool wake-up reported as the caller's.
+#[test]
+fn a_wake_among_pool_completions_is_reported_once() {
+    each_backend("a_wake_among_pool_completions_is_reported_once", |b| {
+        let (d, dir) = open_at_tree("listwake");
+        for round in 0..30u64 {
+            let t = 10 * round + 1;
+            for k in 0..6 {
+                b.submit(t + k, list_dir(dir.as_raw_fd(), 100, true));
+            }
+            let w = b.waker();
+            let delay = Duration::from_micros(137 * (round % 8));
+            let waker = std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                w.wake().unwrap();
+            });
+            let mut got: Vec<Completion> = Vec::new();
+            let end = Instant::now() + Duration::from_secs(10);
+            let wakes = |g: &Vec<Completion>| g.iter().filter(|c| c.token == WAKE_TOKEN).count();
+            while got.iter().filter(|c| c.token != WAKE_TOKEN).count() < 6 || wakes(&got) == 0 {
+                assert!(Instant::now() < end, "round {round}: {got:?}");
+                b.wait(&mut got, Some(Duration::from_millis(50))).unwrap();
+            }
+            waker.join().unwrap();
+            let settle = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < settle {
+                b.wait(&mut got, Some(Duration::from_millis(5))).unwrap();
+            }
+            assert_eq!(wakes(&got), 1, "round {round} on {}: {got:?}", b.name());
+            for k in 0..6 {
+                let n = got.iter().filter(|c| c.token == t + k).count();
+                assert_eq!(n, 1, "round {round}: listing {k}: {got:?}");
+            }
+            assert_eq!(got.len(), 7, "round {round}: {got:?}");
+        }
+        drop(dir);
+        let _ = std::fs::remove_dir_all(d);
+    });
+}

@@ -42,7 +42,9 @@ impl Pending {
     /// The op that reads the directory (once: the fd goes with it).
     pub fn op(&mut self) -> Option<backends::Op> {
         let dir = self.dir.take()?;
-        let l = backends::ListDir::new(dir, self.max, self.follow);
+        // Dot-files are not listed, so they do not count against the cap either (an upload
+        // store's temp files would push its files out of the listing).
+        let l = backends::ListDir::new(dir, self.max, self.follow).skip_hidden();
         Some(backends::Op::ListDir(l))
     }
 
@@ -104,7 +106,7 @@ impl Listing {
     /// reads a directory off the loop with `Op::ListDir` ([`Pending`]) and builds from that.
     #[cfg(test)]
     pub fn read(dir: RawFd, uri: &str, max: usize, follow: bool) -> std::io::Result<Listing> {
-        let (entries, truncated) = backends::util::list_dir(dir, max, follow)?;
+        let (entries, truncated) = backends::util::list_dir(dir, max, follow, true)?;
         Ok(Listing::build(entries, truncated, uri, max))
     }
 
