@@ -43,13 +43,24 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// The shipped configuration over a private copy of the site (uploads land there).
+/// The shipped configuration over a private copy of the site (uploads land there) — one copy
+/// per test thread: the leak check tells a real fd still open on the file an op used from one
+/// reused since by comparing files, and seeds running on other threads hold the same numbers
+/// open on their own files (the open-file cache keeps large ones open), never on these.
 fn env() -> &'static Env {
-    static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
+    thread_local! {
+        static ENV: OnceLock<&'static Env> = const { OnceLock::new() };
+    }
+    ENV.with(|e| *e.get_or_init(|| Box::leak(Box::new(make_env()))))
+}
+
+fn make_env() -> Env {
+    {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         remove_stale(&std::env::temp_dir());
-        let prefix = std::env::temp_dir().join(format!("webserv-sim-{}", std::process::id()));
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = std::env::temp_dir().join(format!("webserv-sim-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&prefix);
         copy_dir(&root.join("www"), &prefix.join("www"));
         copy_dir(&root.join("conf"), &prefix.join("conf"));
@@ -69,7 +80,7 @@ fn env() -> &'static Env {
             .unwrap_or_else(|e| panic!("conf/default.conf: {e}"));
         let site = Site::load(&prefix.join("www"));
         Env { prefix, cfg, site }
-    })
+    }
 }
 
 /// Remove the site copies of earlier test processes that are gone (a process cannot remove
@@ -77,7 +88,10 @@ fn env() -> &'static Env {
 fn remove_stale(tmp: &std::path::Path) {
     for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("webserv-sim-") else {
+        let Some(pid) = name
+            .strip_prefix("webserv-sim-")
+            .map(|r| r.split('-').next().unwrap_or(r))
+        else {
             continue;
         };
         let alive = Path::new("/proc").join(pid).exists();
