@@ -34,6 +34,9 @@ use std::time::Duration;
 /// Allocations (and reallocations) counted while `ON` is set, on every thread.
 struct Counting;
 static ON: AtomicBool = AtomicBool::new(false);
+/// The counter is global: the tests of this binary (which the harness runs in parallel) take
+/// turns, or one's server would be counted in the other's windows.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is forwarded to the system allocator unchanged; the counter is a relaxed
@@ -200,6 +203,7 @@ fn with_server(backend: &str, f: impl FnOnce(&mut TcpStream)) {
 
 #[test]
 fn keep_alive_get_of_a_cached_or_open_file_allocates_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // One backend at a time in this process: the counter is global.
     common::for_each_backend("alloc_free", |backend| {
         let (mut small, mut big) = (usize::MAX, usize::MAX);
@@ -231,6 +235,7 @@ fn keep_alive_get_of_a_cached_or_open_file_allocates_nothing() {
 /// response's head buffer goes back to its pool as it is copied (issue 12: the pipelined row).
 #[test]
 fn pipelined_gets_of_a_cached_file_allocate_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     common::for_each_backend("alloc_free_pipelined", |backend| {
         let mut fewest = usize::MAX;
         with_server(backend, |s| {
