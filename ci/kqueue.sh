@@ -71,7 +71,7 @@ echo "==> conformance + end-to-end suites on kqueue (libkqueue)"
 out=$(mktemp "${TMPDIR:-/tmp}/webserv-kqueue.XXXXXX")
 trap 'rm -f "$out"' EXIT
 suites() {
-    cargo test --release --workspace --features libkqueue --no-fail-fast -j2 -- --test-threads=2 --show-output
+    cargo test --profile ci --workspace --features libkqueue --no-fail-fast -j2 -- --test-threads=2 --show-output
 }
 set +e
 suites 2>&1 | tee "$out"

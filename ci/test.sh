@@ -160,14 +160,14 @@ cross() {
 }
 step cross cross
 
-step tests cargo test --workspace --release --no-fail-fast -- --test-threads=2
+step tests cargo test --workspace --profile ci --no-fail-fast -- --test-threads=2
 
 # AddressSanitizer over the backends crate, and kqueue on Linux through libkqueue.
 optional_step asan ci/asan.sh
 optional_step kqueue ci/kqueue.sh
 # The deterministic simulation: the real server loop on the simulated backend, 10,000 seeds
 # (a long campaign: ci/sim.sh SECONDS).
-step sim cargo test --release --features sim --test sim -- --test-threads=1
+step sim cargo test --profile ci --features sim --test sim -- --test-threads=1
 
 # browser.sh exits 77 when chromium or node is missing: here that is a failure like any other.
 step browser bash ci/browser.sh
