@@ -409,3 +409,105 @@ fn access_log_is_in_combined_format() {
         assert!(lines[1].ends_with("\"-\" \"-\""), "{}", lines[1]);
     });
 }
+
+/// One expected response: status, Content-Type (without parameters), body, `Connection`.
+type Want<'a> = (u16, Option<&'a str>, &'a [u8], Option<&'a str>);
+
+/// A hot cached file's head is built once and copied while it would say the same: requests
+/// that differ in what the head says — the URI's type, HTTP/1.0 keep-alive, `close`,
+/// conditionals, ranges, HEAD — each get their own head, pipelined within one second.
+#[test]
+fn one_cached_file_gets_the_head_each_request_needs() {
+    for_each_backend("one_cached_file_gets_the_head_each_request_needs", |b| {
+        let conf = "{BASE}
+server {
+    listen 127.0.0.1:{PORT};
+    root www;
+    location = /readme.txt { alias www/index.html; }
+}
+";
+        let s = Server::start(b, conf, |d| write_file(d, "www/index.html", INDEX));
+        // Warm the cache and learn the validators.
+        let first = get(s.port, "/index.html");
+        let etag = first.must_header("etag").to_string();
+        let mut c = Conn::open(s.port);
+        let g = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut reqs = String::new();
+        reqs += &g("/index.html");
+        reqs += &g("/readme.txt");
+        reqs += "GET /index.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        reqs += &g("/index.html");
+        reqs += &format!("GET /index.html HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n");
+        reqs += "GET /index.html HTTP/1.1\r\nHost: x\r\nRange: bytes=1-3\r\n\r\n";
+        reqs += "HEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n";
+        reqs += &g("/index.html");
+        reqs += "GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        c.send(reqs.as_bytes());
+        let want: [Want; 9] = [
+            (200, Some("text/html"), INDEX.as_bytes(), None),
+            (200, Some("text/plain"), INDEX.as_bytes(), None),
+            (200, Some("text/html"), INDEX.as_bytes(), Some("keep-alive")),
+            (200, Some("text/html"), INDEX.as_bytes(), None),
+            (304, None, b"", None),
+            (206, Some("text/html"), &INDEX.as_bytes()[1..4], None),
+            (200, Some("text/html"), b"", None),
+            (200, Some("text/html"), INDEX.as_bytes(), None),
+            (200, Some("text/html"), INDEX.as_bytes(), Some("close")),
+        ];
+        for (i, (status, ty, body, connection)) in want.into_iter().enumerate() {
+            let r = c.read_response_head(i == 6);
+            assert_eq!(r.status, status, "response {i}:\n{}", r.dump());
+            assert_eq!(r.body, body, "response {i}:\n{}", r.dump());
+            let got_ty = r
+                .header("content-type")
+                .map(|t| t.split(';').next().unwrap());
+            assert_eq!(got_ty, ty, "response {i}:\n{}", r.dump());
+            assert_eq!(
+                r.header("connection"),
+                connection,
+                "response {i}:\n{}",
+                r.dump()
+            );
+            assert_eq!(r.must_header("etag"), etag, "response {i}:\n{}", r.dump());
+            if status == 200 {
+                let len = INDEX.len().to_string();
+                assert_eq!(r.must_header("content-length"), len, "response {i}");
+            }
+        }
+        assert!(c.is_closed(), "the connection outlived `Connection: close`");
+    });
+}
+
+/// A reload that turns `server_tokens` on names the version in the next response for a hot
+/// file, even within the second whose head was built before the reload.
+#[test]
+fn a_reload_changes_the_server_name_of_a_hot_file() {
+    for_each_backend("a_reload_changes_the_server_name_of_a_hot_file", |b| {
+        let conf = "{BASE}\nserver {\n    listen 127.0.0.1:{PORT};\n    root www;\n}\n";
+        let s = Server::start(b, conf, |d| write_file(d, "www/index.html", INDEX));
+        for _ in 0..3 {
+            assert_eq!(get(s.port, "/index.html").must_header("server"), "webserv");
+        }
+        let path = s.dir.join("webserv.conf");
+        let on = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("server {", "server_tokens on;\nserver {");
+        std::fs::write(&path, on).unwrap();
+        s.signal(libc::SIGHUP);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !s.log().contains("configuration reloaded") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reload:\n{}",
+                s.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let r = get(s.port, "/index.html");
+        assert!(
+            r.must_header("server").starts_with("webserv/"),
+            "{}",
+            r.dump()
+        );
+    });
+}

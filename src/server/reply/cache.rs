@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::os::fd::{OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use backends::util::FileStat;
@@ -58,15 +58,79 @@ pub struct Cached {
     stat: FileStat,
     checked: std::time::Instant,
     gen: u64,
+    /// The head of the last plain 200 answered from this entry.
+    pub(super) memo: std::cell::RefCell<HeadMemo>,
+}
+
+/// The head of the last plain `200` (no conditionals, no range) answered from a cached file,
+/// kept to be copied: a hot file is answered many times within one second, and its head then
+/// says the same every time. Everything the head depends on is in the key or compared: the
+/// date, the connection's `Connection` field, the `Server` name (`server_tokens` may change
+/// at a reload) and the MIME type (of the URI, which two names of one file may differ in).
+/// The length and validators are the entry's own: a changed file is a new entry.
+#[derive(Default)]
+pub(super) struct HeadMemo {
+    date: [u8; 29],
+    close: bool,
+    keep_alive_10: bool,
+    server: usize,
+    mime: String,
+    head: Vec<u8>,
+}
+
+impl HeadMemo {
+    fn server() -> usize {
+        crate::http::response::server_name().as_ptr() as usize
+    }
+
+    /// Copy the kept head into `out` when it was built for the same inputs.
+    pub(super) fn copy_to(&self, mime: &str, cx: &super::Ctx, out: &mut Vec<u8>) -> bool {
+        let same = !self.head.is_empty()
+            && self.date[..] == *cx.date
+            && self.close == cx.close
+            && self.keep_alive_10 == cx.keep_alive_10
+            && self.server == Self::server()
+            && self.mime == mime;
+        if same {
+            out.clear();
+            out.extend_from_slice(&self.head);
+        }
+        same
+    }
+
+    /// Keep `head`, built for `mime` and `cx` (its buffers are reused: no allocation once
+    /// they have grown).
+    pub(super) fn keep(&mut self, mime: &str, cx: &super::Ctx, head: &[u8]) {
+        let Ok(date) = <[u8; 29]>::try_from(cx.date) else {
+            return;
+        };
+        self.date = date;
+        self.close = cx.close;
+        self.keep_alive_10 = cx.keep_alive_10;
+        self.server = Self::server();
+        self.mime.clear();
+        self.mime.push_str(mime);
+        self.head.clear();
+        self.head.extend_from_slice(head);
+    }
+}
+
+/// A path as the caches' key: its bytes.
+fn key(p: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes()
 }
 
 /// Small static files kept in memory (content + validators).
 #[derive(Default)]
 pub struct FileCache {
-    map: std::collections::HashMap<PathBuf, std::rc::Rc<Cached>>,
+    /// Keyed by the path's bytes: `Path`'s own `Hash` walks its components and feeds each to
+    /// the hasher separately (about 4 % of a pipelined request's CPU), and every path here
+    /// is already normalised, so bytes compare as the paths do.
+    map: std::collections::HashMap<Box<[u8]>, std::rc::Rc<Cached>>,
     /// Directory fds of roots, aliases and upload stores, opened on first use and dropped at
     /// reload: every path under them is resolved beneath one of these.
-    anchors: std::collections::HashMap<PathBuf, std::rc::Rc<OwnedFd>>,
+    anchors: std::collections::HashMap<Box<[u8]>, std::rc::Rc<OwnedFd>>,
     bytes: usize,
     /// Large files kept open (nginx's `open_file_cache`).
     pub open: super::open_files::OpenFiles,
@@ -81,12 +145,12 @@ impl FileCache {
 
     /// The directory fd of `dir` (a root, alias or upload store), opened once.
     pub fn anchor(&mut self, dir: &Path) -> std::io::Result<std::rc::Rc<OwnedFd>> {
-        if let Some(fd) = self.anchors.get(dir) {
+        if let Some(fd) = self.anchors.get(key(dir)) {
             return Ok(fd.clone());
         }
         let fd = std::rc::Rc::new(backends::util::open_dir(dir)?);
         // Bounded: one entry per configured directory (and per alias target).
-        self.anchors.insert(dir.to_path_buf(), fd.clone());
+        self.anchors.insert(key(dir).into(), fd.clone());
         Ok(fd)
     }
 
@@ -98,7 +162,7 @@ impl FileCache {
         for (dir, fd) in dirs {
             // dup(2) of an open fd: no lookup, nothing that waits for the disk.
             if let Ok(fd) = backends::util::dup_fd(std::os::fd::AsRawFd::as_raw_fd(fd)) {
-                self.anchors.insert(dir.clone(), std::rc::Rc::new(fd));
+                self.anchors.insert(key(dir).into(), std::rc::Rc::new(fd));
             }
         }
     }
@@ -124,7 +188,7 @@ impl FileCache {
         rel: &str,
         cached: bool,
     ) -> Option<std::rc::Rc<Cached>> {
-        if !self.map.contains_key(path) {
+        if !self.map.contains_key(key(path)) {
             return None;
         }
         let name = std::ffi::OsStr::new(rel);
@@ -143,7 +207,7 @@ impl FileCache {
                 Some(Err(_)) => return None,
                 None => backends::util::fstatat(anchor, name, true).ok()?,
             };
-        let e = self.map.get_mut(path)?;
+        let e = self.map.get_mut(key(path))?;
         if e.stat != st {
             return None;
         }
@@ -155,6 +219,7 @@ impl FileCache {
             stat: st,
             checked: self.now.unwrap_or_else(std::time::Instant::now),
             gen: writes(),
+            memo: std::cell::RefCell::new(e.memo.take()),
         });
         *e = fresh.clone();
         Some(fresh)
@@ -162,7 +227,7 @@ impl FileCache {
 
     /// The entry for `path` if it may be used without looking at the file at all.
     pub(super) fn fresh(&self, path: &Path) -> Option<std::rc::Rc<Cached>> {
-        let e = self.map.get(path)?;
+        let e = self.map.get(key(path))?;
         (e.gen == writes() && self.now().duration_since(e.checked) < CACHE_VALID).then(|| e.clone())
     }
 
@@ -181,7 +246,7 @@ impl FileCache {
             self.forget(path);
             return None;
         }
-        if let Some(e) = self.map.get_mut(path) {
+        if let Some(e) = self.map.get_mut(key(path)) {
             if e.stat == *st {
                 let fresh = std::rc::Rc::new(Cached {
                     body: e.body.clone(),
@@ -191,6 +256,7 @@ impl FileCache {
                     stat: *st,
                     checked: now,
                     gen,
+                    memo: std::cell::RefCell::new(e.memo.take()),
                 });
                 *e = fresh.clone();
                 return Some(fresh);
@@ -219,14 +285,15 @@ impl FileCache {
             stat: *st,
             checked: now,
             gen,
+            memo: Default::default(),
         });
         self.bytes += entry.body.len();
-        self.map.insert(path.to_path_buf(), entry.clone());
+        self.map.insert(key(path).into(), entry.clone());
         Some(entry)
     }
 
     pub(super) fn forget(&mut self, path: &Path) {
-        if let Some(old) = self.map.remove(path) {
+        if let Some(old) = self.map.remove(key(path)) {
             self.bytes -= old.body.len();
         }
     }

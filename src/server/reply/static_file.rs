@@ -104,6 +104,23 @@ pub(super) fn file_head(
 }
 
 fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -> Reply {
+    let plain = cx.range.is_none()
+        && cx.if_none_match.is_none()
+        && cx.if_modified_since.is_none()
+        && cx.if_match.is_none()
+        && cx.if_unmodified_since.is_none();
+    if plain {
+        let mut head = cx.head_buf.take();
+        if c.memo.borrow().copy_to(mime.mime_type(uri), cx, &mut head) {
+            let body = cached_body(c, 0, c.body.len() as u64, cx);
+            return Reply::Full {
+                status: 200,
+                head,
+                body,
+            };
+        }
+        cx.head_buf.set(head);
+    }
     let v = Validators {
         len: c.body.len() as u64,
         mtime: c.mtime,
@@ -114,7 +131,16 @@ fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -
         Ok(h) => h,
         Err(reply) => return reply,
     };
-    let body = if cx.head_only || count == 0 {
+    if plain && status == 200 {
+        c.memo.borrow_mut().keep(mime.mime_type(uri), cx, &head);
+    }
+    let body = cached_body(c, from, count, cx);
+    Reply::Full { status, head, body }
+}
+
+/// `count` bytes of a cached file from `from` as a response body (none for HEAD).
+fn cached_body(c: &Cached, from: u64, count: u64, cx: &Ctx) -> backends::Body {
+    if cx.head_only || count == 0 {
         backends::Body::Empty
     } else {
         backends::Body::Shared(backends::Shared {
@@ -122,8 +148,7 @@ fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -
             start: from as usize,
             end: (from + count) as usize,
         })
-    };
-    Reply::Full { status, head, body }
+    }
 }
 
 /// Where a file's bytes are, for a multipart answer: in memory, or the open file (taken when a
