@@ -18,6 +18,9 @@ use backends::util::FileStat;
 pub const CACHE_FILE_MAX: u64 = 64 * 1024;
 /// The cache's total size; past it, it starts over.
 pub const CACHE_TOTAL_MAX: usize = 32 * 1024 * 1024;
+/// What an entry costs besides its bytes (the record, its key, entity tag and kept head), so
+/// that empty files — which anyone who may upload can make by the thousand — count too.
+const ENTRY_COST: usize = 640;
 /// How long a cached file is trusted before it is checked again (nginx's
 /// `open_file_cache_valid`, much shorter).
 pub const CACHE_VALID: std::time::Duration = std::time::Duration::from_secs(1);
@@ -272,7 +275,7 @@ impl FileCache {
         if !backends::util::read_cached_at(file.as_raw_fd(), &mut body, 0).ok()? {
             return None;
         }
-        if self.bytes + body.len() > CACHE_TOTAL_MAX {
+        if self.bytes + body.len() + ENTRY_COST > CACHE_TOTAL_MAX {
             self.map.clear();
             self.bytes = 0;
         }
@@ -287,14 +290,41 @@ impl FileCache {
             gen,
             memo: Default::default(),
         });
-        self.bytes += entry.body.len();
+        self.bytes += entry.body.len() + ENTRY_COST;
         self.map.insert(key(path).into(), entry.clone());
         Some(entry)
     }
 
     pub(super) fn forget(&mut self, path: &Path) {
         if let Some(old) = self.map.remove(key(path)) {
-            self.bytes -= old.body.len();
+            self.bytes -= old.body.len() + ENTRY_COST;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Empty files cost their entry: a directory of them cannot grow the cache without bound.
+    #[test]
+    fn empty_files_count_against_the_total() {
+        let dir = std::env::temp_dir().join(format!("webserv-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("empty");
+        std::fs::write(&f, b"").unwrap();
+        let file = File::open(&f).unwrap();
+        let st = backends::util::fstat(std::os::fd::AsRawFd::as_raw_fd(&file)).unwrap();
+        let mut c = FileCache::default();
+        let most = CACHE_TOTAL_MAX / ENTRY_COST;
+        for i in 0..most + 10 {
+            let p = dir.join(format!("n{i}"));
+            assert!(c.load(&p, &file, &st).is_some(), "entry {i} not kept");
+            assert!(c.map.len() <= most, "{} entries after {i}", c.map.len());
+            assert!(c.bytes <= CACHE_TOTAL_MAX);
+        }
+        c.forget(&dir.join(format!("n{}", most + 9)));
+        assert_eq!(c.bytes, c.map.len() * ENTRY_COST);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
