@@ -115,7 +115,8 @@ pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
             None => host,
         }
     } else {
-        host.split(':').next().unwrap_or("")
+        let colon = host.bytes().position(|b| b == b':');
+        colon.map_or(host, |i| &host[..i])
     };
     let h = h.strip_suffix('.').unwrap_or(h);
     // Borrowed when already lower-case (every request names its Host: no copy per request).

@@ -9,7 +9,11 @@ use crate::config::Location;
 /// slash can glue onto one: `location /img { alias /data/images/; }` and `/img../secret` give
 /// `/data/images/../secret` (the alias "off-by-slash" escape). Such a request maps to nothing.
 fn contained(rest: &str) -> bool {
-    !rest.split('/').any(|seg| seg == "..")
+    // Byte segments: short paths, where str's char searcher costs more than the scan.
+    !rest
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .any(|seg| seg == b"..")
 }
 
 /// The file a normalised URI maps to in `loc` (root or alias), or `None` if the mapping would
