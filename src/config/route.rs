@@ -91,6 +91,13 @@ fn find(locs: &[Location], tree: &LocationTree, path: &str) -> Found {
 }
 
 impl Server {
+    /// Every location of the server: the configured ones, the named (`@name`) ones and the
+    /// server-level fallback.
+    pub fn every_location(&self) -> impl Iterator<Item = &Location> {
+        let named = self.locations.iter().chain(&self.named);
+        named.chain(std::iter::once(&self.default_location))
+    }
+
     /// The configured location for an already-normalised path, or `None` when no location
     /// matches (use [`Server::location_for`] to get the server-level fallback instead).
     pub fn select_location(&self, path: &str) -> Option<&Location> {

@@ -309,8 +309,7 @@ pub fn preload_error_pages(cfg: &mut crate::config::Config) {
     use std::os::fd::AsRawFd;
     let mut bodies = std::collections::HashMap::new();
     for server in &cfg.servers {
-        let every = server.locations.iter().chain(&server.named);
-        for loc in every.chain(std::iter::once(&server.default_location)) {
+        for loc in server.every_location() {
             for ep in loc.error_pages.iter().filter(|e| !e.uri.starts_with('@')) {
                 let target = server.location_for(&ep.uri);
                 let Some(path) = map(target, &ep.uri) else {
@@ -397,8 +396,7 @@ pub type DirFds = std::collections::HashMap<std::path::PathBuf, std::os::fd::Own
 pub fn preopen_dirs(cfg: &crate::config::Config) -> DirFds {
     let mut fds = std::collections::HashMap::new();
     for server in &cfg.servers {
-        let every = server.locations.iter().chain(&server.named);
-        for loc in every.chain(std::iter::once(&server.default_location)) {
+        for loc in server.every_location() {
             let dir = match &loc.docroot {
                 crate::config::DocRoot::Root(d) => Some(d),
                 crate::config::DocRoot::Alias { dir, strip } if !strip.is_empty() => Some(dir),

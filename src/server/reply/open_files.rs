@@ -169,6 +169,22 @@ fn cacheable(loc: &Location, path: &str, conf: &OpenFileCache) -> bool {
     conf.max > 0 && !path.ends_with('/') && loc.disable_symlinks != Symlinks::IfSameOwner
 }
 
+/// Set the cache's key to `path` in `loc` when the cache may hold that file: the name
+/// beneath the location's directory, and the loop turn's time.
+fn keyed<'p>(
+    cache: &mut FileCache,
+    loc: &'p Location,
+    path: &'p str,
+    conf: &OpenFileCache,
+) -> Option<(&'p str, Instant)> {
+    if !cacheable(loc, path, conf) {
+        return None;
+    }
+    let (anchor, rel) = super::map::resolve_ref(loc, path)?;
+    cache.open.set_key(anchor, rel, loc.disable_symlinks);
+    Some((rel, cache.now()))
+}
+
 /// The answer from a cached entry trusted as it is (within `open_file_cache_valid`, no write
 /// through webserv since): no system call.
 pub(super) fn hit(
@@ -179,14 +195,9 @@ pub(super) fn hit(
     cx: &Ctx,
 ) -> Option<Reply> {
     let conf = &cfg.open_file_cache;
-    if !cacheable(loc, path, conf) {
-        return None;
-    }
-    let (anchor, rel) = super::map::resolve_ref(loc, path)?;
-    let now = cache.now();
+    let (_, now) = keyed(cache, loc, path, conf)?;
     let of = &mut cache.open;
     of.sweep(now, conf.inactive);
-    of.set_key(anchor, rel, loc.disable_symlinks);
     let e = of.map.get_mut(of.key.as_slice())?;
     if e.gen != super::cache::writes() || now.saturating_duration_since(e.checked) >= conf.valid {
         return None;
@@ -207,14 +218,8 @@ pub(super) fn revalidated(
     cfg: &Config,
     cx: &Ctx,
 ) -> Option<Reply> {
-    let conf = &cfg.open_file_cache;
-    if !cacheable(loc, path, conf) {
-        return None;
-    }
-    let (anchor, rel) = super::map::resolve_ref(loc, path)?;
-    let now = cache.now();
+    let (rel, now) = keyed(cache, loc, path, &cfg.open_file_cache)?;
     let of = &mut cache.open;
-    of.set_key(anchor, rel, loc.disable_symlinks);
     if !of.map.contains_key(of.key.as_slice()) {
         return None;
     }
@@ -253,19 +258,17 @@ pub(super) fn adopt(
     cx: &Ctx,
 ) -> Result<Reply, OwnedFd> {
     let conf = &cfg.open_file_cache;
-    if !cacheable(loc, path, conf) || !st.is_file() || st.size <= CACHE_FILE_MAX {
+    if !st.is_file() || st.size <= CACHE_FILE_MAX {
         return Err(fd);
     }
-    let Some((anchor, rel)) = super::map::resolve_ref(loc, path) else {
+    let Some((_, now)) = keyed(cache, loc, path, conf) else {
         return Err(fd);
     };
     // A small file that grew: its copy in memory is stale.
     cache.forget(fs_path);
-    let now = cache.now();
     let cap = conf.max.min(budget(cfg));
     let of = &mut cache.open;
     of.sweep(now, conf.inactive);
-    of.set_key(anchor, rel, loc.disable_symlinks);
     if let Some(old) = of.map.remove(of.key.as_slice()) {
         OpenFiles::retire(&mut of.closing, old);
     }
