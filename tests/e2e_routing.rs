@@ -79,6 +79,53 @@ fn second_port_has_its_own_servers() {
     });
 }
 
+/// One connection per port, pipelining heads whose `Host` repeats and changes: each is
+/// routed by its own `Host` and address (the worker remembers the last answer), also across
+/// a reload that gives a name to another server.
+#[test]
+fn repeated_and_changing_hosts_pipelined() {
+    for_each_backend("repeated_and_changing_hosts_pipelined", |be| {
+        let s = Server::start(be, VHOSTS, vhost_setup);
+        let pipelined = |port: u16, hosts: &[&str]| -> Vec<String> {
+            let mut c = Conn::open(port);
+            let reqs: String = hosts
+                .iter()
+                .map(|h| format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n"))
+                .collect();
+            c.send(reqs.as_bytes());
+            hosts.iter().map(|_| c.read_response().text()).collect()
+        };
+        let hosts = [
+            "a.test", "a.test", "b.test", "a.test", "nope", "nope", "A.test",
+        ];
+        let want = [
+            "site a", "site a", "site b", "site a", "site b", "site b", "site a",
+        ];
+        assert_eq!(pipelined(s.port, &hosts), want);
+        // The same names on the other port: its own servers.
+        let want2 = [
+            "site d", "site d", "site c", "site d", "site c", "site c", "site d",
+        ];
+        assert_eq!(pipelined(s.port2, &hosts), want2);
+        assert_eq!(pipelined(s.port, &["a.test"]), ["site a"]);
+        // a.test moves to the server with root b: the next head naming it goes there.
+        let path = s.dir.join("webserv.conf");
+        let conf = std::fs::read_to_string(&path).unwrap();
+        let moved = conf
+            .replacen("server_name a.test;", "server_name x.test;", 1)
+            .replace(
+                "server_name b.test www.b.test;",
+                "server_name b.test a.test;",
+            );
+        std::fs::write(&path, moved).unwrap();
+        s.reload();
+        assert_eq!(
+            pipelined(s.port, &["a.test", "x.test"]),
+            ["site b", "site a"]
+        );
+    });
+}
+
 const LOCATIONS: &str = r#"{BASE}
 server {
     listen 127.0.0.1:{PORT};

@@ -38,7 +38,7 @@ mod lexer;
 mod limits;
 mod listen;
 mod log_format;
-mod mime;
+pub(crate) mod mime;
 mod model;
 mod route;
 mod settings;

@@ -218,10 +218,10 @@ impl Loop {
         if old_addrs != new_addrs {
             crate::warn!("reload: listen addresses changed; they take effect after a restart");
         }
-        // The access log is opened anew (a changed path, or a rotated file); if it cannot be,
-        // the old one is kept and the reason logged.
+        // The access log is opened anew (a new path, a rotated file), or the old one is kept.
         self.access.reload(&new, &mut *self.be, self.now);
         self.cfg = new;
+        self.pools.last_server = Default::default();
         // Roots and stores as the new configuration's load opened them.
         self.cache.reset_anchors(&self.control.dir_fds());
         crate::notice!(

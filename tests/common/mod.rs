@@ -971,6 +971,24 @@ impl Server {
         backends::util::kill(pid, sig).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
     }
 
+    /// Sends SIGHUP and waits (at most 5 s) until the log says one more time that the
+    /// configuration was reloaded (one worker: the new configuration then serves).
+    #[allow(dead_code)]
+    pub fn reload(&self) {
+        let done = || self.log().matches("configuration reloaded").count();
+        let before = done();
+        self.signal(libc::SIGHUP);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while done() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reload logged:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// True while the server process exists and is not a zombie (it has not died).
     pub fn alive(&mut self) -> bool {
         match self.child.as_mut() {

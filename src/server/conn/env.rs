@@ -31,6 +31,34 @@ pub struct Pools {
     /// Buffers pipelined responses were coalesced into, back from their sends (at most
     /// [`BATCHES_KEPT`], of at most [`BATCH_KEPT_MAX`] bytes each).
     pub batches: Vec<Vec<u8>>,
+    /// The server the last request head chose: the next one, on the same address with the
+    /// same `Host`, is given it without the lookup. Emptied when a reload swaps the
+    /// configuration (new heads are always routed under the loop's current one).
+    pub last_server: LastServer,
+}
+
+#[derive(Default)]
+pub struct LastServer {
+    local: Option<std::net::SocketAddr>,
+    host: Vec<u8>,
+    index: usize,
+}
+
+impl Pools {
+    /// `cfg.server_index` for a head on `local` naming `host` (empty: none), from the last
+    /// head's answer when it asked the same.
+    pub fn server_index(&mut self, cfg: &Config, local: std::net::SocketAddr, host: &str) -> usize {
+        let last = &mut self.last_server;
+        if last.local == Some(local) && last.host == host.as_bytes() {
+            return last.index;
+        }
+        let index = cfg.server_index(local, (!host.is_empty()).then_some(host));
+        last.local = Some(local);
+        last.host.clear();
+        last.host.extend_from_slice(host.as_bytes());
+        last.index = index;
+        index
+    }
 }
 
 /// How many emptied request records a worker keeps for reuse.

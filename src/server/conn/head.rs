@@ -85,10 +85,7 @@ impl Conn {
         if let Ok(h) = analyzed.as_ref() {
             host.push_str(&String::from_utf8_lossy(h.host));
         }
-        let server = cfg.server_index(
-            self.local.get(),
-            (!host.is_empty()).then_some(host.as_str()),
-        );
+        let server = env.pools.server_index(cfg, self.local.get(), &host);
         let close = self.last_response(keep_alive, env);
         let meta = Meta {
             http10: req.minor == 0,

@@ -67,18 +67,40 @@ pub struct Cached {
 
 /// The head of the last plain `200` (no conditionals, no range) answered from a cached file,
 /// kept to be copied: a hot file is answered many times within one second, and its head then
-/// says the same every time. Everything the head depends on is in the key or compared: the
-/// date, the connection's `Connection` field, the `Server` name (`server_tokens` may change
-/// at a reload) and the MIME type (of the URI, which two names of one file may differ in).
-/// The length and validators are the entry's own: a changed file is a new entry.
+/// says the same every time. Everything the head depends on is in the key: the date, the
+/// connection's `Connection` field, the `Server` name (`server_tokens` may change at a
+/// reload), and the MIME type — through the URI's extension (two names of one file may
+/// differ in it) under the configuration that maps it. That configuration is named by its
+/// address and the worker's configuration epoch, which each reload advances before the new
+/// configuration serves, so an address reused by a later configuration never matches. The
+/// length and validators are the entry's own: a changed file is a new entry.
 #[derive(Default)]
 pub(super) struct HeadMemo {
     date: [u8; 29],
     close: bool,
     keep_alive_10: bool,
     server: usize,
-    mime: String,
+    epoch: u64,
+    config: usize,
+    ext: Vec<u8>,
     head: Vec<u8>,
+}
+
+/// What a plain 200's head depends on besides the entry and the request's [`super::Ctx`].
+pub(super) struct MemoKey<'a> {
+    pub epoch: u64,
+    pub config: &'a crate::config::Config,
+    pub uri: &'a str,
+}
+
+impl MemoKey<'_> {
+    fn ext(&self) -> &[u8] {
+        crate::config::mime::extension(self.uri).map_or(b"", str::as_bytes)
+    }
+
+    fn config(&self) -> usize {
+        std::ptr::from_ref(self.config) as usize
+    }
 }
 
 impl HeadMemo {
@@ -87,13 +109,15 @@ impl HeadMemo {
     }
 
     /// Copy the kept head into `out` when it was built for the same inputs.
-    pub(super) fn copy_to(&self, mime: &str, cx: &super::Ctx, out: &mut Vec<u8>) -> bool {
+    pub(super) fn copy_to(&self, k: &MemoKey, cx: &super::Ctx, out: &mut Vec<u8>) -> bool {
         let same = !self.head.is_empty()
             && self.date[..] == *cx.date
             && self.close == cx.close
             && self.keep_alive_10 == cx.keep_alive_10
             && self.server == Self::server()
-            && self.mime == mime;
+            && self.epoch == k.epoch
+            && self.config == k.config()
+            && self.ext == k.ext();
         if same {
             out.clear();
             out.extend_from_slice(&self.head);
@@ -101,9 +125,9 @@ impl HeadMemo {
         same
     }
 
-    /// Keep `head`, built for `mime` and `cx` (its buffers are reused: no allocation once
-    /// they have grown).
-    pub(super) fn keep(&mut self, mime: &str, cx: &super::Ctx, head: &[u8]) {
+    /// Keep `head`, built for `k` and `cx` (its buffers are reused: no allocation once they
+    /// have grown).
+    pub(super) fn keep(&mut self, k: &MemoKey, cx: &super::Ctx, head: &[u8]) {
         let Ok(date) = <[u8; 29]>::try_from(cx.date) else {
             return;
         };
@@ -111,8 +135,10 @@ impl HeadMemo {
         self.close = cx.close;
         self.keep_alive_10 = cx.keep_alive_10;
         self.server = Self::server();
-        self.mime.clear();
-        self.mime.push_str(mime);
+        self.epoch = k.epoch;
+        self.config = k.config();
+        self.ext.clear();
+        self.ext.extend_from_slice(k.ext());
         self.head.clear();
         self.head.extend_from_slice(head);
     }
@@ -139,6 +165,8 @@ pub struct FileCache {
     pub open: super::open_files::OpenFiles,
     /// The loop turn's time (set by the loop: no clock read per request); `None` reads it.
     pub now: Option<std::time::Instant>,
+    /// Advanced by each reload ([`FileCache::reset_anchors`]): see [`HeadMemo`].
+    pub(super) epoch: u64,
 }
 
 impl FileCache {
@@ -160,6 +188,7 @@ impl FileCache {
     /// A reload may have changed what the configured paths name: start again from the
     /// directories the new configuration opened when it was loaded.
     pub fn reset_anchors(&mut self, dirs: &super::DirFds) {
+        self.epoch += 1;
         self.anchors.clear();
         self.open.clear();
         for (dir, fd) in dirs {

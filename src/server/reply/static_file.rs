@@ -8,7 +8,7 @@ use std::path::Path;
 use backends::util::{self, FileStat};
 
 use super::autoindex::Pending;
-use super::cache::{Cached, FileCache};
+use super::cache::{Cached, FileCache, MemoKey};
 use super::{finish, full, header, header_u64, ret, start, Ctx, Reply, Stream};
 use crate::config::{Location, Symlinks};
 use crate::http::path::percent_encode_path;
@@ -103,7 +103,18 @@ pub(super) fn file_head(
     Ok((status, head, from, count))
 }
 
-fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -> Reply {
+fn serve_cached(
+    c: &Cached,
+    uri: &str,
+    mime: &crate::config::Config,
+    cx: &Ctx,
+    epoch: u64,
+) -> Reply {
+    let key = MemoKey {
+        epoch,
+        config: mime,
+        uri,
+    };
     let plain = cx.range.is_none()
         && cx.if_none_match.is_none()
         && cx.if_modified_since.is_none()
@@ -111,7 +122,7 @@ fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -
         && cx.if_unmodified_since.is_none();
     if plain {
         let mut head = cx.head_buf.take();
-        if c.memo.borrow().copy_to(mime.mime_type(uri), cx, &mut head) {
+        if c.memo.borrow().copy_to(&key, cx, &mut head) {
             let body = cached_body(c, 0, c.body.len() as u64, cx);
             return Reply::Full {
                 status: 200,
@@ -132,7 +143,7 @@ fn serve_cached(c: &Cached, uri: &str, mime: &crate::config::Config, cx: &Ctx) -
         Err(reply) => return reply,
     };
     if plain && status == 200 {
-        c.memo.borrow_mut().keep(mime.mime_type(uri), cx, &head);
+        c.memo.borrow_mut().keep(&key, cx, &head);
     }
     let body = cached_body(c, from, count, cx);
     Reply::Full { status, head, body }
@@ -322,7 +333,7 @@ pub fn serve_static(
     let follow_all = loc.disable_symlinks == Symlinks::Follow;
     if !path.ends_with('/') && follow_all {
         if let Some(c) = cache.fresh(&fs_path) {
-            return Static::Reply(serve_cached(&c, path, mime, cx));
+            return Static::Reply(serve_cached(&c, path, mime, cx, cache.epoch));
         }
     }
     if let Some(r) = super::open_files::hit(cache, loc, path, mime, cx) {
@@ -339,7 +350,7 @@ pub fn serve_static(
     // on the way would pass, so only a location that follows links revalidates so.
     if !path.ends_with('/') && follow_all {
         if let Some(c) = cache.revalidate(&fs_path, anchor.as_raw_fd(), &rel, cx.cached_lookups) {
-            return Static::Reply(serve_cached(&c, path, mime, cx));
+            return Static::Reply(serve_cached(&c, path, mime, cx, cache.epoch));
         }
     }
     let a = anchor.as_raw_fd();
@@ -443,7 +454,7 @@ fn serve_file(
     cache: &mut FileCache,
 ) -> Static {
     if let Some(c) = cache.load(fs_path, &file, st) {
-        return Static::Reply(serve_cached(&c, uri, mime, cx));
+        return Static::Reply(serve_cached(&c, uri, mime, cx, cache.epoch));
     }
     let len = st.size;
     let mtime = st.mtime.0.max(0) as u64;
