@@ -746,6 +746,38 @@ pub struct Options {
     /// touched only as the tables fill, so this costs no memory, and a table that never grows
     /// by copying leaves no freed copies behind in the heap (~25 B per connection at 10,000).
     pub expected_fds: usize,
+    /// io_uring only: how [`Op::SendFile`] is carried out ([`FileSend`]); `None` reads
+    /// `WEBSERV_URING_FILE_SEND` when the backend is opened.
+    pub uring_file_send: Option<FileSend>,
+}
+
+/// How io_uring carries out [`Op::SendFile`] (issue 12, item 1: the variants measured side by
+/// side in `benches/load/README.md`). Every variant keeps the op's contract.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileSend {
+    /// `sendfile(2)` on the non-blocking socket, a poll on EAGAIN.
+    #[default]
+    Sendfile,
+    /// `IORING_OP_SPLICE` file → pipe linked to pipe → socket, a pipe per op from a pool.
+    Splice,
+    /// `IORING_OP_READ` into a reused buffer linked to `IORING_OP_SEND`.
+    ReadSend,
+}
+
+impl FileSend {
+    /// The variant `WEBSERV_URING_FILE_SEND` names (`sendfile`, `splice`, `readsend`), or the
+    /// default when it is unset or empty.
+    pub fn from_env() -> io::Result<FileSend> {
+        match std::env::var("WEBSERV_URING_FILE_SEND").as_deref() {
+            Err(_) | Ok("") | Ok("sendfile") => Ok(FileSend::Sendfile),
+            Ok("splice") => Ok(FileSend::Splice),
+            Ok("readsend") => Ok(FileSend::ReadSend),
+            Ok(other) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("WEBSERV_URING_FILE_SEND={other}: expected sendfile, splice or readsend"),
+            )),
+        }
+    }
 }
 
 /// [`Options::expected_fds`] reserves for at most this many fds.
@@ -762,6 +794,7 @@ impl Default for Options {
             first_generation: 0,
             drop_without_waiting: false,
             expected_fds: 0,
+            uring_file_send: None,
         }
     }
 }

@@ -42,6 +42,7 @@ use crate::{Backend, Completion, Options, RecvBuf, Stats, Token, Waker};
 mod buf_ring;
 mod close;
 mod complete;
+mod file_send;
 mod probe;
 mod state;
 mod submit;
@@ -75,6 +76,11 @@ pub struct Uring {
     /// Boxes of finished sendfiles, for the next ones.
     #[allow(clippy::vec_box)]
     spare_sendfiles: Vec<Box<state::SendFileOp>>,
+    /// How [`crate::Op::SendFile`] is carried out, and the pipes and buffers its splice and
+    /// read + send variants reuse ([`file_send`]).
+    file_send: crate::FileSend,
+    spare_pipes: Vec<file_send::Pipe>,
+    spare_bufs: Vec<Vec<u8>>,
     /// Keys of the timers found due (kept between turns for its capacity).
     due: Vec<u64>,
     /// Recv slots that found no buffer (ENOBUFS): re-armed when one is released.
@@ -104,6 +110,10 @@ impl Uring {
     /// Open a ring, probing what the kernel offers. Fails (ENOSYS, EPERM, …) where io_uring is
     /// unavailable; the caller decides whether to fall back.
     pub fn new(opts: &Options) -> io::Result<Uring> {
+        let file_send = match opts.uring_file_send {
+            Some(f) => f,
+            None => crate::FileSend::from_env()?,
+        };
         let (ring, mut features) = probe::open_ring(opts)?;
         let pool = BufPool::new(opts.buf_count, opts.buf_size);
         let mut bufring = None;
@@ -141,6 +151,9 @@ impl Uring {
             queued: Vec::new(),
             spare_sends: Vec::new(),
             spare_sendfiles: Vec::new(),
+            file_send,
+            spare_pipes: Vec::new(),
+            spare_bufs: Vec::new(),
             due: Vec::new(),
             starved: Vec::new(),
             timers: TimerHeap::default(),

@@ -41,13 +41,31 @@ pub(super) struct ReadOp {
     pub(super) offset: Option<u64>,
 }
 
-/// A sendfile in flight (boxed as reads are; finished boxes are reused).
+/// A sendfile in flight (boxed as reads are; finished boxes are reused). The fields after
+/// `done` serve the splice and read + send variants ([`super::file_send`]).
 #[derive(Default)]
 pub(super) struct SendFileOp {
     pub(super) file: RawFd,
     pub(super) offset: u64,
     pub(super) len: usize,
+    /// Bytes that reached the socket.
     pub(super) done: usize,
+    /// Splice: the op's pipe, taken from the pool while the op runs.
+    pub(super) pipe: Option<super::file_send::Pipe>,
+    /// Read + send: the op's buffer, taken from the pool while the op runs.
+    pub(super) buf: Vec<u8>,
+    /// Bytes read from the file (into the pipe or `buf`) and not yet sent.
+    pub(super) held: usize,
+    /// Read + send: where the held bytes start in `buf`.
+    pub(super) from: usize,
+    /// CQEs still to come for the SQEs in flight (a linked fill + drain is two).
+    pub(super) cqes: u8,
+    /// The next CQE is the fill's (file → pipe or buffer), else the drain's (→ socket).
+    pub(super) filling: bool,
+    /// The drain found the socket full: poll for POLLOUT before the next round.
+    pub(super) full: bool,
+    /// The error the op ends with once its last CQE is in.
+    pub(super) err: Option<io::Error>,
 }
 
 pub(super) enum State {
@@ -238,7 +256,8 @@ impl Uring {
                 Buf::Send(buf)
             }
             State::Read { op } => Buf::Vec(op.buf),
-            State::SendFile { op } => {
+            State::SendFile { mut op } => {
+                self.file_send_release(&mut op);
                 if self.spare_sendfiles.len() < SPARE_SENDS {
                     self.spare_sendfiles.push(op);
                 }
