@@ -48,7 +48,14 @@ impl Pipe {
         // SAFETY: both fds are fresh and owned by nothing else.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: fcntl on a pipe we own; no pointers.
-        let set = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as i32) };
+        static SIZE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+        let size = *SIZE.get_or_init(|| {
+            std::env::var("WEBSERV_URING_PIPE_SIZE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(PIPE_SIZE as i32)
+        });
+        let set = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
         let cap = if set > 0 {
             set
         } else {
