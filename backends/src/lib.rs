@@ -257,7 +257,8 @@ pub enum Op {
     ListDir(ListDir),
     /// Send `len` bytes of regular file `file` from `offset` to socket `fd` without copying
     /// them through user space (`sendfile(2)`), whole (invariant 6). io_uring has no sendfile
-    /// opcode: that backend calls it on the non-blocking socket and polls out EAGAIN. Where
+    /// opcode: that backend splices file → pipe → socket, or calls `sendfile(2)` on the
+    /// non-blocking socket and polls out EAGAIN ([`FileSend`]). Where
     /// [`Backend::sendfile_native`] is false it completes with `EOPNOTSUPP`.
     SendFile {
         fd: RawFd,
@@ -751,30 +752,29 @@ pub struct Options {
     pub uring_file_send: Option<FileSend>,
 }
 
-/// How io_uring carries out [`Op::SendFile`] (issue 12, item 1: the variants measured side by
-/// side in `benches/load/README.md`). Every variant keeps the op's contract.
+/// How io_uring carries out [`Op::SendFile`] (issue 12, item 1: measured side by side in
+/// `benches/load/README.md`, "Large files on io_uring"). Both keep the op's contract.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FileSend {
-    /// `sendfile(2)` on the non-blocking socket, a poll on EAGAIN.
+    /// `IORING_OP_SPLICE` file → pipe linked to pipe → socket, in rounds of a 256 KiB pipe
+    /// taken from a small pool; an op that cannot get a pipe runs as `Sendfile`.
     #[default]
-    Sendfile,
-    /// `IORING_OP_SPLICE` file → pipe linked to pipe → socket, a pipe per op from a pool.
     Splice,
-    /// `IORING_OP_READ` into a reused buffer linked to `IORING_OP_SEND`.
-    ReadSend,
+    /// `sendfile(2)` on the non-blocking socket, inline, and a poll on EAGAIN.
+    Sendfile,
 }
 
 impl FileSend {
-    /// The variant `WEBSERV_URING_FILE_SEND` names (`sendfile`, `splice`, `readsend`), or the
-    /// default when it is unset or empty.
+    /// The variant `WEBSERV_URING_FILE_SEND` names (`splice`, `sendfile`), or the default when
+    /// it is unset or empty.
     pub fn from_env() -> io::Result<FileSend> {
         match std::env::var("WEBSERV_URING_FILE_SEND").as_deref() {
-            Err(_) | Ok("") | Ok("sendfile") => Ok(FileSend::Sendfile),
+            Err(_) | Ok("") => Ok(FileSend::default()),
             Ok("splice") => Ok(FileSend::Splice),
-            Ok("readsend") => Ok(FileSend::ReadSend),
+            Ok("sendfile") => Ok(FileSend::Sendfile),
             Ok(other) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("WEBSERV_URING_FILE_SEND={other}: expected sendfile, splice or readsend"),
+                format!("WEBSERV_URING_FILE_SEND={other}: expected splice or sendfile"),
             )),
         }
     }

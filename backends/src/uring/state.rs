@@ -42,7 +42,7 @@ pub(super) struct ReadOp {
 }
 
 /// A sendfile in flight (boxed as reads are; finished boxes are reused). The fields after
-/// `done` serve the splice and read + send variants ([`super::file_send`]).
+/// `done` serve the splice ([`super::file_send`]).
 #[derive(Default)]
 pub(super) struct SendFileOp {
     pub(super) file: RawFd,
@@ -52,15 +52,13 @@ pub(super) struct SendFileOp {
     pub(super) done: usize,
     /// Splice: the op's pipe, taken from the pool while the op runs.
     pub(super) pipe: Option<super::file_send::Pipe>,
-    /// Read + send: the op's buffer, taken from the pool while the op runs.
-    pub(super) buf: Vec<u8>,
-    /// Bytes read from the file (into the pipe or `buf`) and not yet sent.
+    /// No pipe could be had: this op runs as `sendfile(2)`.
+    pub(super) inline: bool,
+    /// Bytes spliced into the pipe and not yet out of it.
     pub(super) held: usize,
-    /// Read + send: where the held bytes start in `buf`.
-    pub(super) from: usize,
     /// CQEs still to come for the SQEs in flight (a linked fill + drain is two).
     pub(super) cqes: u8,
-    /// The next CQE is the fill's (file → pipe or buffer), else the drain's (→ socket).
+    /// The next CQE is the fill's (file → pipe), else the drain's (pipe → socket).
     pub(super) filling: bool,
     /// The drain found the socket full: poll for POLLOUT before the next round.
     pub(super) full: bool,
@@ -83,9 +81,9 @@ pub(super) enum State {
     Write {
         op: Box<WriteOp>,
     },
-    /// io_uring has no sendfile: the syscall is tried on the non-blocking socket, and a poll
-    /// waits out EAGAIN (the readiness pattern, inside the completion backend). `file` is in
-    /// use by the op as much as the socket is.
+    /// io_uring has no sendfile: linked splices through a pipe, or the syscall tried on the
+    /// non-blocking socket and a poll that waits out EAGAIN ([`super::file_send`]). `file` is
+    /// in use by the op as much as the socket is.
     SendFile {
         op: Box<SendFileOp>,
     },
