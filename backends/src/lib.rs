@@ -750,6 +750,10 @@ pub struct Options {
     /// io_uring only: how [`Op::SendFile`] is carried out ([`FileSend`]); `None` reads
     /// `WEBSERV_URING_FILE_SEND` when the backend is opened.
     pub uring_file_send: Option<FileSend>,
+    /// Test only: io_uring's splice never gets a pipe (as when fds or the pipe quota run
+    /// out), so every SendFile takes its `sendfile(2)` fallback.
+    #[doc(hidden)]
+    pub uring_no_pipes: bool,
 }
 
 /// How io_uring carries out [`Op::SendFile`] (issue 12, item 1: measured side by side in
@@ -795,6 +799,7 @@ impl Default for Options {
             drop_without_waiting: false,
             expected_fds: 0,
             uring_file_send: None,
+            uring_no_pipes: false,
         }
     }
 }

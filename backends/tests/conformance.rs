@@ -117,8 +117,8 @@ fn each_backend(test: &str, f: impl Fn(&mut dyn Backend)) {
 }
 
 /// [`each_backend`] with io_uring's default way of carrying out `Op::SendFile` (splice), plus
-/// io_uring with the other (`FileSend::Sendfile`), chosen by the options so no test depends on
-/// the environment.
+/// io_uring with the other (`FileSend::Sendfile`) and with the splice's fallback when it gets
+/// no pipe, chosen by the options so no test depends on the environment.
 fn each_file_send(test: &str, f: impl Fn(&mut dyn Backend)) {
     let splice = Options {
         uring_file_send: Some(FileSend::Splice),
@@ -128,16 +128,27 @@ fn each_file_send(test: &str, f: impl Fn(&mut dyn Backend)) {
     if !selected().contains(&Kind::Uring) {
         return;
     }
-    let _watch = Watched::new(test, "uring-sendfile");
-    let o = Options {
+    let sendfile = Options {
         uring_file_send: Some(FileSend::Sendfile),
         ..Options::default()
     };
-    let mut b = backends::open(Kind::Uring, &o)
-        .expect("open backend")
-        .backend;
-    f(&mut *b);
-    println!("{test}: ran on uring-sendfile");
+    // Splice without a pipe to be had: every op takes the sendfile(2) fallback.
+    let no_pipes = Options {
+        uring_file_send: Some(FileSend::Splice),
+        uring_no_pipes: true,
+        ..Options::default()
+    };
+    for (name, o) in [
+        ("uring-sendfile", sendfile),
+        ("uring-splice-no-pipe", no_pipes),
+    ] {
+        let _watch = Watched::new(test, name);
+        let mut b = backends::open(Kind::Uring, &o)
+            .expect("open backend")
+            .backend;
+        f(&mut *b);
+        println!("{test}: ran on {name}");
+    }
 }
 
 /// Wait until `done` says so, feeding every completion to `on`; panics after `limit`.

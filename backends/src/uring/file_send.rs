@@ -96,7 +96,15 @@ impl Uring {
         let pipe = if has_pipe {
             None
         } else {
-            match self.spare_pipes.pop().map_or_else(Pipe::new, Ok) {
+            let no_pipes = self.no_pipes;
+            let new = || {
+                if no_pipes {
+                    Err(io::ErrorKind::OutOfMemory.into())
+                } else {
+                    Pipe::new()
+                }
+            };
+            match self.spare_pipes.pop().map_or_else(new, Ok) {
                 Ok(p) => Some(p),
                 Err(_) => {
                     // No pipe (EMFILE, the pipe quota): this op is a sendfile(2).

@@ -81,6 +81,8 @@ pub struct Uring {
     /// ([`file_send`]).
     file_send: crate::FileSend,
     spare_pipes: Vec<file_send::Pipe>,
+    /// Test only ([`crate::Options::uring_no_pipes`]): no pipe is ever had.
+    no_pipes: bool,
     /// Keys of the timers found due (kept between turns for its capacity).
     due: Vec<u64>,
     /// Recv slots that found no buffer (ENOBUFS): re-armed when one is released.
@@ -158,6 +160,7 @@ impl Uring {
             spare_sendfiles: Vec::new(),
             file_send,
             spare_pipes: Vec::new(),
+            no_pipes: opts.uring_no_pipes,
             due: Vec::new(),
             starved: Vec::new(),
             timers: TimerHeap::default(),
