@@ -255,8 +255,10 @@ fn evicted_entries_do_not_keep_descriptors() {
             }
         });
         let pid = s.pid().expect("server pid");
-        // The root's directory descriptor is opened by the first request.
+        // The root's directory descriptor is opened by the first request, and the first large
+        // response sets up what the backend reuses to send files (io_uring's pooled pipe).
         assert_eq!(get(s.port, "/small.txt").status, 200, "[{b}]");
+        assert_eq!(get(s.port, "/r.bin").body, pattern(BIG, 1), "[{b}]");
         let before = fd_list(pid);
         for round in 0..2 {
             for i in 0..40 {

@@ -257,7 +257,8 @@ pub enum Op {
     ListDir(ListDir),
     /// Send `len` bytes of regular file `file` from `offset` to socket `fd` without copying
     /// them through user space (`sendfile(2)`), whole (invariant 6). io_uring has no sendfile
-    /// opcode: that backend calls it on the non-blocking socket and polls out EAGAIN. Where
+    /// opcode: that backend splices file → pipe → socket, or calls `sendfile(2)` on the
+    /// non-blocking socket and polls out EAGAIN ([`FileSend`]). Where
     /// [`Backend::sendfile_native`] is false it completes with `EOPNOTSUPP`.
     SendFile {
         fd: RawFd,
@@ -746,6 +747,41 @@ pub struct Options {
     /// touched only as the tables fill, so this costs no memory, and a table that never grows
     /// by copying leaves no freed copies behind in the heap (~25 B per connection at 10,000).
     pub expected_fds: usize,
+    /// io_uring only: how [`Op::SendFile`] is carried out ([`FileSend`]); `None` reads
+    /// `WEBSERV_URING_FILE_SEND` when the backend is opened.
+    pub uring_file_send: Option<FileSend>,
+    /// Test only: io_uring's splice never gets a pipe (as when fds or the pipe quota run
+    /// out), so every SendFile takes its `sendfile(2)` fallback.
+    #[doc(hidden)]
+    pub uring_no_pipes: bool,
+}
+
+/// How io_uring carries out [`Op::SendFile`] (issue 12, item 1: measured side by side in
+/// `benches/load/README.md`, "Large files on io_uring"). Both keep the op's contract.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileSend {
+    /// `IORING_OP_SPLICE` file → pipe linked to pipe → socket, in rounds of a 256 KiB pipe
+    /// taken from a small pool; an op that cannot get a pipe runs as `Sendfile`.
+    #[default]
+    Splice,
+    /// `sendfile(2)` on the non-blocking socket, inline, and a poll on EAGAIN.
+    Sendfile,
+}
+
+impl FileSend {
+    /// The variant `WEBSERV_URING_FILE_SEND` names (`splice`, `sendfile`), or the default when
+    /// it is unset or empty.
+    pub fn from_env() -> io::Result<FileSend> {
+        match std::env::var("WEBSERV_URING_FILE_SEND").as_deref() {
+            Err(_) | Ok("") => Ok(FileSend::default()),
+            Ok("splice") => Ok(FileSend::Splice),
+            Ok("sendfile") => Ok(FileSend::Sendfile),
+            Ok(other) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("WEBSERV_URING_FILE_SEND={other}: expected splice or sendfile"),
+            )),
+        }
+    }
 }
 
 /// [`Options::expected_fds`] reserves for at most this many fds.
@@ -762,6 +798,8 @@ impl Default for Options {
             first_generation: 0,
             drop_without_waiting: false,
             expected_fds: 0,
+            uring_file_send: None,
+            uring_no_pipes: false,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use backends::{Backend, Body, Buf, Completion, Kind, Op, Options, SendBuf, WAKE_TOKEN};
+use backends::{Backend, Body, Buf, Completion, FileSend, Kind, Op, Options, SendBuf, WAKE_TOKEN};
 
 /// The backends to run on: each available kind, plus io_uring forced to single-shot ops.
 fn variants(base: &Options) -> Vec<(String, Options, Kind)> {
@@ -114,6 +114,41 @@ fn each_backend_with(test: &str, opts: Options, f: impl Fn(&mut dyn Backend)) {
 
 fn each_backend(test: &str, f: impl Fn(&mut dyn Backend)) {
     each_backend_with(test, Options::default(), f)
+}
+
+/// [`each_backend`] with io_uring's default way of carrying out `Op::SendFile` (splice), plus
+/// io_uring with the other (`FileSend::Sendfile`) and with the splice's fallback when it gets
+/// no pipe, chosen by the options so no test depends on the environment.
+fn each_file_send(test: &str, f: impl Fn(&mut dyn Backend)) {
+    let splice = Options {
+        uring_file_send: Some(FileSend::Splice),
+        ..Options::default()
+    };
+    each_backend_with(test, splice, &f);
+    if !selected().contains(&Kind::Uring) {
+        return;
+    }
+    let sendfile = Options {
+        uring_file_send: Some(FileSend::Sendfile),
+        ..Options::default()
+    };
+    // Splice without a pipe to be had: every op takes the sendfile(2) fallback.
+    let no_pipes = Options {
+        uring_file_send: Some(FileSend::Splice),
+        uring_no_pipes: true,
+        ..Options::default()
+    };
+    for (name, o) in [
+        ("uring-sendfile", sendfile),
+        ("uring-splice-no-pipe", no_pipes),
+    ] {
+        let _watch = Watched::new(test, name);
+        let mut b = backends::open(Kind::Uring, &o)
+            .expect("open backend")
+            .backend;
+        f(&mut *b);
+        println!("{test}: ran on {name}");
+    }
 }
 
 /// Wait until `done` says so, feeding every completion to `on`; panics after `limit`.
@@ -1447,7 +1482,7 @@ fn temp_file_with(name: &str, data: &[u8]) -> (std::path::PathBuf, RawFd) {
 /// running sendfile.
 #[test]
 fn close_of_a_sendfile_source_waits_for_the_sendfile() {
-    each_backend("close_of_a_sendfile_source_waits_for_the_sendfile", |b| {
+    each_file_send("close_of_a_sendfile_source_waits_for_the_sendfile", |b| {
         let data = pattern(8 << 20);
         let (path, file) = temp_file_with(&format!("sf-{}", b.name()), &data);
         let (_l, mut s, sock) = connected(b);
@@ -2369,5 +2404,180 @@ fn a_wake_among_pool_completions_is_reported_once() {
         }
         drop(dir);
         let _ = std::fs::remove_dir_all(d);
+    });
+}
+
+/// SendFile of ranges (unaligned offsets, a piece inside a page, zero bytes, the whole file)
+/// to a socket with a small send buffer and a slow reader: each completes whole (invariant 6)
+/// with its length, and the peer reads exactly those bytes in order.
+#[test]
+fn sendfile_ranges_complete_whole() {
+    each_file_send("sendfile_ranges_complete_whole", |b| {
+        let data = pattern((3 << 20) + 123);
+        let (path, file) = temp_file_with(&format!("ranges-{}", b.name()), &data);
+        let ranges = [
+            (0, data.len()),
+            (4095, (1 << 20) + 7),
+            (data.len() - 10, 10),
+            (5, 0),
+            (100, 3000),
+            (1 << 20, 2 << 20),
+        ];
+        let mut expect = Vec::new();
+        for &(off, len) in &ranges {
+            expect.extend_from_slice(&data[off..off + len]);
+        }
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let total = expect.len();
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Slowly at first, so the sender meets a full socket.
+            for _ in 0..20 {
+                let n = s.read(&mut chunk).unwrap();
+                got.extend_from_slice(&chunk[..n]);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let fd = accept_one(b, &l);
+        set_sndbuf(fd, 16 << 10);
+        for (i, &(offset, len)) in ranges.iter().enumerate() {
+            let token = 10 + i as u64;
+            b.submit(
+                token,
+                Op::SendFile {
+                    fd,
+                    file,
+                    offset: offset as u64,
+                    len,
+                },
+            );
+            let c = collect(b, 1).pop().unwrap();
+            assert_eq!(c.token, token);
+            assert!(!c.more);
+            if !b.sendfile_native() {
+                assert_eq!(errno_of(&c.result), Some(libc::EOPNOTSUPP));
+                break;
+            }
+            assert_eq!(c.result.unwrap(), len, "range {offset}+{len}");
+        }
+        b.submit(2, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+        let got = join_driving(b, client);
+        if b.sendfile_native() {
+            assert_eq!(got.len(), total);
+            assert!(got == expect, "the peer read other bytes");
+        }
+        b.submit(3, Op::Close { fd: file });
+        assert!(collect(b, 1)[0].result.is_ok());
+        std::fs::remove_file(path).unwrap();
+    });
+}
+
+/// A SendFile past the end of its file sends what there is and fails (UnexpectedEof) rather
+/// than spinning or reporting success.
+#[test]
+fn sendfile_past_the_end_fails() {
+    each_file_send("sendfile_past_the_end_fails", |b| {
+        if !b.sendfile_native() {
+            return;
+        }
+        let data = pattern(1000);
+        let (path, file) = temp_file_with(&format!("eof-{}", b.name()), &data);
+        let (_l, mut s, sock) = connected(b);
+        b.submit(
+            1,
+            Op::SendFile {
+                fd: sock,
+                file,
+                offset: 500,
+                len: 1000,
+            },
+        );
+        let c = collect(b, 1).pop().unwrap();
+        let e = c.result.expect_err("a sendfile past the end succeeded");
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+        b.submit(2, Op::Close { fd: sock });
+        b.submit(3, Op::Close { fd: file });
+        assert!(collect(b, 2).iter().all(|c| c.result.is_ok()));
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        assert!(back == data[500..], "the peer read {} bytes", back.len());
+        std::fs::remove_file(path).unwrap();
+    });
+}
+
+/// A SendFile cancelled by token while the peer does not read completes (ECANCELED, or with
+/// what it finished first) before or beside the cancel; a second SendFile on another
+/// connection of the same backend afterwards sends exactly its own bytes (nothing left over
+/// from the cancelled one, in a reused pipe or buffer).
+#[test]
+fn sendfile_cancelled_then_another_sends_its_own_bytes() {
+    each_file_send("sendfile_cancelled_then_another_sends_its_own_bytes", |b| {
+        if !b.sendfile_native() {
+            return;
+        }
+        let data = pattern(8 << 20);
+        let (path, file) = temp_file_with(&format!("cancel-{}", b.name()), &data);
+        let (_l, s, sock) = connected(b);
+        set_sndbuf(sock, 4096);
+        b.submit(
+            1,
+            Op::SendFile {
+                fd: sock,
+                file,
+                offset: 0,
+                len: data.len(),
+            },
+        );
+        let mut out = Vec::new();
+        b.wait(&mut out, Some(Duration::from_millis(50))).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        b.submit(2, Op::Cancel { target: 1 });
+        let (last, cancel) = target_and_cancel(b, 1, 2);
+        assert_eq!(errno_of(&last), Some(libc::ECANCELED), "{last:?}");
+        assert!(cancel.is_ok(), "{cancel:?}");
+        b.submit(3, Op::Close { fd: sock });
+        assert!(collect(b, 1)[0].result.is_ok());
+        drop(s);
+        // Another connection, another range: exactly its bytes arrive.
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let fd = accept_one(b, &l);
+        let (off, len) = (777, (2 << 20) + 5);
+        b.submit(
+            4,
+            Op::SendFile {
+                fd,
+                file,
+                offset: off as u64,
+                len,
+            },
+        );
+        let c = collect(b, 1).pop().unwrap();
+        assert_eq!(c.result.unwrap(), len);
+        b.submit(5, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+        let got = join_driving(b, client);
+        assert!(
+            got == data[off..off + len],
+            "the peer read {} other bytes",
+            got.len()
+        );
+        b.submit(6, Op::Close { fd: file });
+        assert!(collect(b, 1)[0].result.is_ok());
+        std::fs::remove_file(path).unwrap();
     });
 }

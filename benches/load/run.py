@@ -324,16 +324,18 @@ cgi.assign = (".sh" => "/bin/sh")
 
 
 class Server:
-    def __init__(self, name, argv, port, tmp, pin):
+    def __init__(self, name, argv, port, tmp, pin, env=None):
         self.name, self.port = name, port
         self.logpath = os.path.join(tmp, name + ".log")
         self.logf = open(self.logpath, "wb")
         if pin:
             argv = ["taskset", "-c", "0"] + argv
-        log(f"start {name}: {' '.join(argv)}")
+        extra = " ".join(f"{k}={v}" for k, v in (env or {}).items())
+        log(f"start {name}: {extra + ' ' if extra else ''}{' '.join(argv)}")
         # taskset execs the server, so this pid is the server's own.
         self.proc = subprocess.Popen(
-            argv, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            argv, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
         )
         self.pid = self.proc.pid
         deadline = time.time() + 15
@@ -711,14 +713,14 @@ def render_svg(results, subtitle):
             h = (ph - 24) * v / vmax
             o.append(
                 f'<rect x="{bx:.1f}" y="{base_y - h:.1f}" width="{bw - 12:.1f}" height="{h:.1f}" '
-                f'fill="{colors[row]}"><title>{row}: {v:.1f} µs/req</title></rect>'
+                f'fill="{colors.get(row, "#adb5bd")}"><title>{row}: {v:.1f} µs/req</title></rect>'
             )
             label = f"{v:.1f}" if v < 100 else f"{v:.0f}"
             o.append(f'<text x="{bx + (bw - 12) / 2:.1f}" y="{base_y - h - 4:.1f}" text-anchor="middle">{label}</text>')
     ly = top + ph + 40
     for j, row in enumerate(ROWS):
         lx = gap + j * 170
-        o.append(f'<rect x="{lx}" y="{ly - 11}" width="14" height="14" fill="{colors[row]}"/>')
+        o.append(f'<rect x="{lx}" y="{ly - 11}" width="14" height="14" fill="{colors.get(row, "#adb5bd")}"/>')
         o.append(f'<text x="{lx + 20}" y="{ly}">{row}</text>')
     o.append("</svg>")
     return "\n".join(o) + "\n"
@@ -760,7 +762,20 @@ def main():
                     help="HTTPS rows (webserv and nginx, one ECDSA P-256 certificate); writes latest-https.*")
     ap.add_argument("--baseline", default=os.environ.get("BENCH_BASELINE", ""),
                     help="another webserv binary (an earlier commit's) measured in the same run as rows baseline-uring/-epoll")
+    ap.add_argument("--env-variant", action="append", default=[], metavar="ROW=VAR=VALUE",
+                    help="an extra webserv row started with VAR=VALUE in its environment, e.g. "
+                    "webserv-uring-splice=WEBSERV_URING_FILE_SEND=splice (the backend is ROW's "
+                    "second word); repeat for more rows, or for more variables of one row")
     args = ap.parse_args()
+    env_rows = {}
+    for spec in args.env_variant:
+        row, _, assign = spec.partition("=")
+        var, eq, val = assign.partition("=")
+        if not (row.startswith("webserv-") and len(row.split("-")) >= 3 and var and eq):
+            sys.exit(f"--env-variant {spec}: expected webserv-BACKEND-NAME=VAR=VALUE")
+        env_rows.setdefault(row, {})[var] = val
+    # The variants right after the plain webserv rows, so they run in the same minute.
+    ROWS[2:2] = [r for r in env_rows if r not in ROWS]
     if args.baseline:
         ROWS[2:2] = ["baseline-uring", "baseline-epoll"]
     if args.quick:
@@ -797,7 +812,7 @@ def main():
 
     floor_exes, floor_notes = build_floor(tmp)
     notes += floor_notes
-    rows = []
+    rows, row_env = [], {}
     for row in ROWS:
         if only and row not in only:
             continue
@@ -807,6 +822,7 @@ def main():
             if row.startswith("baseline"):
                 versions["baseline"] = version([exe, "-V"])
             rows.append((row, lambda p, b=backend, e=exe: [e, "-c", cfg_webserv(tmp, www, p), "-p", tmp, "--backend", b]))
+            row_env[row] = env_rows.get(row)
         elif row == "nginx":
             if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
                 exe = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -843,7 +859,7 @@ def main():
             is_ws = row.startswith("webserv") or row.startswith("baseline")
             port = free_port()
             try:
-                srv = Server(row, argv_for(port), port, tmp, pin)
+                srv = Server(row, argv_for(port), port, tmp, pin, row_env.get(row))
             except (RuntimeError, OSError) as e:
                 notes.append(f"{row} did not start: {str(e)[:300]}")
                 log(notes[-1])

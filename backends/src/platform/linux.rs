@@ -60,6 +60,9 @@ pub fn available() -> Vec<Kind> {
     let opts = Options {
         buf_count: 8,
         entries: 8,
+        // Whether io_uring is there does not depend on WEBSERV_URING_FILE_SEND (a bad value
+        // fails the open that uses it, loudly, instead of hiding the backend).
+        uring_file_send: Some(crate::FileSend::Splice),
         ..Options::default()
     };
     let mut v = Vec::new();

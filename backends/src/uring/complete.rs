@@ -10,17 +10,17 @@ use io_uring::cqueue;
 use super::state::State;
 use super::Uring;
 use crate::pool::Received;
-use crate::sys::{self, Progress};
+use crate::sys;
 use crate::{Buf, Completion};
 
-fn errno(res: i32) -> io::Error {
+pub(super) fn errno(res: i32) -> io::Error {
     io::Error::from_raw_os_error(-res)
 }
 
 impl Uring {
     /// A close of one of its fds or a cancel of its token was issued (or the backend is being
     /// dropped): the op ends.
-    fn stopped(&self, idx: u32) -> bool {
+    pub(super) fn stopped(&self, idx: u32) -> bool {
         let s = &self.slots[idx];
         let file_closing = match &s.state {
             State::SendFile { op } => self.closing(op.file),
@@ -57,7 +57,11 @@ impl Uring {
     }
 
     /// Wait for the op's fd to be ready (it said EAGAIN), then retry it.
-    fn poll_then_retry(&mut self, idx: u32, out: &mut Vec<Completion>) -> io::Result<()> {
+    pub(super) fn poll_then_retry(
+        &mut self,
+        idx: u32,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<()> {
         self.slots[idx].polling = true;
         self.restart(idx, out)
     }
@@ -94,14 +98,15 @@ impl Uring {
                 if self.stopped(idx) {
                     return self.restart(idx, out);
                 }
-                return self.try_sendfile(idx, out);
+                return self.file_send_step(idx, out);
             }
             return self.restart(idx, out);
         }
         // EAGAIN from an op on a non-blocking fd: wait for readiness, then retry.
         let eagain = res == -libc::EAGAIN;
         match &mut slot.state {
-            State::Free | State::SendFile { .. } | State::Timer => {}
+            State::SendFile { .. } => return self.file_send_cqe(idx, res, out),
+            State::Free | State::Timer => {}
             State::Accept => {
                 if res >= 0 {
                     out.push(Completion::new(token, Ok(res as usize), Buf::None, true));
@@ -321,35 +326,6 @@ impl Uring {
             out.push(c);
         }
         Ok(())
-    }
-
-    /// Push a sendfile forward until it is done, fails, or the socket is full (then poll).
-    pub(super) fn try_sendfile(&mut self, idx: u32, out: &mut Vec<Completion>) -> io::Result<()> {
-        let sock = self.slots[idx].fd;
-        let State::SendFile { op } = &mut self.slots[idx].state else {
-            unreachable!("sendfile slot");
-        };
-        let p = sys::sendfile_loop(
-            sock,
-            op.file,
-            op.offset,
-            op.len,
-            &mut op.done,
-            crate::linux::sendfile,
-        );
-        match p {
-            Progress::Done(n) => {
-                let c = self.finish(idx, Ok(n))?;
-                out.push(c);
-                Ok(())
-            }
-            Progress::WouldBlock => self.poll_then_retry(idx, out),
-            Progress::Failed(e) => {
-                let c = self.finish(idx, Err(e))?;
-                out.push(c);
-                Ok(())
-            }
-        }
     }
 
     pub(super) fn reap(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {

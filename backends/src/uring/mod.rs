@@ -13,8 +13,9 @@
 //!
 //! Receive buffers are posted to the ring on demand (16 at first, doubling whenever the ring
 //! runs dry), most recently released first, so a quiet server touches few buffers. io_uring has
-//! no sendfile opcode: [`crate::Op::SendFile`] calls `sendfile(2)` on the non-blocking socket and
-//! waits out EAGAIN with a poll. Timers are not kernel timeouts: they live in one heap ordered
+//! no sendfile opcode: [`crate::Op::SendFile`] splices file → pipe → socket in linked pairs, or
+//! (`WEBSERV_URING_FILE_SEND=sendfile`) calls `sendfile(2)` on the non-blocking socket and
+//! waits out EAGAIN with a poll ([`file_send`]). Timers are not kernel timeouts: they live in one heap ordered
 //! by absolute deadline, which bounds the wait, so they complete in deadline order even when
 //! several are already due.
 //!
@@ -24,8 +25,8 @@
 //! is freed only after the kernel has posted a CQE without `F_MORE` for it.
 //!
 //! The module by concern: [`probe`] (kernel features), `buf_ring` (provided buffers), `state`
-//! (slots, fds), `submit` (SQEs), `complete` (CQEs and the restart rule), `close` (close,
-//! cancel, drop).
+//! (slots, fds), `submit` (SQEs), `complete` (CQEs and the restart rule), `file_send`
+//! (SendFile), `close` (close, cancel, drop).
 
 use std::io;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use crate::{Backend, Completion, Options, RecvBuf, Stats, Token, Waker};
 mod buf_ring;
 mod close;
 mod complete;
+mod file_send;
 mod probe;
 mod state;
 mod submit;
@@ -75,6 +77,12 @@ pub struct Uring {
     /// Boxes of finished sendfiles, for the next ones.
     #[allow(clippy::vec_box)]
     spare_sendfiles: Vec<Box<state::SendFileOp>>,
+    /// How [`crate::Op::SendFile`] is carried out, and the pipes the splices reuse
+    /// ([`file_send`]).
+    file_send: crate::FileSend,
+    spare_pipes: Vec<file_send::Pipe>,
+    /// Test only ([`crate::Options::uring_no_pipes`]): no pipe is ever had.
+    no_pipes: bool,
     /// Keys of the timers found due (kept between turns for its capacity).
     due: Vec<u64>,
     /// Recv slots that found no buffer (ENOBUFS): re-armed when one is released.
@@ -104,7 +112,16 @@ impl Uring {
     /// Open a ring, probing what the kernel offers. Fails (ENOSYS, EPERM, …) where io_uring is
     /// unavailable; the caller decides whether to fall back.
     pub fn new(opts: &Options) -> io::Result<Uring> {
+        let file_send = match opts.uring_file_send {
+            Some(f) => f,
+            None => crate::FileSend::from_env()?,
+        };
         let (ring, mut features) = probe::open_ring(opts)?;
+        let file_send = if features.splice {
+            file_send
+        } else {
+            crate::FileSend::Sendfile
+        };
         let pool = BufPool::new(opts.buf_count, opts.buf_size);
         let mut bufring = None;
         if !opts.force_single_shot
@@ -141,6 +158,9 @@ impl Uring {
             queued: Vec::new(),
             spare_sends: Vec::new(),
             spare_sendfiles: Vec::new(),
+            file_send,
+            spare_pipes: Vec::new(),
+            no_pipes: opts.uring_no_pipes,
             due: Vec::new(),
             starved: Vec::new(),
             timers: TimerHeap::default(),

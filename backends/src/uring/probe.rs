@@ -16,6 +16,8 @@ pub struct Features {
     pub cancel_fd: bool,
     pub ext_arg: bool,
     pub nodrop: bool,
+    /// `IORING_OP_SPLICE` (5.7): [`crate::Op::SendFile`] through a pipe.
+    pub splice: bool,
 }
 
 pub(super) fn kernel_at_least(major: u32, minor: u32) -> bool {
@@ -80,6 +82,7 @@ pub(super) fn open_ring(opts: &Options) -> io::Result<(IoUring, Features)> {
             ));
         }
     }
+    features.splice = probe.is_supported(opcode::Splice::CODE);
     // Flag-level features are not visible to the opcode probe: the kernel version decides.
     features.multishot_accept = !opts.force_single_shot && kernel_at_least(5, 19);
     features.cancel_fd = kernel_at_least(5, 19);

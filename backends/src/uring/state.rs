@@ -41,13 +41,29 @@ pub(super) struct ReadOp {
     pub(super) offset: Option<u64>,
 }
 
-/// A sendfile in flight (boxed as reads are; finished boxes are reused).
+/// A sendfile in flight (boxed as reads are; finished boxes are reused). The fields after
+/// `done` serve the splice ([`super::file_send`]).
 #[derive(Default)]
 pub(super) struct SendFileOp {
     pub(super) file: RawFd,
     pub(super) offset: u64,
     pub(super) len: usize,
+    /// Bytes that reached the socket.
     pub(super) done: usize,
+    /// Splice: the op's pipe, taken from the pool while the op runs.
+    pub(super) pipe: Option<super::file_send::Pipe>,
+    /// No pipe could be had: this op runs as `sendfile(2)`.
+    pub(super) inline: bool,
+    /// Bytes spliced into the pipe and not yet out of it.
+    pub(super) held: usize,
+    /// CQEs still to come for the SQEs in flight (a linked fill + drain is two).
+    pub(super) cqes: u8,
+    /// The next CQE is the fill's (file → pipe), else the drain's (pipe → socket).
+    pub(super) filling: bool,
+    /// The drain found the socket full: poll for POLLOUT before the next round.
+    pub(super) full: bool,
+    /// The error the op ends with once its last CQE is in.
+    pub(super) err: Option<io::Error>,
 }
 
 pub(super) enum State {
@@ -65,9 +81,9 @@ pub(super) enum State {
     Write {
         op: Box<WriteOp>,
     },
-    /// io_uring has no sendfile: the syscall is tried on the non-blocking socket, and a poll
-    /// waits out EAGAIN (the readiness pattern, inside the completion backend). `file` is in
-    /// use by the op as much as the socket is.
+    /// io_uring has no sendfile: linked splices through a pipe, or the syscall tried on the
+    /// non-blocking socket and a poll that waits out EAGAIN ([`super::file_send`]). `file` is
+    /// in use by the op as much as the socket is.
     SendFile {
         op: Box<SendFileOp>,
     },
@@ -238,7 +254,8 @@ impl Uring {
                 Buf::Send(buf)
             }
             State::Read { op } => Buf::Vec(op.buf),
-            State::SendFile { op } => {
+            State::SendFile { mut op } => {
+                self.file_send_release(&mut op);
                 if self.spare_sendfiles.len() < SPARE_SENDS {
                     self.spare_sendfiles.push(op);
                 }

@@ -257,10 +257,10 @@ impl Uring {
                     file,
                     offset,
                     len,
-                    done: 0,
+                    ..Default::default()
                 };
                 let idx = self.alloc(token, fd, State::SendFile { op });
-                return self.try_sendfile(idx, out);
+                return self.file_send_step(idx, out);
             }
             Op::Close { fd } => return self.close(token, fd),
             Op::Cancel { target } => return self.cancel(token, target, out),
