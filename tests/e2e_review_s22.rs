@@ -215,3 +215,50 @@ fn sigterm_with_a_stalled_download_exits() {
         drop(stalled);
     });
 }
+
+/// Descriptor pressure: with a low RLIMIT_NOFILE, stalled large downloads (each holding its
+/// response in the kernel) must leave the server able to accept and answer a small request.
+#[test]
+fn stalled_downloads_leave_descriptors_for_new_clients() {
+    for_each_backend("stalled_downloads_leave_descriptors_for_new_clients", |b| {
+        let nofile = 64;
+        let s = Server::start_with_nofile(
+            b,
+            "{BASE}\nworkers 1;\nserver { listen 127.0.0.1:{PORT}; root {DIR}/www; }\n",
+            |d| {
+                setup(d);
+                fs::write(d.join("www/huge.bin"), pattern(64 << 20, 5)).unwrap();
+            },
+            nofile,
+        );
+        let pid = s.pid().unwrap();
+        let base = fd_count(pid).unwrap();
+        // Each stalled download costs its socket (the file is shared through the open-file
+        // cache): leave a dozen descriptors spare for them.
+        let n = (nofile as usize - base - 12).min(40);
+        let mut stalled = Vec::new();
+        for _ in 0..n {
+            let mut t = connect_with_timeout(s.port, Duration::from_secs(5));
+            t.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap();
+            let mut first = [0u8; 100];
+            t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            t.read_exact(&mut first).unwrap();
+            stalled.push(t);
+        }
+        let during = fd_count(pid).unwrap();
+        eprintln!("{b}: {base} fds at start, {during} with {n} stalled downloads");
+        let mut t = connect_with_timeout(s.port, Duration::from_secs(5));
+        t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        t.write_all(b"GET /small.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let (got, _) = read_until_close(&mut t, Duration::from_secs(3));
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.ends_with("small file"),
+            "{b}: {base} fds at start, {during} with {n} stalled downloads; a new client got {text:?}\n{}",
+            s.log()
+        );
+        drop(stalled);
+    });
+}
