@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -261,4 +260,141 @@ fn stalled_downloads_leave_descriptors_for_new_clients() {
         );
         drop(stalled);
     });
+}
+
+const HEADS: &str = "{BASE}
+workers 1;
+keepalive_requests 6;
+server {
+    listen 127.0.0.1:{PORT};
+    root {DIR}/www;
+    location /hdr/ { alias {DIR}/www/; add_header X-Hdr yes; expires 1h; }
+    location ~ ^/named$ { alias {DIR}/www/page.html; }
+    location /up/ { allow_methods GET HEAD PUT; upload_store {DIR}/www/up; }
+}
+";
+
+/// The kept head of a cached file, attacked with everything that changes a head but is not
+/// the file: HEAD, another location's add_header/expires and another name's type, the last
+/// request of keepalive_requests, HTTP/1.0 with and without keep-alive, and a PUT through the
+/// server between two GETs — all within one second, pipelined.
+#[test]
+fn kept_heads_follow_what_the_head_depends_on() {
+    for_each_backend("kept_heads_follow_what_the_head_depends_on", |b| {
+        let s = Server::start(b, HEADS, |d| {
+            setup(d);
+            fs::create_dir_all(d.join("www/up")).unwrap();
+            write_file(d, "www/up/f.txt", "old");
+        });
+        let mut c = Conn::open(s.port);
+        c.send(
+            b"GET /page.html HTTP/1.1\r\nHost: a\r\n\r\n\
+              HEAD /page.html HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /hdr/page.html HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /named HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /page.html HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /page.html HTTP/1.1\r\nHost: a\r\n\r\n",
+        );
+        let r = c.read_response();
+        assert_eq!((r.status, r.text().as_str()), (200, "<p>a</p>"));
+        assert_eq!(r.header("Connection"), None);
+        assert_eq!(r.must_header("Content-Type"), "text/html");
+        let h = c.read_response_head(true);
+        assert_eq!(h.must_header("Content-Length"), "8");
+        assert_eq!(h.must_header("ETag"), r.must_header("ETag"));
+        let r = c.read_response();
+        assert_eq!(r.header("X-Hdr"), Some("yes"), "{}", r.dump());
+        assert!(r.header("Expires").is_some(), "{}", r.dump());
+        let r = c.read_response();
+        assert_eq!(r.text(), "<p>a</p>");
+        assert_eq!(r.must_header("Content-Type"), "application/octet-stream");
+        let r = c.read_response();
+        assert_eq!(r.header("X-Hdr"), None, "{}", r.dump());
+        assert_eq!(r.header("Expires"), None, "{}", r.dump());
+        assert_eq!(r.header("Connection"), None);
+        let r = c.read_response();
+        assert_eq!(r.text(), "<p>a</p>");
+        assert_eq!(
+            r.header("Connection"),
+            Some("close"),
+            "the 6th of keepalive_requests 6"
+        );
+        assert!(c.is_closed());
+        // HTTP/1.0, plain and with keep-alive, then 1.1 again.
+        let r = request(s.port, b"GET /page.html HTTP/1.0\r\n\r\n");
+        assert_eq!(r.header("Connection"), Some("close"), "{}", r.dump());
+        let mut c = Conn::open(s.port);
+        c.send(
+            b"GET /page.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+              GET /page.html HTTP/1.1\r\nHost: a\r\n\r\n",
+        );
+        let r = c.read_response();
+        assert_eq!(r.header("Connection"), Some("keep-alive"), "{}", r.dump());
+        let r = c.read_response();
+        assert_eq!(r.header("Connection"), None, "{}", r.dump());
+        // A PUT through the server between two GETs of the same second.
+        let mut c = Conn::open(s.port);
+        c.send(
+            b"GET /up/f.txt HTTP/1.1\r\nHost: a\r\n\r\n\
+              PUT /up/f.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nnewer\
+              GET /up/f.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+        );
+        let first = c.read_response();
+        assert_eq!(first.text(), "old");
+        let put = c.read_response();
+        assert!(
+            put.status == 200 || put.status == 201 || put.status == 204,
+            "{}",
+            put.dump()
+        );
+        let r = c.read_response();
+        assert_eq!(r.text(), "newer");
+        assert_eq!(r.must_header("Content-Length"), "5");
+        assert_ne!(r.must_header("ETag"), first.must_header("ETag"));
+    });
+}
+
+/// The remembered (address, Host) → server, attacked with Host spellings that name the same
+/// server or another, absolute-form targets, no Host at all, and the same Host on another
+/// address, interleaved so each differs from the last.
+#[test]
+fn remembered_server_follows_host_spellings_and_addresses() {
+    for_each_backend(
+        "remembered_server_follows_host_spellings_and_addresses",
+        |b| {
+            let s = start(b);
+            let mut c = Conn::open(s.port);
+            let cases: [(&str, &str, &str); 9] = [
+                ("/page.html", "a.test", "a"),
+                ("/page.html", "B.TEST.", "b"),
+                ("/page.html", "b.test:8080", "b"),
+                ("/page.html", "a.test", "a"),
+                ("/page.html", "[::1]", "a"),
+                ("/page.html", "b.test", "b"),
+                ("http://b.test/page.html", "a.test", "b"),
+                ("http://a.test/page.html", "b.test", "a"),
+                ("/page.html", "b.test", "b"),
+            ];
+            let mut reqs = String::new();
+            for (target, host, _) in cases {
+                reqs.push_str(&format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            }
+            c.send(reqs.as_bytes());
+            let mut c2 = Conn::open(s.port2);
+            for (target, host, want) in cases {
+                let r = c.read_response();
+                assert_eq!(r.text(), format!("<p>{want}</p>"), "{target} Host {host}");
+                // The same Host on the other address: its own server.
+                c2.send(format!("GET /page.html HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+                let r = c2.read_response();
+                assert_eq!(r.text(), "<p>c</p>", "port2, Host {host}");
+            }
+            c.send(b"GET /page.html HTTP/1.0\r\n\r\n");
+            assert_eq!(
+                c.read_response().text(),
+                "<p>a</p>",
+                "HTTP/1.0 without Host"
+            );
+        },
+    );
 }
