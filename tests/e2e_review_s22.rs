@@ -270,7 +270,7 @@ server {
     root {DIR}/www;
     location /hdr/ { alias {DIR}/www/; add_header X-Hdr yes; expires 1h; }
     location ~ ^/named$ { alias {DIR}/www/page.html; }
-    location /up/ { allow_methods GET HEAD PUT; upload_store {DIR}/www/up; }
+    location /up/ { root {DIR}//www/; allow_methods GET HEAD PUT; upload_store {DIR}/www/./up/; }
 }
 ";
 
@@ -397,4 +397,52 @@ fn remembered_server_follows_host_spellings_and_addresses() {
             );
         },
     );
+}
+
+/// Many concurrent large downloads, read slowly at first, while the pipe cap (a low
+/// RLIMIT_NOFILE) makes some run spliced and the rest as sendfile(2): every body exact.
+#[test]
+fn concurrent_slow_downloads_are_exact() {
+    for_each_backend("concurrent_slow_downloads_are_exact", |b| {
+        let s = Server::start_with_nofile(
+            b,
+            "{BASE}\nworkers 1;\nserver { listen 127.0.0.1:{PORT}; root {DIR}/www; }\n",
+            setup,
+            128,
+        );
+        let port = s.port;
+        let clients: Vec<_> = (0..20)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let (name, seed) = if i % 2 == 0 { ("big", 1) } else { ("big2", 2) };
+                    let mut t = connect_with_timeout(port, Duration::from_secs(5));
+                    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let range = if i % 3 == 0 {
+                        "Range: bytes=12345-\r\n"
+                    } else {
+                        ""
+                    };
+                    let req = format!(
+                        "GET /{name}.bin HTTP/1.1\r\nHost: a\r\n{range}Connection: close\r\n\r\n"
+                    );
+                    t.write_all(req.as_bytes()).unwrap();
+                    let mut got = Vec::new();
+                    let mut chunk = [0u8; 2048];
+                    for _ in 0..30 {
+                        let n = t.read(&mut chunk).unwrap();
+                        got.extend_from_slice(&chunk[..n]);
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
+                    t.read_to_end(&mut got).unwrap();
+                    let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let from = if range.is_empty() { 0 } else { 12345 };
+                    let want = pattern(BIG, seed);
+                    same(&format!("client {i}"), &got[at..], &want[from..]);
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().expect("a client failed");
+        }
+    });
 }
