@@ -446,3 +446,51 @@ fn concurrent_slow_downloads_are_exact() {
         }
     });
 }
+
+/// A reload while a large response is being spliced, and its file replaced: the open-file
+/// cache is emptied under it (its descriptor must stay the response's until it is sent), the
+/// body arrives exact — the old file's — and the next request gets the new file.
+#[test]
+fn reload_mid_download_keeps_its_bytes() {
+    for_each_backend("reload_mid_download_keeps_its_bytes", |b| {
+        let s = start(b);
+        let len = 24 << 20;
+        let data = pattern(len, 6);
+        fs::write(s.dir.join("www/mid.bin"), &data).unwrap();
+        let mut t = connect_with_timeout(s.port, Duration::from_secs(5));
+        t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        t.write_all(b"GET /mid.bin HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        let mut rd = Reader::new(t.try_clone().unwrap());
+        let mut sum = Fnv64::default();
+        let mut first = true;
+        let (r, n) = rd
+            .read_response_streaming(|d| {
+                if first {
+                    first = false;
+                    s.reload();
+                    // And the file replaced under the response: it is the old file's to finish.
+                    let tmp = s.dir.join("www/mid.new");
+                    fs::write(&tmp, pattern(len / 2, 7)).unwrap();
+                    fs::rename(&tmp, s.dir.join("www/mid.bin")).unwrap();
+                    // Files opened after the reload take the numbers the cache gave back.
+                    for _ in 0..4 {
+                        assert_eq!(get(s.port, "/big2.bin").body.len(), BIG);
+                    }
+                }
+                sum.update(d);
+            })
+            .unwrap();
+        assert_eq!((r.status, n), (200, len as u64));
+        let mut want = Fnv64::default();
+        want.update(&data);
+        assert_eq!(sum, want, "the body is not the file's");
+        t.write_all(b"GET /small.txt HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        assert_eq!(rd.read_response(false).unwrap().text(), "small file");
+        t.write_all(b"GET /mid.bin HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        let r = rd.read_response(false).unwrap();
+        same("the new file", &r.body, &pattern(len / 2, 7));
+    });
+}
