@@ -99,6 +99,15 @@ fn pipelined_ranges_and_whole_files_are_exact() {
         same("range 4095-", &r.body, &big[4095..]);
         let r = c.read_response();
         assert_eq!(r.text(), "small file");
+        // One-byte ranges (a one-byte splice round), the last byte, and HTTP/1.0 whole.
+        c.send(
+            b"GET /big.bin HTTP/1.1\r\nHost: a.test\r\nRange: bytes=0-0\r\n\r\n\
+              GET /big.bin HTTP/1.1\r\nHost: a.test\r\nRange: bytes=-1\r\n\r\n",
+        );
+        assert_eq!(c.read_response().body, &big[..1]);
+        assert_eq!(c.read_response().body, &big[BIG - 1..]);
+        let r = request(s.port, b"GET /big.bin HTTP/1.0\r\n\r\n");
+        same("HTTP/1.0 whole", &r.body, &big);
     });
 }
 
