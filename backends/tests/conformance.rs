@@ -2582,8 +2582,8 @@ fn sendfile_cancelled_then_another_sends_its_own_bytes() {
     });
 }
 
-/// Hostile review (session 22): a SendFile cancelled or closed in the very batch that starts
-/// it — its splice round in flight — completes exactly once, and whatever its pipe still held
+/// Hostile review (session 22): a SendFile cancelled, its socket closed, or its source file
+/// closed in the very batch that starts it — its splice round in flight — completes exactly once, and whatever its pipe still held
 /// never reaches a later op's peer: twelve in a row on one backend, each peer checked to read
 /// a prefix of its own range only (the file's bytes never repeat, so a foreign byte shows).
 #[test]
@@ -2617,16 +2617,22 @@ fn sendfile_stopped_in_its_batch_leaks_nothing_into_the_next() {
                 let sock = accept_one(b, &l);
                 let (off, len) = ((i as usize * 77_777) % (3 << 20) + 1, (1 << 20) + 3);
                 let token = 100 + i;
+                // Every third op sends from a descriptor of its own, closed in the batch.
+                let src = if i % 3 == 2 {
+                    std::fs::File::open(&path).unwrap().into_raw_fd()
+                } else {
+                    file
+                };
                 b.submit(
                     token,
                     Op::SendFile {
                         fd: sock,
-                        file,
+                        file: src,
                         offset: off as u64,
                         len,
                     },
                 );
-                if i % 2 == 0 {
+                if i % 3 == 0 {
                     b.submit(9, Op::Cancel { target: token });
                     let (last, cancel) = target_and_cancel(b, token, 9);
                     match &last {
@@ -2637,7 +2643,8 @@ fn sendfile_stopped_in_its_batch_leaks_nothing_into_the_next() {
                     b.submit(8, Op::Close { fd: sock });
                     assert!(collect(b, 1)[0].result.is_ok());
                 } else {
-                    b.submit(8, Op::Close { fd: sock });
+                    let stop = if src == file { sock } else { src };
+                    b.submit(8, Op::Close { fd: stop });
                     let mut lasts = 0;
                     let closed = std::cell::Cell::new(false);
                     run(
@@ -2658,6 +2665,10 @@ fn sendfile_stopped_in_its_batch_leaks_nothing_into_the_next() {
                     let mut out = Vec::new();
                     b.wait(&mut out, Some(Duration::from_millis(20))).unwrap();
                     assert!(out.iter().all(|c| c.token != token), "{out:?}");
+                    if stop != sock {
+                        b.submit(8, Op::Close { fd: sock });
+                        assert!(collect(b, 1)[0].result.is_ok());
+                    }
                 }
                 let got = join_driving(b, peer);
                 assert!(
