@@ -409,7 +409,8 @@ fn remembered_server_follows_host_spellings_and_addresses() {
 }
 
 /// Many concurrent large downloads, read slowly at first, while the pipe cap (a low
-/// RLIMIT_NOFILE) makes some run spliced and the rest as sendfile(2): every body exact.
+/// RLIMIT_NOFILE) makes some run spliced and the rest as sendfile(2): every body exact, and
+/// the small response pipelined behind each starts right after its last byte.
 #[test]
 fn concurrent_slow_downloads_are_exact() {
     for_each_backend("concurrent_slow_downloads_are_exact", |b| {
@@ -432,7 +433,8 @@ fn concurrent_slow_downloads_are_exact() {
                         ""
                     };
                     let req = format!(
-                        "GET /{name}.bin HTTP/1.1\r\nHost: a\r\n{range}Connection: close\r\n\r\n"
+                        "GET /{name}.bin HTTP/1.1\r\nHost: a\r\n{range}\r\n\
+                         GET /small.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
                     );
                     t.write_all(req.as_bytes()).unwrap();
                     let mut got = Vec::new();
@@ -446,7 +448,12 @@ fn concurrent_slow_downloads_are_exact() {
                     let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                     let from = if range.is_empty() { 0 } else { 12345 };
                     let want = pattern(BIG, seed);
-                    same(&format!("client {i}"), &got[at..], &want[from..]);
+                    let (body, rest) = got[at..].split_at((BIG - from).min(got.len() - at));
+                    same(&format!("client {i}"), body, &want[from..]);
+                    // The pipelined small response follows the large one's last byte.
+                    let r = parse_responses(rest);
+                    assert_eq!(r.len(), 1, "client {i}: after the body");
+                    assert_eq!(r[0].text(), "small file", "client {i}");
                 })
             })
             .collect();
