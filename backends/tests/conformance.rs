@@ -2581,3 +2581,140 @@ fn sendfile_cancelled_then_another_sends_its_own_bytes() {
         std::fs::remove_file(path).unwrap();
     });
 }
+
+/// Hostile review (session 22): a SendFile cancelled, its socket closed, or its source file
+/// closed in the very batch that starts it — its splice round in flight — completes exactly once, and whatever its pipe still held
+/// never reaches a later op's peer: twelve in a row on one backend, each peer checked to read
+/// a prefix of its own range only (the file's bytes never repeat, so a foreign byte shows).
+#[test]
+fn sendfile_stopped_in_its_batch_leaks_nothing_into_the_next() {
+    each_file_send(
+        "sendfile_stopped_in_its_batch_leaks_nothing_into_the_next",
+        |b| {
+            if !b.sendfile_native() {
+                return;
+            }
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            let data: Vec<u8> = (0..6 << 20)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let (path, file) = temp_file_with(&format!("stopped-{}", b.name()), &data);
+            for i in 0..12u64 {
+                let l = listener();
+                let addr = l.local_addr().unwrap();
+                let peer = std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    let mut got = Vec::new();
+                    let _ = s.read_to_end(&mut got);
+                    got
+                });
+                let sock = accept_one(b, &l);
+                let (off, len) = ((i as usize * 77_777) % (3 << 20) + 1, (1 << 20) + 3);
+                let token = 100 + i;
+                // Every third op sends from a descriptor of its own, closed in the batch.
+                let src = if i % 3 == 2 {
+                    std::fs::File::open(&path).unwrap().into_raw_fd()
+                } else {
+                    file
+                };
+                b.submit(
+                    token,
+                    Op::SendFile {
+                        fd: sock,
+                        file: src,
+                        offset: off as u64,
+                        len,
+                    },
+                );
+                if i % 3 == 0 {
+                    b.submit(9, Op::Cancel { target: token });
+                    let (last, cancel) = target_and_cancel(b, token, 9);
+                    match &last {
+                        Ok(n) => assert_eq!(*n, len, "a short success"),
+                        Err(_) => assert_eq!(errno_of(&last), Some(libc::ECANCELED), "{last:?}"),
+                    }
+                    let _ = cancel;
+                    b.submit(8, Op::Close { fd: sock });
+                    assert!(collect(b, 1)[0].result.is_ok());
+                } else {
+                    let stop = if src == file { sock } else { src };
+                    b.submit(8, Op::Close { fd: stop });
+                    let mut lasts = 0;
+                    let closed = std::cell::Cell::new(false);
+                    run(
+                        b,
+                        Duration::from_secs(10),
+                        |_, c| {
+                            if c.token == token {
+                                assert!(!c.more);
+                                lasts += 1;
+                            } else if c.token == 8 {
+                                assert!(c.result.is_ok(), "{:?}", c.result);
+                                closed.set(true);
+                            }
+                        },
+                        || closed.get(),
+                    );
+                    assert_eq!(lasts, 1, "the sendfile's completions before its close's");
+                    let mut out = Vec::new();
+                    b.wait(&mut out, Some(Duration::from_millis(20))).unwrap();
+                    assert!(out.iter().all(|c| c.token != token), "{out:?}");
+                    if stop != sock {
+                        b.submit(8, Op::Close { fd: sock });
+                        assert!(collect(b, 1)[0].result.is_ok());
+                    }
+                }
+                let got = join_driving(b, peer);
+                assert!(
+                    got.len() <= len,
+                    "op {i}: {} bytes for a {len}-byte range",
+                    got.len()
+                );
+                assert!(
+                    got == data[off..off + got.len()],
+                    "op {i}: the peer read bytes not of its range"
+                );
+                // The next op, whole: exactly its own bytes, whatever pipe it was given.
+                let l = listener();
+                let addr = l.local_addr().unwrap();
+                let peer = std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    let mut got = Vec::new();
+                    let _ = s.read_to_end(&mut got);
+                    got
+                });
+                let sock = accept_one(b, &l);
+                let (off, len) = (off + 4099, 300_007);
+                b.submit(
+                    7,
+                    Op::SendFile {
+                        fd: sock,
+                        file,
+                        offset: off as u64,
+                        len,
+                    },
+                );
+                let c = collect(b, 1).pop().unwrap();
+                assert_eq!((c.token, c.result.unwrap()), (7, len));
+                b.submit(8, Op::Close { fd: sock });
+                assert!(collect(b, 1)[0].result.is_ok());
+                let got = join_driving(b, peer);
+                assert!(
+                    got == data[off..off + len],
+                    "after op {i}: the next op's peer read {} bytes, not its range",
+                    got.len()
+                );
+            }
+            b.submit(3, Op::Close { fd: file });
+            assert!(collect(b, 1)[0].result.is_ok());
+            std::fs::remove_file(path).unwrap();
+        },
+    );
+}

@@ -15,9 +15,16 @@
 //! finished or continued, so a Close or Cancel issued meanwhile ends it with ECANCELED (or it
 //! completes with what it finished first), as the `Sendfile` way does. A pipe goes back to the
 //! pool only empty; one still holding bytes (the op failed or was cancelled) is closed.
+//!
+//! Pipes cost descriptors (two each) that a stalled download holds for as long as it stalls:
+//! the process keeps at most [`pipe_cap`] of them alive, so that connections and files keep
+//! the descriptors they had when SendFile was `sendfile(2)` alone; past it, ops run as
+//! `Sendfile`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use io_uring::{opcode, squeue, types};
 
@@ -33,26 +40,55 @@ const PIPE_SIZE: usize = 256 << 10;
 /// Pipes kept for the next ops (each 64 pages of the user's pipe quota, 2 fds).
 const SPARE: usize = 16;
 
+/// Pipes alive in this process (every backend's, in use or kept spare).
+static PIPES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many pipes the process may have: a sixteenth of `RLIMIT_NOFILE` (read at the first
+/// pipe, after the server raised it), so pipes never hold more than an eighth of the
+/// descriptors. Without this, stalled downloads took pipes until the table was full and new
+/// connections could not be accepted.
+fn pipe_cap() -> usize {
+    static CAP: OnceLock<usize> = OnceLock::new();
+    *CAP.get_or_init(|| usize::try_from(crate::util::nofile_limit() / 16).unwrap_or(usize::MAX))
+}
+
 /// A non-blocking, close-on-exec pipe of [`PIPE_SIZE`].
 pub(super) struct Pipe {
     r: OwnedFd,
     w: OwnedFd,
 }
 
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        PIPES.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Pipe {
     fn new() -> io::Result<Pipe> {
+        if PIPES.fetch_add(1, Ordering::Relaxed) >= pipe_cap() {
+            PIPES.fetch_sub(1, Ordering::Relaxed);
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two fds into the array it is given.
-        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+        let made =
+            cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) });
+        if let Err(e) = made {
+            PIPES.fetch_sub(1, Ordering::Relaxed);
+            return Err(e);
+        }
         // SAFETY: both fds are fresh and owned by nothing else.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // Counted from here on: a pipe that cannot be sized is dropped, and uncounted, whole.
+        let pipe = Pipe { r, w };
         // SAFETY: fcntl on a pipe we own; no pointers.
         let size =
-            cvt(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as i32) })?;
+            cvt(unsafe { libc::fcntl(pipe.w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as i32) })?;
         if (size as usize) < PIPE_SIZE {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
-        Ok(Pipe { r, w })
+        Ok(pipe)
     }
 }
 

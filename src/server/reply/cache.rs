@@ -18,9 +18,16 @@ use backends::util::FileStat;
 pub const CACHE_FILE_MAX: u64 = 64 * 1024;
 /// The cache's total size; past it, it starts over.
 pub const CACHE_TOTAL_MAX: usize = 32 * 1024 * 1024;
-/// What an entry costs besides its bytes (the record, its key, entity tag and kept head), so
-/// that empty files — which anyone who may upload can make by the thousand — count too.
+/// What an entry costs besides its bytes and its key (the record, entity tag and kept head),
+/// so that empty files — which anyone who may upload can make by the thousand — count too.
 const ENTRY_COST: usize = 640;
+
+/// What an entry for `path` with a `body_len`-byte body counts against [`CACHE_TOTAL_MAX`]:
+/// its key is a whole path, up to `PATH_MAX`, and long names would otherwise hold several
+/// times the total.
+fn entry_cost(path: &Path, body_len: usize) -> usize {
+    body_len + ENTRY_COST + key(path).len()
+}
 /// How long a cached file is trusted before it is checked again (nginx's
 /// `open_file_cache_valid`, much shorter).
 pub const CACHE_VALID: std::time::Duration = std::time::Duration::from_secs(1);
@@ -304,7 +311,7 @@ impl FileCache {
         if !backends::util::read_cached_at(file.as_raw_fd(), &mut body, 0).ok()? {
             return None;
         }
-        if self.bytes + body.len() + ENTRY_COST > CACHE_TOTAL_MAX {
+        if self.bytes + entry_cost(path, body.len()) > CACHE_TOTAL_MAX {
             self.map.clear();
             self.bytes = 0;
         }
@@ -319,14 +326,14 @@ impl FileCache {
             gen,
             memo: Default::default(),
         });
-        self.bytes += entry.body.len() + ENTRY_COST;
+        self.bytes += entry_cost(path, entry.body.len());
         self.map.insert(key(path).into(), entry.clone());
         Some(entry)
     }
 
     pub(super) fn forget(&mut self, path: &Path) {
         if let Some(old) = self.map.remove(key(path)) {
-            self.bytes -= old.body.len() + ENTRY_COST;
+            self.bytes -= entry_cost(path, old.body.len());
         }
     }
 }
@@ -353,7 +360,34 @@ mod tests {
             assert!(c.bytes <= CACHE_TOTAL_MAX);
         }
         c.forget(&dir.join(format!("n{}", most + 9)));
-        assert_eq!(c.bytes, c.map.len() * ENTRY_COST);
+        let held: usize = c.map.keys().map(|k| ENTRY_COST + k.len()).sum();
+        assert_eq!(c.bytes, held);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Hostile review (session 22): the keys are whole paths, up to PATH_MAX. Entries under
+    /// long names must not hold several times the total in keys alone (4,000-byte names: 200 MB
+    /// of keys in 52,000 entries when only the 640 B per entry counted).
+    #[test]
+    fn long_paths_count_against_the_total() {
+        let dir = std::env::temp_dir().join(format!("webserv-cache-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("empty");
+        std::fs::write(&f, b"").unwrap();
+        let file = File::open(&f).unwrap();
+        let st = backends::util::fstat(std::os::fd::AsRawFd::as_raw_fd(&file)).unwrap();
+        let mut c = FileCache::default();
+        let long = "d/".repeat(2000);
+        let rounds = 2 * CACHE_TOTAL_MAX / (ENTRY_COST + long.len());
+        for i in 0..rounds {
+            let p = dir.join(format!("{long}n{i}"));
+            assert!(c.load(&p, &file, &st).is_some(), "entry {i} not kept");
+            let held: usize = c.map.keys().map(|k| ENTRY_COST + k.len()).sum();
+            assert!(
+                held <= CACHE_TOTAL_MAX,
+                "{held} bytes held after {i} entries"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
