@@ -111,6 +111,13 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
+/// Whether something listens on 127.0.0.1:`port`. A connect to a port nobody listens on can
+/// succeed by meeting itself (TCP simultaneous open, when the kernel picks that very port as
+/// the source: test ports come from the ephemeral range); such a connection does not count.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok_and(|c| c.local_addr().ok() != c.peer_addr().ok())
+}
+
 /// A port nothing listens on right now (bind :0, read it, drop the listener).
 ///
 /// Never the same port twice in one test process: the server binds with `SO_REUSEPORT` (one
@@ -271,7 +278,7 @@ impl Server {
     fn wait_for_port(&mut self, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if listening(port) {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -318,6 +325,10 @@ impl Server {
     /// already been reaped).
     pub fn terminate(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
+        // Already reaped (by `alive` or `exit_status`): its pid may name another process now.
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
         let _ = backends::util::kill(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
