@@ -37,9 +37,11 @@ command -v openssl >/dev/null || missing "openssl not found (apt-get install ope
 command -v curl >/dev/null || missing "curl not found (apt-get install curl)"
 command -v certutil >/dev/null || missing "certutil not found (apt-get install libnss3-tools)"
 
-# CARGO_FEATURES=libkqueue (ci/kqueue.sh) builds the binary with kqueue on Linux.
-cargo build --release --bin webserv -j2 ${CARGO_FEATURES:+--features "$CARGO_FEATURES"}
-BIN="$PWD/target/release/webserv"
+# CARGO_FEATURES=libkqueue (ci/kqueue.sh) builds the binary with kqueue on Linux;
+# CARGO_PROFILE=ci (ci/kqueue.sh too) builds it with the test suites' profile instead of release.
+PROFILE="${CARGO_PROFILE:-release}"
+cargo build --profile "$PROFILE" --bin webserv -j2 ${CARGO_FEATURES:+--features "$CARGO_FEATURES"}
+BIN="$PWD/target/$PROFILE/webserv"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/webserv-browser.XXXXXX")
 SERVER_PID=""

@@ -96,7 +96,7 @@ if [ "${NO_BROWSER:-}" = "1" ]; then
 fi
 echo "==> browser test on kqueue"
 rc=0
-BACKENDS=kqueue CARGO_FEATURES=libkqueue bash ci/browser.sh || rc=$?
+BACKENDS=kqueue CARGO_FEATURES=libkqueue CARGO_PROFILE=ci bash ci/browser.sh || rc=$?
 if [ "$rc" -eq 77 ]; then
     echo "NOTE: browser test on kqueue SKIPPED (not passed): install chromium and Node >= 20" >&2
     exit 77

@@ -174,10 +174,12 @@ step browser bash ci/browser.sh
 step soak bash ci/soak.sh --short
 step fuzz bash ci/fuzz.sh 10
 
+# Once each, as a smoke test, built with the suites' `ci` profile (already built by then; the
+# bench profile's LTO build is for measuring: `cargo bench` by hand).
 benches() {
-    cargo bench -p backends --bench echo -- --quick --noplot >"$LOGS/bench-echo.out" &&
-        cargo bench --bench parser -- --quick --noplot >"$LOGS/bench-parser.out" &&
-        cargo bench --bench config -- --quick --noplot >"$LOGS/bench-config.out" &&
+    cargo bench --profile ci -p backends --bench echo -- --quick --noplot >"$LOGS/bench-echo.out" &&
+        cargo bench --profile ci --bench parser -- --quick --noplot >"$LOGS/bench-parser.out" &&
+        cargo bench --profile ci --bench config -- --quick --noplot >"$LOGS/bench-config.out" &&
         echo "benches ran once each (output: $LOGS/bench-*.out)"
 }
 step bench benches
