@@ -449,6 +449,28 @@ fn echo_payloads_0_to_16mib() {
     });
 }
 
+/// A client thread that connects to `addr`, reads `slow` pieces of up to `chunk` bytes 2 ms
+/// apart (so the sender meets a full socket), then everything else until EOF, and returns it.
+fn reader(
+    addr: std::net::SocketAddr,
+    slow: usize,
+    chunk: usize,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        let mut piece = vec![0u8; chunk];
+        for _ in 0..slow {
+            let n = s.read(&mut piece).unwrap();
+            got.extend_from_slice(&piece[..n]);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        s.read_to_end(&mut got).unwrap();
+        got
+    })
+}
+
 fn set_sndbuf(fd: RawFd, size: libc::c_int) {
     // SAFETY: setsockopt with a pointer to a live c_int.
     let r = unsafe {
@@ -472,20 +494,8 @@ fn short_writes_complete_whole() {
         let body = pattern(4 << 20);
         let mut expect = head.clone();
         expect.extend_from_slice(&body);
-        let client = std::thread::spawn(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let mut got = Vec::new();
-            let mut chunk = [0u8; 1024];
-            // Read slowly at first so the sender sees many short writes.
-            for _ in 0..50 {
-                let n = s.read(&mut chunk).unwrap();
-                got.extend_from_slice(&chunk[..n]);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            s.read_to_end(&mut got).unwrap();
-            got
-        });
+        // Read slowly at first so the sender sees many short writes.
+        let client = reader(addr, 50, 1024);
         let fd = accept_one(b, &l);
         set_sndbuf(fd, 4096);
         let shared = std::sync::Arc::<[u8]>::from(body);
@@ -2430,20 +2440,8 @@ fn sendfile_ranges_complete_whole() {
         let l = listener();
         let addr = l.local_addr().unwrap();
         let total = expect.len();
-        let client = std::thread::spawn(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let mut got = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // Slowly at first, so the sender meets a full socket.
-            for _ in 0..20 {
-                let n = s.read(&mut chunk).unwrap();
-                got.extend_from_slice(&chunk[..n]);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            s.read_to_end(&mut got).unwrap();
-            got
-        });
+        // Slowly at first, so the sender meets a full socket.
+        let client = reader(addr, 20, 4096);
         let fd = accept_one(b, &l);
         set_sndbuf(fd, 16 << 10);
         for (i, &(offset, len)) in ranges.iter().enumerate() {
@@ -2548,13 +2546,7 @@ fn sendfile_cancelled_then_another_sends_its_own_bytes() {
         // Another connection, another range: exactly its bytes arrive.
         let l = listener();
         let addr = l.local_addr().unwrap();
-        let client = std::thread::spawn(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let mut got = Vec::new();
-            s.read_to_end(&mut got).unwrap();
-            got
-        });
+        let client = reader(addr, 0, 0);
         let fd = accept_one(b, &l);
         let (off, len) = (777, (2 << 20) + 5);
         b.submit(

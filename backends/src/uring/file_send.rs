@@ -22,7 +22,7 @@
 //! `Sendfile`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -70,16 +70,13 @@ impl Pipe {
             PIPES.fetch_sub(1, Ordering::Relaxed);
             return Err(io::Error::from_raw_os_error(libc::EMFILE));
         }
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds into the array it is given.
-        let made =
-            cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) });
-        if let Err(e) = made {
-            PIPES.fetch_sub(1, Ordering::Relaxed);
-            return Err(e);
-        }
-        // SAFETY: both fds are fresh and owned by nothing else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (r, w) = match crate::linux::pipe(libc::O_NONBLOCK) {
+            Ok(ends) => ends,
+            Err(e) => {
+                PIPES.fetch_sub(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         // Counted from here on: a pipe that cannot be sized is dropped, and uncounted, whole.
         let pipe = Pipe { r, w };
         // SAFETY: fcntl on a pipe we own; no pointers.

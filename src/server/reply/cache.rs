@@ -342,15 +342,22 @@ impl FileCache {
 mod tests {
     use super::*;
 
-    /// Empty files cost their entry: a directory of them cannot grow the cache without bound.
-    #[test]
-    fn empty_files_count_against_the_total() {
-        let dir = std::env::temp_dir().join(format!("webserv-cache-{}", std::process::id()));
+    /// A fresh directory named after `tag` and this process, holding an empty file: the
+    /// directory, the file opened, and its stat.
+    fn empty_file(tag: &str) -> (std::path::PathBuf, File, FileStat) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("empty");
         std::fs::write(&f, b"").unwrap();
         let file = File::open(&f).unwrap();
         let st = backends::util::fstat(std::os::fd::AsRawFd::as_raw_fd(&file)).unwrap();
+        (dir, file, st)
+    }
+
+    /// Empty files cost their entry: a directory of them cannot grow the cache without bound.
+    #[test]
+    fn empty_files_count_against_the_total() {
+        let (dir, file, st) = empty_file("webserv-cache");
         let mut c = FileCache::default();
         let most = CACHE_TOTAL_MAX / ENTRY_COST;
         for i in 0..most + 10 {
@@ -370,12 +377,7 @@ mod tests {
     /// of keys in 52,000 entries when only the 640 B per entry counted).
     #[test]
     fn long_paths_count_against_the_total() {
-        let dir = std::env::temp_dir().join(format!("webserv-cache-long-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("empty");
-        std::fs::write(&f, b"").unwrap();
-        let file = File::open(&f).unwrap();
-        let st = backends::util::fstat(std::os::fd::AsRawFd::as_raw_fd(&file)).unwrap();
+        let (dir, file, st) = empty_file("webserv-cache-long");
         let mut c = FileCache::default();
         let long = "d/".repeat(2000);
         let rounds = 2 * CACHE_TOTAL_MAX / (ENTRY_COST + long.len());
