@@ -45,28 +45,41 @@ pub fn normalize(target: &str) -> Result<Normalized<'_>, Error> {
 /// On an error `path` holds a partial result.
 pub fn normalize_into<'a>(target: &'a str, path: &mut String) -> Result<Option<&'a str>, Error> {
     path.clear();
-    let (raw, query) = match target.find('?') {
-        Some(q) => (&target[..q], Some(&target[q + 1..])),
-        None => (target, None),
-    };
+    // One pass over the target finds the query, any `%`, and whether a segment is empty,
+    // `.` or `..` (a `//` or `/.`): most targets have none, and are then the path as is.
+    let bytes = target.as_bytes();
+    let (mut end, mut escaped, mut plain) = (bytes.len(), false, true);
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'?' => {
+                end = i;
+                break;
+            }
+            b'%' => escaped = true,
+            b'/' => plain &= !matches!(bytes.get(i + 1), Some(b'/' | b'.')),
+            _ => {}
+        }
+    }
+    let (raw, query) = (&target[..end], target.get(end + 1..));
     if !raw.starts_with('/') {
         return Err(Error::Path);
     }
     // Without a `%` there is nothing to decode: no copy (most targets).
-    let decoded = if raw.contains('%') {
+    let decoded = if escaped {
         std::borrow::Cow::Owned(
             String::from_utf8(percent_decode(raw.as_bytes())?).map_err(|_| Error::Path)?,
         )
     } else {
         std::borrow::Cow::Borrowed(raw)
     };
-
-    // Most targets have no empty, `.` or `..` segment (no `//` and no `/.`): then the
-    // normalized path is the target itself.
-    let plain = decoded
-        .as_bytes()
-        .windows(2)
-        .all(|w| w[0] != b'/' || (w[1] != b'/' && w[1] != b'.'));
+    let plain = if escaped {
+        decoded
+            .as_bytes()
+            .windows(2)
+            .all(|w| w[0] != b'/' || (w[1] != b'/' && w[1] != b'.'))
+    } else {
+        plain
+    };
     if plain {
         path.push_str(&decoded);
         return Ok(query);

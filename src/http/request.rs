@@ -226,9 +226,14 @@ impl<'b> Request<'b> {
     /// The value of the first field named `name` (ASCII case-insensitive, RFC 9110 §5.1).
     pub fn header(&self, name: &str) -> Option<&'b [u8]> {
         let name = name.as_bytes();
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // Lengths first: most fields are rejected without touching their bytes (a request
+        // asks for seven names, most of them absent, on every static reply).
+        self.fields[..self.n_fields]
+            .iter()
+            .find(|f| {
+                f.name.len as usize == name.len() && f.name.of(self.buf).eq_ignore_ascii_case(name)
+            })
+            .map(|f| f.value.of(self.buf))
     }
 
     /// Length of the head in bytes.

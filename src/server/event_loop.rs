@@ -21,6 +21,7 @@ use super::conn::Conn;
 use super::control::Control;
 use super::gauges::Gauges;
 use super::reply::FileCache;
+use super::stamp::Stamp;
 use super::task::cgi::child::Children;
 use super::task::Abort;
 use super::token::{OpTag, Slab, Tok, SLOT_MASK};
@@ -55,6 +56,8 @@ pub struct Loop {
     refused: u64,
     /// The time of the current loop turn (read once per wait: deadlines need no finer grain).
     now: Instant,
+    /// `now` as a stamp (deadlines are made from it).
+    stamp: Stamp,
     #[allow(clippy::vec_box)]
     parsers: Vec<Box<crate::http::request::HeadParser>>,
     /// Input buffers lent to connections while they read a request.
@@ -80,6 +83,7 @@ impl Loop {
         let access = AccessLogs::open(&cfg)?;
         Ok(Loop {
             now: be.now(),
+            stamp: Stamp::of(be.now()),
             conns: Slab::with_room(cfg.worker_connections.min(backends::MAX_RESERVED_FDS)),
             cache: FileCache::for_dirs(&control.dir_fds()),
             cfg,
@@ -126,18 +130,13 @@ impl Loop {
 
     /// Arm the accepts and the tick: what [`Loop::run`] does before its first turn.
     pub fn start(&mut self) {
-        for (i, l) in self.listeners.iter().enumerate() {
-            let t = Tok::new(0, i as u32, 0, OpTag::Accept).encode();
-            self.be.submit(
-                t,
-                Op::Accept {
-                    fd: l.fd.as_raw_fd(),
-                },
-            );
-            crate::info!("listening on {} ({})", l.addr, self.be.name());
+        for li in 0..self.listeners.len() as u32 {
+            self.arm_accept(li);
+            let addr = self.listeners[li as usize].addr;
+            crate::info!("listening on {addr} ({})", self.be.name());
         }
         self.arm_tick();
-        self.refresh_date();
+        self.read_clock();
     }
 
     /// One turn: one wait (up to `timeout`), every completion it gave dispatched, then stop
@@ -158,9 +157,7 @@ impl Loop {
     ) -> io::Result<bool> {
         self.be.wait(out, timeout)?;
         super::metrics::COUNTERS.wait(out.len());
-        self.now = self.be.now();
-        self.cache.now = Some(self.now);
-        self.refresh_date();
+        self.read_clock();
         // A child whose exit is in this batch was reaped already: its pid may be reused,
         // so nothing dispatched before its exit may signal it.
         for c in out.iter() {
@@ -230,7 +227,11 @@ impl Loop {
         );
     }
 
-    fn refresh_date(&mut self) {
+    /// The time for this turn: the instant, its stamp, the `Date` header's text.
+    fn read_clock(&mut self) {
+        self.now = self.be.now();
+        self.stamp = Stamp::of(self.now);
+        self.cache.now = Some(self.now);
         self.date_now = *self.date.get(SystemTime::now());
     }
 
@@ -304,6 +305,7 @@ impl Loop {
             },
             stopping,
             now,
+            stamp,
             parsers,
             bufs,
             pools,
@@ -314,6 +316,7 @@ impl Loop {
         let env = Env {
             be: &mut **be,
             now: *now,
+            stamp: *stamp,
             date: date_now,
             cfg,
             cache,
@@ -342,7 +345,7 @@ impl Loop {
             return;
         };
         if crate::log::tracing() {
-            self.trace(&t, &c);
+            super::trace::completion(&self.conns, &t, &c);
         }
         match t.op {
             OpTag::Accept => self.on_accept(t.slot, c),
@@ -370,37 +373,6 @@ impl Loop {
                 self.with_conn(t.slot, t.gen, |conn, env| conn.on_completion(t, c, env));
             }
         }
-    }
-
-    /// The `--debug` line for one completion: `c17.2 r3 cgi#41 stdout read: Ok(5120)`.
-    fn trace(&self, t: &Tok, c: &Completion) {
-        let id = match t.op {
-            OpTag::Accept
-            | OpTag::Tick
-            | OpTag::RefuseClose
-            | OpTag::AcceptCancel
-            | OpTag::AccessWrite => {
-                format!("loop {}", t.slot)
-            }
-            OpTag::ChildExit => format!("child {}.{}", t.slot, t.gen),
-            _ => match self.conns.get(t.slot, t.gen) {
-                Some(conn) if !t.op.is_task_op() => conn.io_ident().to_string(),
-                Some(conn) => {
-                    let id = conn.ident();
-                    if conn.task_seq() as u8 != t.task {
-                        format!(
-                            "stale completion (sequence {} on c{}.{})",
-                            t.task, t.slot, t.gen
-                        )
-                    } else {
-                        id.to_string()
-                    }
-                }
-                None => format!("stale completion (c{}.{} is gone)", t.slot, t.gen),
-            },
-        };
-        let more = if c.more { " +more" } else { "" };
-        crate::trace!("{id}: {} → {:?}{more}", t.op.name(), c.result);
     }
 
     fn drop_buf(&mut self, b: Buf) {
@@ -496,13 +468,17 @@ impl Loop {
         closed
     }
 
+    fn arm_accept(&mut self, li: u32) {
+        let fd = self.listeners[li as usize].fd.as_raw_fd();
+        let t = Tok::new(0, li, 0, OpTag::Accept).encode();
+        self.be.submit(t, Op::Accept { fd });
+    }
+
     fn on_tick(&mut self) {
-        self.now = self.be.now();
+        self.read_clock();
         for li in std::mem::take(&mut self.accept_paused) {
             if self.stopping.is_none() {
-                let fd = self.listeners[li as usize].fd.as_raw_fd();
-                let t = Tok::new(0, li, 0, OpTag::Accept).encode();
-                self.be.submit(t, Op::Accept { fd });
+                self.arm_accept(li);
             }
         }
         if self.stopping.is_some() {

@@ -34,6 +34,7 @@ pub mod serve;
 pub mod stamp;
 pub mod task;
 pub mod token;
+mod trace;
 
 #[cfg(test)]
 mod layout_tests;

@@ -64,6 +64,7 @@ pub(super) fn open_ring(opts: &Options) -> io::Result<(IoUring, Features)> {
     for (code, name) in [
         (opcode::Accept::CODE, "ACCEPT"),
         (opcode::Recv::CODE, "RECV"),
+        (opcode::Send::CODE, "SEND"),
         (opcode::SendMsg::CODE, "SENDMSG"),
         (opcode::Read::CODE, "READ"),
         (opcode::Write::CODE, "WRITE"),

@@ -16,7 +16,14 @@ pub(super) struct SendOp {
     pub(super) done: usize,
     pub(super) msg: libc::msghdr,
     pub(super) iov: [libc::iovec; 2],
+    /// A small two-piece send copied into one piece, sent with `IORING_OP_SEND`: the kernel
+    /// then copies no `msghdr` and imports no iovec, which costs more than the copy (at most
+    /// [`FLAT_MAX`] bytes; kept with the box for the next send).
+    pub(super) flat: Vec<u8>,
 }
+
+/// The largest two-piece send copied into one piece (a small file's head and body).
+pub(super) const FLAT_MAX: usize = 2048;
 
 /// How many boxes of finished sends are kept for the next ones.
 pub(super) const SPARE_SENDS: usize = 64;

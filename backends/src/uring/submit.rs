@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use io_uring::{opcode, squeue, types};
 
 use super::buf_ring::BGID;
-use super::state::{OpenOp, SendOp, State, WriteOp};
+use super::state::{OpenOp, SendOp, State, WriteOp, FLAT_MAX};
 use super::Uring;
 use crate::{sys, Buf, Completion, Op, Token};
 
@@ -60,17 +60,35 @@ impl Uring {
                         done,
                         msg,
                         iov,
+                        flat,
                     } = &mut **op;
                     let (a, b) = buf.remaining(*done);
-                    *iov = sys::iovecs(a, b);
-                    // SAFETY: an all-zero msghdr is valid (no name, no control data).
-                    *msg = unsafe { std::mem::zeroed() };
-                    let skip = usize::from(a.is_empty());
-                    msg.msg_iov = iov[skip..].as_mut_ptr();
-                    msg.msg_iovlen = 2 - skip;
-                    opcode::SendMsg::new(fd, msg)
-                        .flags(libc::MSG_NOSIGNAL as u32)
-                        .build()
+                    // One piece (or two small ones, copied into `flat`): a plain send.
+                    let one = match (a.is_empty(), b.is_empty()) {
+                        (true, _) => Some(b),
+                        (false, true) => Some(a),
+                        (false, false) if a.len() + b.len() <= FLAT_MAX => {
+                            flat.clear();
+                            flat.extend_from_slice(a);
+                            flat.extend_from_slice(b);
+                            Some(&flat[..])
+                        }
+                        (false, false) => None,
+                    };
+                    if let Some(p) = one {
+                        opcode::Send::new(fd, p.as_ptr(), p.len() as u32)
+                            .flags(libc::MSG_NOSIGNAL)
+                            .build()
+                    } else {
+                        *iov = sys::iovecs(a, b);
+                        // SAFETY: an all-zero msghdr is valid (no name, no control data).
+                        *msg = unsafe { std::mem::zeroed() };
+                        msg.msg_iov = iov.as_mut_ptr();
+                        msg.msg_iovlen = 2;
+                        opcode::SendMsg::new(fd, msg)
+                            .flags(libc::MSG_NOSIGNAL as u32)
+                            .build()
+                    }
                 }
                 State::Read { op } => {
                     let offset = op.offset;
@@ -214,6 +232,7 @@ impl Uring {
                             iov_base: std::ptr::null_mut(),
                             iov_len: 0,
                         }; 2],
+                        flat: Vec::new(),
                     }),
                 };
                 (fd, State::Send { op })

@@ -1,7 +1,6 @@
 //! How requests and connections end: a task's outcome, deadlines, lingering close, close.
 
 use super::Flags;
-use crate::server::stamp::Stamp;
 use std::time::Duration;
 
 use backends::Op;
@@ -81,7 +80,7 @@ impl Conn {
         }
         crate::trace!("{}: lingering close", self.io_ident());
         self.inbuf = Vec::new();
-        self.deadline = Stamp::of(env.now + LINGERING_TIMEOUT);
+        self.deadline = env.deadline(LINGERING_TIMEOUT);
         self.set_phase(Phase::Linger, env);
     }
 

@@ -79,6 +79,8 @@ pub const BATCH_KEPT_MAX: usize = 128 * 1024;
 pub struct Env<'a> {
     pub be: &'a mut dyn Backend,
     pub now: Instant,
+    /// `now` as a stamp, for the deadlines requests set ([`Env::deadline`]).
+    pub stamp: crate::server::stamp::Stamp,
     pub date: &'a [u8; 29],
     /// The configuration new requests start under.
     pub cfg: &'a Arc<Config>,
@@ -101,6 +103,11 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// The deadline `d` from now (at the millisecond, never early).
+    pub fn deadline(&self, d: std::time::Duration) -> crate::server::stamp::Stamp {
+        self.stamp.after(d)
+    }
+
     /// Keep a path buffer for the next request's file (not one grown large).
     pub fn give_path(&mut self, p: std::path::PathBuf) {
         let paths = &mut self.pools.paths;

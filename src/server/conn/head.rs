@@ -9,7 +9,6 @@ use crate::http::request::{BodyKind, Method, Status};
 use crate::server::ident::TaskKind;
 use crate::server::reply::{self, Ctx};
 use crate::server::route::{self, Route};
-use crate::server::stamp::Stamp;
 use crate::server::task::cgi::framing::Meta;
 use crate::server::task::cgi::{plan, CgiTask};
 use crate::server::task::lookup::LookupTask;
@@ -83,7 +82,12 @@ impl Conn {
         let keep_alive = analyzed.as_ref().is_ok_and(|h| h.keep_alive);
         let (record, mut host, mut path) = super::request::pooled_record(env);
         if let Ok(h) = analyzed.as_ref() {
-            host.push_str(&String::from_utf8_lossy(h.host));
+            // Checked by `analyze` (`valid_authority`): the lossy conversion is never needed
+            // for a host that gets this far, and costs more than the check.
+            match std::str::from_utf8(h.host) {
+                Ok(s) => host.push_str(s),
+                Err(_) => host.push_str(&String::from_utf8_lossy(h.host)),
+            }
         }
         let server = env.pools.server_index(cfg, self.local.get(), &host);
         let close = self.last_response(keep_alive, env);
@@ -139,7 +143,7 @@ impl Conn {
         self.req = Some(super::request::boxed(record, fresh));
         self.out.adopt(&mut env.pools.queues);
         self.set_phase(Phase::Active, env);
-        self.deadline = Stamp::of(env.now + env.cfg.timeouts.send);
+        self.deadline = env.deadline(env.cfg.timeouts.send);
         let head = match (analyzed, bad_path) {
             (Ok(h), None) => h,
             (Err(e), _) | (_, Some(e)) => {
@@ -504,7 +508,7 @@ impl Conn {
             if expect {
                 self.queue_raw(b"HTTP/1.1 100 Continue\r\n\r\n");
             }
-            self.deadline = Stamp::of(env.now + env.cfg.timeouts.body);
+            self.deadline = env.deadline(env.cfg.timeouts.body);
             self.set_body(Some(BodyReader::new(body, limit)), None);
         }
         self.start_task(task, env);

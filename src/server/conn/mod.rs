@@ -217,7 +217,7 @@ impl Conn {
             seq: 0,
             tseq: 0,
             served: 0,
-            deadline: Stamp::of(env.now + env.cfg.timeouts.header),
+            deadline: env.deadline(env.cfg.timeouts.header),
             tls: None,
         };
         env.gauges.enter(c.phase.gauge());
@@ -370,7 +370,7 @@ impl Conn {
                 if self.phase == Phase::Idle {
                     // A new request starts: its whole head must arrive within the header
                     // timeout, however slowly it drips (slowloris).
-                    self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
+                    self.deadline = env.deadline(env.cfg.timeouts.header);
                     self.set_phase(Phase::Head, env);
                 }
                 if self.inbuf.capacity() == 0 {
@@ -448,14 +448,14 @@ impl Conn {
                 let t = env.cfg.timeouts;
                 match self.phase {
                     Phase::Idle if self.out.is_empty() => {
-                        self.deadline = Stamp::of(env.now + t.keepalive);
+                        self.deadline = env.deadline(t.keepalive);
                         self.out.release(&mut env.pools.queues, env::POOL_KEPT);
                     }
                     Phase::Head if self.out.is_empty() => {}
                     // The handshake keeps its own deadline.
                     Phase::Handshake => {}
-                    Phase::Head => self.deadline = self.deadline.max(Stamp::of(env.now + t.send)),
-                    _ => self.deadline = Stamp::of(env.now + t.send),
+                    Phase::Head => self.deadline = self.deadline.max(env.deadline(t.send)),
+                    _ => self.deadline = env.deadline(t.send),
                 }
             }
             Err(e) => {

@@ -2,7 +2,6 @@
 //! body reader and its task; starting, finishing and failing it.
 
 use super::Flags;
-use crate::server::stamp::Stamp;
 use std::sync::Arc;
 
 use super::env::Env;
@@ -362,7 +361,7 @@ impl Conn {
             }
         };
         self.inbuf.drain(..piece.consumed);
-        self.deadline = Stamp::of(env.now + env.cfg.timeouts.body);
+        self.deadline = env.deadline(env.cfg.timeouts.body);
         let id = self.ident();
         let Some(req) = self.req.as_mut() else {
             return true;
@@ -431,7 +430,7 @@ impl Conn {
         let next = if self.inbuf.is_empty() || self.flags.has(Flags::CLOSE_WHEN_FLUSHED) {
             // Nothing of a next request yet: the buffers go back to the loop (an idle
             // connection holds none), and keepalive_timeout runs.
-            self.deadline = Stamp::of(env.now + env.cfg.timeouts.keepalive);
+            self.deadline = env.deadline(env.cfg.timeouts.keepalive);
             let buf = std::mem::take(&mut self.inbuf);
             if buf.capacity() > 0 && buf.capacity() <= BUF_POOL_MAX && env.bufs.len() < BUF_POOL_LEN
             {
@@ -442,7 +441,7 @@ impl Conn {
             Phase::Idle
         } else {
             // A next head has started arriving (pipelined): its header timeout runs from now.
-            self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
+            self.deadline = env.deadline(env.cfg.timeouts.header);
             Phase::Head
         };
         self.set_phase(next, env);

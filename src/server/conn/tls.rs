@@ -29,7 +29,6 @@ use backends::{Body, Op, SendBuf};
 use super::env::Env;
 use super::{Conn, Flags, Phase};
 use crate::server::out::Out;
-use crate::server::stamp::Stamp;
 use crate::server::task::Abort;
 use crate::server::token::OpTag;
 
@@ -111,7 +110,7 @@ impl Conn {
         let (established, peer_closed) = (tls.session.is_established(), tls.session.peer_closed());
         if self.phase == Phase::Handshake && established {
             crate::trace!("{}: TLS handshake done", self.io_ident());
-            self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
+            self.deadline = env.deadline(env.cfg.timeouts.header);
             self.set_phase(Phase::Idle, env);
         }
         self.tls_plaintext(plain, env);
@@ -129,7 +128,7 @@ impl Conn {
         }
         if self.phase == Phase::Idle {
             // A new request starts: its head must arrive within the header timeout.
-            self.deadline = Stamp::of(env.now + env.cfg.timeouts.header);
+            self.deadline = env.deadline(env.cfg.timeouts.header);
             self.set_phase(Phase::Head, env);
         }
         if self.inbuf.is_empty() && self.inbuf.capacity() == 0 {
