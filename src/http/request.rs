@@ -236,6 +236,23 @@ impl<'b> Request<'b> {
             .map(|f| f.value.of(self.buf))
     }
 
+    /// The values of the first fields named `names` (ASCII case-insensitive), in one pass
+    /// over the fields: what a reply asks of every request (the conditionals, `Range`).
+    pub fn headers_named<const N: usize>(&self, names: [&str; N]) -> [Option<&'b [u8]>; N] {
+        let mut found = [None; N];
+        for f in &self.fields[..self.n_fields] {
+            for (i, n) in names.iter().enumerate() {
+                if found[i].is_none()
+                    && f.name.len as usize == n.len()
+                    && f.name.of(self.buf).eq_ignore_ascii_case(n.as_bytes())
+                {
+                    found[i] = Some(f.value.of(self.buf));
+                }
+            }
+        }
+        found
+    }
+
     /// Length of the head in bytes.
     pub fn head_len(&self) -> usize {
         self.buf.len()
@@ -857,14 +874,25 @@ pub fn valid_authority(a: &[u8], allow_empty: bool) -> bool {
         }
         close + 1
     } else {
-        let end = a.iter().position(|&b| b == b':').unwrap_or(a.len());
+        // One pass to the port's ':' checks the reg-name's bytes and notes any escape.
+        let (mut end, mut escaped) = (a.len(), false);
+        for (i, &b) in a.iter().enumerate() {
+            if b == b':' {
+                end = i;
+                break;
+            }
+            if !REG_NAME[b as usize] {
+                return false;
+            }
+            escaped |= b == b'%';
+        }
         let host = &a[..end];
-        if host.is_empty() || !host.iter().all(|&b| REG_NAME[b as usize]) {
+        if host.is_empty() {
             return false;
         }
         // pct-encoded = "%" HEXDIG HEXDIG
         let mut i = 0;
-        while i < host.len() {
+        while escaped && i < host.len() {
             if host[i] == b'%' {
                 if i + 2 >= host.len() {
                     return false;

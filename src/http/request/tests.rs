@@ -196,6 +196,13 @@ fn headers_are_trimmed_and_looked_up_case_insensitively() {
     assert_eq!(r.header("missing"), None);
     let all: Vec<_> = r.headers().collect();
     assert_eq!(all[2], (&b"x-a"[..], &b"2"[..]));
+    // The one-pass lookup agrees with `header` for each name: the first field, any case.
+    let names = ["x-a", "HOST", "Missing", "Empty", "X-B"];
+    let got = r.headers_named(names);
+    for (name, v) in names.iter().zip(got) {
+        assert_eq!(v, r.header(name), "{name}");
+    }
+    assert_eq!(got[0], Some(&b"1"[..]));
 }
 
 #[test]

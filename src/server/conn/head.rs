@@ -274,10 +274,17 @@ impl Conn {
                 https: self.is_tls(),
             },
         );
-        let content_type = req
-            .header("Content-Type")
-            .and_then(|v| std::str::from_utf8(v).ok());
-        let h = |n: &str| req.header(n);
+        let [content_type, if_none_match, if_modified_since, range, if_range, if_match, if_unmodified_since] =
+            req.headers_named([
+                "Content-Type",
+                "If-None-Match",
+                "If-Modified-Since",
+                "Range",
+                "If-Range",
+                "If-Match",
+                "If-Unmodified-Since",
+            ]);
+        let content_type = content_type.and_then(|v| std::str::from_utf8(v).ok());
         let meta = rq.meta;
         let cx = Ctx {
             head_only: meta.head_only,
@@ -285,13 +292,13 @@ impl Conn {
             keep_alive_10: meta.keep_alive_10,
             date: env.date,
             query: rq.query.as_deref(),
-            if_none_match: h("If-None-Match"),
-            if_modified_since: h("If-Modified-Since"),
-            range: h("Range"),
-            if_range: h("If-Range"),
+            if_none_match,
+            if_modified_since,
+            range,
+            if_range,
             cached_lookups,
-            if_match: h("If-Match"),
-            if_unmodified_since: h("If-Unmodified-Since"),
+            if_match,
+            if_unmodified_since,
             max_ranges: loc.max_ranges,
             head_buf: std::cell::Cell::new(env.pools.heads.pop().unwrap_or_default()),
             path_buf: std::cell::Cell::new(env.pools.paths.pop().unwrap_or_default()),
