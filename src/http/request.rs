@@ -240,7 +240,12 @@ impl<'b> Request<'b> {
     /// over the fields: what a reply asks of every request (the conditionals, `Range`).
     pub fn headers_named<const N: usize>(&self, names: [&str; N]) -> [Option<&'b [u8]>; N] {
         let mut found = [None; N];
+        // The names' lengths as a bit set: most fields are passed over on their length alone.
+        let lens = names.iter().fold(0u64, |m, n| m | 1 << n.len().min(63));
         for f in &self.fields[..self.n_fields] {
+            if lens & 1 << (f.name.len as usize).min(63) == 0 {
+                continue;
+            }
             for (i, n) in names.iter().enumerate() {
                 if found[i].is_none()
                     && f.name.len as usize == n.len()
@@ -613,10 +618,11 @@ impl HeadParser {
             return Err(Error::RequestLine);
         }
         let t_start = m_len + 1;
-        let mut t_end = t_start;
-        while t_end < line.len() && is_target_byte(line[t_end]) {
-            t_end += 1;
-        }
+        let t_end = t_start
+            + line[t_start..]
+                .iter()
+                .position(|&b| !is_target_byte(b))
+                .unwrap_or(line.len() - t_start);
         match line.get(t_end) {
             Some(b' ') if t_end > t_start => {}
             // A fragment is not part of a request-target (RFC 9112 §3.2).
@@ -714,9 +720,10 @@ fn parse_field_line(buf: &[u8], start: usize) -> Result<Line, Error> {
         Some(b' ' | b'\t') => return Err(Error::ObsFold),
         Some(_) => {}
     }
-    while i < buf.len() && is_tchar(buf[i]) {
-        i += 1;
-    }
+    i += buf[i..]
+        .iter()
+        .position(|&b| !is_tchar(b))
+        .unwrap_or(buf.len() - i);
     match buf.get(i) {
         None => return Ok(Line::Incomplete),
         Some(b':') if i > start => {}
