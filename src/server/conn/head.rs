@@ -106,7 +106,7 @@ impl Conn {
                 (None, Some(e))
             }
         };
-        let client = self.client_addr(&req, env);
+        let client = self.client_addr(req, env);
         let fresh = RequestRecord {
             seq: self.seq,
             cfg: cfg.clone(),
@@ -155,7 +155,7 @@ impl Conn {
         };
         let (body, expect) = (head.body, head.expect_continue);
         let (route, limit) = crate::server::lookups::with_known(&mut Vec::new(), || {
-            self.route_parsed(&req, body, env, true)
+            self.route_parsed(req, body, env, true)
         });
         if matches!(route, Route::Lookup { .. }) {
             // Routed again once the lookup is done: from this head, held until then. A body
