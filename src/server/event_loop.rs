@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backends::{Backend, Buf, Completion, Op, WAKE_TOKEN};
 
@@ -44,6 +44,8 @@ pub struct Loop {
     gauges: Gauges,
     date: crate::http::date::DateCache,
     date_now: [u8; 29],
+    /// When the wall clock's second turns next (by `now`): `date_now` is remade then.
+    date_due: Option<Instant>,
     access: AccessLogs,
     stopping: Option<Instant>,
     control: Arc<Control>,
@@ -97,6 +99,7 @@ impl Loop {
             gauges: Gauges::default(),
             date: crate::http::date::DateCache::default(),
             date_now: [0; 29],
+            date_due: None,
             access,
             stopping: None,
             cfg_gen: control.cfg_gen.load(Ordering::SeqCst),
@@ -227,12 +230,20 @@ impl Loop {
         );
     }
 
-    /// The time for this turn: the instant, its stamp, the `Date` header's text.
+    /// The time for this turn: the instant, its stamp, the `Date` header's text. The wall
+    /// clock is read only once its second may have turned (a clock read per turn saved).
     fn read_clock(&mut self) {
         self.now = self.be.now();
         self.stamp = Stamp::of(self.now);
         self.cache.now = Some(self.now);
-        self.date_now = *self.date.get(SystemTime::now());
+        if self.date_due.is_none_or(|due| self.now >= due) {
+            let wall = SystemTime::now();
+            self.date_now = *self.date.get(wall);
+            let into = wall
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            self.date_due = Some(self.now + Duration::from_nanos(1_000_000_000 - u64::from(into)));
+        }
     }
 
     fn arm_tick(&mut self) {

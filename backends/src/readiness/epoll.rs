@@ -109,7 +109,8 @@ impl Poller for Epoll {
     }
 
     fn poll(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
-        let timeout = self.timers.bound(timeout, Instant::now());
+        let now = Instant::now();
+        let timeout = self.timers.bound(timeout, now);
         let ms = match timeout {
             None => -1,
             // Round up so a timer is never polled for a hair early, then spun on.
@@ -149,8 +150,11 @@ impl Poller for Epoll {
                 });
             }
         }
+        // A poll that could not sleep took microseconds: the clock is read again only after
+        // one that could.
+        let now = if ms == 0 { now } else { Instant::now() };
         self.timers
-            .expire(Instant::now(), |key| events.push(Event::Timer(key)));
+            .expire(now, |key| events.push(Event::Timer(key)));
         Ok(())
     }
 }

@@ -185,10 +185,10 @@ impl Uring {
     }
 
     /// Complete the timers that are due, earliest deadline first.
-    fn expire_timers(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
+    fn expire_timers(&mut self, now: Instant, out: &mut Vec<Completion>) -> io::Result<()> {
         // The list keeps its capacity from turn to turn: no allocation when timers are due.
         let mut due = std::mem::take(&mut self.due);
-        self.timers.expire(Instant::now(), |key| due.push(key));
+        self.timers.expire(now, |key| due.push(key));
         let mut result = Ok(());
         for key in due.drain(..) {
             if let Some(idx) = self.slots.find(key) {
@@ -268,17 +268,21 @@ impl Backend for Uring {
         result?;
         out.append(&mut self.early);
         self.reap(out)?;
+        // One clock read per round, and a second only after an enter that may have slept.
+        let mut now = Instant::now();
         loop {
-            self.expire_timers(out)?;
+            self.expire_timers(now, out)?;
             let want = usize::from(out.len() == before);
-            let now = Instant::now();
             let left = deadline.map(|d| d.saturating_duration_since(now));
             let left = self.timers.bound(left, now);
             self.enter(want, left)?;
             self.reap(out)?;
             out.append(&mut self.early);
-            self.expire_timers(out)?;
-            if out.len() > before || crate::passed(deadline) {
+            if want > 0 {
+                now = Instant::now();
+                self.expire_timers(now, out)?;
+            }
+            if out.len() > before || deadline.is_some_and(|d| now >= d) {
                 break;
             }
         }
