@@ -518,6 +518,52 @@ fn short_writes_complete_whole() {
     });
 }
 
+/// Sends of every shape back to back on a full socket: head and body small enough to go as
+/// one copied piece (io_uring's `IORING_OP_SEND` path), head only, body only, and pieces too
+/// large to copy; each comes back whole, and the reader gets every byte in order.
+#[test]
+fn small_and_large_sends_in_a_row_complete_whole() {
+    each_backend("small_and_large_sends_in_a_row_complete_whole", |b| {
+        let l = listener();
+        let addr = l.local_addr().unwrap();
+        let client = reader(addr, 200, 512);
+        let fd = accept_one(b, &l);
+        set_sndbuf(fd, 4096);
+        let mut expect = Vec::new();
+        let shapes = [
+            (300, 1500),
+            (0, 700),
+            (900, 0),
+            (1, 2047),
+            (2000, 48),
+            (1500, 9000),
+        ];
+        for i in 0..240u64 {
+            let (h, n) = shapes[i as usize % shapes.len()];
+            let mut data = pattern(h + n);
+            data.rotate_left(i as usize % 251);
+            expect.extend_from_slice(&data);
+            let body = std::sync::Arc::<[u8]>::from(&data[h..]);
+            let buf = SendBuf {
+                head: data[..h].to_vec(),
+                body: Body::Shared(backends::Shared::new(body)),
+            };
+            b.submit(100 + i, Op::Send { fd, buf });
+            let c = collect(b, 1).pop().unwrap();
+            assert_eq!(c.token, 100 + i);
+            assert_eq!(c.result.unwrap(), h + n, "send {i} ({h} + {n} B)");
+        }
+        b.submit(6, Op::Close { fd });
+        assert!(collect(b, 1)[0].result.is_ok());
+        let got = join_driving(b, client);
+        assert_eq!(got.len(), expect.len());
+        assert!(
+            got == expect,
+            "the reader's bytes differ from what was sent"
+        );
+    });
+}
+
 #[test]
 fn peer_reset_mid_recv() {
     each_backend("peer_reset_mid_recv", |b| {
