@@ -625,3 +625,78 @@ fn mutations_are_split_invariant() {
         }
     }
 }
+
+/// `valid_authority` as it was before its reg-name check and port search became one pass: the
+/// reference for the test below.
+fn authority_reference(a: &[u8], allow_empty: bool) -> bool {
+    if a.is_empty() {
+        return allow_empty;
+    }
+    let host_end = if a[0] == b'[' {
+        let Some(close) = a.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &a[1..close];
+        if inner.is_empty()
+            || !inner
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        close + 1
+    } else {
+        let end = a.iter().position(|&b| b == b':').unwrap_or(a.len());
+        let host = &a[..end];
+        if host.is_empty() || !host.iter().all(|&b| REG_NAME[b as usize]) {
+            return false;
+        }
+        let mut i = 0;
+        while i < host.len() {
+            if host[i] == b'%' {
+                if i + 2 >= host.len()
+                    || !(host[i + 1].is_ascii_hexdigit() && host[i + 2].is_ascii_hexdigit())
+                {
+                    return false;
+                }
+                i += 3;
+            } else {
+                i += 1;
+            }
+        }
+        end
+    };
+    match a.get(host_end) {
+        None => true,
+        Some(b':') => {
+            let port = &a[host_end + 1..];
+            port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+        }
+        Some(_) => false,
+    }
+}
+
+/// Every authority of up to six bytes over the bytes that matter is judged as the reference
+/// judges it.
+#[test]
+fn one_pass_authority_agrees_with_the_reference() {
+    let alphabet = *b"a%2g:1[].@ ";
+    let mut a = Vec::new();
+    for len in 0..=6u32 {
+        for mut n in 0..alphabet.len().pow(len) {
+            a.clear();
+            for _ in 0..len {
+                a.push(alphabet[n % alphabet.len()]);
+                n /= alphabet.len();
+            }
+            for empty in [false, true] {
+                assert_eq!(
+                    valid_authority(&a, empty),
+                    authority_reference(&a, empty),
+                    "{:?}",
+                    String::from_utf8_lossy(&a)
+                );
+            }
+        }
+    }
+}
