@@ -152,6 +152,7 @@ const TIMEOUT_CONF: &str = "{BASE}
 workers 1;
 keepalive_timeout 2s;
 client_header_timeout 2s;
+send_timeout 2s;
 server {
     listen 127.0.0.1:{PORT};
     root {DIR}/www;
@@ -180,14 +181,37 @@ fn closed_after(s: &mut TcpStream, since: Instant, bound: Duration) -> (Option<D
     (None, got)
 }
 
+/// A 16 MiB file: more than a client's receive buffer and the server's send buffer hold.
+const BIG: usize = 16 << 20;
+
 /// Deadlines made from the turn's stamp still fire, not early and not much late: an idle
 /// keep-alive connection is closed after keepalive_timeout (2 s), a head that stops half-way
-/// is cut at client_header_timeout (2 s, a 408 at most), with the loop's 1 s tick as slack.
+/// is cut at client_header_timeout (2 s, a 408 at most), a client that stops reading a large
+/// response is dropped after send_timeout (2 s), one that pauses 1.5 s gets it whole; the
+/// loop's 1 s tick is the slack.
 #[test]
-fn keepalive_and_header_timeouts_fire() {
-    for_each_backend("keepalive_and_header_timeouts_fire", |b| {
-        let s = Server::start(b, TIMEOUT_CONF, setup);
+fn keepalive_header_and_send_timeouts_fire() {
+    for_each_backend("keepalive_header_and_send_timeouts_fire", |b| {
+        let s = Server::start(b, TIMEOUT_CONF, |dir| {
+            setup(dir);
+            fs::write(dir.join("www/big.bin"), pattern(BIG, 7)).unwrap();
+        });
         let port = s.port;
+        let big = |pause: Duration| {
+            std::thread::spawn(move || {
+                let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                std::thread::sleep(pause);
+                let (closed, got) = closed_after(&mut c, Instant::now(), Duration::from_secs(3));
+                (closed.is_some(), got.len())
+            })
+        };
+        // Never reads until the server must have given up; pauses short of send_timeout.
+        let (gone, paused) = (
+            big(Duration::from_millis(3500)),
+            big(Duration::from_millis(1500)),
+        );
         let idle = std::thread::spawn(move || {
             let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
             c.write_all(b"GET /ten.txt HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -222,6 +246,17 @@ fn keepalive_and_header_timeouts_fire() {
             "[{b}] an idle connection closed after {idle_closed:?}, before keepalive_timeout 2s"
         );
         assert!(rest.is_empty(), "[{b}] an idle connection got {rest:?}");
+        let (closed, got) = gone.join().unwrap();
+        assert!(
+            closed && got < BIG,
+            "[{b}] a client that stopped reading was not dropped by send_timeout 2s \
+             (closed {closed}, {got} bytes of {BIG})"
+        );
+        let (_, got) = paused.join().unwrap();
+        assert!(
+            got > BIG,
+            "[{b}] a client that paused 1.5 s (send_timeout 2s) got {got} bytes of {BIG}"
+        );
     });
 }
 
