@@ -620,7 +620,7 @@ fn debug_trace_names_completions() {
         assert!(
             sends
                 .iter()
-                .all(|l| l.contains(": send → ") && l.contains(" c")),
+                .all(|l| l.contains(": send → ") && l.contains(" c") && l.contains(" conn#")),
             "[{b}] a send completion without its connection:\n{sends:?}"
         );
         let lists: Vec<&str> = log.lines().filter(|l| l.contains("list dir → ")).collect();
@@ -629,8 +629,10 @@ fn debug_trace_names_completions() {
             "[{b}] no listing completion traced:\n{log}"
         );
         assert!(
-            lists.iter().all(|l| !l.contains("stale")),
-            "[{b}] a listing's completion taken for a stale one:\n{lists:?}"
+            lists
+                .iter()
+                .all(|l| !l.contains("stale") && l.contains(" r1 ") && !l.contains("conn#")),
+            "[{b}] a listing's completion not named by its request's task:\n{lists:?}"
         );
         assert!(
             log.contains("loop 0: accept → Ok("),
