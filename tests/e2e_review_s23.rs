@@ -44,6 +44,7 @@ fn setup(dir: &Path) {
     fs::create_dir_all(dir.join("wwwb")).unwrap();
     write_file(dir, "www/page.html", "<p>a</p>");
     write_file(dir, "wwwb/page.html", "<p>b</p>");
+    write_file(dir, "wwwb/index.html", "<p>b index</p>");
     write_file(dir, "www/list/one.txt", "1");
     write_file(dir, "www/ten.txt", "0123456789");
     for n in SIZES {
@@ -419,6 +420,7 @@ fn authority_forms_route_as_before() {
             ("/page.html", "b\u{e9}.test".as_bytes(), 400, ""),
             ("/page.html", b"b test", 400, ""),
             ("http://b%zz/page.html", b"b.test", 400, ""),
+            ("http://user@b.test/page.html", b"b.test", 400, ""),
         ];
         for (target, host, status, body) in cases {
             let r = ask(target, host);
@@ -428,6 +430,15 @@ fn authority_forms_route_as_before() {
                 assert_eq!(r.text(), body, "[{b}] {target} Host {h}");
             }
         }
+        // An absolute-form target without a path is the server's "/" (RFC 9110 §4.2.3).
+        let root = ask("/", b"b.test");
+        assert_eq!(root.text(), "<p>b index</p>", "[{b}] / on b.test");
+        let r = ask("http://b.test", b"a.test");
+        assert_eq!(
+            (r.status, r.body),
+            (root.status, root.body),
+            "[{b}] http://b.test"
+        );
     });
 }
 
