@@ -189,7 +189,9 @@ const BIG: usize = 16 << 20;
 /// keep-alive connection is closed after keepalive_timeout (2 s), a head that stops half-way
 /// is cut at client_header_timeout (2 s, a 408 at most), a client that stops reading a large
 /// response is dropped after send_timeout (2 s), one that pauses 1.5 s gets it whole; the
-/// loop's 1 s tick is the slack.
+/// loop's 1 s tick is the slack. "Not early" is 1.6 s: a deadline cut to a quarter (0.5 s,
+/// closed by the next tick, 1.5 s at most) fails it, a client a little late to note the
+/// time does not.
 #[test]
 fn keepalive_header_and_send_timeouts_fire() {
     for_each_backend("keepalive_header_and_send_timeouts_fire", |b| {
@@ -232,7 +234,7 @@ fn keepalive_header_and_send_timeouts_fire() {
         let head_closed =
             head_closed.unwrap_or_else(|| panic!("[{b}] a half head outlived 7 s (timeout 2 s)"));
         assert!(
-            head_closed >= Duration::from_millis(1900),
+            head_closed >= Duration::from_millis(1600),
             "[{b}] a half head cut after {head_closed:?}, before client_header_timeout 2s"
         );
         assert!(
@@ -243,7 +245,7 @@ fn keepalive_header_and_send_timeouts_fire() {
         let idle_closed =
             idle_closed.unwrap_or_else(|| panic!("[{b}] an idle connection outlived 7 s"));
         assert!(
-            idle_closed >= Duration::from_millis(1900),
+            idle_closed >= Duration::from_millis(1600),
             "[{b}] an idle connection closed after {idle_closed:?}, before keepalive_timeout 2s"
         );
         assert!(rest.is_empty(), "[{b}] an idle connection got {rest:?}");
