@@ -1,6 +1,6 @@
 //! Hostile review of session 23's cuts to user-space work (issue 12): io_uring's small sends
-//! copied into one `IORING_OP_SEND` (partial sends on a tiny window, totals around the 2 KiB
-//! copy bound), the clock read less often (the `Date` text, timeouts), deadlines made from the
+//! copied into one `IORING_OP_SEND` (a small window, a full socket, totals around the
+//! 2 KiB copy bound), the clock read less often (the `Date` text, timeouts), deadlines made from the
 //! turn's stamp, the one-pass field lookup (`headers_named`: duplicates, odd case, names of the
 //! same length), the one-pass authority and target checks, and the moved `--debug` trace. Each
 //! test attacks a real server, on every backend.
