@@ -116,38 +116,39 @@ fn each_backend(test: &str, f: impl Fn(&mut dyn Backend)) {
     each_backend_with(test, Options::default(), f)
 }
 
-/// [`each_backend`] with io_uring's default way of carrying out `Op::SendFile` (splice), plus
-/// io_uring with the other (`FileSend::Sendfile`) and with the splice's fallback when it gets
-/// no pipe, chosen by the options so no test depends on the environment.
+/// [`each_backend`] with io_uring and epoll splicing `Op::SendFile` (io_uring's default),
+/// plus io_uring and epoll with the other way (`FileSend::Sendfile`) and with the splice's
+/// fallback when it gets no pipe, chosen by the options so no test depends on the environment.
 fn each_file_send(test: &str, f: impl Fn(&mut dyn Backend)) {
     let splice = Options {
         uring_file_send: Some(FileSend::Splice),
+        epoll_file_send: Some(FileSend::Splice),
         ..Options::default()
     };
     each_backend_with(test, splice, &f);
-    if !selected().contains(&Kind::Uring) {
-        return;
-    }
     let sendfile = Options {
         uring_file_send: Some(FileSend::Sendfile),
+        epoll_file_send: Some(FileSend::Sendfile),
         ..Options::default()
     };
     // Splice without a pipe to be had: every op takes the sendfile(2) fallback.
     let no_pipes = Options {
         uring_file_send: Some(FileSend::Splice),
-        uring_no_pipes: true,
+        epoll_file_send: Some(FileSend::Splice),
+        no_pipes: true,
         ..Options::default()
     };
-    for (name, o) in [
-        ("uring-sendfile", sendfile),
-        ("uring-splice-no-pipe", no_pipes),
-    ] {
-        let _watch = Watched::new(test, name);
-        let mut b = backends::open(Kind::Uring, &o)
-            .expect("open backend")
-            .backend;
-        f(&mut *b);
-        println!("{test}: ran on {name}");
+    for (kind, name) in [(Kind::Uring, "uring"), (Kind::Epoll, "epoll")] {
+        if !selected().contains(&kind) {
+            continue;
+        }
+        for (way, o) in [("sendfile", &sendfile), ("splice-no-pipe", &no_pipes)] {
+            let name = format!("{name}-{way}");
+            let _watch = Watched::new(test, &name);
+            let mut b = backends::open(kind, o).expect("open backend").backend;
+            f(&mut *b);
+            println!("{test}: ran on {name}");
+        }
     }
 }
 

@@ -40,6 +40,7 @@ impl Poller for Epoll {
     const NAME: &'static str = "epoll";
     const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
     const SENDFILE: bool = true;
+    const SPLICE: bool = true;
 
     fn new(events: usize) -> io::Result<Self> {
         // SAFETY: epoll_create1 returns a new fd that we immediately own.

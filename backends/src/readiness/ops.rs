@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::fds::{FdState, Queue, NIL};
 use super::{Poller, Readiness};
+use crate::platform::SplicePipe;
 use crate::pool::Received;
 use crate::sys::{self, Progress};
 use crate::{Buf, Completion, SendBuf, Token};
@@ -29,13 +30,20 @@ pub(super) struct FileIo {
     pub(super) offset: Option<u64>,
 }
 
-/// A sendfile in flight (boxed; boxes are reused as sends' are).
+/// A sendfile in flight (boxed; boxes are reused as sends' are, without their pipes).
 #[derive(Debug, Default)]
 pub(super) struct SendFileState {
     pub(super) file: RawFd,
     pub(super) offset: u64,
     pub(super) len: usize,
+    /// Bytes that reached the socket.
     pub(super) done: usize,
+    /// Splice: take a pipe at the first step (none to be had: this op calls `sendfile(2)`).
+    pub(super) splice: bool,
+    /// Splice: the op's pipe, from `Readiness::pipes` while the op runs.
+    pub(super) pipe: Option<SplicePipe>,
+    /// Splice: bytes in the pipe not yet in the socket (drained first at the next step).
+    pub(super) held: usize,
 }
 
 /// Spare boxes kept per kind (the pools of a busy worker; an idle one keeps at most this many).
@@ -149,7 +157,11 @@ impl<P: Poller> Readiness<P> {
                 Buf::Send(buf)
             }
             State::Read(f) | State::Write(f) => Buf::Vec(f.buf),
-            State::SendFile(s) => {
+            State::SendFile(mut s) => {
+                // A pipe still holding bytes is closed: they belong to no one.
+                if let Some(p) = s.pipe.take() {
+                    self.pipes.give(p, s.held);
+                }
                 if self.spare_sendfiles.len() < SPARE_BOXES {
                     self.spare_sendfiles.push(s);
                 }
@@ -176,6 +188,9 @@ impl<P: Poller> Readiness<P> {
             offset,
             len,
             done: 0,
+            splice: self.splice,
+            pipe: None,
+            held: 0,
         };
         State::SendFile(s)
     }
@@ -250,7 +265,19 @@ impl<P: Poller> Readiness<P> {
                 }
             },
             State::SendFile(s) => {
-                match sys::sendfile_loop(fd, s.file, s.offset, s.len, &mut s.done, P::sendfile) {
+                if s.splice && s.pipe.is_none() {
+                    s.pipe = self.pipes.take();
+                    s.splice = s.pipe.is_some();
+                }
+                let p = match &s.pipe {
+                    Some(pipe) => {
+                        pipe.send_file(fd, s.file, s.offset, s.len, &mut s.done, &mut s.held)
+                    }
+                    None => {
+                        sys::sendfile_loop(fd, s.file, s.offset, s.len, &mut s.done, P::sendfile)
+                    }
+                };
+                match p {
                     Progress::Done(n) => last(token, Ok(n)),
                     Progress::WouldBlock => Step::WouldBlock,
                     Progress::Failed(e) => last(token, Err(e)),
