@@ -149,12 +149,14 @@ impl SplicePipe {
     /// not yet out of it (drained first, at the next call). Each round fills the pipe with up
     /// to a pipeful of the file and drains it into the socket (`SPLICE_F_MORE` but for the
     /// range's last bytes, so TCP may fill its segments across rounds).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_file(
         &self,
         sock: RawFd,
         file: RawFd,
         offset: u64,
         len: usize,
+        until: usize,
         done: &mut usize,
         held: &mut usize,
     ) -> Progress {
@@ -180,11 +182,11 @@ impl SplicePipe {
                 }
                 continue;
             }
-            if *done == len {
-                return Progress::Done(len);
+            if *done >= until {
+                return Progress::Done(*done);
             }
             // The pipe is empty, so the fill cannot find it full (it is non-blocking anyway).
-            let want = (len - *done).min(SPLICE_PIPE_SIZE);
+            let want = (until - *done).min(SPLICE_PIPE_SIZE);
             let at = offset + *done as u64;
             match splice(file, Some(at), self.w(), want, libc::SPLICE_F_MOVE) {
                 // The file is shorter than promised: report, do not spin.

@@ -31,12 +31,14 @@ pub fn available() -> Vec<Kind> {
 pub(crate) enum SplicePipe {}
 
 impl SplicePipe {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_file(
         &self,
         _sock: RawFd,
         _file: RawFd,
         _offset: u64,
         _len: usize,
+        _until: usize,
         _done: &mut usize,
         _held: &mut usize,
     ) -> Progress {

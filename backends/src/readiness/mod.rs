@@ -132,6 +132,8 @@ pub struct Readiness<P: Poller> {
     /// the poller splices), else call `sendfile(2)`.
     splice: bool,
     pipes: crate::platform::PipePool,
+    /// EXPERIMENT (`WEBSERV_EPOLL_ROUND`): bytes a SendFile moves per turn of its fd (0: all).
+    round: usize,
     starved: Vec<RawFd>,
     events: Vec<Event>,
     expired: Vec<(Instant, u32)>,
@@ -179,6 +181,10 @@ impl<P: Poller> Readiness<P> {
             spare_sendfiles: Vec::new(),
             splice: file_send == FileSend::Splice,
             pipes: crate::platform::PipePool::new(opts.no_pipes),
+            round: std::env::var("WEBSERV_EPOLL_ROUND")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             starved: Vec::new(),
             events: Vec::new(),
             expired: Vec::new(),

@@ -103,6 +103,8 @@ enum Step {
     DoneDrained(Completion),
     /// No receive buffer is free.
     Starved,
+    /// The op made progress and lets the fd's turn go (other fds first).
+    Yield,
 }
 
 fn last(token: Token, result: io::Result<usize>) -> Step {
@@ -269,16 +271,23 @@ impl<P: Poller> Readiness<P> {
                     s.pipe = self.pipes.take();
                     s.splice = s.pipe.is_some();
                 }
+                // EXPERIMENT: at most `round` bytes per turn of the fd, then other fds.
+                let until = if self.round == 0 {
+                    s.len
+                } else {
+                    s.len.min(s.done + self.round)
+                };
                 let p = match &s.pipe {
                     Some(pipe) => {
-                        pipe.send_file(fd, s.file, s.offset, s.len, &mut s.done, &mut s.held)
+                        pipe.send_file(fd, s.file, s.offset, s.len, until, &mut s.done, &mut s.held)
                     }
                     None => {
-                        sys::sendfile_loop(fd, s.file, s.offset, s.len, &mut s.done, P::sendfile)
+                        sys::sendfile_loop(fd, s.file, s.offset, until, &mut s.done, P::sendfile)
                     }
                 };
                 match p {
-                    Progress::Done(n) => last(token, Ok(n)),
+                    Progress::Done(_) if s.done < s.len => Step::Yield,
+                    Progress::Done(_) => last(token, Ok(s.len)),
                     Progress::WouldBlock => Step::WouldBlock,
                     Progress::Failed(e) => last(token, Err(e)),
                 }
@@ -338,6 +347,10 @@ impl<P: Poller> Readiness<P> {
                         } else {
                             st.set(FdState::READABLE, false)
                         }
+                    }
+                    Step::Yield => {
+                        more = true;
+                        break;
                     }
                     Step::Starved => {
                         let st = &mut self.fds[fd as usize];
