@@ -750,28 +750,21 @@ pub struct Options {
     /// io_uring only: how [`Op::SendFile`] is carried out ([`FileSend`]); `None` reads
     /// `WEBSERV_URING_FILE_SEND` when the backend is opened.
     pub uring_file_send: Option<FileSend>,
-    /// epoll only: how [`Op::SendFile`] is carried out ([`FileSend`]); `None` reads
-    /// `WEBSERV_EPOLL_FILE_SEND` when the backend is opened. (kqueue always uses
-    /// `sendfile(2)`: splice is Linux's.)
-    pub epoll_file_send: Option<FileSend>,
-    /// Test only: the splice (io_uring's, epoll's) never gets a pipe (as when fds or the pipe
-    /// quota run out), so every SendFile takes its `sendfile(2)` fallback.
+    /// Test only: io_uring's splice never gets a pipe (as when fds or the pipe quota run
+    /// out), so every SendFile takes its `sendfile(2)` fallback.
     #[doc(hidden)]
-    pub no_pipes: bool,
+    pub uring_no_pipes: bool,
 }
 
-/// How io_uring and epoll carry out [`Op::SendFile`] (issue 12, item 1: measured side by
-/// side in `benches/load/README.md`, "Large files on io_uring"). Both keep the op's contract.
+/// How io_uring carries out [`Op::SendFile`] (issue 12, item 1: measured side by side in
+/// `benches/load/README.md`, "Large files on io_uring"). Both keep the op's contract.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FileSend {
-    /// File → pipe → socket in rounds of a 256 KiB pipe taken from a small pool (io_uring:
-    /// `IORING_OP_SPLICE` pairs, linked; epoll: `splice(2)` on the loop thread, the socket
-    /// side non-blocking, bytes left in the pipe drained first when it is writable again);
-    /// an op that cannot get a pipe runs as `Sendfile`.
+    /// `IORING_OP_SPLICE` file → pipe linked to pipe → socket, in rounds of a 256 KiB pipe
+    /// taken from a small pool; an op that cannot get a pipe runs as `Sendfile`.
     #[default]
     Splice,
-    /// `sendfile(2)` on the non-blocking socket, inline, and a poll (io_uring) or the next
-    /// writable edge (epoll) on EAGAIN.
+    /// `sendfile(2)` on the non-blocking socket, inline, and a poll on EAGAIN.
     Sendfile,
 }
 
@@ -779,19 +772,13 @@ impl FileSend {
     /// The variant `WEBSERV_URING_FILE_SEND` names (`splice`, `sendfile`), or the default when
     /// it is unset or empty.
     pub fn from_env() -> io::Result<FileSend> {
-        FileSend::from_env_var("WEBSERV_URING_FILE_SEND", FileSend::default())
-    }
-
-    /// The variant environment variable `var` names (`splice`, `sendfile`), or `default` when
-    /// it is unset or empty.
-    pub fn from_env_var(var: &str, default: FileSend) -> io::Result<FileSend> {
-        match std::env::var(var).as_deref() {
-            Err(_) | Ok("") => Ok(default),
+        match std::env::var("WEBSERV_URING_FILE_SEND").as_deref() {
+            Err(_) | Ok("") => Ok(FileSend::default()),
             Ok("splice") => Ok(FileSend::Splice),
             Ok("sendfile") => Ok(FileSend::Sendfile),
             Ok(other) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{var}={other}: expected splice or sendfile"),
+                format!("WEBSERV_URING_FILE_SEND={other}: expected splice or sendfile"),
             )),
         }
     }
@@ -812,8 +799,7 @@ impl Default for Options {
             drop_without_waiting: false,
             expected_fds: 0,
             uring_file_send: None,
-            epoll_file_send: None,
-            no_pipes: false,
+            uring_no_pipes: false,
         }
     }
 }

@@ -2,7 +2,6 @@
 
 use std::io;
 
-pub(crate) use crate::linux::{PipePool, SplicePipe};
 use crate::readiness::{epoll::Epoll, Readiness};
 use crate::uring::Uring;
 use crate::{Kind, Opened, Options};

@@ -24,11 +24,7 @@ use crate::offload::Offload;
 use crate::pool::BufPool;
 use crate::slab::Slab;
 use crate::sys;
-use crate::{Backend, Buf, Completion, FileSend, Op, Options, RecvBuf, Stats, Token, Waker};
-
-/// How epoll carries out a SendFile unless told ([`crate::Options::epoll_file_send`],
-/// `WEBSERV_EPOLL_FILE_SEND`): measured in benches/load/README.md, point 7.
-const EPOLL_FILE_SEND: FileSend = FileSend::Splice;
+use crate::{Backend, Buf, Completion, Op, Options, RecvBuf, Stats, Token, Waker};
 
 #[cfg(target_os = "linux")]
 pub mod epoll;
@@ -82,9 +78,10 @@ pub trait Poller: Sized {
     /// Whether the platform has `sendfile(2)` (NetBSD and OpenBSD do not: files are then read
     /// and sent by the caller, see [`crate::Backend::sendfile_native`]).
     const SENDFILE: bool;
-    /// Whether a SendFile may splice file → pipe → socket instead of calling `sendfile(2)`
-    /// (Linux's `splice(2)`: epoll; how is [`crate::Options::epoll_file_send`]).
-    const SPLICE: bool = false;
+    /// The most bytes a SendFile moves in one turn of its fd: past it the op yields, its fd
+    /// still writable, and the other ready fds go first (0: no cap, the op runs until it is
+    /// done or the socket is full).
+    const SENDFILE_ROUND: usize = 0;
     fn new(events: usize) -> io::Result<Self>;
     /// Watch `fd` for both directions, edge-triggered, until `deregister`. Fails (EPERM on
     /// epoll) for fds that are always ready, such as regular files. Called again for an fd
@@ -128,12 +125,6 @@ pub struct Readiness<P: Poller> {
     spare_sends: Vec<Box<ops::SendState>>,
     #[allow(clippy::vec_box)]
     spare_sendfiles: Vec<Box<ops::SendFileState>>,
-    /// SendFiles splice through a pipe from `pipes` ([`crate::FileSend::Splice`]; only where
-    /// the poller splices), else call `sendfile(2)`.
-    splice: bool,
-    pipes: crate::platform::PipePool,
-    /// EXPERIMENT (`WEBSERV_EPOLL_ROUND`): bytes a SendFile moves per turn of its fd (0: all).
-    round: usize,
     starved: Vec<RawFd>,
     events: Vec<Event>,
     expired: Vec<(Instant, u32)>,
@@ -156,11 +147,6 @@ use crate::offload::UserWake;
 
 impl<P: Poller> Readiness<P> {
     pub fn new(opts: &Options) -> io::Result<Self> {
-        let file_send = match (P::SPLICE, opts.epoll_file_send) {
-            (false, _) => FileSend::Sendfile,
-            (true, Some(f)) => f,
-            (true, None) => FileSend::from_env_var("WEBSERV_EPOLL_FILE_SEND", EPOLL_FILE_SEND)?,
-        };
         let poller = P::new(opts.entries as usize)?;
         let offload = Offload::new(poller.waker().inner());
         Ok(Readiness {
@@ -179,12 +165,6 @@ impl<P: Poller> Readiness<P> {
             ready_spare: Vec::new(),
             spare_sends: Vec::new(),
             spare_sendfiles: Vec::new(),
-            splice: file_send == FileSend::Splice,
-            pipes: crate::platform::PipePool::new(opts.no_pipes),
-            round: std::env::var("WEBSERV_EPOLL_ROUND")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
             starved: Vec::new(),
             events: Vec::new(),
             expired: Vec::new(),

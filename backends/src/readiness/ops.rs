@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use super::fds::{FdState, Queue, NIL};
 use super::{Poller, Readiness};
-use crate::platform::SplicePipe;
 use crate::pool::Received;
 use crate::sys::{self, Progress};
 use crate::{Buf, Completion, SendBuf, Token};
@@ -30,20 +29,13 @@ pub(super) struct FileIo {
     pub(super) offset: Option<u64>,
 }
 
-/// A sendfile in flight (boxed; boxes are reused as sends' are, without their pipes).
+/// A sendfile in flight (boxed; boxes are reused as sends' are).
 #[derive(Debug, Default)]
 pub(super) struct SendFileState {
     pub(super) file: RawFd,
     pub(super) offset: u64,
     pub(super) len: usize,
-    /// Bytes that reached the socket.
     pub(super) done: usize,
-    /// Splice: take a pipe at the first step (none to be had: this op calls `sendfile(2)`).
-    pub(super) splice: bool,
-    /// Splice: the op's pipe, from `Readiness::pipes` while the op runs.
-    pub(super) pipe: Option<SplicePipe>,
-    /// Splice: bytes in the pipe not yet in the socket (drained first at the next step).
-    pub(super) held: usize,
 }
 
 /// Spare boxes kept per kind (the pools of a busy worker; an idle one keeps at most this many).
@@ -103,7 +95,8 @@ enum Step {
     DoneDrained(Completion),
     /// No receive buffer is free.
     Starved,
-    /// The op made progress and lets the fd's turn go (other fds first).
+    /// A SendFile moved its round ([`Poller::SENDFILE_ROUND`]) and is not done: the fd is
+    /// still writable, and goes again after the other ready fds.
     Yield,
 }
 
@@ -159,11 +152,7 @@ impl<P: Poller> Readiness<P> {
                 Buf::Send(buf)
             }
             State::Read(f) | State::Write(f) => Buf::Vec(f.buf),
-            State::SendFile(mut s) => {
-                // A pipe still holding bytes is closed: they belong to no one.
-                if let Some(p) = s.pipe.take() {
-                    self.pipes.give(p, s.held);
-                }
+            State::SendFile(s) => {
                 if self.spare_sendfiles.len() < SPARE_BOXES {
                     self.spare_sendfiles.push(s);
                 }
@@ -190,9 +179,6 @@ impl<P: Poller> Readiness<P> {
             offset,
             len,
             done: 0,
-            splice: self.splice,
-            pipe: None,
-            held: 0,
         };
         State::SendFile(s)
     }
@@ -267,25 +253,13 @@ impl<P: Poller> Readiness<P> {
                 }
             },
             State::SendFile(s) => {
-                if s.splice && s.pipe.is_none() {
-                    s.pipe = self.pipes.take();
-                    s.splice = s.pipe.is_some();
-                }
-                // EXPERIMENT: at most `round` bytes per turn of the fd, then other fds.
-                let until = if self.round == 0 {
-                    s.len
-                } else {
-                    s.len.min(s.done + self.round)
+                // At most a round per turn of the fd (fairness, and cheaper on the wire: see
+                // `Poller::SENDFILE_ROUND`); then the other ready fds go first.
+                let until = match P::SENDFILE_ROUND {
+                    0 => s.len,
+                    round => s.len.min(s.done + round),
                 };
-                let p = match &s.pipe {
-                    Some(pipe) => {
-                        pipe.send_file(fd, s.file, s.offset, s.len, until, &mut s.done, &mut s.held)
-                    }
-                    None => {
-                        sys::sendfile_loop(fd, s.file, s.offset, until, &mut s.done, P::sendfile)
-                    }
-                };
-                match p {
+                match sys::sendfile_loop(fd, s.file, s.offset, until, &mut s.done, P::sendfile) {
                     Progress::Done(_) if s.done < s.len => Step::Yield,
                     Progress::Done(_) => last(token, Ok(s.len)),
                     Progress::WouldBlock => Step::WouldBlock,

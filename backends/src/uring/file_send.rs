@@ -17,21 +17,77 @@
 //! pool only empty; one still holding bytes (the op failed or was cancelled) is closed.
 //!
 //! Pipes cost descriptors (two each) that a stalled download holds for as long as it stalls:
-//! the process keeps at most `RLIMIT_NOFILE`/16 of them alive (the pool and its cap are
-//! shared with epoll's splice: [`crate::linux::PipePool`]), so that connections and files
-//! keep the descriptors they had when SendFile was `sendfile(2)` alone; past it, ops run as
+//! the process keeps at most [`pipe_cap`] of them alive, so that connections and files keep
+//! the descriptors they had when SendFile was `sendfile(2)` alone; past it, ops run as
 //! `Sendfile`.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use io_uring::{opcode, squeue, types};
 
 use super::complete::errno;
 use super::state::{SendFileOp, State};
 use super::Uring;
-use crate::linux::SPLICE_PIPE_SIZE as PIPE_SIZE;
-use crate::sys::Progress;
+use crate::sys::{cvt, Progress};
 use crate::{Completion, FileSend};
+
+/// The pipe size (`F_SETPIPE_SZ`): a round moves at most this much. Measured against 64 KiB,
+/// 128 KiB and 1 MiB pipes (README): 256 KiB cost least per response.
+const PIPE_SIZE: usize = 256 << 10;
+/// Pipes kept for the next ops (each 64 pages of the user's pipe quota, 2 fds).
+const SPARE: usize = 16;
+
+/// Pipes alive in this process (every backend's, in use or kept spare).
+static PIPES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many pipes the process may have: a sixteenth of `RLIMIT_NOFILE` (read at the first
+/// pipe, after the server raised it), so pipes never hold more than an eighth of the
+/// descriptors. Without this, stalled downloads took pipes until the table was full and new
+/// connections could not be accepted.
+fn pipe_cap() -> usize {
+    static CAP: OnceLock<usize> = OnceLock::new();
+    *CAP.get_or_init(|| usize::try_from(crate::util::nofile_limit() / 16).unwrap_or(usize::MAX))
+}
+
+/// A non-blocking, close-on-exec pipe of [`PIPE_SIZE`].
+pub(super) struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        PIPES.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        if PIPES.fetch_add(1, Ordering::Relaxed) >= pipe_cap() {
+            PIPES.fetch_sub(1, Ordering::Relaxed);
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        let (r, w) = match crate::linux::pipe(libc::O_NONBLOCK) {
+            Ok(ends) => ends,
+            Err(e) => {
+                PIPES.fetch_sub(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        // Counted from here on: a pipe that cannot be sized is dropped, and uncounted, whole.
+        let pipe = Pipe { r, w };
+        // SAFETY: fcntl on a pipe we own; no pointers.
+        let size =
+            cvt(unsafe { libc::fcntl(pipe.w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as i32) })?;
+        if (size as usize) < PIPE_SIZE {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        Ok(pipe)
+    }
+}
 
 impl Uring {
     /// Start, or continue after a poll, the sendfile in slot `idx`.
@@ -50,7 +106,9 @@ impl Uring {
     /// they belong to no one).
     pub(super) fn file_send_release(&mut self, op: &mut SendFileOp) {
         if let Some(p) = op.pipe.take() {
-            self.pipes.give(p, op.held);
+            if op.held == 0 && self.spare_pipes.len() < SPARE {
+                self.spare_pipes.push(p);
+            }
         }
     }
 
@@ -71,9 +129,17 @@ impl Uring {
         let pipe = if has_pipe {
             None
         } else {
-            match self.pipes.take() {
-                Some(p) => Some(p),
-                None => {
+            let no_pipes = self.no_pipes;
+            let new = || {
+                if no_pipes {
+                    Err(io::ErrorKind::OutOfMemory.into())
+                } else {
+                    Pipe::new()
+                }
+            };
+            match self.spare_pipes.pop().map_or_else(new, Ok) {
+                Ok(p) => Some(p),
+                Err(_) => {
                     // No pipe (EMFILE, the pipe quota): this op is a sendfile(2).
                     if let State::SendFile { op } = &mut self.slots[idx].state {
                         op.inline = true;
@@ -94,7 +160,7 @@ impl Uring {
         let Some(p) = &op.pipe else {
             unreachable!("a pipe was just set")
         };
-        let (r, w) = (types::Fd(p.r()), types::Fd(p.w()));
+        let (r, w) = (types::Fd(p.r.as_raw_fd()), types::Fd(p.w.as_raw_fd()));
         // What an earlier round spliced in and did not send is drained alone; else a fill of
         // up to a pipeful, and its drain.
         let fill_len = if op.held > 0 {

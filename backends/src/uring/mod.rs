@@ -80,7 +80,9 @@ pub struct Uring {
     /// How [`crate::Op::SendFile`] is carried out, and the pipes the splices reuse
     /// ([`file_send`]).
     file_send: crate::FileSend,
-    pipes: crate::linux::PipePool,
+    spare_pipes: Vec<file_send::Pipe>,
+    /// Test only ([`crate::Options::uring_no_pipes`]): no pipe is ever had.
+    no_pipes: bool,
     /// Keys of the timers found due (kept between turns for its capacity).
     due: Vec<u64>,
     /// Recv slots that found no buffer (ENOBUFS): re-armed when one is released.
@@ -157,7 +159,8 @@ impl Uring {
             spare_sends: Vec::new(),
             spare_sendfiles: Vec::new(),
             file_send,
-            pipes: crate::linux::PipePool::new(opts.no_pipes),
+            spare_pipes: Vec::new(),
+            no_pipes: opts.uring_no_pipes,
             due: Vec::new(),
             starved: Vec::new(),
             timers: TimerHeap::default(),

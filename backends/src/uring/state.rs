@@ -51,7 +51,7 @@ pub(super) struct SendFileOp {
     /// Bytes that reached the socket.
     pub(super) done: usize,
     /// Splice: the op's pipe, taken from the pool while the op runs.
-    pub(super) pipe: Option<crate::linux::SplicePipe>,
+    pub(super) pipe: Option<super::file_send::Pipe>,
     /// No pipe could be had: this op runs as `sendfile(2)`.
     pub(super) inline: bool,
     /// Bytes spliced into the pipe and not yet out of it.
