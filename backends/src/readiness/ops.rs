@@ -260,8 +260,9 @@ impl<P: Poller> Readiness<P> {
                     round => s.len.min(s.done + round),
                 };
                 match sys::sendfile_loop(fd, s.file, s.offset, until, &mut s.done, P::sendfile) {
-                    Progress::Done(_) if s.done < s.len => Step::Yield,
-                    Progress::Done(_) => last(token, Ok(s.len)),
+                    // `until` went out; the rest at the fd's next turn.
+                    Progress::Done(sent) if sent < s.len => Step::Yield,
+                    Progress::Done(sent) => last(token, Ok(sent)),
                     Progress::WouldBlock => Step::WouldBlock,
                     Progress::Failed(e) => last(token, Err(e)),
                 }
