@@ -116,9 +116,9 @@ fn each_backend(test: &str, f: impl Fn(&mut dyn Backend)) {
     each_backend_with(test, Options::default(), f)
 }
 
-/// [`each_backend`] with io_uring's default way of carrying out `Op::SendFile` (splice), plus
-/// io_uring with the other (`FileSend::Sendfile`) and with the splice's fallback when it gets
-/// no pipe, chosen by the options so no test depends on the environment.
+/// [`each_backend`] with io_uring splicing `Op::SendFile` (`FileSend::Splice`), plus io_uring
+/// with its default way (`FileSend::Sendfile`, 48 KiB rounds) and with the splice's fallback
+/// when it gets no pipe, chosen by the options so no test depends on the environment.
 fn each_file_send(test: &str, f: impl Fn(&mut dyn Backend)) {
     let splice = Options {
         uring_file_send: Some(FileSend::Splice),
