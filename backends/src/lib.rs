@@ -757,14 +757,16 @@ pub struct Options {
 }
 
 /// How io_uring carries out [`Op::SendFile`] (issue 12, item 1: measured side by side in
-/// `benches/load/README.md`, "Large files on io_uring"). Both keep the op's contract.
+/// `benches/load/README.md`, "Large files on io_uring", points 6 and 7). Both keep the op's
+/// contract.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FileSend {
     /// `IORING_OP_SPLICE` file → pipe linked to pipe → socket, in rounds of a 256 KiB pipe
     /// taken from a small pool; an op that cannot get a pipe runs as `Sendfile`.
-    #[default]
     Splice,
-    /// `sendfile(2)` on the non-blocking socket, inline, and a poll on EAGAIN.
+    /// `sendfile(2)` on the non-blocking socket, inline, in rounds of 48 KiB with a POLLOUT
+    /// poll after each (other connections' completions in between) and on EAGAIN.
+    #[default]
     Sendfile,
 }
 

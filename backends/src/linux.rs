@@ -61,6 +61,13 @@ pub(crate) fn pipe(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// The most bytes one `sendfile(2)` round of an [`crate::Op::SendFile`] moves before the
+/// loop serves other connections (epoll: the next turn of the fd; io_uring: a POLLOUT poll
+/// in between). 48 KiB, one segment under loopback's MSS: measured against no cap and 16 KiB
+/// to 512 KiB rounds in benches/load/README.md, point 7 (the server's and the client's CPU
+/// per 1 MiB response fell by two thirds).
+pub(crate) const SENDFILE_ROUND: usize = 48 << 10;
+
 /// `sendfile(2)` of up to `len` bytes of `file` at `offset` to `sock`.
 pub(crate) fn sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
     let mut off = offset as libc::off_t;

@@ -116,9 +116,9 @@ fn each_backend(test: &str, f: impl Fn(&mut dyn Backend)) {
     each_backend_with(test, Options::default(), f)
 }
 
-/// [`each_backend`] with io_uring's default way of carrying out `Op::SendFile` (splice), plus
-/// io_uring with the other (`FileSend::Sendfile`) and with the splice's fallback when it gets
-/// no pipe, chosen by the options so no test depends on the environment.
+/// [`each_backend`] with io_uring splicing `Op::SendFile` (`FileSend::Splice`), plus io_uring
+/// with its default way (`FileSend::Sendfile`, 48 KiB rounds) and with the splice's fallback
+/// when it gets no pipe, chosen by the options so no test depends on the environment.
 fn each_file_send(test: &str, f: impl Fn(&mut dyn Backend)) {
     let splice = Options {
         uring_file_send: Some(FileSend::Splice),
@@ -2755,4 +2755,70 @@ fn sendfile_stopped_in_its_batch_leaks_nothing_into_the_next() {
             std::fs::remove_file(path).unwrap();
         },
     );
+}
+
+/// epoll moves a SendFile at most a round (`Poller::SENDFILE_ROUND`, 48 KiB) per turn of its
+/// socket, then lets the other ready fds go (benches/load/README.md, point 7): a send on another
+/// connection, queued after a 256 KiB SendFile that the socket could take whole, completes
+/// first; both peers read exactly their bytes.
+#[test]
+fn epoll_sendfile_yields_to_other_connections() {
+    if !selected().contains(&Kind::Epoll) {
+        println!("epoll_sendfile_yields_to_other_connections: epoll not selected");
+        return;
+    }
+    {
+        let name = "epoll";
+        let _watch = Watched::new("epoll_sendfile_yields_to_other_connections", name);
+        let b = &mut *backends::open(Kind::Epoll, &Options::default())
+            .expect("open")
+            .backend;
+        let data = pattern(256 << 10);
+        let (path, file) = temp_file_with(&format!("yield-{name}"), &data);
+        let (la, lb) = (listener(), listener());
+        let (ra, rb) = (
+            reader(la.local_addr().unwrap(), 0, 0),
+            reader(lb.local_addr().unwrap(), 0, 0),
+        );
+        let a = accept_one(b, &la);
+        let bs = accept_one(b, &lb);
+        // Room for the whole range at once (the kernel doubles it): without rounds, one
+        // sendfile call would take it all in the socket's first turn.
+        set_sndbuf(a, 1 << 20);
+        b.submit(
+            10,
+            Op::SendFile {
+                fd: a,
+                file,
+                offset: 0,
+                len: data.len(),
+            },
+        );
+        b.submit(
+            11,
+            Op::Send {
+                fd: bs,
+                buf: SendBuf {
+                    head: b"hello".to_vec(),
+                    body: Body::Empty,
+                },
+            },
+        );
+        let got = collect(b, 2);
+        let order: Vec<u64> = got.iter().map(|c| c.token).collect();
+        assert_eq!(order, vec![11, 10], "on {name}: {got:?}");
+        assert_eq!(got[1].result.as_ref().ok(), Some(&data.len()));
+        b.submit(12, Op::Close { fd: a });
+        b.submit(13, Op::Close { fd: bs });
+        assert!(collect(b, 2).iter().all(|c| c.result.is_ok()));
+        assert!(
+            join_driving(b, ra) == data,
+            "on {name}: the SendFile's peer"
+        );
+        assert_eq!(join_driving(b, rb), b"hello", "on {name}: the send's peer");
+        b.submit(14, Op::Close { fd: file });
+        assert!(collect(b, 1)[0].result.is_ok());
+        std::fs::remove_file(path).unwrap();
+        println!("epoll_sendfile_yields_to_other_connections: ran on {name}");
+    }
 }

@@ -78,6 +78,10 @@ pub trait Poller: Sized {
     /// Whether the platform has `sendfile(2)` (NetBSD and OpenBSD do not: files are then read
     /// and sent by the caller, see [`crate::Backend::sendfile_native`]).
     const SENDFILE: bool;
+    /// The most bytes a SendFile moves in one turn of its fd: past it the op yields, its fd
+    /// still writable, and the other ready fds go first (0: no cap, the op runs until it is
+    /// done or the socket is full).
+    const SENDFILE_ROUND: usize = 0;
     fn new(events: usize) -> io::Result<Self>;
     /// Watch `fd` for both directions, edge-triggered, until `deregister`. Fails (EPERM on
     /// epoll) for fds that are always ready, such as regular files. Called again for an fd

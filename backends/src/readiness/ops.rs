@@ -95,6 +95,9 @@ enum Step {
     DoneDrained(Completion),
     /// No receive buffer is free.
     Starved,
+    /// A SendFile moved its round ([`Poller::SENDFILE_ROUND`]) and is not done: the fd is
+    /// still writable, and goes again after the other ready fds.
+    Yield,
 }
 
 fn last(token: Token, result: io::Result<usize>) -> Step {
@@ -250,8 +253,16 @@ impl<P: Poller> Readiness<P> {
                 }
             },
             State::SendFile(s) => {
-                match sys::sendfile_loop(fd, s.file, s.offset, s.len, &mut s.done, P::sendfile) {
-                    Progress::Done(n) => last(token, Ok(n)),
+                // At most a round per turn of the fd (fairness, and cheaper on the wire: see
+                // `Poller::SENDFILE_ROUND`); then the other ready fds go first.
+                let until = match P::SENDFILE_ROUND {
+                    0 => s.len,
+                    round => s.len.min(s.done + round),
+                };
+                match sys::sendfile_loop(fd, s.file, s.offset, until, &mut s.done, P::sendfile) {
+                    // `until` went out; the rest at the fd's next turn.
+                    Progress::Done(sent) if sent < s.len => Step::Yield,
+                    Progress::Done(sent) => last(token, Ok(sent)),
                     Progress::WouldBlock => Step::WouldBlock,
                     Progress::Failed(e) => last(token, Err(e)),
                 }
@@ -311,6 +322,10 @@ impl<P: Poller> Readiness<P> {
                         } else {
                             st.set(FdState::READABLE, false)
                         }
+                    }
+                    Step::Yield => {
+                        more = true;
+                        break;
                     }
                     Step::Starved => {
                         let st = &mut self.fds[fd as usize];

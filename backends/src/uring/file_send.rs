@@ -1,11 +1,13 @@
 //! [`crate::Op::SendFile`] on io_uring, two ways ([`crate::FileSend`]; issue 12, item 1, with
 //! the measurements in `benches/load/README.md`):
 //!
-//! - `Splice` (the default): rounds of `IORING_OP_SPLICE` file → pipe linked
+//! - `Sendfile` (the default since point 7 of the measurements): `sendfile(2)` on the
+//!   non-blocking socket, inline, at most [`crate::linux::SENDFILE_ROUND`] per round, and a
+//!   poll (POLLOUT) after each round and on EAGAIN.
+//! - `Splice`: rounds of `IORING_OP_SPLICE` file → pipe linked
 //!   (`IOSQE_IO_LINK`) to `IORING_OP_SPLICE` pipe → socket, through a [`PIPE_SIZE`] pipe taken
 //!   from a small pool. An op that cannot get a pipe of that size (no fds left, the user's
 //!   pipe quota `fs.pipe-user-pages-soft` spent) runs as `Sendfile`.
-//! - `Sendfile`: `sendfile(2)` on the non-blocking socket, inline, and a poll on EAGAIN.
 //!
 //! A splice round is a *fill* (file → pipe) linked to a *drain* (pipe → socket), so two CQEs,
 //! posted in chain order. A short fill severs the link (the drain completes with ECANCELED);
@@ -259,15 +261,18 @@ impl Uring {
         let State::SendFile { op } = &mut self.slots[idx].state else {
             unreachable!("sendfile slot");
         };
+        // A round at a time, a poll in between: other connections' CQEs go first.
+        let until = op.len.min(op.done + crate::linux::SENDFILE_ROUND);
         let p = crate::sys::sendfile_loop(
             sock,
             op.file,
             op.offset,
-            op.len,
+            until,
             &mut op.done,
             crate::linux::sendfile,
         );
         match p {
+            Progress::Done(sent) if sent < op.len => self.poll_then_retry(idx, out),
             Progress::Done(n) => {
                 let c = self.finish(idx, Ok(n))?;
                 out.push(c);

@@ -13,9 +13,9 @@
 //!
 //! Receive buffers are posted to the ring on demand (16 at first, doubling whenever the ring
 //! runs dry), most recently released first, so a quiet server touches few buffers. io_uring has
-//! no sendfile opcode: [`crate::Op::SendFile`] splices file → pipe → socket in linked pairs, or
-//! (`WEBSERV_URING_FILE_SEND=sendfile`) calls `sendfile(2)` on the non-blocking socket and
-//! waits out EAGAIN with a poll ([`file_send`]). Timers are not kernel timeouts: they live in one heap ordered
+//! no sendfile opcode: [`crate::Op::SendFile`] calls `sendfile(2)` on the non-blocking socket
+//! in 48 KiB rounds with a poll after each and on EAGAIN, or (`WEBSERV_URING_FILE_SEND=splice`)
+//! splices file → pipe → socket in linked pairs ([`file_send`]). Timers are not kernel timeouts: they live in one heap ordered
 //! by absolute deadline, which bounds the wait, so they complete in deadline order even when
 //! several are already due.
 //!
