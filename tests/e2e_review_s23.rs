@@ -433,15 +433,19 @@ fn authority_forms_route_as_before() {
                 assert_eq!(r.text(), body, "[{b}] {target} Host {h}");
             }
         }
-        // An absolute-form target without a path is the server's "/" (RFC 9110 §4.2.3).
+        // An absolute-form target without a path, with or without a query, is the server's "/"
+        // (RFC 9110 §4.2.3).
         let root = ask("/", b"b.test");
         assert_eq!(root.text(), "<p>b index</p>", "[{b}] / on b.test");
-        let r = ask("http://b.test", b"a.test");
-        assert_eq!(
-            (r.status, r.body),
-            (root.status, root.body),
-            "[{b}] http://b.test"
-        );
+        for target in ["http://b.test", "http://b.test?x=1", "http://B.TEST:8080?"] {
+            let r = ask(target, b"a.test");
+            assert_eq!(
+                (r.status, &r.body),
+                (root.status, &root.body),
+                "[{b}] {target}:\n{}",
+                r.dump()
+            );
+        }
     });
 }
 

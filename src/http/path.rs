@@ -61,6 +61,12 @@ pub fn normalize_into<'a>(target: &'a str, path: &mut String) -> Result<Option<&
         }
     }
     let (raw, query) = (&target[..end], target.get(end + 1..));
+    if raw.is_empty() && query.is_some() {
+        // An absolute-form target with an empty path and a query (`http://h?q`): the path
+        // is `/` (RFC 9110 §4.2.3). An origin-form target always starts with `/`.
+        path.push('/');
+        return Ok(query);
+    }
     if !raw.starts_with('/') {
         return Err(Error::Path);
     }
@@ -189,6 +195,10 @@ mod tests {
             Some(q) => (&target[..q], Some(&target[q + 1..])),
             None => (target, None),
         };
+        if raw.is_empty() && query.is_some() {
+            path.push('/');
+            return Ok(query.map(str::to_string));
+        }
         if !raw.starts_with('/') {
             return Err(Error::Path);
         }
@@ -262,6 +272,9 @@ mod tests {
             ("/a?", "/a", Some("")),
             ("/a?b?c", "/a", Some("b?c")),
             ("/a/../b?../..", "/b", Some("../..")),
+            // What an absolute-form target with an empty path leaves (`http://h?x`).
+            ("?x", "/", Some("x")),
+            ("?", "/", Some("")),
             ("/%7Euser/%C3%A9t%C3%A9", "/~user/été", None),
             ("/a%20b", "/a b", None),
             ("/a%25b", "/a%b", None),

@@ -677,7 +677,8 @@ fn parse_version(v: &[u8]) -> Result<u8, Error> {
 
 /// Split an absolute-form target `scheme://authority[/path]`: returns the authority's
 /// bounds within `target`. Only `http` and `https` schemes (case-insensitive, RFC 3986
-/// §3.1); no userinfo (deprecated, RFC 9110 §4.2.4); the path, if any, must start with `/`.
+/// §3.1); no userinfo (deprecated, RFC 9110 §4.2.4); the path, if any, must start with `/`
+/// (`http://h?q` has an empty path and a query: RFC 9110 §4.2.3 makes it `/?q`).
 fn absolute_form(target: &[u8]) -> Result<(usize, usize), Error> {
     let rest_at = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
         7
@@ -687,7 +688,11 @@ fn absolute_form(target: &[u8]) -> Result<(usize, usize), Error> {
         return Err(Error::Target);
     };
     let rest = &target[rest_at..];
-    let a_len = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    // RFC 3986 §3.2: the authority ends at the path's `/` or, with an empty path, the `?`.
+    let a_len = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
     // RFC 9110 §4.2.1: an http URI with an empty host MUST be rejected.
     if !valid_authority(&rest[..a_len], false) {
         return Err(Error::Target);

@@ -164,6 +164,15 @@ fn request_line_fields() {
             Some(b"h"),
             1,
         ),
+        // RFC 3986 §3.2: the authority ends at `?` too (an empty path, then a query).
+        (
+            b"GET http://h:8?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            Method::Get,
+            "http://h:8?q=1",
+            "?q=1",
+            Some(b"h:8"),
+            1,
+        ),
         // RFC 9110 §2.5: HTTP/1.9 is processed as 1.1.
         (
             b"GET / HTTP/1.9\r\nHost: x\r\n\r\n",
@@ -231,7 +240,6 @@ fn errors() {
         (b"GET ftp://h/ HTTP/1.1\r\n\r\n", Error::Target),
         (b"GET http:/// HTTP/1.1\r\n\r\n", Error::Target),
         (b"GET http://u@h/ HTTP/1.1\r\n\r\n", Error::Target),
-        (b"GET http://h?q HTTP/1.1\r\n\r\n", Error::Target),
         (b"GET /a#frag HTTP/1.1\r\n\r\n", Error::Target),
         (b"GET /a\x01 HTTP/1.1\r\n\r\n", Error::Target),
         (b"GET /\x7f HTTP/1.1\r\n\r\n", Error::Target),
