@@ -74,9 +74,41 @@ suites() {
     cargo test --profile ci --workspace --features libkqueue --no-fail-fast -j2 -- --test-threads=2 --show-output
 }
 set +e
-suites 2>&1 | tee "$out"
-rc=${PIPESTATUS[0]}
+suites >"$out" 2>&1
+rc=$?
 set -e
+# A suite that failed is run once more, by itself. Twice now (stop 20, and this script's first
+# run of 2026-12-02) one first request of an end-to-end test was refused (ECONNREFUSED) right
+# after the harness had connected to the server's port, with the server's log showing it
+# listening and exiting cleanly; only on kqueue (libkqueue), never reproduced locally (250 runs
+# of the suites concerned, idle and loaded). The cause is not known (README, "kqueue on
+# Linux"). A suite that fails again fails the step; one that passes is named as FLAKY here
+# and in the step's summary line, and its first run's result line is kept but relabelled, so
+# that the step counts the second run.
+flaky=""
+if [ "$rc" -ne 0 ]; then
+    mapfile -t again < <(grep -o 'to rerun pass `[^`]*`' "$out" | sed 's/^to rerun pass `//; s/`$//' | sort -u)
+    if [ "${#again[@]}" -gt 0 ]; then
+        second=$(mktemp "${TMPDIR:-/tmp}/webserv-kqueue-again.XXXXXX")
+        rc2=0
+        for a in "${again[@]}"; do
+            echo "==> kqueue: running again: cargo test $a" >>"$second"
+            # shellcheck disable=SC2086 # $a is cargo's own "-p P --test T" words
+            cargo test --profile ci --features libkqueue -j2 $a -- --test-threads=2 --show-output >>"$second" 2>&1 || rc2=$?
+        done
+        if [ "$rc2" -eq 0 ]; then
+            flaky="${again[*]}"
+            sed -i 's/^test result: FAILED\./first run, failed (run again below): FAILED./' "$out"
+            rc=0
+        fi
+        cat "$second" >>"$out"
+        rm -f "$second"
+    fi
+fi
+cat "$out"
+if [ -n "$flaky" ]; then
+    echo "==> kqueue: FLAKY: failed on the first run and passed when run again: $flaky"
+fi
 ran=$(grep -c ': ran on kqueue$' "$out" || true)
 other=$(grep ': ran on ' "$out" | grep -vc ': ran on kqueue$' || true)
 passed=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$out")
