@@ -134,27 +134,39 @@ pub(crate) fn check_fd(fd: RawFd, known: usize) -> io::Result<()> {
 pub(crate) enum Progress {
     /// All `len` bytes went out.
     Done(usize),
+    /// A round went out and more is left: the socket may still be writable; call again after
+    /// the other connections had their turn.
+    Yielded,
     /// The socket is full: wait for it to be writable, then call again.
     WouldBlock,
     Failed(io::Error),
 }
 
 /// Push a sendfile of `len` bytes of `file` from `offset` to `sock` forward, `done` counting
-/// what has gone out, until it is done, fails, or the socket is full. `call` is the platform's
-/// `sendfile(2)`, returning a partial count rather than EAGAIN when some bytes went.
+/// what has gone out, until it is done, fails, the socket is full, or `round` more bytes went
+/// out (0: no round). `call` is the platform's `sendfile(2)`, returning a partial count rather
+/// than EAGAIN when some bytes went.
 pub(crate) fn sendfile_loop(
     sock: RawFd,
     file: RawFd,
     offset: u64,
     len: usize,
+    round: usize,
     done: &mut usize,
     call: impl Fn(RawFd, RawFd, u64, usize) -> io::Result<usize>,
 ) -> Progress {
+    let until = match round {
+        0 => len,
+        round => len.min(*done + round),
+    };
     loop {
         if *done == len {
             return Progress::Done(len);
         }
-        match call(sock, file, offset + *done as u64, len - *done) {
+        if *done == until {
+            return Progress::Yielded;
+        }
+        match call(sock, file, offset + *done as u64, until - *done) {
             // The file is shorter than promised: report, do not spin.
             Ok(0) => return Progress::Failed(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => *done += n,

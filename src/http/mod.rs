@@ -26,3 +26,20 @@ pub mod status;
 pub use chunked::ChunkedDecoder;
 pub use error::Error;
 pub use request::{BodyKind, HeadParser, Method, Request, RequestHead, Status};
+
+/// Calls `f` with every string of at most `max` bytes over `alphabet`: the exhaustive tests
+/// that hold the one-pass scans to their former versions.
+#[cfg(test)]
+pub(crate) fn every_input(alphabet: &[u8], max: u32, mut f: impl FnMut(&[u8])) {
+    let mut s = Vec::new();
+    for len in 0..=max {
+        for mut n in 0..alphabet.len().pow(len) {
+            s.clear();
+            for _ in 0..len {
+                s.push(alphabet[n % alphabet.len()]);
+                n /= alphabet.len();
+            }
+            f(&s);
+        }
+    }
+}

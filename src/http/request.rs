@@ -130,6 +130,14 @@ struct Field {
     value: Span,
 }
 
+impl Field {
+    /// Whether this field (of the head `buf`) is named `name`, ASCII case-insensitive: the
+    /// length first, so most fields are passed over without touching their bytes.
+    fn is_named(&self, buf: &[u8], name: &[u8]) -> bool {
+        self.name.len as usize == name.len() && self.name.of(buf).eq_ignore_ascii_case(name)
+    }
+}
+
 /// What a Transfer-Encoding list asks for, once it is known to end in `chunked`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TeCoding {
@@ -230,9 +238,7 @@ impl<'b> Request<'b> {
         // asks for seven names, most of them absent, on every static reply).
         self.fields[..self.n_fields]
             .iter()
-            .find(|f| {
-                f.name.len as usize == name.len() && f.name.of(self.buf).eq_ignore_ascii_case(name)
-            })
+            .find(|f| f.is_named(self.buf, name))
             .map(|f| f.value.of(self.buf))
     }
 
@@ -247,10 +253,7 @@ impl<'b> Request<'b> {
                 continue;
             }
             for (i, n) in names.iter().enumerate() {
-                if found[i].is_none()
-                    && f.name.len as usize == n.len()
-                    && f.name.of(self.buf).eq_ignore_ascii_case(n.as_bytes())
-                {
+                if found[i].is_none() && f.is_named(self.buf, n.as_bytes()) {
                     found[i] = Some(f.value.of(self.buf));
                 }
             }
@@ -959,8 +962,9 @@ pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// The validated target is ASCII, so this cannot fail; an empty string stands in if it did.
-fn ascii_str(b: &[u8]) -> &str {
+/// A validated target or Host value (ASCII by the checks above) as text; cannot fail, and an
+/// empty string stands in if it did.
+pub(crate) fn ascii_str(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or("")
 }
 

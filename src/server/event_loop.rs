@@ -45,7 +45,7 @@ pub struct Loop {
     date: crate::http::date::DateCache,
     date_now: [u8; 29],
     /// When the wall clock's second turns next (by `now`): `date_now` is remade then.
-    date_due: Option<Instant>,
+    date_due: Instant,
     access: AccessLogs,
     stopping: Option<Instant>,
     control: Arc<Control>,
@@ -83,9 +83,10 @@ impl Loop {
         control: Arc<Control>,
     ) -> io::Result<Loop> {
         let access = AccessLogs::open(&cfg)?;
+        let now = be.now();
         Ok(Loop {
-            now: be.now(),
-            stamp: Stamp::of(be.now()),
+            now,
+            stamp: Stamp::of(now),
             conns: Slab::with_room(cfg.worker_connections.min(backends::MAX_RESERVED_FDS)),
             cache: FileCache::for_dirs(&control.dir_fds()),
             cfg,
@@ -99,7 +100,7 @@ impl Loop {
             gauges: Gauges::default(),
             date: crate::http::date::DateCache::default(),
             date_now: [0; 29],
-            date_due: None,
+            date_due: now,
             access,
             stopping: None,
             cfg_gen: control.cfg_gen.load(Ordering::SeqCst),
@@ -236,13 +237,13 @@ impl Loop {
         self.now = self.be.now();
         self.stamp = Stamp::of(self.now);
         self.cache.now = Some(self.now);
-        if self.date_due.is_none_or(|due| self.now >= due) {
+        if self.now >= self.date_due {
             let wall = SystemTime::now();
             self.date_now = *self.date.get(wall);
             let into = wall
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos());
-            self.date_due = Some(self.now + Duration::from_nanos(1_000_000_000 - u64::from(into)));
+            self.date_due = self.now + Duration::from_nanos(1_000_000_000 - u64::from(into));
         }
     }
 

@@ -255,13 +255,10 @@ impl<P: Poller> Readiness<P> {
             State::SendFile(s) => {
                 // At most a round per turn of the fd (fairness, and cheaper on the wire: see
                 // `Poller::SENDFILE_ROUND`); then the other ready fds go first.
-                let until = match P::SENDFILE_ROUND {
-                    0 => s.len,
-                    round => s.len.min(s.done + round),
-                };
-                match sys::sendfile_loop(fd, s.file, s.offset, until, &mut s.done, P::sendfile) {
-                    // `until` went out; the rest at the fd's next turn.
-                    Progress::Done(sent) if sent < s.len => Step::Yield,
+                let (len, round) = (s.len, P::SENDFILE_ROUND);
+                match sys::sendfile_loop(fd, s.file, s.offset, len, round, &mut s.done, P::sendfile)
+                {
+                    Progress::Yielded => Step::Yield,
                     Progress::Done(sent) => last(token, Ok(sent)),
                     Progress::WouldBlock => Step::WouldBlock,
                     Progress::Failed(e) => last(token, Err(e)),

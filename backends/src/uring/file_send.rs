@@ -54,33 +54,41 @@ fn pipe_cap() -> usize {
     *CAP.get_or_init(|| usize::try_from(crate::util::nofile_limit() / 16).unwrap_or(usize::MAX))
 }
 
-/// A non-blocking, close-on-exec pipe of [`PIPE_SIZE`].
-pub(super) struct Pipe {
-    r: OwnedFd,
-    w: OwnedFd,
+/// One of the process's [`pipe_cap`] pipes, counted in [`PIPES`] while it lives.
+struct Counted;
+
+impl Counted {
+    fn take() -> io::Result<Counted> {
+        let counted = Counted;
+        if PIPES.fetch_add(1, Ordering::Relaxed) >= pipe_cap() {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE)); // uncounted by the drop
+        }
+        Ok(counted)
+    }
 }
 
-impl Drop for Pipe {
+impl Drop for Counted {
     fn drop(&mut self) {
         PIPES.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
+/// A non-blocking, close-on-exec pipe of [`PIPE_SIZE`].
+pub(super) struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    _counted: Counted,
+}
+
 impl Pipe {
     fn new() -> io::Result<Pipe> {
-        if PIPES.fetch_add(1, Ordering::Relaxed) >= pipe_cap() {
-            PIPES.fetch_sub(1, Ordering::Relaxed);
-            return Err(io::Error::from_raw_os_error(libc::EMFILE));
-        }
-        let (r, w) = match crate::linux::pipe(libc::O_NONBLOCK) {
-            Ok(ends) => ends,
-            Err(e) => {
-                PIPES.fetch_sub(1, Ordering::Relaxed);
-                return Err(e);
-            }
+        let counted = Counted::take()?;
+        let (r, w) = crate::linux::pipe(libc::O_NONBLOCK)?;
+        let pipe = Pipe {
+            r,
+            w,
+            _counted: counted,
         };
-        // Counted from here on: a pipe that cannot be sized is dropped, and uncounted, whole.
-        let pipe = Pipe { r, w };
         // SAFETY: fcntl on a pipe we own; no pointers.
         let size =
             cvt(unsafe { libc::fcntl(pipe.w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as i32) })?;
@@ -262,23 +270,22 @@ impl Uring {
             unreachable!("sendfile slot");
         };
         // A round at a time, a poll in between: other connections' CQEs go first.
-        let until = op.len.min(op.done + crate::linux::SENDFILE_ROUND);
         let p = crate::sys::sendfile_loop(
             sock,
             op.file,
             op.offset,
-            until,
+            op.len,
+            crate::linux::SENDFILE_ROUND,
             &mut op.done,
             crate::linux::sendfile,
         );
         match p {
-            Progress::Done(sent) if sent < op.len => self.poll_then_retry(idx, out),
             Progress::Done(n) => {
                 let c = self.finish(idx, Ok(n))?;
                 out.push(c);
                 Ok(())
             }
-            Progress::WouldBlock => self.poll_then_retry(idx, out),
+            Progress::Yielded | Progress::WouldBlock => self.poll_then_retry(idx, out),
             Progress::Failed(e) => {
                 let c = self.finish(idx, Err(e))?;
                 out.push(c);

@@ -83,12 +83,8 @@ impl Conn {
         let keep_alive = analyzed.as_ref().is_ok_and(|h| h.keep_alive);
         let (record, mut host, mut path) = super::request::pooled_record(env);
         if let Ok(h) = analyzed.as_ref() {
-            // Checked by `analyze` (`valid_authority`): the lossy conversion is never needed
-            // for a host that gets this far, and costs more than the check.
-            match std::str::from_utf8(h.host) {
-                Ok(s) => host.push_str(s),
-                Err(_) => host.push_str(&String::from_utf8_lossy(h.host)),
-            }
+            // Checked by `analyze` (`valid_authority`): ASCII.
+            host.push_str(crate::http::request::ascii_str(h.host));
         }
         let server = env.pools.server_index(cfg, self.local.get(), &host);
         let close = self.last_response(keep_alive, env);
