@@ -160,7 +160,7 @@ impl Loop {
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
         self.be.wait(out, timeout)?;
-        super::metrics::COUNTERS.wait(out.len());
+        super::metrics::mine().wait(out.len());
         self.read_clock();
         // A child whose exit is in this batch was reaped already: its pid may be reused,
         // so nothing dispatched before its exit may signal it.
@@ -450,7 +450,7 @@ impl Loop {
                 }
                 env.gauges.active += 1;
                 env.gauges.accepted += 1;
-                super::metrics::add(&super::metrics::COUNTERS.accepted, 1);
+                super::metrics::mine().accepted.add(1);
             }
             None => self.refuse(fd),
         }

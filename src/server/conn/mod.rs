@@ -361,7 +361,7 @@ impl Conn {
                 return;
             }
         };
-        crate::server::metrics::add(&crate::server::metrics::COUNTERS.received_bytes, n as u64);
+        crate::server::metrics::mine().received_bytes.add(n as u64);
         if let Buf::Recv(b) = c.buf {
             if self.tls.is_some() && self.phase != Phase::Proxy {
                 self.tls_input(&b, env);
@@ -441,7 +441,7 @@ impl Conn {
         }
         match c.result {
             Ok(n) => {
-                crate::server::metrics::add(&crate::server::metrics::COUNTERS.sent_bytes, n as u64);
+                crate::server::metrics::mine().sent_bytes.add(n as u64);
                 // Progress restarts send_timeout while output remains; once everything is
                 // out, a connection waiting for its next request gets keepalive_timeout, and
                 // one with a next head already started keeps that head's deadline.

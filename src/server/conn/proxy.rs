@@ -69,8 +69,8 @@ impl Conn {
                 true
             }
             Err(e) => {
-                let m = &crate::server::metrics::COUNTERS;
-                crate::server::metrics::add(&m.proxy_rejected, 1);
+                let m = crate::server::metrics::mine();
+                m.proxy_rejected.add(1);
                 crate::info!(
                     "{}: {} from {}; closing without a response",
                     self.io_ident(),

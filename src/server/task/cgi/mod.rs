@@ -203,11 +203,11 @@ impl Task for CgiTask {
             })
         }) {
             Ok(s) => {
-                crate::server::metrics::add(&crate::server::metrics::COUNTERS.cgi_spawned, 1);
+                crate::server::metrics::mine().cgi_spawned.add(1);
                 s
             }
             Err(e) => {
-                crate::server::metrics::add(&crate::server::metrics::COUNTERS.cgi_failed, 1);
+                crate::server::metrics::mine().cgi_failed.add(1);
                 crate::error!("{}: cannot run {}: {e}", cx.id, plan.script.display());
                 return Step::Fail(crate::server::reply::static_file::io_status(&e));
             }
@@ -372,7 +372,7 @@ impl Task for CgiTask {
             self.trail.push("exit not awaited", 0);
             return self.after_output_end(cx);
         }
-        crate::server::metrics::add(&crate::server::metrics::COUNTERS.cgi_timed_out, 1);
+        crate::server::metrics::mine().cgi_timed_out.add(1);
         crate::error!(
             "{}: cgi_timeout ({:?} without progress)",
             cx.id,
