@@ -103,9 +103,10 @@ impl Conn {
             }
         };
         let client = self.client_addr(req, env);
-        let fresh = RequestRecord {
-            seq: self.seq,
-            cfg: cfg.clone(),
+        let (seq, out_start, heads_at_start) = (self.seq, self.out.total, self.out.heads);
+        let fresh = |cfg| RequestRecord {
+            seq,
+            cfg,
             server,
             path,
             query,
@@ -128,8 +129,8 @@ impl Conn {
             },
             log_headers,
             started: env.now,
-            out_start: self.out.total,
-            heads_at_start: self.out.heads,
+            out_start,
+            heads_at_start,
             body: None,
             task: None,
             deferred: None,
@@ -137,7 +138,7 @@ impl Conn {
             held: None,
             client,
         };
-        self.req = Some(super::request::boxed(record, fresh));
+        self.req = Some(super::request::boxed(record, cfg, fresh));
         self.out.adopt(&mut env.pools.queues);
         self.set_phase(Phase::Active, env);
         self.deadline = env.deadline(env.cfg.timeouts.send);
@@ -178,15 +179,24 @@ impl Conn {
 
     /// Decide the route for a parsed request (a client's, or a CGI's local redirect), from
     /// the current request record's path; returns it with the body-size limit that applies.
-    pub(super) fn route_parsed(
+    pub(super) fn route_parsed<'a>(
         &mut self,
         req: &crate::http::request::Request<'_>,
         body: BodyKind,
-        env: &mut Env,
+        env: &mut Env<'a>,
         cached_lookups: bool,
     ) -> (Route, u64) {
-        let Some(cfg) = self.req.as_ref().map(|r| r.cfg.clone()) else {
-            return (Route::Error(500, Vec::new()), 0);
+        // The request's configuration: the loop's own reference when it is the current one
+        // (no clone: two locked instructions per request), a clone after a reload.
+        let cur: &'a std::sync::Arc<crate::config::Config> = env.cfg;
+        let held;
+        let cfg = match self.req.as_ref() {
+            Some(r) if std::sync::Arc::ptr_eq(&r.cfg, cur) => cur,
+            Some(r) => {
+                held = r.cfg.clone();
+                &held
+            }
+            None => return (Route::Error(500, Vec::new()), 0),
         };
         let srv = &cfg.servers[cfg_server(self)];
         let mut loc = match self.rewrite(req, srv, env, cached_lookups) {
@@ -302,7 +312,7 @@ impl Conn {
         };
         let route = route::route(
             route::Input {
-                cfg: &cfg,
+                cfg,
                 server: srv,
                 loc,
                 method: req.method,
