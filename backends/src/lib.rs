@@ -143,18 +143,25 @@ pub type Token = u64;
 /// Token of the completion produced by [`Waker::wake`].
 pub const WAKE_TOKEN: Token = u64::MAX;
 
-/// Bytes shared between many sends (a cached file, say) without copying.
+/// Bytes shared between many sends without copying: a range of `data`, which is counted
+/// references to a byte slice — [`Shared`] across threads (the configuration's error pages),
+/// [`Local`] within one (a worker's file cache: no locked add and subtract per response).
 #[derive(Clone, Debug)]
-pub struct Shared {
-    pub data: Arc<[u8]>,
+pub struct Slice<P> {
+    pub data: P,
     pub start: usize,
     pub end: usize,
 }
 
-impl Shared {
-    pub fn new(data: Arc<[u8]>) -> Self {
+/// Bytes any thread may hold (`Arc`).
+pub type Shared = Slice<Arc<[u8]>>;
+/// Bytes of one thread (`Rc`): a backend and the buffers it sends belong to one thread.
+pub type Local = Slice<std::rc::Rc<[u8]>>;
+
+impl<P: std::ops::Deref<Target = [u8]>> Slice<P> {
+    pub fn new(data: P) -> Self {
         let end = data.len();
-        Shared {
+        Slice {
             data,
             start: 0,
             end,
@@ -172,6 +179,7 @@ pub enum Body {
     Empty,
     Owned(Vec<u8>),
     Shared(Shared),
+    Local(Local),
 }
 
 impl Body {
@@ -180,6 +188,7 @@ impl Body {
             Body::Empty => &[],
             Body::Owned(v) => v,
             Body::Shared(s) => s.as_slice(),
+            Body::Local(s) => s.as_slice(),
         }
     }
 }

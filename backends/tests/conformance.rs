@@ -520,7 +520,8 @@ fn short_writes_complete_whole() {
 
 /// Sends of every shape back to back on a full socket: head and body small enough to go as
 /// one copied piece (io_uring's `IORING_OP_SEND` path), head only, body only, and pieces too
-/// large to copy; each comes back whole, and the reader gets every byte in order.
+/// large to copy, with shared (`Arc`) and local (`Rc`) bodies; each comes back whole, and the
+/// reader gets every byte in order.
 #[test]
 fn small_and_large_sends_in_a_row_complete_whole() {
     each_backend("small_and_large_sends_in_a_row_complete_whole", |b| {
@@ -543,10 +544,15 @@ fn small_and_large_sends_in_a_row_complete_whole() {
             let mut data = pattern(h + n);
             data.rotate_left(i as usize % 251);
             expect.extend_from_slice(&data);
-            let body = std::sync::Arc::<[u8]>::from(&data[h..]);
+            // Each shape with both kinds of shared body: across threads (Arc), one thread's (Rc).
+            let body = if (i / shapes.len() as u64).is_multiple_of(2) {
+                Body::Shared(backends::Shared::new(std::sync::Arc::from(&data[h..])))
+            } else {
+                Body::Local(backends::Local::new(std::rc::Rc::from(&data[h..])))
+            };
             let buf = SendBuf {
                 head: data[..h].to_vec(),
-                body: Body::Shared(backends::Shared::new(body)),
+                body,
             };
             b.submit(100 + i, Op::Send { fd, buf });
             let c = collect(b, 1).pop().unwrap();

@@ -61,7 +61,7 @@ pub fn etag_of(st: &FileStat) -> String {
 
 /// A small file in memory with what its responses need, shared by every send of it.
 pub struct Cached {
-    pub(super) body: std::sync::Arc<[u8]>,
+    pub(super) body: std::rc::Rc<[u8]>,
     pub(super) mtime: u64,
     pub(super) etag: String,
     pub(super) last_modified: [u8; 29],

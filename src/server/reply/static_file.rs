@@ -154,7 +154,7 @@ fn cached_body(c: &Cached, from: u64, count: u64, cx: &Ctx) -> backends::Body {
     if cx.head_only || count == 0 {
         backends::Body::Empty
     } else {
-        backends::Body::Shared(backends::Shared {
+        backends::Body::Local(backends::Local {
             data: c.body.clone(),
             start: from as usize,
             end: (from + count) as usize,
