@@ -23,6 +23,9 @@ use super::error::Error;
 /// Most header fields in one request. More → 431.
 pub const MAX_HEADERS: usize = 100;
 
+/// The longest Host value a parser remembers as valid ([`HeadParser`]'s `known_host`).
+const KNOWN_HOST: usize = 64;
+
 mod limits;
 pub use limits::{HeadLimits, MAX_HEAD, MAX_HEADER_SECTION, MAX_REQUEST_LINE};
 
@@ -194,11 +197,15 @@ pub struct Request<'b> {
     /// INVARIANT: `Some(n)` only for an origin-form target whose path (`path[..n]`, up to the
     /// first `?` or the end) has no `%` and no `//` or `/.`: normalising it changes nothing.
     plain_path: Option<u16>,
+    /// INVARIANT: whether the first Host field's value (if any) is a valid authority, as
+    /// `valid_authority(value, true)` says: the parser checks it once it has the field.
+    host_ok: bool,
     /// INVARIANT: the header fields in order, names valid tokens, values free of CTLs other
     /// than HTAB and trimmed of surrounding whitespace. Borrowed from the parser's table.
     fields: &'b [Field],
-    /// The whole head as text if it is UTF-8 (checked once, a word at a time from its
-    /// start): the target, path and Host are then sliced out of it, not checked each.
+    /// The head from its start to the end of the target or of the first Host field, whichever
+    /// is later, as text if it is UTF-8 (checked once, a word at a time from the head's start):
+    /// the target, path and Host are sliced out of it, not checked each.
     text: Option<&'b str>,
 }
 
@@ -315,7 +322,8 @@ impl<'b> Request<'b> {
             match name.len() {
                 4 if token_is(name, b"host") => {
                     // RFC 9112 §3.2: more than one Host field → 400; invalid value → 400.
-                    if host.is_some() || !valid_authority(value, true) {
+                    // (`host_ok` is `valid_authority(value, true)` of the first one.)
+                    if host.is_some() || !self.host_ok {
                         return Err(Error::Host);
                     }
                     host = Some(f.value);
@@ -480,6 +488,16 @@ pub struct HeadParser {
     authority: Option<Span>,
     path: Span,
     plain_path: Option<u16>,
+    /// The end of the first Host field's value, once there is one.
+    host_end: Option<u16>,
+    /// Whether the first Host field's value is a valid authority (`valid_authority(v, true)`);
+    /// meaningful once `host_end` is `Some`.
+    host_ok: bool,
+    /// The last Host value found valid (`known_host[..known_host_len]`, not reset between
+    /// requests): a connection sends the same Host again and again, and validity is a function
+    /// of the bytes, so a value equal to it is not checked again.
+    known_host: [u8; KNOWN_HOST],
+    known_host_len: u8,
     /// INVARIANT: `fields[..n_fields]` are the field lines of `buf[fields_start..line_start]`.
     fields: [Field; MAX_HEADERS],
     n_fields: usize,
@@ -506,6 +524,10 @@ impl HeadParser {
             authority: None,
             path: Span::default(),
             plain_path: None,
+            host_end: None,
+            host_ok: false,
+            known_host: [0; KNOWN_HOST],
+            known_host_len: 0,
             fields: [Field::default(); MAX_HEADERS],
             n_fields: 0,
             limits: HeadLimits::DEFAULT,
@@ -525,6 +547,7 @@ impl HeadParser {
         self.scanned = 0;
         self.n_fields = 0;
         self.authority = None;
+        self.host_end = None;
     }
 
     /// Parse as much of the head in `buf` as has arrived.
@@ -548,6 +571,8 @@ impl HeadParser {
             }
         };
         let (n_fields, authority) = (self.n_fields, self.authority);
+        let target_end = self.target.start + self.target.len;
+        let text_end = self.host_end.map_or(target_end, |h| h.max(target_end));
         // The reset leaves the table's entries as they are: the request reads them.
         self.reset();
         Ok(Status::Complete(
@@ -559,8 +584,14 @@ impl HeadParser {
                 authority,
                 path: self.path,
                 plain_path: self.plain_path,
+                host_ok: self.host_ok,
                 fields: &self.fields[..n_fields],
-                text: std::str::from_utf8(&buf[..head_len]).ok(),
+                // Whole 16-byte blocks where the head has them: the check goes a block at a
+                // time and a byte at a time only in what is left.
+                text: std::str::from_utf8(
+                    &buf[..(text_end as usize).next_multiple_of(16).min(head_len)],
+                )
+                .ok(),
             },
             head_len,
         ))
@@ -625,6 +656,13 @@ impl HeadParser {
                     {
                         return Err(Error::HeadersTooLarge);
                     }
+                    if self.host_end.is_none()
+                        && field.name.len == 4
+                        && token_is(field.name.of(buf), b"host")
+                    {
+                        self.host_end = Some(field.value.start + field.value.len);
+                        self.host_ok = self.check_host(field.value.of(buf));
+                    }
                     self.fields[self.n_fields] = field;
                     self.n_fields += 1;
                     self.line_start = next;
@@ -632,6 +670,20 @@ impl HeadParser {
                 }
             }
         }
+    }
+
+    /// `valid_authority(v, true)`, remembering the last valid value.
+    fn check_host(&mut self, v: &[u8]) -> bool {
+        let n = self.known_host_len as usize;
+        if n != 0 && v == &self.known_host[..n] {
+            return true;
+        }
+        let ok = valid_authority(v, true);
+        if ok && v.len() <= KNOWN_HOST {
+            self.known_host[..v.len()].copy_from_slice(v);
+            self.known_host_len = v.len() as u8;
+        }
+        ok
     }
 
     /// The head is incomplete at `len` bytes: fail now if it can no longer fit the limits.
