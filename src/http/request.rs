@@ -610,6 +610,19 @@ impl HeadParser {
             self.scanned = self.line_start;
         }
         if self.phase == Phase::RequestLine {
+            // One pass over a request line that is there whole and valid, the common case:
+            // anything else is judged by the loop below, which finds the line's end first.
+            let start = self.line_start;
+            if start < buf.len().min(self.limits.request_line()) {
+                if let Ok(next) = self.request_line(buf, start, None) {
+                    self.line_start = next;
+                    self.scanned = next;
+                    self.fields_start = next;
+                    self.phase = Phase::Fields;
+                }
+            }
+        }
+        if self.phase == Phase::RequestLine {
             loop {
                 // Never look past the limit: a request line that long is refused anyway.
                 let max_line = self.limits.request_line();
@@ -632,7 +645,7 @@ impl HeadParser {
                     self.line_start = lf + 1;
                     continue;
                 }
-                self.request_line(buf, self.line_start, end)?;
+                self.request_line(buf, self.line_start, Some(end))?;
                 self.line_start = lf + 1;
                 self.scanned = self.line_start;
                 self.fields_start = self.line_start;
@@ -703,10 +716,22 @@ impl HeadParser {
         }
     }
 
-    /// Validate `buf[start..end]` (the request line without its terminator), RFC 9112 §3:
+    /// Validate the request line at `start`, RFC 9112 §3:
     /// `request-line = method SP request-target SP HTTP-version`, exactly one SP each.
-    fn request_line(&mut self, buf: &[u8], start: usize, end: usize) -> Result<(), Error> {
-        let line = &buf[start..end];
+    ///
+    /// With `end`, the line is `buf[start..end]` (its terminator found). Without, it is taken
+    /// to end after the version, where a CRLF or LF must follow, within `buf` and the limit:
+    /// none of the bytes before can be an LF, so that is the line's end; then the offset after
+    /// the terminator is returned. An error then only means "not that case" (the caller finds
+    /// the terminator, and the error, the first way).
+    #[inline(always)]
+    fn request_line(
+        &mut self,
+        buf: &[u8],
+        start: usize,
+        end: Option<usize>,
+    ) -> Result<usize, Error> {
+        let line = &buf[start..end.unwrap_or(buf.len().min(self.limits.request_line()))];
         // method = token (RFC 9110 §9.1); GET, the most common, is known at a glance.
         let (m_len, method) = if line.starts_with(b"GET ") {
             (3, Some(Method::Get))
@@ -748,7 +773,19 @@ impl HeadParser {
             Some(b' ') | None => return Err(Error::RequestLine),
             Some(_) => return Err(Error::Target),
         }
-        let minor = parse_version(&line[t_end + 1..])?;
+        let (minor, next) = match end {
+            Some(end) => (parse_version(&line[t_end + 1..])?, end),
+            None => {
+                let v_end = t_end + 9;
+                let minor = parse_version(line.get(t_end + 1..v_end).ok_or(Error::Version)?)?;
+                let next = match line[v_end..] {
+                    [b'\r', b'\n', ..] => v_end + 2,
+                    [b'\n', ..] => v_end + 1,
+                    _ => return Err(Error::Version),
+                };
+                (minor, start + next)
+            }
+        };
         let target = &line[t_start..t_end];
         let abs = |s: usize, e: usize| Span::new(start + t_start + s, start + t_start + e);
         // RFC 9112 §3.2: origin-form, absolute-form, or asterisk-form (OPTIONS only).
@@ -774,7 +811,7 @@ impl HeadParser {
         self.target = abs(0, target.len());
         self.authority = authority;
         self.path = path;
-        Ok(())
+        Ok(next)
     }
 }
 
