@@ -816,6 +816,7 @@ impl HeadParser {
 }
 
 /// `HTTP-version = "HTTP" "/" DIGIT "." DIGIT` (RFC 9112 §2.3, case-sensitive).
+#[inline(always)]
 fn parse_version(v: &[u8]) -> Result<u8, Error> {
     // "HTTP/" and "." compared as one word, the two digits masked out.
     const MASK: u64 = 0x00ff_00ff_ffff_ffff;
