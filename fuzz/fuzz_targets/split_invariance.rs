@@ -27,7 +27,9 @@ fuzz_target!(|input: &[u8]| {
     cuts.dedup();
 
     // HeadParser: parse growing prefixes until a verdict; it must equal the one-shot verdict.
-    let whole = HeadParser::new().parse(data);
+    // (A complete request borrows its parser: each parse has a parser of its own.)
+    let mut p_whole = HeadParser::new();
+    let whole = p_whole.parse(data);
     let mut p = HeadParser::new();
     let mut split = Ok(Status::Partial);
     for &c in &cuts {
@@ -35,6 +37,9 @@ fuzz_target!(|input: &[u8]| {
         if !matches!(split, Ok(Status::Partial)) {
             break;
         }
+    }
+    if let (Ok(Status::Complete(a, _)), Ok(Status::Complete(b, _))) = (&whole, &split) {
+        assert_eq!(a.analyze(), b.analyze());
     }
     // KNOWN DIVERGENCE 1 (reported, not fixed here): the incremental parser validates a field
     // line only once its LF has arrived; the one-shot parse reports a forbidden byte in an
@@ -44,7 +49,8 @@ fuzz_target!(|input: &[u8]| {
         let mut more = data.to_vec();
         more.push(b'\n');
         let split2 = p.parse(&more);
-        let whole2 = HeadParser::new().parse(&more);
+        let mut p_whole2 = HeadParser::new();
+        let whole2 = p_whole2.parse(&more);
         assert!(whole2.is_err(), "terminating the line cured an error: {whole2:?}");
         assert!(
             same_verdict(&whole2, &split2),
@@ -55,9 +61,6 @@ fuzz_target!(|input: &[u8]| {
             same_verdict(&whole, &split),
             "head parse differs when split at {cuts:?}: {whole:?} vs {split:?}"
         );
-    }
-    if let (Ok(Status::Complete(a, _)), Ok(Status::Complete(b, _))) = (&whole, &split) {
-        assert_eq!(a.analyze(), b.analyze());
     }
 
     // ChunkedDecoder: the pieces' data concatenated, bytes consumed and verdict must match.

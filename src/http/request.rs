@@ -8,7 +8,8 @@
 //! make us buffer more than the request-line limit plus the header-section limit (at most
 //! [`MAX_HEAD`] bytes) before we answer 414 or 431.
 //!
-//! [`Request`] borrows every slice from the caller's buffer (no copy, no allocation).
+//! [`Request`] borrows every slice from the caller's buffer and its field table from the
+//! parser (no copy, no allocation).
 //! [`Request::analyze`] then applies the semantic rules (Host, body framing, keep-alive,
 //! Expect) and yields a [`RequestHead`].
 //!
@@ -21,6 +22,9 @@ use super::error::Error;
 
 /// Most header fields in one request. More → 431.
 pub const MAX_HEADERS: usize = 100;
+
+/// The longest Host value a parser remembers as valid ([`HeadParser`]'s `known_host`).
+const KNOWN_HOST: usize = 64;
 
 mod limits;
 pub use limits::{HeadLimits, MAX_HEAD, MAX_HEADER_SECTION, MAX_REQUEST_LINE};
@@ -190,26 +194,43 @@ pub struct Request<'b> {
     /// Path and query of the target: for origin-form the whole target; for absolute-form what
     /// follows the authority (empty means "/"); for asterisk-form "*".
     path: Span,
-    /// INVARIANT: `fields[..n_fields]` are the header fields in order, names valid tokens,
-    /// values free of CTLs other than HTAB and trimmed of surrounding whitespace.
-    fields: [Field; MAX_HEADERS],
-    n_fields: usize,
+    /// INVARIANT: `Some(n)` only for an origin-form target whose path (`path[..n]`, up to the
+    /// first `?` or the end) has no `%` and no `//` or `/.`: normalising it changes nothing.
+    plain_path: Option<u16>,
+    /// INVARIANT: whether the first Host field's value (if any) is a valid authority, as
+    /// `valid_authority(value, true)` says: the parser checks it once it has the field.
+    host_ok: bool,
+    /// INVARIANT: the header fields in order, names valid tokens, values free of CTLs other
+    /// than HTAB and trimmed of surrounding whitespace. Borrowed from the parser's table.
+    fields: &'b [Field],
+    /// The head from its start to the end of the target or of the first Host field, whichever
+    /// is later, as text if it is UTF-8 (checked once, a word at a time from the head's start):
+    /// the target, path and Host are sliced out of it, not checked each.
+    text: Option<&'b str>,
 }
 
 impl<'b> Request<'b> {
     /// The request-target exactly as received (ASCII, validated).
     pub fn target(&self) -> &'b str {
-        ascii_str(self.target.of(self.buf))
+        self.text_of(self.target)
+    }
+
+    /// [`ascii_str`] of a span of ASCII bytes (whose ends are then character boundaries).
+    fn text_of(&self, s: Span) -> &'b str {
+        let start = s.start as usize;
+        match self.text.and_then(|t| t.get(start..start + s.len as usize)) {
+            Some(t) => t,
+            None => ascii_str(s.of(self.buf)),
+        }
     }
 
     /// Origin-form path and query (`/a/b?x`), also for an absolute-form target; `*` for
     /// asterisk-form.
     pub fn path(&self) -> &'b str {
-        let p = self.path.of(self.buf);
-        if p.is_empty() {
+        if self.path.len == 0 {
             "/"
         } else {
-            ascii_str(p)
+            self.text_of(self.path)
         }
     }
 
@@ -221,14 +242,14 @@ impl<'b> Request<'b> {
     /// The header fields in order of arrival, as (name, value) pairs.
     pub fn headers(&self) -> impl Iterator<Item = (&'b [u8], &'b [u8])> + '_ {
         let buf = self.buf;
-        self.fields[..self.n_fields]
+        self.fields
             .iter()
             .map(move |f| (f.name.of(buf), f.value.of(buf)))
     }
 
     /// Number of header fields.
     pub fn header_count(&self) -> usize {
-        self.n_fields
+        self.fields.len()
     }
 
     /// The value of the first field named `name` (ASCII case-insensitive, RFC 9110 §5.1).
@@ -236,7 +257,7 @@ impl<'b> Request<'b> {
         let name = name.as_bytes();
         // Lengths first: most fields are rejected without touching their bytes (a request
         // asks for seven names, most of them absent, on every static reply).
-        self.fields[..self.n_fields]
+        self.fields
             .iter()
             .find(|f| f.is_named(self.buf, name))
             .map(|f| f.value.of(self.buf))
@@ -248,7 +269,7 @@ impl<'b> Request<'b> {
         let mut found = [None; N];
         // The names' lengths as a bit set: most fields are passed over on their length alone.
         let lens = names.iter().fold(0u64, |m, n| m | 1 << n.len().min(63));
-        for f in &self.fields[..self.n_fields] {
+        for f in self.fields {
             if lens & 1 << (f.name.len as usize).min(63) == 0 {
                 continue;
             }
@@ -266,10 +287,28 @@ impl<'b> Request<'b> {
         self.buf.len()
     }
 
+    /// [`path::normalize_into`](super::path::normalize_into) of [`Request::path`], the same
+    /// result; a path the parser found to need no normalising is copied as it is, without a
+    /// second look at its bytes.
+    pub fn normalize_path_into(&self, path: &mut String) -> Result<Option<&'b str>, Error> {
+        let Some(n) = self.plain_path else {
+            return super::path::normalize_into(self.path(), path);
+        };
+        let p = self.path;
+        path.clear();
+        path.push_str(self.text_of(Span { len: n, ..p }));
+        Ok((n < p.len).then(|| {
+            self.text_of(Span {
+                start: p.start + n + 1,
+                len: p.len - n - 1,
+            })
+        }))
+    }
+
     /// Apply the semantic rules of RFC 9112 and RFC 9110 to the parsed head: Host, body
     /// framing, persistence and expectations.
     pub fn analyze(&self) -> Result<RequestHead<'b>, Error> {
-        let mut host: Option<&'b [u8]> = None;
+        let mut host: Option<Span> = None;
         let mut content_length: Option<u64> = None;
         let mut te_seen = false;
         let mut te_coding = TeCoding::Chunked;
@@ -278,16 +317,18 @@ impl<'b> Request<'b> {
         let mut expect_continue = false;
         let mut expect_other = false;
 
-        for (name, value) in self.headers() {
+        for f in self.fields {
+            let (name, value) = (f.name.of(self.buf), f.value.of(self.buf));
             match name.len() {
-                4 if name.eq_ignore_ascii_case(b"host") => {
+                4 if token_is(name, b"host") => {
                     // RFC 9112 §3.2: more than one Host field → 400; invalid value → 400.
-                    if host.is_some() || !valid_authority(value, true) {
+                    // (`host_ok` is `valid_authority(value, true)` of the first one.)
+                    if host.is_some() || !self.host_ok {
                         return Err(Error::Host);
                     }
-                    host = Some(value);
+                    host = Some(f.value);
                 }
-                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                14 if token_is(name, b"content-length") => {
                     // RFC 9112 §6.3 point 5 lets a recipient accept a list of identical
                     // values; we do not: a repeated field, even equal, is a smuggling smell.
                     if content_length.is_some() {
@@ -295,7 +336,7 @@ impl<'b> Request<'b> {
                     }
                     content_length = Some(parse_content_length(value)?);
                 }
-                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                17 if token_is(name, b"transfer-encoding") => {
                     // Repeated Transfer-Encoding: RFC 9110 §5.3 would let us combine the
                     // lines into a list, whose last coding must be chunked; we only accept
                     // exactly "chunked", so a second line is either a second "chunked"
@@ -307,7 +348,7 @@ impl<'b> Request<'b> {
                     te_seen = true;
                     te_coding = classify_te(value)?;
                 }
-                10 if name.eq_ignore_ascii_case(b"connection") => {
+                10 if token_is(name, b"connection") => {
                     // RFC 9112 §9.3: "close" ends persistence; "keep-alive" requests it for
                     // HTTP/1.0 (RFC 9112 §C.2.2).
                     for token in value.split(|&b| b == b',').map(trim_ows) {
@@ -318,7 +359,7 @@ impl<'b> Request<'b> {
                         }
                     }
                 }
-                6 if name.eq_ignore_ascii_case(b"expect") => {
+                6 if token_is(name, b"expect") => {
                     // RFC 9110 §10.1.1: only 100-continue is defined; anything else → 417.
                     for token in value.split(|&b| b == b',').map(trim_ows) {
                         if token.eq_ignore_ascii_case(b"100-continue") {
@@ -357,7 +398,7 @@ impl<'b> Request<'b> {
             return Err(Error::ExpectationFailed);
         }
         // RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
-        let host = self.target_authority().or(host).unwrap_or(b"");
+        let host = self.authority.or(host).map_or("", |h| self.text_of(h));
         let keep_alive = !close && (self.minor >= 1 || keep_alive_token);
         Ok(RequestHead {
             host,
@@ -409,7 +450,7 @@ impl PartialEq for Request<'_> {
 pub struct RequestHead<'b> {
     /// The authority to route on: an absolute-form target's authority, else the Host field;
     /// empty for an HTTP/1.0 request without Host.
-    pub host: &'b [u8],
+    pub host: &'b str,
     /// How the body is framed.
     pub body: BodyKind,
     /// Whether the connection may be reused after the response.
@@ -446,6 +487,17 @@ pub struct HeadParser {
     target: Span,
     authority: Option<Span>,
     path: Span,
+    plain_path: Option<u16>,
+    /// The end of the first Host field's value, once there is one.
+    host_end: Option<u16>,
+    /// Whether the first Host field's value is a valid authority (`valid_authority(v, true)`);
+    /// meaningful once `host_end` is `Some`.
+    host_ok: bool,
+    /// The last Host value found valid (`known_host[..known_host_len]`, not reset between
+    /// requests): a connection sends the same Host again and again, and validity is a function
+    /// of the bytes, so a value equal to it is not checked again.
+    known_host: [u8; KNOWN_HOST],
+    known_host_len: u8,
     /// INVARIANT: `fields[..n_fields]` are the field lines of `buf[fields_start..line_start]`.
     fields: [Field; MAX_HEADERS],
     n_fields: usize,
@@ -471,6 +523,11 @@ impl HeadParser {
             target: Span::default(),
             authority: None,
             path: Span::default(),
+            plain_path: None,
+            host_end: None,
+            host_ok: false,
+            known_host: [0; KNOWN_HOST],
+            known_host_len: 0,
             fields: [Field::default(); MAX_HEADERS],
             n_fields: 0,
             limits: HeadLimits::DEFAULT,
@@ -490,6 +547,7 @@ impl HeadParser {
         self.scanned = 0;
         self.n_fields = 0;
         self.authority = None;
+        self.host_end = None;
     }
 
     /// Parse as much of the head in `buf` as has arrived.
@@ -497,19 +555,50 @@ impl HeadParser {
     /// Returns `Complete(request, head_len)` once the empty line ending the head is in `buf`
     /// (bytes after it are the body or the next request and are not looked at), `Partial`
     /// if more bytes are needed, or the error to answer with (the connection should close).
-    pub fn parse<'b>(&mut self, buf: &'b [u8]) -> Result<Status<Request<'b>>, Error> {
+    /// A complete request borrows the parser's field table (no copy of it): the parser is
+    /// borrowed as long as the request is.
+    pub fn parse<'b>(&'b mut self, buf: &'b [u8]) -> Result<Status<Request<'b>>, Error> {
         if buf.len() < self.scanned {
             // The caller broke the append-only contract; start over rather than panic.
             self.reset();
         }
-        let r = self.parse_inner(buf);
-        if !matches!(r, Ok(Status::Partial)) {
-            self.reset();
-        }
-        r
+        let head_len = match self.parse_inner(buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(Status::Partial),
+            Err(e) => {
+                self.reset();
+                return Err(e);
+            }
+        };
+        let (n_fields, authority) = (self.n_fields, self.authority);
+        let target_end = self.target.start + self.target.len;
+        let text_end = self.host_end.map_or(target_end, |h| h.max(target_end));
+        // The reset leaves the table's entries as they are: the request reads them.
+        self.reset();
+        Ok(Status::Complete(
+            Request {
+                buf: &buf[..head_len],
+                method: self.method,
+                minor: self.minor,
+                target: self.target,
+                authority,
+                path: self.path,
+                plain_path: self.plain_path,
+                host_ok: self.host_ok,
+                fields: &self.fields[..n_fields],
+                // Whole 16-byte blocks where the head has them: the check goes a block at a
+                // time and a byte at a time only in what is left.
+                text: std::str::from_utf8(
+                    &buf[..(text_end as usize).next_multiple_of(16).min(head_len)],
+                )
+                .ok(),
+            },
+            head_len,
+        ))
     }
 
-    fn parse_inner<'b>(&mut self, buf: &'b [u8]) -> Result<Status<Request<'b>>, Error> {
+    /// The head's length once it is complete, `None` while it is not.
+    fn parse_inner(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
         // Resume: if the current line was incomplete last time, only look at the new bytes
         // for its terminator before validating it again from its start.
         // (A CR last time must be looked at again: a bare CR is an error now.)
@@ -519,6 +608,19 @@ impl HeadParser {
                 return self.partial(buf.len());
             }
             self.scanned = self.line_start;
+        }
+        if self.phase == Phase::RequestLine {
+            // One pass over a request line that is there whole and valid, the common case:
+            // anything else is judged by the loop below, which finds the line's end first.
+            let start = self.line_start;
+            if start < buf.len().min(self.limits.request_line()) {
+                if let Ok(next) = self.request_line(buf, start, None) {
+                    self.line_start = next;
+                    self.scanned = next;
+                    self.fields_start = next;
+                    self.phase = Phase::Fields;
+                }
+            }
         }
         if self.phase == Phase::RequestLine {
             loop {
@@ -543,7 +645,7 @@ impl HeadParser {
                     self.line_start = lf + 1;
                     continue;
                 }
-                self.request_line(buf, self.line_start, end)?;
+                self.request_line(buf, self.line_start, Some(end))?;
                 self.line_start = lf + 1;
                 self.scanned = self.line_start;
                 self.fields_start = self.line_start;
@@ -560,14 +662,19 @@ impl HeadParser {
                     self.scanned = buf.len();
                     return self.partial(buf.len());
                 }
-                Line::End(next) => {
-                    return Ok(Status::Complete(self.request(&buf[..next]), next));
-                }
+                Line::End(next) => return Ok(Some(next)),
                 Line::Field(field, next) => {
                     if self.n_fields == MAX_HEADERS
                         || next - self.line_start > self.limits.field_line()
                     {
                         return Err(Error::HeadersTooLarge);
+                    }
+                    if self.host_end.is_none()
+                        && field.name.len == 4
+                        && token_is(field.name.of(buf), b"host")
+                    {
+                        self.host_end = Some(field.value.start + field.value.len);
+                        self.host_ok = self.check_host(field.value.of(buf));
                     }
                     self.fields[self.n_fields] = field;
                     self.n_fields += 1;
@@ -578,8 +685,22 @@ impl HeadParser {
         }
     }
 
+    /// `valid_authority(v, true)`, remembering the last valid value.
+    fn check_host(&mut self, v: &[u8]) -> bool {
+        let n = self.known_host_len as usize;
+        if n != 0 && v == &self.known_host[..n] {
+            return true;
+        }
+        let ok = valid_authority(v, true);
+        if ok && v.len() <= KNOWN_HOST {
+            self.known_host[..v.len()].copy_from_slice(v);
+            self.known_host_len = v.len() as u8;
+        }
+        ok
+    }
+
     /// The head is incomplete at `len` bytes: fail now if it can no longer fit the limits.
-    fn partial<T>(&self, len: usize) -> Result<Status<T>, Error> {
+    fn partial(&self, len: usize) -> Result<Option<usize>, Error> {
         match self.phase {
             // The request line (with its terminator) would be at least len + 1 bytes.
             Phase::RequestLine if len >= self.limits.request_line() => Err(Error::UriTooLong),
@@ -591,41 +712,59 @@ impl HeadParser {
             {
                 Err(Error::HeadersTooLarge)
             }
-            _ => Ok(Status::Partial),
+            _ => Ok(None),
         }
     }
 
-    fn request<'b>(&self, head: &'b [u8]) -> Request<'b> {
-        Request {
-            buf: head,
-            method: self.method,
-            minor: self.minor,
-            target: self.target,
-            authority: self.authority,
-            path: self.path,
-            fields: self.fields,
-            n_fields: self.n_fields,
-        }
-    }
-
-    /// Validate `buf[start..end]` (the request line without its terminator), RFC 9112 §3:
+    /// Validate the request line at `start`, RFC 9112 §3:
     /// `request-line = method SP request-target SP HTTP-version`, exactly one SP each.
-    fn request_line(&mut self, buf: &[u8], start: usize, end: usize) -> Result<(), Error> {
-        let line = &buf[start..end];
-        // method = token (RFC 9110 §9.1)
-        let m_len = line
-            .iter()
-            .position(|&b| !is_tchar(b))
-            .unwrap_or(line.len());
-        if m_len == 0 || line.get(m_len) != Some(&b' ') {
-            return Err(Error::RequestLine);
-        }
+    ///
+    /// With `end`, the line is `buf[start..end]` (its terminator found). Without, it is taken
+    /// to end after the version, where a CRLF or LF must follow, within `buf` and the limit:
+    /// none of the bytes before can be an LF, so that is the line's end; then the offset after
+    /// the terminator is returned. An error then only means "not that case" (the caller finds
+    /// the terminator, and the error, the first way).
+    #[inline(always)]
+    fn request_line(
+        &mut self,
+        buf: &[u8],
+        start: usize,
+        end: Option<usize>,
+    ) -> Result<usize, Error> {
+        let line = &buf[start..end.unwrap_or(buf.len().min(self.limits.request_line()))];
+        // method = token (RFC 9110 §9.1); GET, the most common, is known at a glance.
+        let (m_len, method) = if line.starts_with(b"GET ") {
+            (3, Some(Method::Get))
+        } else {
+            let m_len = skip(line, 0, TCHAR);
+            if m_len == 0 || line.get(m_len) != Some(&b' ') {
+                return Err(Error::RequestLine);
+            }
+            (m_len, Method::from_bytes(&line[..m_len]))
+        };
         let t_start = m_len + 1;
-        let t_end = t_start
-            + line[t_start..]
-                .iter()
-                .position(|&b| !is_target_byte(b))
-                .unwrap_or(line.len() - t_start);
+        // The target's bytes, and on the way what normalising its path will need: the first
+        // `?`, and whether the path before it has a `%`, `//` or `/.` (`plain_path`).
+        let (mut i, mut query, mut plain) = (t_start, None, true);
+        let t_end = loop {
+            i = skip(line, i, PLAIN);
+            match line.get(i) {
+                Some(b'/') => {
+                    plain &= !matches!(line.get(i + 1), Some(b'/' | b'.'));
+                    i += 1;
+                }
+                Some(b'%') => {
+                    plain = false;
+                    i += 1;
+                }
+                Some(b'?') => {
+                    query = Some(i - t_start);
+                    break skip(line, i + 1, TARGET);
+                }
+                // Not a target byte (PLAIN and the three above are all of them).
+                _ => break i,
+            }
+        };
         match line.get(t_end) {
             Some(b' ') if t_end > t_start => {}
             // A fragment is not part of a request-target (RFC 9112 §3.2).
@@ -634,13 +773,28 @@ impl HeadParser {
             Some(b' ') | None => return Err(Error::RequestLine),
             Some(_) => return Err(Error::Target),
         }
-        let minor = parse_version(&line[t_end + 1..])?;
-        let method = Method::from_bytes(&line[..m_len]);
+        let (minor, next) = match end {
+            Some(end) => (parse_version(&line[t_end + 1..])?, end),
+            None => {
+                let v_end = t_end + 9;
+                let minor = parse_version(line.get(t_end + 1..v_end).ok_or(Error::Version)?)?;
+                let next = match line[v_end..] {
+                    [b'\r', b'\n', ..] => v_end + 2,
+                    [b'\n', ..] => v_end + 1,
+                    _ => return Err(Error::Version),
+                };
+                (minor, start + next)
+            }
+        };
         let target = &line[t_start..t_end];
         let abs = |s: usize, e: usize| Span::new(start + t_start + s, start + t_start + e);
         // RFC 9112 §3.2: origin-form, absolute-form, or asterisk-form (OPTIONS only).
         // Authority-form is only for CONNECT to a proxy; we are an origin server: 400.
+        self.plain_path = None;
         let (authority, path) = if target[0] == b'/' {
+            if plain {
+                self.plain_path = Some(query.unwrap_or(target.len()) as u16);
+            }
             (None, abs(0, target.len()))
         } else if target == b"*" {
             if method.is_some() && method != Some(Method::Options) {
@@ -657,16 +811,22 @@ impl HeadParser {
         self.target = abs(0, target.len());
         self.authority = authority;
         self.path = path;
-        Ok(())
+        Ok(next)
     }
 }
 
 /// `HTTP-version = "HTTP" "/" DIGIT "." DIGIT` (RFC 9112 §2.3, case-sensitive).
+#[inline(always)]
 fn parse_version(v: &[u8]) -> Result<u8, Error> {
-    match *v {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
+    // "HTTP/" and "." compared as one word, the two digits masked out.
+    const MASK: u64 = 0x00ff_00ff_ffff_ffff;
+    const WANT: u64 = u64::from_le_bytes(*b"HTTP/0.0") & MASK;
+    let Ok(&v) = <&[u8; 8]>::try_from(v) else {
+        return Err(Error::Version);
+    };
+    let (major, minor) = (v[5], v[7]);
+    match u64::from_le_bytes(v) & MASK == WANT {
+        true if major.is_ascii_digit() && minor.is_ascii_digit() => {
             if major != b'1' {
                 return Err(Error::VersionNotSupported);
             }
@@ -818,52 +978,125 @@ fn find_ctl(buf: &[u8], from: usize) -> usize {
     i
 }
 
-const fn make_table(allowed: &[u8], ranges: &[(u8, u8)]) -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < allowed.len() {
-        t[allowed[i] as usize] = true;
-        i += 1;
-    }
-    let mut r = 0;
-    while r < ranges.len() {
-        let mut b = ranges[r].0 as usize;
-        while b <= ranges[r].1 as usize {
-            t[b] = true;
-            b += 1;
-        }
-        r += 1;
-    }
-    t
-}
-
+/// Byte classes, one bit each in [`CLASS`]: one table and one test per byte for each scan.
 /// `tchar` (RFC 9110 §5.6.2).
-static TCHAR: [bool; 256] = make_table(
-    b"!#$%&'*+-.^_`|~",
-    &[(b'0', b'9'), (b'A', b'Z'), (b'a', b'z')],
-);
-
+const TCHAR: u8 = 1 << 0;
 /// Bytes we accept in a request-target: visible ASCII except `#` (fragments are not sent,
 /// RFC 9112 §3.2). We are more lenient than RFC 3986 about `"<>\^`{|}` (as nginx is), but
 /// reject SP, CTLs and non-ASCII (RFC 9112 §3.2: the target is URI syntax, ASCII only).
-static TARGET: [bool; 256] = {
-    let mut t = make_table(b"", &[(0x21, 0x7e)]);
-    t[b'#' as usize] = false;
+const TARGET: u8 = 1 << 1;
+/// Target bytes that path normalisation passes over: all but `/`, `%` and `?`.
+const PLAIN: u8 = 1 << 2;
+/// `unreserved / sub-delims` of RFC 3986 §2: a reg-name's bytes other than `%`.
+const REG: u8 = 1 << 3;
+/// `HEXDIG`.
+const HEX: u8 = 1 << 4;
+/// An IPv6 literal's bytes (between the brackets): `HEXDIG`, `:` and `.`.
+const IP_LITERAL: u8 = 1 << 5;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let alnum = b.is_ascii_alphanumeric();
+        let mut c = 0;
+        if alnum
+            || matches!(
+                b,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-'
+            )
+            || matches!(b, b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+        {
+            c |= TCHAR;
+        }
+        if b >= 0x21 && b <= 0x7e && b != b'#' {
+            c |= TARGET;
+            if !matches!(b, b'/' | b'%' | b'?') {
+                c |= PLAIN;
+            }
+        }
+        if alnum
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'('
+            )
+            || matches!(b, b')' | b'*' | b'+' | b',' | b';' | b'=')
+        {
+            c |= REG;
+        }
+        if b.is_ascii_hexdigit() {
+            c |= HEX | IP_LITERAL;
+        }
+        if b == b':' || b == b'.' {
+            c |= IP_LITERAL;
+        }
+        t[i] = c;
+        i += 1;
+    }
     t
 };
 
-/// `unreserved / sub-delims` of RFC 3986 §2, plus `%` (checked separately).
-static REG_NAME: [bool; 256] = make_table(
-    b"-._~!$&'()*+,;=%",
-    &[(b'0', b'9'), (b'A', b'Z'), (b'a', b'z')],
-);
-
-pub(crate) fn is_tchar(b: u8) -> bool {
-    TCHAR[b as usize]
+/// The first index `>= i` of `buf` whose byte is not in `class`, or `buf.len()`.
+#[inline(always)]
+fn skip(buf: &[u8], mut i: usize, class: u8) -> usize {
+    while i < buf.len() && CLASS[buf[i] as usize] & class != 0 {
+        i += 1;
+    }
+    i
 }
 
-fn is_target_byte(b: u8) -> bool {
-    TARGET[b as usize]
+pub(crate) fn is_tchar(b: u8) -> bool {
+    CLASS[b as usize] & TCHAR != 0
+}
+
+/// Whether the token `name` is `lower` (lower-case letters and `-`), ASCII case-insensitive,
+/// a word at a time: a token byte ORed with 0x20 is a lower-case letter only if it is that
+/// letter in either case, and `-` only if it is `-` (0x0D, the other candidate, is no token
+/// byte).
+#[inline(always)]
+fn token_is(name: &[u8], lower: &[u8]) -> bool {
+    let n = lower.len();
+    if name.len() != n {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| -> u64 {
+        if n >= 8 {
+            u64::from_le_bytes([
+                s[at],
+                s[at + 1],
+                s[at + 2],
+                s[at + 3],
+                s[at + 4],
+                s[at + 5],
+                s[at + 6],
+                s[at + 7],
+            ])
+        } else {
+            u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]]) as u64
+        }
+    };
+    if n < 4 {
+        return name.eq_ignore_ascii_case(lower);
+    }
+    // Words at 0, 8, .. and one ending at n (overlapping the one before).
+    let (step, last) = if n >= 8 { (8, n - 8) } else { (4, n - 4) };
+    let lo = if n >= 8 {
+        0x2020_2020_2020_2020
+    } else {
+        0x2020_2020
+    };
+    let mut at = 0;
+    loop {
+        let at_ = at.min(last);
+        if word(name, at_) | lo != word(lower, at_) {
+            return false;
+        }
+        if at_ == last {
+            return true;
+        }
+        at += step;
+    }
 }
 
 /// Whether `a` is a valid `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a
@@ -871,56 +1104,34 @@ fn is_target_byte(b: u8) -> bool {
 /// port of at most five digits. The empty string is allowed only if `allow_empty` (an empty
 /// Host field is valid, RFC 9112 §3.2).
 pub fn valid_authority(a: &[u8], allow_empty: bool) -> bool {
-    if a.is_empty() {
+    let Some(&first) = a.first() else {
         return allow_empty;
-    }
-    let host_end = if a[0] == b'[' {
+    };
+    let host_end = if first == b'[' {
         // IP-literal: IPv6address (hex digits, ':', '.'); IPvFuture is not supported.
         let Some(close) = a.iter().position(|&b| b == b']') else {
             return false;
         };
-        let inner = &a[1..close];
-        if inner.is_empty()
-            || !inner
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if close == 1 || skip(&a[..close], 1, IP_LITERAL) != close {
             return false;
         }
         close + 1
     } else {
-        // One pass to the port's ':' checks the reg-name's bytes and notes any escape.
-        let (mut end, mut escaped) = (a.len(), false);
-        for (i, &b) in a.iter().enumerate() {
-            if b == b':' {
-                end = i;
-                break;
-            }
-            if !REG_NAME[b as usize] {
-                return false;
-            }
-            escaped |= b == b'%';
-        }
-        let host = &a[..end];
-        if host.is_empty() {
-            return false;
-        }
-        // pct-encoded = "%" HEXDIG HEXDIG
+        // reg-name = *( unreserved / pct-encoded / sub-delims ), one pass to what follows it.
         let mut i = 0;
-        while escaped && i < host.len() {
-            if host[i] == b'%' {
-                if i + 2 >= host.len() {
-                    return false;
-                }
-                if !(host[i + 1].is_ascii_hexdigit() && host[i + 2].is_ascii_hexdigit()) {
-                    return false;
-                }
+        loop {
+            i = skip(a, i, REG);
+            let hex = |j: usize| a.get(j).is_some_and(|&b| CLASS[b as usize] & HEX != 0);
+            if a.get(i) == Some(&b'%') && hex(i + 1) && hex(i + 2) {
                 i += 3;
             } else {
-                i += 1;
+                break;
             }
         }
-        end
+        if i == 0 {
+            return false;
+        }
+        i
     };
     match a.get(host_end) {
         None => true,
@@ -968,5 +1179,7 @@ pub(crate) fn ascii_str(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or("")
 }
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;

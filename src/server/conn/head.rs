@@ -22,21 +22,19 @@ impl Conn {
         // Parse from the buffer taken out of the connection, so the request (which borrows it)
         // and the connection can be used side by side; what remains goes back.
         let buf = std::mem::take(&mut self.inbuf);
-        let parser = self
+        // Out of the connection too: a complete request borrows the parser's field table.
+        let mut parser = self
             .parser
-            .get_or_insert_with(|| env.parsers.pop().unwrap_or_default());
+            .take()
+            .unwrap_or_else(|| env.parsers.pop().unwrap_or_default());
         // `large_client_header_buffers`: 414 / 431 past the configured sizes.
         parser.set_limits(env.cfg.head_limits);
         let parsed = parser.parse(&buf);
-        if !matches!(parsed, Ok(Status::Partial)) {
-            // The parser reset itself (complete or failed): back to the pool.
-            if let Some(p) = self.parser.take() {
-                env.parsers.push(p);
-            }
-        }
-        // By reference: a `Request` carries its field table (800 bytes), not worth a copy.
+        // Once complete or failed the parser has reset itself: back to the pool when the
+        // request no longer borrows it.
         let req = match &parsed {
             Ok(Status::Partial) => {
+                self.parser = Some(parser);
                 self.inbuf = buf;
                 if self.flags.has(Flags::EOF) {
                     // This head can never complete. Answers to the requests before it may
@@ -52,6 +50,8 @@ impl Conn {
                 return false;
             }
             Err(e) => {
+                let e = *e;
+                env.parsers.push(parser);
                 crate::info!(
                     "{}: bad request: {} ({})",
                     self.ident(),
@@ -83,8 +83,7 @@ impl Conn {
         let keep_alive = analyzed.as_ref().is_ok_and(|h| h.keep_alive);
         let (record, mut host, mut path) = super::request::pooled_record(env);
         if let Ok(h) = analyzed.as_ref() {
-            // Checked by `analyze` (`valid_authority`): ASCII.
-            host.push_str(crate::http::request::ascii_str(h.host));
+            host.push_str(h.host);
         }
         let server = env.pools.server_index(cfg, self.local.get(), &host);
         let close = self.last_response(keep_alive, env);
@@ -94,7 +93,7 @@ impl Conn {
             close,
             keep_alive_10: req.minor == 0 && keep_alive && !close,
         };
-        let (query, bad_path) = match crate::http::path::normalize_into(req.path(), &mut path) {
+        let (query, bad_path) = match req.normalize_path_into(&mut path) {
             Ok(q) => (q.map(str::to_string), None),
             Err(e) => {
                 path.clear();
@@ -145,6 +144,7 @@ impl Conn {
         let head = match (analyzed, bad_path) {
             (Ok(h), None) => h,
             (Err(e), _) | (_, Some(e)) => {
+                env.parsers.push(parser);
                 // Nothing after a bad head is read (fail drops the input).
                 self.fail(e.status(), env);
                 return true;
@@ -154,6 +154,7 @@ impl Conn {
         let (route, limit) = crate::server::lookups::with_known(&mut Vec::new(), || {
             self.route_parsed(req, body, env, true)
         });
+        env.parsers.push(parser);
         if matches!(route, Route::Lookup { .. }) {
             // Routed again once the lookup is done: from this head, held until then. A body
             // waits in the input (at most `IN_HIGH` of it read) and is read after the

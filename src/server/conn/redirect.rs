@@ -101,7 +101,8 @@ impl Conn {
             return;
         };
         let head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", req.host);
-        let parsed = crate::http::request::HeadParser::new().parse(head.as_bytes());
+        let mut parser = crate::http::request::HeadParser::new();
+        let parsed = parser.parse(head.as_bytes());
         let norm = match &parsed {
             Ok(crate::http::request::Status::Complete(r, _)) if req.hops <= MAX_REDIRECTS => {
                 crate::http::path::normalize(r.path()).ok()
@@ -183,7 +184,8 @@ impl Conn {
             target.push_str(q);
         }
         let head = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", req.host);
-        let parsed = crate::http::request::HeadParser::new().parse(head.as_bytes());
+        let mut parser = crate::http::request::HeadParser::new();
+        let parsed = parser.parse(head.as_bytes());
         let Ok(crate::http::request::Status::Complete(r, _)) = &parsed else {
             // The path came from a parsed request; it parses again. If not: the built-in page.
             let r = self.error_reply(500, &[], env);
