@@ -1030,3 +1030,192 @@ fn token_is_agrees_with_eq_ignore_ascii_case() {
         }
     }
 }
+
+/// Heads built of whole lines (leading empty lines, each form of target, Hosts of 63, 64, 65
+/// bytes and more, repeated and invalid Hosts, framing fields, obs-text, folds, NULs) and then
+/// mutated, under the default and small configured limits, fed in random cuts to one parser
+/// reused from head to head (as a worker's pooled parser is): at every cut the verdict, and for
+/// a complete head all a caller reads of it, is the reference's (review of session 24).
+#[test]
+fn built_heads_agree_with_the_reference_in_cuts_and_limits() {
+    let mut seed: u64 = 7;
+    let mut rand = move |n: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) as usize) % n
+    };
+    let long63 = "a".repeat(63);
+    let long64 = "b".repeat(64);
+    let long65 = "c".repeat(65);
+    let hosts: Vec<String> = vec![
+        "h".into(),
+        "h:80".into(),
+        "example.com".into(),
+        "exa%41mple.com".into(),
+        "[::1]:8080".into(),
+        long63.clone(),
+        long64.clone(),
+        long65.clone(),
+        format!("{long64}x"),
+        format!("{long63}@"),
+        "".into(),
+        "h@".into(),
+        "h h".into(),
+        "h\u{e9}".into(),
+        "h:123456".into(),
+    ];
+    let starts: Vec<String> = vec![
+        "GET / HTTP/1.1".into(),
+        "GET /a/b?c HTTP/1.1".into(),
+        "POST /x HTTP/1.1".into(),
+        "GET http://ex.com/a HTTP/1.1".into(),
+        "GET /%2e%2e/x HTTP/1.0".into(),
+        "OPTIONS * HTTP/1.1".into(),
+        "GET /a//b/./c HTTP/1.1".into(),
+        "GET /\u{e9} HTTP/1.1".into(),
+        format!("GET /{} HTTP/1.1", "z".repeat(90)),
+        "get / HTTP/1.1".into(),
+        "GET / HTTP/2.0".into(),
+    ];
+    let others = [
+        "Content-Length: 5",
+        "Content-Length: 5",
+        "Transfer-Encoding: chunked",
+        "Connection: close",
+        "X-A: caf\u{e9}",
+        "X-B: \u{80}",
+        "Expect: 100-continue",
+        "X: a\tb",
+        " folded",
+        "X:\0",
+        "Bad Name: v",
+        "X-Long: 012345678901234567890123456789012345678901234567890123456789",
+    ];
+    let limits = [
+        HeadLimits::DEFAULT,
+        HeadLimits::new(30, 40, 120).unwrap(),
+        HeadLimits::new(100, 70, 200).unwrap(),
+        HeadLimits::new(16, 16, 64).unwrap(),
+    ];
+    let mut p = HeadParser::new();
+    for round in 0..100_000 {
+        let mut v: Vec<u8> = Vec::new();
+        for _ in 0..rand(3) {
+            v.extend_from_slice(if rand(2) == 0 { b"\r\n" } else { b"\n" });
+        }
+        v.extend_from_slice(starts[rand(starts.len())].as_bytes());
+        let eol = |r: usize| -> &'static [u8] {
+            if r == 0 {
+                b"\n"
+            } else {
+                b"\r\n"
+            }
+        };
+        v.extend_from_slice(eol(rand(5)));
+        let n = rand(5);
+        for _ in 0..n {
+            if rand(2) == 0 {
+                v.extend_from_slice(if rand(2) == 0 { b"Host: " } else { b"hOST:" });
+                let h = hosts[rand(hosts.len())].clone();
+                v.extend_from_slice(h.as_bytes());
+                if rand(4) == 0 {
+                    v.push(b' ');
+                }
+            } else {
+                v.extend_from_slice(others[rand(others.len())].as_bytes());
+            }
+            v.extend_from_slice(eol(rand(5)));
+        }
+        v.extend_from_slice(eol(rand(5)));
+        if rand(3) == 0 {
+            v.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        }
+        const BYTES: &[u8] = b"\r\n \t:\0\x7f#/?%.aZ9\x80\xc3\xa9-[]@";
+        for _ in 0..rand(3) {
+            let at = rand(v.len());
+            match rand(3) {
+                0 => v[at] = BYTES[rand(BYTES.len())],
+                1 => v.insert(at, BYTES[rand(BYTES.len())]),
+                _ => {
+                    v.remove(at);
+                }
+            }
+        }
+        let lim = limits[rand(limits.len())];
+        p.set_limits(lim);
+        let mut q = reference::HeadParser::new();
+        q.set_limits(lim);
+        let mut cuts: Vec<usize> = (0..rand(4)).map(|_| rand(v.len() + 1)).collect();
+        cuts.push(v.len());
+        cuts.sort();
+        let mut done = false;
+        for &k in &cuts {
+            let a = p.parse(&v[..k]);
+            let b = q.parse(&v[..k]);
+            let av = match a {
+                Ok(Status::Partial) => "partial".to_string(),
+                Err(e) => format!("err {e:?}"),
+                Ok(Status::Complete(r, n)) => {
+                    let mut path = String::new();
+                    let norm = r
+                        .normalize_path_into(&mut path)
+                        .map(|q| (path.clone(), q.map(str::to_string)));
+                    format!(
+                        "{n} {:?} {} {} {} {:?} {:?} {:?} {:?}",
+                        r.method,
+                        r.target(),
+                        r.path(),
+                        r.minor,
+                        r.target_authority(),
+                        r.headers().collect::<Vec<_>>(),
+                        r.analyze().map(|h| format!(
+                            "{} {:?} {} {}",
+                            h.host, h.body, h.keep_alive, h.expect_continue
+                        )),
+                        norm
+                    )
+                }
+            };
+            let bv = match b {
+                Ok(reference::Status::Partial) => "partial".to_string(),
+                Err(e) => format!("err {e:?}"),
+                Ok(reference::Status::Complete(r, n)) => {
+                    let mut path = String::new();
+                    let norm = super::super::path::normalize_into(r.path(), &mut path)
+                        .map(|q| (path.clone(), q.map(str::to_string)));
+                    format!(
+                        "{n} {:?} {} {} {} {:?} {:?} {:?} {:?}",
+                        r.method,
+                        r.target(),
+                        r.path(),
+                        r.minor,
+                        r.target_authority(),
+                        r.headers().collect::<Vec<_>>(),
+                        r.analyze().map(|h| format!(
+                            "{} {:?} {} {}",
+                            ascii_str(h.host),
+                            h.body,
+                            h.keep_alive,
+                            h.expect_continue
+                        )),
+                        norm
+                    )
+                }
+            };
+            assert_eq!(
+                av,
+                bv,
+                "round {round} cut {k} of {cuts:?} lim {lim:?}: {:?}",
+                show(&v)
+            );
+            if av != "partial" {
+                done = true;
+                break;
+            }
+        }
+        if !done {
+            p.reset();
+        }
+    }
+}
