@@ -346,3 +346,40 @@ fn two_workers_count_every_request_once() {
         assert_eq!(value(&p2, NOT_FOUND), want_404, "({b})\n{p2}");
     });
 }
+
+/// A head cut mid-Host keeps its connection's parser while other connections on the same
+/// worker take parsers from the pool and give them back (with other Hosts remembered, valid
+/// and not): when the rest arrives, the head is read from where it was, by its own Host.
+#[test]
+fn a_partial_head_keeps_its_parser_while_others_come_and_go() {
+    for_each_backend(
+        "a_partial_head_keeps_its_parser_while_others_come_and_go",
+        |b| {
+            let s = Server::start(b, CONF, setup);
+            let mut held = Vec::new();
+            for cut in ["Host: b.te", "Host: b.test", "Ho", ""] {
+                let mut c = common::Conn::open(s.port);
+                c.send(
+                    format!("GET /page.html?q=held-head HTTP/1.1\r\nX-Held: 1\r\n{cut}").as_bytes(),
+                );
+                held.push((c, cut));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            for _ in 0..3 {
+                assert_eq!(one(s.port, &with_host(b"a.test")).1, "<p>a</p>", "({b})");
+                assert_eq!(one(s.port, &with_host(b"b.test@")).0, 400, "({b})");
+                assert_eq!(one(s.port, &with_host(b"b.test")).1, "<p>b</p>", "({b})");
+            }
+            for (mut c, cut) in held {
+                let rest = &"Host: b.test\r\nX-B: 2\r\n\r\n"[cut.len()..];
+                c.send(rest.as_bytes());
+                let r = c.read_response();
+                assert_eq!(
+                    (r.status, r.text().as_str()),
+                    (200, "<p>b</p>"),
+                    "{cut:?} ({b})"
+                );
+            }
+        },
+    );
+}
