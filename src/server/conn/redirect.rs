@@ -25,8 +25,14 @@ impl Conn {
             self.answer_error(500, &[], env);
             return;
         };
+        // Under the limits it was accepted with: the request's configuration, which a reload
+        // during the lookup does not change (a lowered limit would fail a head already taken).
+        let limits = self
+            .req
+            .as_ref()
+            .map_or(env.cfg.head_limits, |r| r.cfg.head_limits);
         let mut parser = crate::http::request::HeadParser::new();
-        parser.set_limits(env.cfg.head_limits);
+        parser.set_limits(limits);
         let parsed = parser.parse(&held.head);
         let Ok(crate::http::request::Status::Complete(r, _)) = parsed else {
             crate::error!("{}: the held head no longer parses", self.ident());
