@@ -279,6 +279,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if listening(port) {
+                if let Some(pid) = self.pid() {
+                    served_by(port, Some((pid, self.log_path.clone())));
+                }
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -348,6 +351,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        served_by(self.port, None);
+        served_by(self.port2, None);
         let status = self.terminate();
         if std::thread::panicking() {
             eprintln!(
@@ -359,6 +364,130 @@ impl Drop for Server {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The servers whose ports answered the port wait, by port: pid and log, for
+/// [`connect_or_explain`].
+static SERVED: std::sync::Mutex<Vec<(u16, u32, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records (or, with `None`, forgets) which server process listens on `port`.
+fn served_by(port: u16, server: Option<(u32, PathBuf)>) {
+    let mut v = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+    v.retain(|&(p, _, _)| p != port);
+    if let Some((pid, log)) = server {
+        v.push((port, pid, log));
+    }
+}
+
+/// `TcpStream::connect` to 127.0.0.1:`port`; a failure panics with what was true at that
+/// instant: the kernel's TCP sockets on that port (/proc/net/tcp: a LISTEN entry or not, and
+/// any TIME-WAIT or FIN-WAIT entry a SYN could have met), the server's state and open fds,
+/// its log so far, and whether a second connect 100 ms later gets through. (Twice in CI, on
+/// kqueue only, a first request was refused right after the port wait had connected.)
+pub fn connect_or_explain(port: u16) -> TcpStream {
+    match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => {
+            let report = explain_refusal(port);
+            let again = match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => "a second connect right after the report: connected".to_string(),
+                Err(e2) => format!("a second connect right after the report: {e2}"),
+            };
+            panic!("connect 127.0.0.1:{port}: {e}\n{report}{again}");
+        }
+    }
+}
+
+/// What [`connect_or_explain`] reports (see there).
+fn explain_refusal(port: u16) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("---- at the failed connect ----\n");
+    // /proc/net/tcp: "sl local rem st ... uid timeout inode"; ports in hex.
+    const STATES: [&str; 12] = [
+        "?",
+        "ESTABLISHED",
+        "SYN-SENT",
+        "SYN-RECV",
+        "FIN-WAIT-1",
+        "FIN-WAIT-2",
+        "TIME-WAIT",
+        "CLOSE",
+        "CLOSE-WAIT",
+        "LAST-ACK",
+        "LISTEN",
+        "CLOSING",
+    ];
+    let hex = format!(":{port:04X}");
+    let mut lines = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 10 || !(f[1].ends_with(&hex) || f[2].ends_with(&hex)) {
+                continue;
+            }
+            let st = usize::from_str_radix(f[3], 16).unwrap_or(0);
+            let port_of = |a: &str| {
+                a.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            let _ = writeln!(
+                out,
+                "{table}: {} local :{} remote :{} inode {}",
+                STATES.get(st).unwrap_or(&"?"),
+                port_of(f[1]).unwrap_or(0),
+                port_of(f[2]).unwrap_or(0),
+                f[9]
+            );
+            lines += 1;
+        }
+    }
+    if lines == 0 {
+        let _ = writeln!(
+            out,
+            "/proc/net/tcp{{,6}}: no socket on port {port} (no listener)"
+        );
+    }
+    let served = SERVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|s| s.0 == port)
+        .cloned();
+    match served {
+        None => {
+            let _ = writeln!(
+                out,
+                "no server of this process answered a port wait on {port}"
+            );
+        }
+        Some((_, pid, log)) => {
+            let state = proc_state(pid).map_or("gone".to_string(), |c| c.to_string());
+            let _ = writeln!(out, "server pid {pid}: state {state}; its fds:");
+            if let Ok(rd) = fs::read_dir(format!("/proc/{pid}/fd")) {
+                let mut fds: Vec<(u32, String)> = rd
+                    .flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name().to_str()?.parse().ok()?;
+                        let t = fs::read_link(e.path()).ok()?;
+                        Some((n, t.to_string_lossy().into_owned()))
+                    })
+                    .collect();
+                fds.sort();
+                for (n, t) in fds {
+                    let _ = writeln!(out, "  {n} -> {t}");
+                }
+            }
+            let _ = writeln!(
+                out,
+                "its log at that instant:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+    }
+    out.push_str("---- end ----\n");
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -629,8 +758,7 @@ pub fn parse_responses(bytes: &[u8]) -> Vec<Response> {
 }
 
 fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+    let s = connect_or_explain(port);
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_nodelay(true).unwrap();
@@ -841,8 +969,7 @@ pub fn chmod(path: &Path, mode: u32) {
 /// A raw TCP connection with generous timeouts, for tests that stream large bodies or wait on
 /// slow CGIs.
 pub fn connect_with_timeout(port: u16, timeout: Duration) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+    let s = connect_or_explain(port);
     s.set_read_timeout(Some(timeout)).unwrap();
     s.set_write_timeout(Some(timeout)).unwrap();
     s.set_nodelay(true).unwrap();
