@@ -114,8 +114,79 @@ pub fn temp_dir() -> PathBuf {
 /// Whether something listens on 127.0.0.1:`port`. A connect to a port nobody listens on can
 /// succeed by meeting itself (TCP simultaneous open, when the kernel picks that very port as
 /// the source: test ports come from the ephemeral range); such a connection does not count.
+///
+/// Something, not necessarily the server a test started: see [`server_listening`].
 pub fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok_and(|c| c.local_addr().ok() != c.peer_addr().ok())
+}
+
+/// Whether process `pid` itself listens on `port` and a connect to 127.0.0.1:`port` succeeds.
+///
+/// A connect alone can be answered by a socket of another process. The listener that
+/// [`free_port`] binds and drops (Rust's `bind` also listens) lives on in any child that
+/// another thread of this process spawned while it existed: the child gets a copy of every fd,
+/// and close-on-exec closes it only at its `execve`, which a busy machine can delay by
+/// milliseconds. A port wait that connects to that leftover ends before the server has bound
+/// the port; the leftover then goes with the child's exec, and the test's first request meets
+/// no listener at all (ECONNREFUSED) while the server's log shows it listening soon after.
+/// (Twice in CI; see README "kqueue on Linux".) So the wait also asks the kernel whose
+/// listening socket that is: an inode of a LISTEN entry on `port` in /proc/net/tcp{,6} must be
+/// one of `pid`'s fds. Where `pid`'s fds cannot be read (another user's process, without
+/// root), only the connect is checked.
+pub fn server_listening(pid: u32, port: u16) -> bool {
+    holds_listener(pid, port) != Some(false) && listening(port)
+}
+
+/// Whether process `pid` holds a listening TCP socket on `port`: `None` when its fds cannot be
+/// read.
+pub fn holds_listener(pid: u32, port: u16) -> Option<bool> {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let mut inodes = Vec::new();
+    let hex = format!(":{port:04X}");
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            // "sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid
+            // timeout inode ...": LISTEN is state 0A.
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() > 9 && f[1].ends_with(&hex) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    Some(fds.flatten().any(|e| {
+        fs::read_link(e.path()).is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+    }))
+}
+
+/// Waits (10 s at most, else panics) until `child` itself listens on 127.0.0.1:`port`
+/// ([`server_listening`]). `Err` (with the log at `log`) when it exits first; it is reaped then.
+pub fn wait_for_server(
+    child: &mut Child,
+    port: u16,
+    backend: &str,
+    log: &Path,
+) -> Result<(), String> {
+    let log = || fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if server_listening(child.id(), port) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "webserv ({backend}) exited with {status} before listening on {port}; log:\n{}",
+                log()
+            ));
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "webserv ({backend}) did not accept on 127.0.0.1:{port} within 10 s; log:\n{}",
+                log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A port nothing listens on right now (bind :0, read it, drop the listener).
@@ -276,32 +347,17 @@ impl Server {
     }
 
     fn wait_for_port(&mut self, port: u16) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if listening(port) {
-                if let Some(pid) = self.pid() {
-                    served_by(port, Some((pid, self.log_path.clone())));
-                }
-                return Ok(());
+        let child = self.child.as_mut().expect("a started server");
+        match wait_for_server(child, port, &self.backend, &self.log_path) {
+            Ok(()) => {
+                served_by(port, Some((child.id(), self.log_path.clone())));
+                Ok(())
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!(
-                        "webserv ({}) exited with {status} before listening on {port}; log:\n{}",
-                        self.backend,
-                        self.log()
-                    ));
-                }
+            Err(e) => {
+                // Reaped: its pid may be another process's now.
+                self.child = None;
+                Err(e)
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "webserv ({}) did not accept on 127.0.0.1:{port} within 10 s; log:\n{}",
-                    self.backend,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
