@@ -159,6 +159,47 @@ pub fn holds_listener(pid: u32, port: u16) -> Option<bool> {
     }))
 }
 
+/// Who holds a listening socket on `port`, as "pid N (comm), ..." from /proc (for
+/// [`wait_for_server`]'s note).
+fn listener_holders(port: u16) -> String {
+    let hex = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() > 9 && f[1].ends_with(&hex) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    let mut who = Vec::new();
+    for p in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let held = fs::read_dir(p.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                fs::read_link(e.path())
+                    .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+            });
+        if held {
+            let comm = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            who.push(format!("pid {pid} ({})", comm.trim()));
+        }
+    }
+    if inodes.is_empty() {
+        "gone by the time it was looked up".to_string()
+    } else if who.is_empty() {
+        format!("{} held by no process found", inodes.join(", "))
+    } else {
+        format!("held by {}", who.join(", "))
+    }
+}
+
 /// Waits (10 s at most, else panics) until `child` itself listens on 127.0.0.1:`port`
 /// ([`server_listening`]). `Err` (with the log at `log`) when it exits first; it is reaped then.
 pub fn wait_for_server(
@@ -169,9 +210,23 @@ pub fn wait_for_server(
 ) -> Result<(), String> {
     let log = || fs::read_to_string(log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut noted = false;
     loop {
-        if server_listening(child.id(), port) {
+        let holds = holds_listener(child.id(), port);
+        let answered = listening(port);
+        if holds != Some(false) && answered {
             return Ok(());
+        }
+        if answered && !noted {
+            // Said once, on stdout (CI's runs pass --show-output): the race this wait closes
+            // happened, and who held the socket that answered.
+            noted = true;
+            println!(
+                "port wait: 127.0.0.1:{port} answered before webserv ({backend}, pid {}) listened \
+                 on it; the listening socket was {}",
+                child.id(),
+                listener_holders(port)
+            );
         }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
