@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
@@ -11,12 +12,12 @@ use std::time::{Duration, Instant};
 
 /// Another process's listening socket on the server's port answers a connect, but it is not the
 /// server. This is what a child spawned by another test thread holds of the listener
-/// `free_port` bound and dropped, until the child's exec closes it (close-on-exec): twice in CI
-/// the port wait connected to such a leftover, the leftover went, and the first request was
-/// refused before the server had bound the port. Here the leftover is held by `sleep` for
-/// 300 ms and the server binds the port 500 ms after it is spawned: the wait must end only
-/// when the server itself listens, and the first request, sent once the leftover is gone, is
-/// then served (a wait that the leftover ended has it refused, as in CI).
+/// `free_port` bound and dropped, until the child's exec closes it (close-on-exec): a port wait
+/// that connected to such a leftover would end before the server had bound the port, and once
+/// the leftover went, the first request would be refused (twice in CI, a first request was
+/// refused right after the wait). Here `sleep` holds the leftover, and the server is started
+/// only after the leftover is gone: the wait must outlast the leftover and end once the server
+/// itself listens; the first request is then served.
 #[test]
 fn the_port_wait_waits_for_the_server_not_for_any_listener() {
     for_each_backend(
@@ -35,7 +36,7 @@ fn the_port_wait_waits_for_the_server_not_for_any_listener() {
                 })
                 .expect("a free port to listen on");
             let mut holder = Command::new("sleep")
-                .arg("0.3")
+                .arg("30")
                 .stdin(Stdio::from(OwnedFd::from(leftover)))
                 .spawn()
                 .expect("spawn sleep");
@@ -47,23 +48,33 @@ fn the_port_wait_waits_for_the_server_not_for_any_listener() {
             );
             let log_path = dir.join("server.log");
             let log = std::fs::File::create(&log_path).expect("create log");
+            // The server's pid from the start (sh execs it) but its exec held back until a line
+            // arrives on sh's stdin.
             let mut server = Command::new("/bin/sh")
                 .arg("-c")
-                .arg("sleep 0.5 && exec \"$0\" \"$@\"")
+                .arg("read go && exec \"$0\" \"$@\"")
                 .arg(binary())
                 .args(["-c", "webserv.conf", "-p", ".", "--backend", b])
                 .current_dir(&dir)
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(log.try_clone().expect("dup log"))
                 .stderr(log)
                 .spawn()
                 .expect("spawn sh");
-            let started = Instant::now();
-            let waited = wait_for_server(&mut server, port, b, &log_path);
-            let took = started.elapsed();
-            // The first request once the leftover is gone: what CI's refused first requests
-            // met (a wait that the leftover ended sends it before the server has bound).
+            let mut go = server.stdin.take().expect("sh's stdin");
+            let (backend, log_at) = (b.to_string(), log_path.clone());
+            let waiter = std::thread::spawn(move || {
+                let r = wait_for_server(&mut server, port, &backend, &log_at);
+                (server, r, Instant::now())
+            });
+            // Time for a wait that takes any answer to end (it would, at its first connect).
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = holder.kill();
             let _ = holder.wait();
+            let released = Instant::now();
+            let _ = go.write_all(b"go\n");
+            let (mut server, waited, ended) = waiter.join().expect("the wait panicked");
+            // The first request: once the leftover is gone, as CI's refused ones came.
             let r = std::panic::catch_unwind(|| get(port, "/a.txt"));
             // Before anything can fail: no process of this test outlives it.
             let _ = backends::util::kill(server.id(), libc::SIGTERM);
@@ -72,9 +83,9 @@ fn the_port_wait_waits_for_the_server_not_for_any_listener() {
             let _ = std::fs::remove_dir_all(&dir);
             waited.unwrap_or_else(|e| panic!("[{b}] {e}"));
             assert!(
-                took >= Duration::from_millis(400),
-                "[{b}] the wait ended after {took:?}, before the server could listen (it \
-                 answered for the leftover)"
+                ended >= released,
+                "[{b}] the wait ended while the leftover still answered, before the server was \
+                 even started"
             );
             let r =
                 r.unwrap_or_else(|_| panic!("[{b}] the first request failed; log:\n{server_log}"));
