@@ -212,8 +212,10 @@ pub fn wait_for_server(
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut noted = false;
     loop {
-        let holds = holds_listener(child.id(), port);
+        // The connect first: once the server holds a listener it keeps it, so a listener of
+        // its own found after the connect means the port is the server's.
         let answered = listening(port);
+        let holds = holds_listener(child.id(), port);
         if holds != Some(false) && answered {
             return Ok(());
         }
