@@ -81,10 +81,11 @@ set -e
 # run of 2026-12-02) one first request of an end-to-end test was refused (ECONNREFUSED) right
 # after the harness had connected to the server's port, with the server's log showing it
 # listening and exiting cleanly; only on kqueue (libkqueue), never reproduced locally (250 runs
-# of the suites concerned, idle and loaded). The cause is not known (README, "kqueue on
-# Linux"). A suite that fails again fails the step; one that passes is named as FLAKY here
-# and in the step's summary line, and its first run's result line is kept but relabelled, so
-# that the step counts the second run.
+# of the suites concerned, idle and loaded). A harness race that gives exactly this (the port
+# wait answered by a leftover of free_port's listener in another test's child) is closed; that
+# it was the cause is not proven (README, "kqueue on Linux"). A suite that fails again fails
+# the step; one that passes is named as FLAKY here and in the step's summary line, and its
+# first run's result line is kept but relabelled, so that the step counts the second run.
 flaky=""
 if [ "$rc" -ne 0 ]; then
     mapfile -t again < <(grep -o 'to rerun pass `[^`]*`' "$out" | sed 's/^to rerun pass `//; s/`$//' | sort -u)

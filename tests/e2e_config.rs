@@ -278,7 +278,7 @@ fn debug_traces_each_task() {
             .expect("spawn webserv");
         let deadline = Instant::now() + Duration::from_secs(10);
         let r = loop {
-            if listening(port) {
+            if server_listening(child.id(), port) {
                 break get(port, "/index.html");
             }
             assert!(Instant::now() < deadline, "server did not come up");

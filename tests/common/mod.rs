@@ -114,8 +114,136 @@ pub fn temp_dir() -> PathBuf {
 /// Whether something listens on 127.0.0.1:`port`. A connect to a port nobody listens on can
 /// succeed by meeting itself (TCP simultaneous open, when the kernel picks that very port as
 /// the source: test ports come from the ephemeral range); such a connection does not count.
+///
+/// Something, not necessarily the server a test started: see [`server_listening`].
 pub fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok_and(|c| c.local_addr().ok() != c.peer_addr().ok())
+}
+
+/// Whether process `pid` itself listens on `port` and a connect to 127.0.0.1:`port` succeeds.
+///
+/// A connect alone can be answered by a socket of another process. The listener that
+/// [`free_port`] binds and drops (Rust's `bind` also listens) lives on in any child that
+/// another thread of this process spawned while it existed: the child gets a copy of every fd,
+/// and close-on-exec closes it only at its `execve`, which a busy machine can delay by
+/// milliseconds. A port wait that connects to that leftover ends before the server has bound
+/// the port; the leftover then goes with the child's exec, and the test's first request meets
+/// no listener at all (ECONNREFUSED) while the server's log shows it listening soon after.
+/// (Twice in CI; see README "kqueue on Linux".) So the wait also asks the kernel whose
+/// listening socket that is: an inode of a LISTEN entry on `port` in /proc/net/tcp{,6} must be
+/// one of `pid`'s fds. Where `pid`'s fds cannot be read (another user's process, without
+/// root), only the connect is checked.
+pub fn server_listening(pid: u32, port: u16) -> bool {
+    holds_listener(pid, port) != Some(false) && listening(port)
+}
+
+/// Whether process `pid` holds a listening TCP socket on `port`: `None` when its fds cannot be
+/// read.
+pub fn holds_listener(pid: u32, port: u16) -> Option<bool> {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let mut inodes = Vec::new();
+    let hex = format!(":{port:04X}");
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            // "sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid
+            // timeout inode ...": LISTEN is state 0A.
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() > 9 && f[1].ends_with(&hex) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    Some(fds.flatten().any(|e| {
+        fs::read_link(e.path()).is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+    }))
+}
+
+/// Who holds a listening socket on `port`, as "pid N (comm), ..." from /proc (for
+/// [`wait_for_server`]'s note).
+fn listener_holders(port: u16) -> String {
+    let hex = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() > 9 && f[1].ends_with(&hex) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    let mut who = Vec::new();
+    for p in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let held = fs::read_dir(p.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                fs::read_link(e.path())
+                    .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+            });
+        if held {
+            let comm = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            who.push(format!("pid {pid} ({})", comm.trim()));
+        }
+    }
+    if inodes.is_empty() {
+        "gone by the time it was looked up".to_string()
+    } else if who.is_empty() {
+        format!("{} held by no process found", inodes.join(", "))
+    } else {
+        format!("held by {}", who.join(", "))
+    }
+}
+
+/// Waits (10 s at most, else panics) until `child` itself listens on 127.0.0.1:`port`
+/// ([`server_listening`]). `Err` (with the log at `log`) when it exits first; it is reaped then.
+pub fn wait_for_server(
+    child: &mut Child,
+    port: u16,
+    backend: &str,
+    log: &Path,
+) -> Result<(), String> {
+    let log = || fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut noted = false;
+    loop {
+        // The connect first: once the server holds a listener it keeps it, so a listener of
+        // its own found after the connect means the port is the server's.
+        let answered = listening(port);
+        let holds = holds_listener(child.id(), port);
+        if holds != Some(false) && answered {
+            return Ok(());
+        }
+        if answered && !noted {
+            // Said once, on stdout (CI's runs pass --show-output): the race this wait closes
+            // happened, and who held the socket that answered.
+            noted = true;
+            println!(
+                "port wait: 127.0.0.1:{port} answered before webserv ({backend}, pid {}) listened \
+                 on it; the listening socket was {}",
+                child.id(),
+                listener_holders(port)
+            );
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "webserv ({backend}) exited with {status} before listening on {port}; log:\n{}",
+                log()
+            ));
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "webserv ({backend}) did not accept on 127.0.0.1:{port} within 10 s; log:\n{}",
+                log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A port nothing listens on right now (bind :0, read it, drop the listener).
@@ -276,29 +404,17 @@ impl Server {
     }
 
     fn wait_for_port(&mut self, port: u16) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if listening(port) {
-                return Ok(());
+        let child = self.child.as_mut().expect("a started server");
+        match wait_for_server(child, port, &self.backend, &self.log_path) {
+            Ok(()) => {
+                served_by(port, Some((child.id(), self.log_path.clone())));
+                Ok(())
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!(
-                        "webserv ({}) exited with {status} before listening on {port}; log:\n{}",
-                        self.backend,
-                        self.log()
-                    ));
-                }
+            Err(e) => {
+                // Reaped: its pid may be another process's now.
+                self.child = None;
+                Err(e)
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "webserv ({}) did not accept on 127.0.0.1:{port} within 10 s; log:\n{}",
-                    self.backend,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -348,6 +464,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        served_by(self.port, None);
+        served_by(self.port2, None);
         let status = self.terminate();
         if std::thread::panicking() {
             eprintln!(
@@ -359,6 +477,134 @@ impl Drop for Server {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The servers whose ports answered the port wait, by port: pid and log, for
+/// [`connect_or_explain`].
+static SERVED: std::sync::Mutex<Vec<(u16, u32, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records (or, with `None`, forgets) which server process listens on `port`.
+fn served_by(port: u16, server: Option<(u32, PathBuf)>) {
+    let mut v = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+    v.retain(|&(p, _, _)| p != port);
+    if let Some((pid, log)) = server {
+        v.push((port, pid, log));
+    }
+}
+
+/// `TcpStream::connect` to 127.0.0.1:`port`; a failure panics with what was true at that
+/// instant: the kernel's TCP sockets on that port (/proc/net/tcp: a LISTEN entry or not, and
+/// any TIME-WAIT or FIN-WAIT entry a SYN could have met), the server's state and open fds,
+/// its log so far, and whether a second connect 100 ms later gets through. (Twice in CI, on
+/// kqueue only, a first request was refused right after the port wait had connected.)
+pub fn connect_or_explain(port: u16) -> TcpStream {
+    match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => {
+            let report = explain_refusal(port);
+            let again = match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => "a second connect right after the report: connected".to_string(),
+                Err(e2) => format!("a second connect right after the report: {e2}"),
+            };
+            panic!("connect 127.0.0.1:{port}: {e}\n{report}{again}");
+        }
+    }
+}
+
+/// What [`connect_or_explain`] reports (see there).
+fn explain_refusal(port: u16) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("---- at the failed connect ----\n");
+    // /proc/net/tcp: "sl local rem st ... uid timeout inode"; ports in hex.
+    const STATES: [&str; 12] = [
+        "?",
+        "ESTABLISHED",
+        "SYN-SENT",
+        "SYN-RECV",
+        "FIN-WAIT-1",
+        "FIN-WAIT-2",
+        "TIME-WAIT",
+        "CLOSE",
+        "CLOSE-WAIT",
+        "LAST-ACK",
+        "LISTEN",
+        "CLOSING",
+    ];
+    let hex = format!(":{port:04X}");
+    let (mut lines, mut listeners) = (0, 0);
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 10 || !(f[1].ends_with(&hex) || f[2].ends_with(&hex)) {
+                continue;
+            }
+            let st = usize::from_str_radix(f[3], 16).unwrap_or(0);
+            listeners += usize::from(st == 10);
+            let port_of = |a: &str| {
+                a.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            // LISTEN entries always; of the others (TIME-WAIT of a busy test, say) the first 30.
+            if st == 10 || lines < 30 {
+                let _ = writeln!(
+                    out,
+                    "{table}: {} local :{} remote :{} inode {}",
+                    STATES.get(st).unwrap_or(&"?"),
+                    port_of(f[1]).unwrap_or(0),
+                    port_of(f[2]).unwrap_or(0),
+                    f[9]
+                );
+            }
+            lines += 1;
+        }
+    }
+    if lines > 30 {
+        let _ = writeln!(out, "({lines} sockets on port {port} in all)");
+    }
+    if listeners == 0 {
+        let _ = writeln!(out, "/proc/net/tcp{{,6}}: no LISTEN socket on port {port}");
+    }
+    let served = SERVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|s| s.0 == port)
+        .cloned();
+    match served {
+        None => {
+            let _ = writeln!(
+                out,
+                "no server of this process answered a port wait on {port}"
+            );
+        }
+        Some((_, pid, log)) => {
+            let state = proc_state(pid).map_or("gone".to_string(), |c| c.to_string());
+            let _ = writeln!(out, "server pid {pid}: state {state}; its fds:");
+            if let Ok(rd) = fs::read_dir(format!("/proc/{pid}/fd")) {
+                let mut fds: Vec<(u32, String)> = rd
+                    .flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name().to_str()?.parse().ok()?;
+                        let t = fs::read_link(e.path()).ok()?;
+                        Some((n, t.to_string_lossy().into_owned()))
+                    })
+                    .collect();
+                fds.sort();
+                for (n, t) in fds {
+                    let _ = writeln!(out, "  {n} -> {t}");
+                }
+            }
+            let _ = writeln!(
+                out,
+                "its log at that instant:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+    }
+    out.push_str("---- end ----\n");
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -629,8 +875,7 @@ pub fn parse_responses(bytes: &[u8]) -> Vec<Response> {
 }
 
 fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+    let s = connect_or_explain(port);
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_nodelay(true).unwrap();
@@ -841,8 +1086,7 @@ pub fn chmod(path: &Path, mode: u32) {
 /// A raw TCP connection with generous timeouts, for tests that stream large bodies or wait on
 /// slow CGIs.
 pub fn connect_with_timeout(port: u16, timeout: Duration) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+    let s = connect_or_explain(port);
     s.set_read_timeout(Some(timeout)).unwrap();
     s.set_write_timeout(Some(timeout)).unwrap();
     s.set_nodelay(true).unwrap();
