@@ -3,6 +3,8 @@
 # probes (benches/load/floor/, compiled with cc), on this machine.
 #
 #   ci/bench.sh            5 s per run (BENCH_SECONDS=N to change), 10,000 idle connections
+#   ci/bench.sh --rounds 3 every row three times, rows rotated; cells are the medians, and a
+#                          table gives each cell's range (BENCH_ROUNDS=N works too)
 #   ci/bench.sh --quick    1 s per run, 2,000 idle connections
 #   ci/bench.sh --https    HTTPS rows instead: webserv and nginx with one ECDSA P-256
 #                          certificate (needs the openssl CLI); writes latest-https.*

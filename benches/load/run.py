@@ -598,6 +598,38 @@ def machine():
     return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}"
 
 
+def pick_medians(results, per_round):
+    """Each cell becomes its median round by CPU per response (the lower middle of an even
+    count), keeping every round's figure in `rounds` for the range table."""
+    for row, wls in per_round.items():
+        for key, runs in wls.items():
+            timed = [r for r in runs if r.get("us_per_req")]
+            if not timed:
+                continue
+            timed.sort(key=lambda r: r["us_per_req"])
+            chosen = dict(timed[(len(timed) - 1) // 2])
+            chosen["rounds"] = [r.get("us_per_req") for r in runs]
+            results[row][key] = chosen
+
+
+def range_table(results):
+    """Markdown lines: each cell's CPU per response in every round, min–max (empty: one round)."""
+    if not any("rounds" in c for r in results.values() for c in r.values() if isinstance(c, dict)):
+        return []
+    out = ["", "CPU per response over the rounds, µs (min–max; the cells above are the medians):", "",
+           "| server | " + " | ".join(w[1] for w in WORKLOADS) + " |",
+           "|---|" + "---|" * len(WORKLOADS)]
+    for row in ROWS:
+        if row not in results:
+            continue
+        cells = []
+        for w in WORKLOADS:
+            got = [v for v in results[row].get(w[0], {}).get("rounds", []) if v]
+            cells.append(f"{min(got):.1f}–{max(got):.1f} ({len(got)})" if got else "—")
+        out.append(f"| {row} | " + " | ".join(cells) + " |")
+    return out
+
+
 def render_md(results, seconds, idle_n, pin, versions, notes):
     cols = [w[1] for w in WORKLOADS] + [f"idle: RSS per conn ({idle_n:,} conns)"]
     out = [
@@ -669,6 +701,7 @@ def render_md(results, seconds, idle_n, pin, versions, notes):
             a, b = r.get("us_per_req"), r.get("client_us_per_req")
             cells.append(f"{a:.1f} + {b:.1f} = {a + b:.1f}" if a and b else "—")
         out.append(f"| {row} | " + " | ".join(cells) + " |")
+    out += range_table(results)
     if notes:
         out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"
@@ -757,6 +790,10 @@ def main():
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""), help="comma list of rows to run")
     ap.add_argument("--workloads", default=os.environ.get("BENCH_WORKLOADS", ""),
                     help="comma list of workload keys to run (" + ",".join(w[0] for w in WORKLOADS) + ")")
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "1")),
+                    help="run every row N times, the rows' order rotated each round; each cell is "
+                    "the round with the median CPU per response, and a table gives each cell's range "
+                    "(idle memory is measured in the first round only)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--https", action="store_true",
                     help="HTTPS rows (webserv and nginx, one ECDSA P-256 certificate); writes latest-https.*")
@@ -853,49 +890,61 @@ def main():
             else:
                 notes.append("lighttpd is not installed (Debian: apt-get install lighttpd): row skipped.")
 
+    rounds = max(1, args.rounds)
+    per_round = {}  # row -> workload -> [result of each round]
     try:
-        for row, argv_for in rows:
-            res = results.setdefault(row, {})
-            is_ws = row.startswith("webserv") or row.startswith("baseline")
-            port = free_port()
-            try:
-                srv = Server(row, argv_for(port), port, tmp, pin, row_env.get(row))
-            except (RuntimeError, OSError) as e:
-                notes.append(f"{row} did not start: {str(e)[:300]}")
-                log(notes[-1])
-                continue
-            try:
-                # Idle connections first, on a fresh server, before load has grown its pools.
-                if args.idle and row not in FLOOR_WORKLOADS:
-                    res["idle"] = idle_rss(srv, args.idle)
-                    log(f"{row} idle: {res['idle']}")
-                # Warm up: caches, page cache, lazily allocated pools.
-                run_wrk(port, 50, SMALL, None, 1, pin)
-                for wl in WORKLOADS:
-                    why = unsupported(row, wl[0])
-                    if why:
-                        res[wl[0]] = {"skip": why}
-                        continue
-                    if srv.proc.poll() is not None:
-                        notes.append(f"{row} exited during the bench: {srv.log_tail()[-300:]}")
-                        break
-                    r = measure(srv, wl, args.seconds, pin, is_ws)
-                    res[wl[0]] = r
-                    log(f"{row} {wl[0]}: {cell(r, is_ws)}")
-                    if r["non2xx"] or r["sock_errors"] or not r["requests"]:
+        for rnd in range(rounds):
+            # Rotated, so no row always runs first (or last) on a machine whose load drifts.
+            k = rnd % max(1, len(rows))
+            for row, argv_for in rows[k:] + rows[:k]:
+                if rounds > 1:
+                    log(f"round {rnd + 1}/{rounds}: {row}")
+                res = results.setdefault(row, {})
+                is_ws = row.startswith("webserv") or row.startswith("baseline")
+                port = free_port()
+                try:
+                    srv = Server(row, argv_for(port), port, tmp, pin, row_env.get(row))
+                except (RuntimeError, OSError) as e:
+                    notes.append(f"{row} did not start: {str(e)[:300]}")
+                    log(notes[-1])
+                    continue
+                try:
+                    # Idle connections first, on a fresh server, before load has grown its pools.
+                    if args.idle and row not in FLOOR_WORKLOADS and rnd == 0:
+                        res["idle"] = idle_rss(srv, args.idle)
+                        log(f"{row} idle: {res['idle']}")
+                    # Warm up: caches, page cache, lazily allocated pools.
+                    run_wrk(port, 50, SMALL, None, 1, pin)
+                    for wl in WORKLOADS:
+                        why = unsupported(row, wl[0])
+                        if why:
+                            res[wl[0]] = {"skip": why}
+                            continue
+                        if srv.proc.poll() is not None:
+                            notes.append(f"{row} exited during the bench: {srv.log_tail()[-300:]}")
+                            break
+                        r = measure(srv, wl, args.seconds, pin, is_ws)
+                        res[wl[0]] = r
+                        per_round.setdefault(row, {}).setdefault(wl[0], []).append(r)
+                        log(f"{row} {wl[0]}: {cell(r, is_ws)}")
+                        if r["non2xx"] or r["sock_errors"] or not r["requests"]:
+                            notes.append(
+                                f"{row}, {wl[1]}: {r['requests']} responses, {r['non2xx']} non-2xx, "
+                                f"{r.get('sock_detail', 'no socket errors')}"
+                            )
+                    idle = res.get("idle") if rnd == 0 else None
+                    if idle and (idle["failed"] or idle["alive"] < idle["conns"]):
                         notes.append(
-                            f"{row}, {wl[1]}: {r['requests']} responses, {r['non2xx']} non-2xx, "
-                            f"{r.get('sock_detail', 'no socket errors')}"
+                            f"{row}, idle: held {idle['conns']}, still open {idle['alive']}, failed {idle['failed']}"
                         )
-                idle = res.get("idle")
-                if idle and (idle["failed"] or idle["alive"] < idle["conns"]):
-                    notes.append(
-                        f"{row}, idle: held {idle['conns']}, still open {idle['alive']}, failed {idle['failed']}"
-                    )
-            finally:
-                srv.stop()
+                finally:
+                    srv.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if rounds > 1:
+        pick_medians(results, per_round)
+        notes.insert(0, f"each cell is the median of {rounds} rounds (rows rotated each round); "
+                     "the range table gives every round")
 
     subtitle = f"{datetime.date.today()} · {machine()} · {args.seconds} s per run"
     md = render_md(results, args.seconds, args.idle, pin, versions, notes)
