@@ -4,10 +4,9 @@
 //! Two sources:
 //! - **Counters** ([`mine`]): bumped where the event happens (requests, bytes, keep-alive
 //!   reuse, CGI, uploads, completions per wait). Each thread has its own set, written only by
-//!   that thread — a plain load and store, no locked instruction: a request made eight locked
-//!   adds (four counters, and the configuration's reference count twice) before, about 1 % of
-//!   the 612-byte row's CPU. The page sums every thread's set, so the figures are the
-//!   process's totals, exact up to the adds still in flight on other threads.
+//!   that thread — a plain load and store, no locked instruction (shared atomics made four
+//!   locked adds per request and two per wait). The page sums every thread's set, so the
+//!   figures are the process's totals, exact up to the adds still in flight on other threads.
 //! - **Per-worker state** ([`Registry`]): connection states and the backend's own counters
 //!   live in each loop; each loop publishes a copy on its one-second tick, and the page adds
 //!   the serving worker's live values to the others' last copies (at most a second old).
