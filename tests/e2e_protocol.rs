@@ -12,6 +12,7 @@ server {
     listen 127.0.0.1:{PORT};
     root www;
     location / { }
+    location = /status { status; }
     location /up/ { allow_methods GET PUT; upload_store up; client_max_body_size 1k; }
     location /big/ { allow_methods PUT; upload_store big; client_max_body_size 10m; }
 }
@@ -111,6 +112,32 @@ fn hundred_pipelined_requests_answered_in_order() {
             );
         }
         assert!(c.is_closed());
+    });
+}
+
+/// Requests that arrive together are all answered before the first send: one write for the
+/// batch, not the first response alone and then the rest (the status page counts the sends).
+#[test]
+fn pipelined_batch_is_answered_in_one_send() {
+    for_each_backend("pipelined_batch_is_answered_in_one_send", |b| {
+        let s = start(b);
+        let mut c = Conn::open(s.port);
+        for _ in 0..2 {
+            // Warm: the file is in the small-file cache, so every answer is ready at once.
+            c.send(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(c.read_response().status, 200);
+        }
+        let before = ops_submitted(s.port);
+        c.send(&b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n".repeat(16));
+        for i in 0..16 {
+            let r = c.read_response();
+            assert_eq!((r.status, r.text()), (200, "file a".into()), "[{b}] #{i}");
+        }
+        let after = ops_submitted(s.port);
+        let sends = after["send"] - before["send"];
+        // One for the batch, one for the first status page (the second one's own send is
+        // submitted after it counted).
+        assert_eq!(sends, 2, "[{b}] sends: {before:?} -> {after:?}");
     });
 }
 

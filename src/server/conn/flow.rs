@@ -21,12 +21,29 @@ impl Conn {
     pub fn drive(&mut self, env: &mut Env) {
         for _ in 0..64 {
             let a = self.advance(env);
+            if a && self.another_head_first() {
+                // Pipelined requests: answer every buffered one before the first send, so
+                // the batch goes out in one write instead of the first response alone and
+                // then the rest.
+                continue;
+            }
             let p = self.pump(env);
             if !a && !p {
                 break;
             }
         }
+        // The loop's bound may have cut it short of a pump (a deep pipeline).
+        self.pump(env);
         self.update_recv(env);
+    }
+
+    /// Whether to parse the next buffered head before sending: the last request was answered
+    /// whole (no request is in progress), more input waits, and the answers queued so far
+    /// fit in one coalesced send.
+    fn another_head_first(&self) -> bool {
+        matches!(self.phase, Phase::Idle | Phase::Head)
+            && !self.inbuf.is_empty()
+            && self.out.bytes() < COALESCE
     }
 
     pub(super) fn advance(&mut self, env: &mut Env) -> bool {
