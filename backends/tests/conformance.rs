@@ -695,6 +695,84 @@ fn eof_behind_data_on_a_waiting_recv() {
     });
 }
 
+/// More receives become ready at once than one wait hands back (the readiness backends bound
+/// a wait's completions): every one still completes, with no new edge from its peer.
+#[test]
+fn many_ready_receives_all_complete() {
+    each_backend("many_ready_receives_all_complete", |b| {
+        let n = 300;
+        let pairs: Vec<(RawFd, std::os::unix::net::UnixStream)> = (0..n)
+            .map(|_| {
+                let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+                // Non-blocking, as the sockets the server hands its backend are.
+                ours.set_nonblocking(true).unwrap();
+                (ours.into_raw_fd(), peer)
+            })
+            .collect();
+        for (i, (fd, _)) in pairs.iter().enumerate() {
+            b.submit(i as u64 + 1, Op::Recv { fd: *fd });
+        }
+        // Let every receive start and find nothing; then all peers write before the next wait.
+        let mut early = Vec::new();
+        b.wait(&mut early, Some(Duration::from_millis(50))).unwrap();
+        assert!(early.is_empty(), "nothing was sent yet: {early:?}");
+        for (i, (_, peer)) in pairs.iter().enumerate() {
+            (&*peer).write_all(&[i as u8]).unwrap();
+        }
+        let mut seen = vec![false; n];
+        let (mut count, mut waits, mut largest) = (0, 0, 0);
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut out = Vec::new();
+        while count < n {
+            assert!(
+                Instant::now() < end,
+                "{}: only {count} of {n} receives completed",
+                b.name()
+            );
+            b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
+            waits += 1;
+            largest = largest.max(out.len());
+            for c in out.drain(..) {
+                let i = (c.token - 1) as usize;
+                assert_eq!(
+                    c.result.as_ref().ok(),
+                    Some(&1),
+                    "{}: receive {i}",
+                    b.name()
+                );
+                let Buf::Recv(buf) = c.buf else {
+                    panic!("{}: receive {i} without its buffer", b.name());
+                };
+                assert_eq!(&buf[..], &[i as u8], "{}: receive {i}'s byte", b.name());
+                b.release(buf);
+                assert!(!seen[i], "{}: receive {i} completed twice", b.name());
+                seen[i] = true;
+                count += 1;
+            }
+        }
+        println!(
+            "{}: {n} receives in {waits} waits, at most {largest} in one",
+            b.name()
+        );
+        for (i, (fd, _)) in pairs.iter().enumerate() {
+            b.submit(1000 + i as u64, Op::Close { fd: *fd });
+        }
+        // Multishot receives end with the close: count only the closes.
+        let mut closed = 0;
+        let end = Instant::now() + Duration::from_secs(10);
+        while closed < n {
+            assert!(Instant::now() < end, "{}: {closed} of {n} closes", b.name());
+            b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
+            for c in out.drain(..) {
+                if let Buf::Recv(buf) = c.buf {
+                    b.release(buf);
+                }
+                closed += usize::from(c.token >= 1000);
+            }
+        }
+    });
+}
+
 #[test]
 fn close_while_recv_pending() {
     each_backend("close_while_recv_pending", |b| {

@@ -361,17 +361,27 @@ impl<P: Poller> Readiness<P> {
         out.push(c);
     }
 
-    pub(super) fn run_ready(&mut self, out: &mut Vec<Completion>) {
+    /// Run the ready fds' operations until `out` holds `limit` completions; the fds not
+    /// reached stay ready for the next wait.
+    pub(super) fn run_ready(&mut self, out: &mut Vec<Completion>, limit: usize) {
         // Swapped with a spare list, both keeping their capacity: no allocation per turn.
         let spare = std::mem::take(&mut self.ready_spare);
         let mut fds = std::mem::replace(&mut self.ready, spare);
         for &fd in &fds {
             self.fds[fd as usize].set(FdState::IN_READY, false);
         }
+        let mut reached = 0;
         for &fd in &fds {
+            if out.len() >= limit {
+                break;
+            }
+            reached += 1;
             if self.run_fd(fd, out) {
                 self.mark_ready(fd);
             }
+        }
+        for &fd in &fds[reached..] {
+            self.mark_ready(fd);
         }
         fds.clear();
         self.ready_spare = fds;
