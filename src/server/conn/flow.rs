@@ -19,9 +19,11 @@ const SENDFILE_PIECE: u64 = 4 << 20;
 impl Conn {
     /// Make all the progress possible: parse, feed bodies, send; then (re)arm the receive.
     pub fn drive(&mut self, env: &mut Env) {
+        let mut deferred = false;
         for _ in 0..64 {
             let a = self.advance(env);
-            if a && self.another_head_first() {
+            deferred = a && self.another_head_first();
+            if deferred {
                 // Pipelined requests: answer every buffered one before the first send, so
                 // the batch goes out in one write instead of the first response alone and
                 // then the rest.
@@ -32,8 +34,10 @@ impl Conn {
                 break;
             }
         }
-        // The loop's bound may have cut it short of a pump (a deep pipeline).
-        self.pump(env);
+        if deferred {
+            // The loop's bound cut a deep pipeline short of its send.
+            self.pump(env);
+        }
         self.update_recv(env);
     }
 
