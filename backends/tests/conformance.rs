@@ -2906,3 +2906,72 @@ fn epoll_sendfile_yields_to_other_connections() {
         println!("epoll_sendfile_yields_to_other_connections: ran on {name}");
     }
 }
+
+/// Two receives that fill a wait's bound turn after turn (their peers wrote far more than a
+/// turn reads) must not keep a third, ready receive waiting: the fds a wait did not reach go
+/// before those it ran again.
+#[test]
+fn busy_receives_do_not_starve_a_ready_one() {
+    let opts = Options {
+        buf_size: 64,
+        ..Options::default()
+    };
+    each_backend_with("busy_receives_do_not_starve_a_ready_one", opts, |b| {
+        let pair = || {
+            let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            peer.set_nonblocking(true).unwrap();
+            (ours.into_raw_fd(), peer)
+        };
+        let (hogs, quiet) = ([pair(), pair()], pair());
+        for (_, peer) in &hogs {
+            // As much as the socket takes: thousands of 64-byte receives.
+            let chunk = vec![7u8; 4096];
+            while (&*peer).write(&chunk).is_ok() {}
+        }
+        (&quiet.1).write_all(b"q").unwrap();
+        b.submit(1, Op::Recv { fd: hogs[0].0 });
+        b.submit(2, Op::Recv { fd: hogs[1].0 });
+        b.submit(3, Op::Recv { fd: quiet.0 });
+        let mut out = Vec::new();
+        let mut hog_bytes = 0;
+        let mut quiet_seen = false;
+        for _ in 0..8 {
+            b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
+            for c in out.drain(..) {
+                let n = *c.result.as_ref().unwrap();
+                if c.token == 3 {
+                    quiet_seen = true;
+                } else {
+                    hog_bytes += n;
+                }
+                if let Buf::Recv(buf) = c.buf {
+                    b.release(buf);
+                }
+            }
+            if quiet_seen {
+                break;
+            }
+        }
+        assert!(
+            quiet_seen,
+            "{}: the quiet receive waited 8 waits while the busy ones read {hog_bytes} bytes",
+            b.name()
+        );
+        for (i, fd) in [hogs[0].0, hogs[1].0, quiet.0].into_iter().enumerate() {
+            b.submit(100 + i as u64, Op::Close { fd });
+        }
+        let mut closed = 0;
+        let end = Instant::now() + Duration::from_secs(10);
+        while closed < 3 {
+            assert!(Instant::now() < end, "{}: {closed} of 3 closes", b.name());
+            b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
+            for c in out.drain(..) {
+                if let Buf::Recv(buf) = c.buf {
+                    b.release(buf);
+                }
+                closed += usize::from(c.token >= 100);
+            }
+        }
+    });
+}

@@ -380,9 +380,14 @@ impl<P: Poller> Readiness<P> {
                 self.mark_ready(fd);
             }
         }
+        // The fds not reached go first next time, before those run again here (which
+        // `self.ready` holds so far): else two fds filling the bound turn after turn keep
+        // the others waiting for as long as they are busy.
+        let again = self.ready.len();
         for &fd in &fds[reached..] {
             self.mark_ready(fd);
         }
+        self.ready.rotate_left(again);
         fds.clear();
         self.ready_spare = fds;
     }
