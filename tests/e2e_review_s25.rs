@@ -35,6 +35,16 @@ fn setup(dir: &Path) {
     std::fs::create_dir_all(dir.join("up")).unwrap();
 }
 
+/// Writes `req` on a fresh connection and shuts the write side (the client's FIN), then reads
+/// until the server closes or 3 s pass without a byte: the responses, and whether it closed.
+fn exchange_then_fin(port: u16, req: &[u8]) -> (Vec<Response>, bool) {
+    let mut t = connect_with_timeout(port, Duration::from_secs(5));
+    std::io::Write::write_all(&mut t, req).unwrap();
+    t.shutdown(std::net::Shutdown::Write).unwrap();
+    let (bytes, closed) = read_until_close(&mut t, Duration::from_secs(3));
+    (parse_responses(&bytes), closed)
+}
+
 /// One write holding a cached small file, a big file (sendfile), HEAD, a 304, a 404, an upload
 /// by Content-Length and one chunked: every answer in order, uploads on disk.
 #[test]
@@ -119,11 +129,7 @@ fn deep_pipeline_then_fin_is_answered_to_the_end() {
         for i in 0..150 {
             req.extend_from_slice(format!("GET /p/{i}.txt HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         }
-        let mut t = connect_with_timeout(s.port, Duration::from_secs(5));
-        std::io::Write::write_all(&mut t, &req).unwrap();
-        t.shutdown(std::net::Shutdown::Write).unwrap();
-        let (bytes, closed) = read_until_close(&mut t, Duration::from_secs(3));
-        let rs = parse_responses(&bytes);
+        let (rs, closed) = exchange_then_fin(s.port, &req);
         assert_eq!(rs.len(), 150, "[{b}] answers (closed: {closed})");
         for (i, r) in rs.iter().enumerate() {
             assert_eq!(
@@ -147,9 +153,7 @@ fn bad_head_mid_batch_closes_after_the_answers_before_it() {
             let mut req = b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3);
             req.extend_from_slice(b"GARBAGE\r\n\r\n");
             req.extend_from_slice(b"GET /b.txt HTTP/1.1\r\nHost: x\r\n\r\n");
-            let mut t = connect_with_timeout(s.port, Duration::from_secs(5));
-            std::io::Write::write_all(&mut t, &req).unwrap();
-            let (bytes, closed) = read_until_close(&mut t, Duration::from_secs(3));
+            let (bytes, closed) = exchange(s.port, &req, Duration::from_secs(3));
             let rs = parse_responses(&bytes);
             let got: Vec<u16> = rs.iter().map(|r| r.status).collect();
             assert_eq!(got, [200, 200, 200, 400], "[{b}]");
@@ -168,11 +172,7 @@ fn batch_cut_mid_head_then_fin_answers_the_complete_ones() {
             let s = Server::start(b, CONF, setup);
             let mut req = b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3);
             req.extend_from_slice(b"GET /b.txt HTTP/1.1\r\nHo");
-            let mut t = connect_with_timeout(s.port, Duration::from_secs(5));
-            std::io::Write::write_all(&mut t, &req).unwrap();
-            t.shutdown(std::net::Shutdown::Write).unwrap();
-            let (bytes, closed) = read_until_close(&mut t, Duration::from_secs(3));
-            let rs = parse_responses(&bytes);
+            let (rs, closed) = exchange_then_fin(s.port, &req);
             let got: Vec<(u16, String)> = rs.iter().map(|r| (r.status, r.text())).collect();
             assert_eq!(got, vec![(200, "file a".to_string()); 3], "[{b}]");
             assert!(closed, "[{b}] open after the client's FIN");

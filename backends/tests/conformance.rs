@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use backends::{Backend, Body, Buf, Completion, FileSend, Kind, Op, Options, SendBuf, WAKE_TOKEN};
@@ -695,20 +696,49 @@ fn eof_behind_data_on_a_waiting_recv() {
     });
 }
 
+/// A connected Unix socket pair: our end as a raw fd for the backend, the peer as a stream.
+/// Both non-blocking, as the sockets the server hands its backend are (and so that a test can
+/// fill the peer's direction without blocking).
+fn nonblocking_pair() -> (RawFd, UnixStream) {
+    let (ours, peer) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    peer.set_nonblocking(true).unwrap();
+    (ours.into_raw_fd(), peer)
+}
+
+/// Close `fds` through the backend (tokens from `first` up) and wait for every close; the
+/// receives still armed on them end with the close, and their buffers go back.
+fn close_all(b: &mut dyn Backend, fds: &[RawFd], first: u64) {
+    for (i, &fd) in fds.iter().enumerate() {
+        b.submit(first + i as u64, Op::Close { fd });
+    }
+    let mut out = Vec::new();
+    let mut closed = 0;
+    let end = Instant::now() + Duration::from_secs(10);
+    while closed < fds.len() {
+        assert!(
+            Instant::now() < end,
+            "{}: {closed} of {} closes",
+            b.name(),
+            fds.len()
+        );
+        b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
+        for c in out.drain(..) {
+            if let Buf::Recv(buf) = c.buf {
+                b.release(buf);
+            }
+            closed += usize::from(c.token >= first);
+        }
+    }
+}
+
 /// More receives become ready at once than one wait hands back (the readiness backends bound
 /// a wait's completions): every one still completes, with no new edge from its peer.
 #[test]
 fn many_ready_receives_all_complete() {
     each_backend("many_ready_receives_all_complete", |b| {
         let n = 300;
-        let pairs: Vec<(RawFd, std::os::unix::net::UnixStream)> = (0..n)
-            .map(|_| {
-                let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-                // Non-blocking, as the sockets the server hands its backend are.
-                ours.set_nonblocking(true).unwrap();
-                (ours.into_raw_fd(), peer)
-            })
-            .collect();
+        let pairs: Vec<(RawFd, UnixStream)> = (0..n).map(|_| nonblocking_pair()).collect();
         for (i, (fd, _)) in pairs.iter().enumerate() {
             b.submit(i as u64 + 1, Op::Recv { fd: *fd });
         }
@@ -754,22 +784,8 @@ fn many_ready_receives_all_complete() {
             "{}: {n} receives in {waits} waits, at most {largest} in one",
             b.name()
         );
-        for (i, (fd, _)) in pairs.iter().enumerate() {
-            b.submit(1000 + i as u64, Op::Close { fd: *fd });
-        }
-        // Multishot receives end with the close: count only the closes.
-        let mut closed = 0;
-        let end = Instant::now() + Duration::from_secs(10);
-        while closed < n {
-            assert!(Instant::now() < end, "{}: {closed} of {n} closes", b.name());
-            b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
-            for c in out.drain(..) {
-                if let Buf::Recv(buf) = c.buf {
-                    b.release(buf);
-                }
-                closed += usize::from(c.token >= 1000);
-            }
-        }
+        let fds: Vec<RawFd> = pairs.iter().map(|(fd, _)| *fd).collect();
+        close_all(b, &fds, 1000);
     });
 }
 
@@ -2917,13 +2933,7 @@ fn busy_receives_do_not_starve_a_ready_one() {
         ..Options::default()
     };
     each_backend_with("busy_receives_do_not_starve_a_ready_one", opts, |b| {
-        let pair = || {
-            let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-            ours.set_nonblocking(true).unwrap();
-            peer.set_nonblocking(true).unwrap();
-            (ours.into_raw_fd(), peer)
-        };
-        let (hogs, quiet) = ([pair(), pair()], pair());
+        let (hogs, quiet) = ([nonblocking_pair(), nonblocking_pair()], nonblocking_pair());
         for (_, peer) in &hogs {
             // As much as the socket takes: thousands of 64-byte receives.
             let chunk = vec![7u8; 4096];
@@ -2958,20 +2968,6 @@ fn busy_receives_do_not_starve_a_ready_one() {
             "{}: the quiet receive waited 8 waits while the busy ones read {hog_bytes} bytes",
             b.name()
         );
-        for (i, fd) in [hogs[0].0, hogs[1].0, quiet.0].into_iter().enumerate() {
-            b.submit(100 + i as u64, Op::Close { fd });
-        }
-        let mut closed = 0;
-        let end = Instant::now() + Duration::from_secs(10);
-        while closed < 3 {
-            assert!(Instant::now() < end, "{}: {closed} of 3 closes", b.name());
-            b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
-            for c in out.drain(..) {
-                if let Buf::Recv(buf) = c.buf {
-                    b.release(buf);
-                }
-                closed += usize::from(c.token >= 100);
-            }
-        }
+        close_all(b, &[hogs[0].0, hogs[1].0, quiet.0], 100);
     });
 }
