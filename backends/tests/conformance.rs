@@ -712,24 +712,18 @@ fn close_all(b: &mut dyn Backend, fds: &[RawFd], first: u64) {
     for (i, &fd) in fds.iter().enumerate() {
         b.submit(first + i as u64, Op::Close { fd });
     }
-    let mut out = Vec::new();
-    let mut closed = 0;
-    let end = Instant::now() + Duration::from_secs(10);
-    while closed < fds.len() {
-        assert!(
-            Instant::now() < end,
-            "{}: {closed} of {} closes",
-            b.name(),
-            fds.len()
-        );
-        b.wait(&mut out, Some(Duration::from_millis(200))).unwrap();
-        for c in out.drain(..) {
+    let closed = std::cell::Cell::new(0);
+    run(
+        b,
+        Duration::from_secs(10),
+        |b, c| {
             if let Buf::Recv(buf) = c.buf {
                 b.release(buf);
             }
-            closed += usize::from(c.token >= first);
-        }
-    }
+            closed.set(closed.get() + usize::from(c.token >= first));
+        },
+        || closed.get() == fds.len(),
+    );
 }
 
 /// More receives become ready at once than one wait hands back (the readiness backends bound
